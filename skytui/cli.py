@@ -1,0 +1,575 @@
+"""`skytui` on the command line: argument parsing and the headless renderers.
+
+Contracts scripts rely on (DESIGN.md): `--json` prints one JSON document on
+stdout and nothing else there; exit codes are 0 SUCCEEDED, 1 any FAILED_*,
+2 invalid input or usage (nothing submitted), 3 CANCELLED, 130 Ctrl-C
+(detached: the job keeps running). Colour only on a terminal; NO_COLOR is
+honoured. This module never imports Textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from skytui.client import Client, JobView
+from skytui.config import ConfigError
+from skytui.engine.optimizer import InfeasibleError, Plan, considered_rows
+from skytui.engine.status import TERMINAL, TaskStatus
+from skytui.engine.store import EventRow, StoreError
+from skytui.spec import Overrides, Pipeline, SpecError, load_pipeline, parse_env_flag
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CANCELLED = 3
+EXIT_INTERRUPTED = 130
+
+STATUS_STYLES = {
+    "PENDING": "yellow",
+    "STARTING": "cyan",
+    "RUNNING": "green",
+    "RECOVERING": "magenta",
+    "CANCELLING": "yellow",
+    "SUCCEEDED": "bold green",
+    "CANCELLED": "yellow",
+}
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class UsageError(Exception):
+    """Bad flags or names: exit 2, nothing written."""
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _status_text(status: str) -> Text:
+    style = STATUS_STYLES.get(status, "red" if status.startswith("FAILED") else "")
+    return Text(status, style=style)
+
+
+def readable_ago(then: float | None, now: float) -> str:
+    if then is None:
+        return "-"
+    seconds = max(0, now - then)
+    if seconds < 60:
+        return "a few secs ago"
+    for unit, size in (("day", 86400), ("hr", 3600), ("min", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "-"  # pragma: no cover
+
+
+def readable_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+def exit_code_for(status: TaskStatus) -> int:
+    if status is TaskStatus.SUCCEEDED:
+        return EXIT_OK
+    if status is TaskStatus.CANCELLED:
+        return EXIT_CANCELLED
+    return EXIT_FAILED
+
+
+def _fail_usage(message: str) -> NoReturn:
+    raise UsageError(message)
+
+
+# ------------------------------------------------------------------ parsers
+
+
+def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--name", help="job name (overrides the YAML)")
+    parser.add_argument("-p", "--pool", help="run on a pool's workers")
+    parser.add_argument("--num-jobs", type=int, default=1, help="submit N copies (SKYPILOT_JOB_RANK 0..N-1)")
+    parser.add_argument("--infra", help="cloud[/region[/zone]], e.g. local")
+    parser.add_argument("--use-spot", action="store_true", default=None, help="use spot instances")
+    parser.add_argument("--no-use-spot", dest="use_spot", action="store_false", help="use on-demand instances")
+    parser.add_argument("--gpus", help="accelerators, e.g. H100:8")
+    parser.add_argument("--cpus", help="vCPUs, e.g. 4 or 4+")
+    parser.add_argument("--memory", help="memory in GB, e.g. 16+")
+    parser.add_argument("--num-nodes", type=int, help="number of nodes")
+    parser.add_argument("--priority", type=int, help="scheduling priority (-1000..1000)")
+    parser.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)")
+    parser.add_argument("--env-file", help="a dotenv file of environment variables")
+    parser.add_argument("--secret", action="append", default=[], metavar="K=V", help="secret variable (repeatable)")
+    parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("-d", "--detach-run", action="store_true", help="submit and return; do not stream logs")
+    parser.add_argument("--dryrun", action="store_true", help="show where the job would go; submit nothing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skytui",
+        description="Managed jobs for long cloud runs. Without arguments, opens the terminal UI.",
+    )
+    parser.add_argument("--run", metavar="FILE", help="launch FILE, stream its logs, exit with its outcome")
+    _add_launch_flags(parser)
+    commands = parser.add_subparsers(dest="command")
+
+    jobs = commands.add_parser("jobs", help="managed jobs").add_subparsers(dest="jobs_command", required=True)
+    launch = jobs.add_parser("launch", help="launch a task or pipeline YAML as a managed job")
+    launch.add_argument("file")
+    _add_launch_flags(launch)
+
+    queue = jobs.add_parser("queue", help="show managed jobs")
+    queue.add_argument("-a", "--all", action="store_true", help="every job, not only the latest 50")
+    queue.add_argument("--skip-finished", action="store_true", help="only jobs still in progress")
+    queue.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    logs = jobs.add_parser("logs", help="print and follow a job's logs (Ctrl-C detaches)")
+    logs.add_argument("job_id", nargs="?", type=int)
+    logs.add_argument("-n", "--name")
+    logs.add_argument("--task", type=int, help="only this task of a pipeline (0-based)")
+    logs.add_argument("--no-follow", dest="follow", action="store_false")
+    logs.add_argument("--controller", action="store_true", help="the controller's log of the job")
+
+    cancel = jobs.add_parser("cancel", help="cancel managed jobs")
+    cancel.add_argument("job_ids", nargs="*", type=int)
+    cancel.add_argument("-n", "--name")
+    cancel.add_argument("-p", "--pool")
+    cancel.add_argument("-a", "--all", action="store_true", help="every job in progress")
+    cancel.add_argument("-y", "--yes", action="store_true")
+
+    controller = commands.add_parser("controller", help="the controller daemon").add_subparsers(
+        dest="controller_command", required=True
+    )
+    controller.add_parser("start", help="start the controller (clients also start it on demand)")
+    controller.add_parser("stop", help="stop the controller; running jobs keep running")
+    controller.add_parser("status", help="is the controller running")
+    controller_logs = controller.add_parser("logs", help="print the controller's log")
+    controller_logs.add_argument("--follow", action="store_true")
+
+    commands.add_parser("check", help="which infra is enabled, and why not")
+    validate = commands.add_parser("validate", help="check task YAMLs; launch nothing")
+    validate.add_argument("files", nargs="+")
+    return parser
+
+
+# ------------------------------------------------------------------- launch
+
+
+def _overrides(args: argparse.Namespace) -> Overrides:
+    envs = dict(parse_env_flag(item) for item in args.env)
+    secrets = dict(_parse_secret(item) for item in args.secret)
+    return Overrides(
+        name=args.name, envs=envs, secrets=secrets, env_file=args.env_file, infra=args.infra,
+        use_spot=args.use_spot, gpus=args.gpus, cpus=args.cpus, memory=args.memory,
+        num_nodes=args.num_nodes,
+    )
+
+
+def _parse_secret(item: str) -> tuple[str, str]:
+    try:
+        return parse_env_flag(item)
+    except SpecError as exc:
+        raise SpecError("", None, "--secret", exc.message.replace("--env", "--secret")) from None
+
+
+def _load_and_plan(client: Client, file: str, args: argparse.Namespace) -> tuple[Pipeline, list[Plan]]:
+    if args.num_jobs < 1:
+        _fail_usage("--num-jobs: must be 1 or more")
+    if args.priority is not None and not -1000 <= args.priority <= 1000:
+        _fail_usage("--priority: must be between -1000 and 1000")
+    pipeline = load_pipeline(file, _overrides(args))
+    for warning in pipeline.warnings:
+        err.print(f"[yellow]Warning:[/] {warning}", markup=True)
+    return pipeline, client.plan(pipeline)
+
+
+def print_plans(pipeline: Pipeline, plans: list[Plan]) -> None:
+    for task, plan in zip(pipeline.tasks, plans):
+        label = f" for task {task.name!r}" if pipeline.is_pipeline else ""
+        out.print(f"Considered resources{label} ({plan.num_nodes} node{'s' if plan.num_nodes > 1 else ''}):")
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("INFRA", "INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "COST ($)", "CHOSEN"):
+            table.add_column(column)
+        for row in considered_rows(plan):
+            table.add_row(*(Text(cell) for cell in row))
+        out.print(table)
+
+
+def cmd_launch(client: Client, file: str, args: argparse.Namespace, *, follow: bool) -> int:
+    pipeline, plans = _load_and_plan(client, file, args)
+    print_plans(pipeline, plans)
+    if args.dryrun:
+        out.print("Dry run: nothing submitted.")
+        return EXIT_OK
+    if args.pool:
+        _fail_usage("--pool: pools are not available in this version")
+    if not args.yes and sys.stdin.isatty() and not follow_only_prompt(args):
+        answer = input(f"Launching managed job {pipeline.name!r}. Proceed? [Y/n] ").strip().lower()
+        if answer not in ("", "y", "yes"):
+            out.print("Aborted: nothing submitted.")
+            return EXIT_OK
+    job_ids = client.submit(pipeline, num_jobs=args.num_jobs, priority=args.priority)
+    ids = ", ".join(map(str, job_ids))
+    out.print(f"Managed job {ids} submitted ({pipeline.name}).")
+    if not follow or args.detach_run or len(job_ids) > 1:
+        out.print(f"Follow its logs with: skytui jobs logs {job_ids[0]}")
+        return EXIT_OK
+    return follow_job(client, job_ids[0], task_idx=None, follow=True)
+
+
+def follow_only_prompt(args: argparse.Namespace) -> bool:
+    """`skytui --run` is for scripts and quick runs: it never asks."""
+    return bool(getattr(args, "run", None))
+
+
+# --------------------------------------------------------------- following
+
+
+_WAITING = {
+    TaskStatus.PENDING: "Waiting for the controller to schedule the job.",
+    TaskStatus.STARTING: "Waiting for task resources on {nodes} node{s}.",
+    TaskStatus.RECOVERING: "Recovering the task: waiting for resources on {nodes} node{s}.",
+    TaskStatus.CANCELLING: "Cancelling the job.",
+}
+
+
+def _waiting_message(view: JobView) -> str | None:
+    task = view.current_task
+    if task is None:
+        return None
+    template = _WAITING.get(task.status_enum)
+    if template is None:
+        return None
+    message = template.format(nodes=task.num_nodes, s="s" if task.num_nodes > 1 else "")
+    if task.status_reason:
+        message += f" ({task.status_reason})"
+    if view.is_pipeline:
+        message = f"Task {task.task_idx} ({task.name}): {message}"
+    return message
+
+
+def follow_job(client: Client, job_id: int, *, task_idx: int | None, follow: bool) -> int:
+    """Stream a job's logs until it finishes; its exit code. Ctrl-C detaches."""
+    follower = client.log_follower(job_id, task_idx)
+    last_event = 0
+    spinner = err.status("") if err.is_terminal else None
+    spinner_on = False
+    try:
+        while True:
+            view = client.job(job_id)
+            if view is None:
+                _fail_usage(f"no managed job {job_id}")
+            for event in client.events(after_id=last_event, job_id=job_id):
+                last_event = event.id
+                _print_event(event, view)
+            status = view.status
+            finished = status in TERMINAL
+            lines = follower.poll(final=finished)
+            if lines and spinner_on and spinner is not None:
+                spinner.stop()
+                spinner_on = False
+            for line in lines:
+                out.out(line, highlight=False)
+            if finished or not follow:
+                if spinner is not None and spinner_on:
+                    spinner.stop()
+                if finished:
+                    _print_outcome(view)
+                return exit_code_for(status) if finished else EXIT_OK
+            message = _waiting_message(view)
+            if spinner is not None:
+                if message and not spinner_on:
+                    spinner.update(message)
+                    spinner.start()
+                    spinner_on = True
+                elif message:
+                    spinner.update(message)
+                elif spinner_on:
+                    spinner.stop()
+                    spinner_on = False
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        if spinner is not None and spinner_on:
+            spinner.stop()
+        err.print(
+            f"\nDetached from managed job {job_id}; it keeps running. "
+            f"Follow: skytui jobs logs {job_id} · Cancel: skytui jobs cancel {job_id}"
+        )
+        return EXIT_INTERRUPTED
+
+
+def _print_event(event: EventRow, view: JobView) -> None:
+    if event.kind == "placement":
+        out.print(Text(f"⚙︎ {event.message}", style="dim"))
+    elif event.kind == "status" and event.to_status in ("STARTING", "RUNNING", "RECOVERING"):
+        task = next((t for t in view.tasks if t.task_idx == event.task_idx), None)
+        name = f" task {task.task_idx} ({task.name})" if task and view.is_pipeline else ""
+        out.print(Text(f"⚙︎ Job {view.job.id}{name}: {event.to_status}" + (f" ({event.message})" if event.message else ""), style="dim"))
+
+
+def _print_outcome(view: JobView) -> None:
+    status = view.status
+    text = Text(f"✓ Managed job {view.job.id} finished: ")
+    text.append_text(_status_text(status.value))
+    failed = next((t for t in view.tasks if t.failure_reason), None)
+    if failed is not None and status is not TaskStatus.SUCCEEDED:
+        text.append(f" ({failed.name}: {failed.failure_reason})")
+    out.print(text)
+
+
+# ------------------------------------------------------------------- queue
+
+
+def _job_rows(view: JobView, now: float) -> list[list[Text | str]]:
+    job = view.job
+    tot = (job.ended_at or now) - job.submitted_at
+    pool = job.pool or "-"
+    if not view.is_pipeline:
+        task = view.tasks[0]
+        return [[
+            str(job.id), "-", job.name, task.requested, readable_ago(job.submitted_at, now),
+            readable_duration(tot), readable_duration(task.duration_s(now) if task.started_at else None),
+            str(task.recoveries), _status_text(job.status), pool,
+        ]]
+    status = _status_text(job.status)
+    current = view.current_task
+    if current is not None and view.status not in TERMINAL:
+        status.append(f" (task: {current.task_idx})")
+    started = any(t.started_at for t in view.tasks)
+    rows: list[list[Text | str]] = [[
+        str(job.id), "", job.name, "-", readable_ago(job.submitted_at, now), readable_duration(tot),
+        readable_duration(sum(t.duration_s(now) for t in view.tasks) if started else None),
+        str(sum(t.recoveries for t in view.tasks)), status, pool,
+    ]]
+    for task in view.tasks:
+        task_tot = ((task.ended_at or now) - task.submitted_at) if task.started_at or task.ended_at else None
+        rows.append([
+            " ↳", str(task.task_idx), task.name, task.requested, readable_ago(task.submitted_at, now),
+            readable_duration(task_tot), readable_duration(task.duration_s(now) if task.started_at else None),
+            str(task.recoveries), _status_text(task.status), pool,
+        ])
+    return rows
+
+
+def cmd_queue(client: Client, args: argparse.Namespace) -> int:
+    views = client.queue(skip_finished=args.skip_finished, limit=None if args.all else 50)
+    now = time.time()
+    if args.json:
+        sys.stdout.write(json.dumps({"jobs": [v.to_json(now) for v in views]}) + "\n")
+        return EXIT_OK
+    counts: dict[str, int] = {}
+    for view in views:
+        for task in view.tasks:
+            if not task.status_enum.is_terminal and task.status_enum is not TaskStatus.PENDING:
+                counts[task.status] = counts.get(task.status, 0) + 1
+    if counts:
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        out.print(f"In progress tasks: {summary}")
+    else:
+        out.print("No in-progress managed jobs.")
+    if not views:
+        return EXIT_OK
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("ID", "TASK", "NAME", "REQUESTED", "SUBMITTED", "TOT. DURATION", "JOB DURATION",
+                   "#RECOVERIES", "STATUS", "POOL"):
+        table.add_column(column, no_wrap=True)
+    for view in views:
+        rows = _job_rows(view, now)
+        for row in rows:
+            table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
+        if view.is_pipeline:
+            table.add_row()
+    out.print(table)
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------- logs
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> int:
+    job_id = client.resolve_job(args.job_id, args.name)
+    if job_id is None:
+        what = f"job {args.job_id}" if args.job_id is not None else f"job named {args.name!r}" if args.name else "job"
+        _fail_usage(f"no managed {what}")
+    if args.controller:
+        return _print_file(client.controller_log_path(job_id), follow=args.follow, until_job=(client, job_id))
+    view = client.job(job_id)
+    assert view is not None
+    if args.task is not None and not 0 <= args.task < len(view.tasks):
+        _fail_usage(f"--task: job {job_id} has tasks 0..{len(view.tasks) - 1}")
+    code = follow_job(client, job_id, task_idx=args.task, follow=args.follow)
+    return code if args.follow else EXIT_OK
+
+
+def _print_file(path: Path, *, follow: bool, until_job: tuple[Client, int] | None = None) -> int:
+    position = 0
+    try:
+        while True:
+            if path.exists():
+                with open(path, "rb") as f:
+                    f.seek(position)
+                    data = f.read()
+                position += len(data)
+                if data:
+                    sys.stdout.write(data.decode("utf-8", errors="replace"))
+                    sys.stdout.flush()
+            if not follow:
+                return EXIT_OK
+            if until_job is not None:
+                view = until_job[0].job(until_job[1])
+                if view is not None and view.status in TERMINAL:
+                    return EXIT_OK
+            time.sleep(0.3)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+# ------------------------------------------------------------------ cancel
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    chosen = [bool(args.job_ids), bool(args.name), bool(args.pool), args.all]
+    if sum(chosen) != 1:
+        _fail_usage("give job IDs, or exactly one of -n NAME, -p POOL, -a")
+    if args.job_ids:
+        missing = [i for i in args.job_ids if client.job(i) is None]
+        if missing:
+            _fail_usage(f"no managed job {', '.join(map(str, missing))}")
+        ids = list(args.job_ids)
+    else:
+        ids = client.in_progress_ids(name=args.name, pool=args.pool)
+    if not ids:
+        out.print("No in-progress managed jobs to cancel.")
+        return EXIT_OK
+    if not args.yes and sys.stdin.isatty():
+        answer = input(f"Cancel managed job(s) {', '.join(map(str, ids))}? [Y/n] ").strip().lower()
+        if answer not in ("", "y", "yes"):
+            out.print("Aborted.")
+            return EXIT_OK
+    accepted = client.cancel(ids)
+    skipped = sorted(set(ids) - set(accepted))
+    if accepted:
+        out.print(f"Cancelling managed job(s) {', '.join(map(str, accepted))}.")
+    if skipped:
+        out.print(f"Already finished or being cancelled: {', '.join(map(str, skipped))}.")
+    return EXIT_OK
+
+
+# -------------------------------------------------------------- controller
+
+
+def cmd_controller(client: Client, args: argparse.Namespace) -> int:
+    command = args.controller_command
+    if command == "start":
+        info = client.ensure_controller()
+        out.print(f"Controller running (pid {info.pid}).")
+    elif command == "stop":
+        stopped = client.stop_controller()
+        out.print("Controller stopped; jobs keep running on their nodes." if stopped else "Controller is not running.")
+    elif command == "status":
+        info = client.controller_info()
+        out.print(f"Controller running (pid {info.pid})." if info.running else "Controller is not running.")
+        return EXIT_OK
+    elif command == "logs":
+        return _print_file(client.controller_log_path(), follow=args.follow)
+    return EXIT_OK
+
+
+def cmd_check(client: Client) -> int:
+    from skytui.clouds.local import LocalCloud
+
+    machine = LocalCloud(client.paths).machine
+    gpus = machine.accelerators_str if machine.accelerators else "no GPUs"
+    out.print(f"local: enabled — this machine: {machine.cpus:g} vCPUs, {machine.memory_gb:g} GB, {gpus}")
+    return EXIT_OK
+
+
+def cmd_validate(client: Client, files: Sequence[str]) -> int:
+    invalid = 0
+    for file in files:
+        try:
+            pipeline = load_pipeline(file)
+            client.plan(pipeline)
+        except (SpecError, InfeasibleError) as exc:
+            err.print(Text(f"{exc}" if isinstance(exc, SpecError) else f"{file}: {exc}"))
+            invalid += 1
+            continue
+        for warning in pipeline.warnings:
+            err.print(Text(f"Warning: {warning}", style="yellow"))
+        kind = f"pipeline of {len(pipeline.tasks)} tasks" if pipeline.is_pipeline else "task"
+        out.print(f"{file}: valid {kind} {pipeline.name!r}")
+    return EXIT_USAGE if invalid else EXIT_OK
+
+
+# -------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    client = Client()
+    try:
+        if args.run:
+            if args.command:
+                _fail_usage("--run takes a file and launch flags, not a subcommand")
+            return cmd_launch(client, args.run, args, follow=True)
+        if args.command is None:
+            err.print("The terminal UI is not available in this version; see `skytui --help`.")
+            return EXIT_USAGE
+        if args.command == "jobs":
+            if args.jobs_command == "launch":
+                return cmd_launch(client, args.file, args, follow=True)
+            if args.jobs_command == "queue":
+                return cmd_queue(client, args)
+            if args.jobs_command == "logs":
+                return cmd_logs(client, args)
+            if args.jobs_command == "cancel":
+                return cmd_cancel(client, args)
+        if args.command == "controller":
+            return cmd_controller(client, args)
+        if args.command == "check":
+            return cmd_check(client)
+        if args.command == "validate":
+            return cmd_validate(client, args.files)
+        parser.error("unknown command")
+    except SpecError as exc:
+        err.print(Text(f"Error: {exc}"))
+        return EXIT_USAGE
+    except InfeasibleError as exc:
+        err.print(Text(f"Error: infeasible: {exc}"))
+        return EXIT_USAGE
+    except UsageError as exc:
+        err.print(Text(f"Error: {exc}"))
+        return EXIT_USAGE
+    except (ConfigError, StoreError) as exc:
+        err.print(Text(f"Error: {exc}"))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        client.close()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

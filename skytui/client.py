@@ -1,0 +1,344 @@
+"""The one API the TUI and the headless CLI use: submit, cancel, queue, events, logs.
+
+Clients read state and write intents through the store, then wake the
+controller (starting it if needed); they never change a job's status
+themselves. Logs are read from the local log store, which the controller
+fills from the nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from skytui.clouds.registry import enabled_clouds
+from skytui.config import Paths, load_config, paths as default_paths
+from skytui.engine import daemon
+from skytui.engine.optimizer import Plan, plan_task, requested_str
+from skytui.engine.status import TERMINAL, TaskStatus
+from skytui.engine.store import (
+    AttemptRow,
+    EventRow,
+    JobRow,
+    NewTask,
+    SegmentRow,
+    Store,
+    TaskRow,
+)
+from skytui.logs.store import controller_log_path, file_size, task_log_path
+from skytui.spec import Pipeline
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job with its tasks, as the queue shows it."""
+
+    job: JobRow
+    tasks: list[TaskRow]
+
+    @property
+    def status(self) -> TaskStatus:
+        return TaskStatus(self.job.status)
+
+    @property
+    def is_pipeline(self) -> bool:
+        return len(self.tasks) > 1
+
+    @property
+    def current_task(self) -> TaskRow | None:
+        for task in self.tasks:
+            if task.status_enum is not TaskStatus.SUCCEEDED:
+                return task
+        return self.tasks[-1] if self.tasks else None
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.job.id,
+            "name": self.job.name,
+            "pool": self.job.pool,
+            "status": self.job.status,
+            "submitted_at": self.job.submitted_at,
+            "recoveries": sum(t.recoveries for t in self.tasks),
+            "tasks": [
+                {
+                    "task_id": t.task_idx,
+                    "name": t.name,
+                    "status": t.status,
+                    "infra": t.infra,
+                    "instance_type": t.instance_type,
+                    "use_spot": t.use_spot,
+                    "recoveries": t.recoveries,
+                    "restarts_on_errors": t.restarts_on_errors,
+                    "exit_code": t.exit_code,
+                    "failure_reason": t.failure_reason,
+                    "job_duration_s": round(t.duration_s(now), 3),
+                }
+                for t in self.tasks
+            ],
+        }
+
+
+def skypilot_task_id(job_name: str, task_name: str, task_idx: int, is_pipeline: bool, at: float) -> str:
+    """SkyPilot's format; `{job_id}` is filled in by the store at insert."""
+    stamp = datetime.fromtimestamp(at).strftime("%Y-%m-%d-%H-%M-%S-%f")
+    middle = f"{job_name}_{task_name}" if is_pipeline else job_name
+    return f"sky-managed-{stamp}_{middle}_{{job_id}}-{task_idx}"
+
+
+class Client:
+    def __init__(self, p: Paths | None = None) -> None:
+        self.paths = p or default_paths()
+
+    @cached_property
+    def store(self) -> Store:
+        self.paths.ensure()
+        return Store(self.paths.db_url)
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
+
+    # ------------------------------------------------------------ controller
+
+    def ensure_controller(self) -> daemon.ControllerInfo:
+        return daemon.start_controller(self.paths)
+
+    def controller_info(self) -> daemon.ControllerInfo:
+        return daemon.controller_info(self.paths)
+
+    def stop_controller(self) -> bool:
+        return daemon.stop_controller(self.paths)
+
+    # ------------------------------------------------------------- launching
+
+    def plan(self, pipeline: Pipeline) -> list[Plan]:
+        """Where each task would go; raises InfeasibleError before anything is written."""
+        clouds = enabled_clouds(self.paths, load_config(self.paths))
+        return [plan_task(task, clouds) for task in pipeline.tasks]
+
+    def submit(
+        self,
+        pipeline: Pipeline,
+        *,
+        pool: str | None = None,
+        num_jobs: int = 1,
+        priority: int | None = None,
+        start_controller: bool = True,
+    ) -> list[int]:
+        """Queue the job (N copies with --num-jobs); the plan must have been checked."""
+        now = time.time()
+        spec = {
+            "name": pipeline.name,
+            "source": pipeline.source,
+            "tasks": [task.model_dump(mode="json", exclude={"secrets"}) for task in pipeline.tasks],
+        }
+        secrets = {str(i): dict(task.secrets) for i, task in enumerate(pipeline.tasks) if task.secrets}
+        job_priority = priority if priority is not None else (pipeline.tasks[0].resources.priority or 0)
+        job_ids = []
+        for rank in range(num_jobs):
+            tasks = [
+                NewTask(
+                    name=task.name or f"{pipeline.name}-{i}",
+                    skypilot_task_id=skypilot_task_id(
+                        pipeline.name, task.name or str(i), i, pipeline.is_pipeline, now
+                    ),
+                    requested=requested_str(task.resources),
+                    num_nodes=task.num_nodes,
+                    spec={},
+                )
+                for i, task in enumerate(pipeline.tasks)
+            ]
+            job_ids.append(
+                self.store.submit_job(
+                    name=pipeline.name, tasks=tasks, spec=spec, secrets=secrets,
+                    source=os.path.abspath(pipeline.source) if pipeline.source else None,
+                    pool=pool, priority=job_priority, job_rank=rank, num_jobs=num_jobs,
+                )
+            )
+        if start_controller:
+            self.ensure_controller()
+            daemon.wake_controller(self.paths)
+        return job_ids
+
+    # -------------------------------------------------------------- cancelling
+
+    def cancel(self, job_ids: Sequence[int]) -> list[int]:
+        accepted = self.store.request_cancel(job_ids)
+        if accepted:
+            self.ensure_controller()
+            daemon.wake_controller(self.paths)
+        return accepted
+
+    def in_progress_ids(self, *, name: str | None = None, pool: str | None = None) -> list[int]:
+        jobs = self.store.jobs(in_progress_only=True)
+        return sorted(
+            j.id for j in jobs
+            if (name is None or j.name == name) and (pool is None or j.pool == pool)
+        )
+
+    # ----------------------------------------------------------------- reading
+
+    def job(self, job_id: int) -> JobView | None:
+        job = self.store.job(job_id)
+        return JobView(job, self.store.tasks(job_id)) if job else None
+
+    def queue(self, *, skip_finished: bool = False, limit: int | None = None) -> list[JobView]:
+        jobs = self.store.jobs(in_progress_only=skip_finished, limit=limit)
+        tasks = self.store.tasks_of_jobs([j.id for j in jobs])
+        return [JobView(j, tasks[j.id]) for j in jobs]
+
+    def events(self, *, after_id: int = 0, job_id: int | None = None) -> list[EventRow]:
+        return self.store.events(after_id=after_id, job_id=job_id)
+
+    def attempts(self, job_id: int) -> list[AttemptRow]:
+        return self.store.attempts(job_id)
+
+    def resolve_job(self, job_id: int | None, name: str | None) -> int | None:
+        """`jobs logs` without an id: the named job's latest run, else the latest job."""
+        if job_id is not None:
+            return job_id if self.store.job(job_id) else None
+        if name is not None:
+            jobs = self.store.jobs_by_name(name)
+            return jobs[-1].id if jobs else None
+        return self.store.latest_job_id()
+
+    def controller_log_path(self, job_id: int | None = None) -> Path:
+        if job_id is None:
+            return self.paths.controller_log
+        return controller_log_path(self.paths.job_logs, job_id)
+
+    def log_follower(self, job_id: int, task_idx: int | None = None) -> LogFollower:
+        return LogFollower(self, job_id, task_idx)
+
+
+# ---------------------------------------------------------------- log follower
+
+
+@dataclass
+class _Source:
+    task_idx: int
+    rank: int
+    path: Path
+    position: int = 0
+    pending: bytes = b""
+    segment: SegmentRow | None = None
+
+
+class LogFollower:
+    """Turns a job's log files into prefixed lines, following them as they grow.
+
+    `(train, pid=123) step 1`; setup lines read `(setup pid=123)`, and other
+    nodes `(worker1, rank=1, pid=124)`, as SkyPilot prints them. A line is
+    shown once it is complete, or when its phase has ended without a newline.
+    """
+
+    def __init__(self, client: Client, job_id: int, task_idx: int | None) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.task_idx = task_idx
+        self._sources: dict[tuple[int, int], _Source] = {}
+        self._shown_attempt: dict[int, int] = {}
+
+    def _segments(self) -> list[SegmentRow]:
+        return self.client.store.segments(self.job_id, self.task_idx)
+
+    def poll(self, *, final: bool = False) -> list[str]:
+        """New complete lines since the last call (everything left with `final`)."""
+        segments = self._segments()
+        if not segments:
+            return []
+        tasks = {t.task_idx: t for t in self.client.store.tasks(self.job_id)}
+        attempts = {(a.task_idx, a.attempt_no): a for a in self.client.store.attempts(self.job_id)}
+        out: list[str] = []
+        keys = sorted({(s.task_idx, s.rank) for s in segments})
+        for key in keys:
+            source = self._sources.get(key)
+            if source is None:
+                path = task_log_path(self.client.paths.job_logs, self.job_id, key[0], key[1])
+                source = self._sources[key] = _Source(key[0], key[1], path)
+            mine = sorted(
+                (s for s in segments if (s.task_idx, s.rank) == key), key=lambda s: s.start_offset
+            )
+            out.extend(self._read(source, mine, tasks, attempts, final))
+        return out
+
+    def _read(
+        self,
+        source: _Source,
+        segments: list[SegmentRow],
+        tasks: dict[int, TaskRow],
+        attempts: dict[tuple[int, int], AttemptRow],
+        final: bool,
+    ) -> list[str]:
+        size = file_size(source.path)
+        out: list[str] = []
+        if source.segment is not None:  # take the fresh row: `finished` may have changed
+            source.segment = next((s for s in segments if s.id == source.segment.id), source.segment)
+        while source.position < size:
+            index = 0
+            for i, candidate in enumerate(segments):
+                if candidate.start_offset <= source.position:
+                    index = i
+            segment = segments[index]
+            if source.segment is not None and source.segment.id != segment.id and source.pending:
+                out.extend(self._lines(source, b"", source.segment, tasks, closed=True))
+            if source.segment is None or source.segment.id != segment.id:
+                out.extend(self._separator(segment, tasks, attempts))
+            source.segment = segment
+            end = segments[index + 1].start_offset if index + 1 < len(segments) else size
+            with open(source.path, "rb") as f:
+                f.seek(source.position)
+                data = f.read(min(end, size) - source.position)
+            source.position += len(data)
+            closed = index + 1 < len(segments) or segment.finished or final
+            out.extend(self._lines(source, data, segment, tasks, closed and source.position >= end))
+        if source.pending and source.segment is not None and (final or source.segment.finished):
+            out.extend(self._lines(source, b"", source.segment, tasks, closed=True))
+        return out
+
+    def _separator(
+        self, segment: SegmentRow, tasks: dict[int, TaskRow], attempts: dict[tuple[int, int], AttemptRow]
+    ) -> list[str]:
+        shown = self._shown_attempt.get(segment.task_idx)
+        self._shown_attempt[segment.task_idx] = segment.attempt_no
+        if shown is None or shown == segment.attempt_no or segment.rank != 0:
+            return []
+        previous = attempts.get((segment.task_idx, shown))
+        current = attempts.get((segment.task_idx, segment.attempt_no))
+        why = f" after: {previous.end_reason}" if previous and previous.end_reason else ""
+        where = f" on {current.infra}" if current and current.infra else ""
+        task = tasks.get(segment.task_idx)
+        name = task.name if task else str(segment.task_idx)
+        return [f"──── {name}: attempt {segment.attempt_no}{where}{why} ────"]
+
+    def _lines(
+        self, source: _Source, data: bytes, segment: SegmentRow, tasks: dict[int, TaskRow], closed: bool
+    ) -> list[str]:
+        buffer = source.pending + data
+        parts = buffer.split(b"\n")
+        source.pending = parts.pop()
+        if closed and source.pending:
+            parts.append(source.pending)
+            source.pending = b""
+        prefix = self._prefix(segment, tasks)
+        return [f"{prefix} {part.decode('utf-8', errors='replace')}" for part in parts]
+
+    @staticmethod
+    def _prefix(segment: SegmentRow, tasks: dict[int, TaskRow]) -> str:
+        pid = segment.pid if segment.pid is not None else "?"
+        if segment.phase == "setup":
+            return f"(setup pid={pid})"
+        if segment.rank:
+            return f"(worker{segment.rank}, rank={segment.rank}, pid={pid})"
+        task = tasks.get(segment.task_idx)
+        return f"({task.name if task else segment.task_idx}, pid={pid})"
+
+
+def is_terminal(status: str) -> bool:
+    return TaskStatus(status) in TERMINAL

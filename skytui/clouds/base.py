@@ -1,0 +1,163 @@
+"""The Cloud and Node protocols every infra implements, and their errors.
+
+A Cloud turns an offer (an instance type in a region, spot or not) into a
+cluster of nodes, says whether those machines are still up, and terminates
+them. A Node is one machine the controller drives: it runs short commands,
+uploads files, and starts *phases* (setup, run) detached, so that they survive
+SSH drops and controller restarts, then reports their exit code and serves
+their output by byte offset. Clouds know nothing of the engine.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from skytui.spec import Resources
+
+
+class CloudError(RuntimeError):
+    """Base of every infra failure."""
+
+
+class PrecheckError(CloudError):
+    """The request can never succeed as given: no credentials, bad config."""
+
+
+class CapacityError(CloudError):
+    """No capacity right now for this offer; another region or later may work."""
+
+
+class NodeError(CloudError):
+    """A node could not be reached or refused a command."""
+
+
+@dataclass(frozen=True)
+class InstanceOffer:
+    """One place a task could run, with its hourly price."""
+
+    cloud: str
+    instance_type: str
+    cpus: float
+    memory_gb: float
+    region: str | None = None
+    zone: str | None = None
+    accelerators: dict[str, float] = field(default_factory=dict)
+    use_spot: bool = False
+    price_per_hour: float = 0.0
+
+    @property
+    def infra(self) -> str:
+        return "/".join(part for part in (self.cloud, self.region, self.zone) if part)
+
+    @property
+    def accelerators_str(self) -> str:
+        return ", ".join(f"{name}:{count:g}" for name, count in self.accelerators.items()) or "-"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """How to reach one node: stored in the cluster row, so a restarted
+    controller reconnects to the same machine and checks the same host key."""
+
+    rank: int
+    host: str
+    port: int
+    user: str
+    internal_ip: str
+    host_key: str  # OpenSSH public key, pinned at provisioning
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class ClusterHandle:
+    cloud: str
+    name: str
+    region: str | None
+    zone: str | None
+    nodes: tuple[NodeInfo, ...]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["nodes"] = [asdict(node) for node in self.nodes]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClusterHandle:
+        return cls(
+            cloud=data["cloud"],
+            name=data["name"],
+            region=data.get("region"),
+            zone=data.get("zone"),
+            nodes=tuple(NodeInfo(**node) for node in data["nodes"]),
+            extra=data.get("extra", {}),
+        )
+
+
+class ClusterState(str, enum.Enum):
+    UP = "UP"          # every node is up
+    PARTIAL = "PARTIAL"  # some node is gone
+    GONE = "GONE"      # terminated, preempted or never existed
+
+
+@dataclass(frozen=True)
+class PhaseState:
+    """What a node knows about a detached phase."""
+
+    started: bool
+    pid: int | None
+    exit_code: int | None
+    alive: bool | None  # None when not checked
+
+    @property
+    def finished(self) -> bool:
+        return self.exit_code is not None
+
+
+class Node(Protocol):
+    info: NodeInfo
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def run(
+        self, command: str, *, env: dict[str, str] | None = None, timeout: float = 60.0
+    ) -> tuple[int, str, str]: ...
+
+    async def upload(self, local_path: str, remote_path: str) -> None: ...
+
+    async def start_phase(
+        self, phase_id: str, script: str, env: dict[str, str], *, cwd: str | None = None
+    ) -> int: ...
+
+    async def phase_state(self, phase_id: str, *, check_alive: bool = False) -> PhaseState: ...
+
+    async def read_phase_output(self, phase_id: str, offset: int, max_bytes: int) -> bytes: ...
+
+    async def kill_phase(self, phase_id: str, *, grace_s: float = 5.0) -> None: ...
+
+
+class Cloud(Protocol):
+    name: str
+
+    def offers(self, request: Resources) -> list[InstanceOffer]:
+        """Every feasible offer for one concrete candidate (no any_of/ordered)."""
+        ...
+
+    async def provision(self, cluster_name: str, offer: InstanceOffer, num_nodes: int) -> ClusterHandle: ...
+
+    async def cluster_state(self, handle: ClusterHandle) -> ClusterState: ...
+
+    async def terminate(self, cluster_name: str, handle: ClusterHandle | None) -> None:
+        """Idempotent: terminating a gone cluster is not an error."""
+        ...
+
+    async def list_clusters(self) -> list[str]:
+        """Names of every cluster this infra holds for skytui (the leak sweep)."""
+        ...
+
+    def node(self, info: NodeInfo) -> Node: ...

@@ -1,0 +1,247 @@
+"""A Node reached over SSH (asyncssh): the one node driver of VM-like infra.
+
+Phases run detached under `setsid` in `~/.skytui/phases/<id>/` on the node:
+`pid` (the process-group leader), `out.log` (stdout and stderr), `exit_code`
+(written when the phase ends). A `lock` directory makes starting a phase
+exactly-once, so a controller that crashed mid-start can simply start again.
+Secrets travel in a 0600 env file that the phase deletes once read; they never
+appear on a remote command line.
+
+Everything is relative to the login's home, which is also where SFTP starts,
+so the same paths work on a VM's OpenSSH and on the local node host's jail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from pathlib import Path
+
+import asyncssh
+
+from skytui.clouds.base import NodeError, NodeInfo, PhaseState
+
+PHASES_DIR = ".skytui/phases"
+
+# The detached wrapper. It traps TERM so that when a cancel signals the
+# process group, the user's process dies but the wrapper lives on to record
+# its exit code (a handler, not an ignore, so children keep default TERM).
+_WRAPPER = r"""
+trap 'true' TERM INT HUP
+echo $$ > "$D/pid.tmp" && mv "$D/pid.tmp" "$D/pid"
+set -a; . "$D/env"; set +a; rm -f "$D/env"
+cd "$HOME/$PHASE_CWD" 2>/dev/null || cd "$HOME"
+bash "$D/script.sh" > "$D/out.log" 2>&1 < /dev/null
+rc=$?
+echo $rc > "$D/exit.tmp" && mv "$D/exit.tmp" "$D/exit_code"
+"""
+
+# Runs in one exec: take the lock (exactly once), launch the wrapper in its
+# own session, and wait until it has written its pid.
+_LAUNCHER = r"""
+D="$HOME/{phases}/{phase_id}"
+if mkdir "$D/lock" 2>/dev/null; then
+  D="$D" PHASE_CWD={cwd} setsid bash -c {wrapper} > /dev/null 2>&1 < /dev/null &
+fi
+for _ in $(seq 1 200); do [ -s "$D/pid" ] && break; sleep 0.02; done
+cat "$D/pid" 2>/dev/null
+"""
+
+
+def _env_file(env: dict[str, str]) -> str:
+    return "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
+
+
+class SSHNode:
+    """One persistent SSH connection per node; commands are channels on it."""
+
+    def __init__(
+        self,
+        info: NodeInfo,
+        client_key_path: Path,
+        *,
+        connect_timeout: float = 20.0,
+    ) -> None:
+        self.info = info
+        self._client_key_path = client_key_path
+        self._connect_timeout = connect_timeout
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ connection
+
+    async def connect(self) -> None:
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return
+            known_hosts = asyncssh.import_known_hosts(
+                f"[{self.info.host}]:{self.info.port} {self.info.host_key}\n"
+                f"{self.info.host} {self.info.host_key}\n"
+            )
+            try:
+                self._conn = await asyncio.wait_for(
+                    asyncssh.connect(
+                        self.info.host,
+                        self.info.port,
+                        username=self.info.user,
+                        client_keys=[str(self._client_key_path)],
+                        known_hosts=known_hosts,
+                        agent_path=None,
+                        agent_forwarding=False,
+                        keepalive_interval=5,
+                        keepalive_count_max=3,
+                        config=[],
+                    ),
+                    timeout=self._connect_timeout,
+                )
+                self._sftp = await self._conn.start_sftp_client()
+            except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+                self._conn = None
+                self._sftp = None
+                raise NodeError(f"cannot reach node {self.info.user}@{self.info.host}:{self.info.port}: {exc}") from exc
+
+    async def close(self) -> None:
+        conn, self._conn, self._sftp = self._conn, None, None
+        if conn is not None:
+            conn.close()
+            try:
+                await asyncio.wait_for(conn.wait_closed(), timeout=5)
+            except (asyncio.TimeoutError, OSError, asyncssh.Error):
+                pass
+
+    async def _ensure(self) -> tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]:
+        if self._conn is None or self._conn.is_closed() or self._sftp is None:
+            self._conn = None
+            await self.connect()
+        assert self._conn is not None and self._sftp is not None
+        return self._conn, self._sftp
+
+    def _lost(self) -> None:
+        """Forget a broken connection so the next call reconnects."""
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        self._sftp = None
+
+    # ------------------------------------------------------------- commands
+
+    async def run(
+        self, command: str, *, env: dict[str, str] | None = None, timeout: float = 60.0
+    ) -> tuple[int, str, str]:
+        conn, _ = await self._ensure()
+        # Env goes inline (not SSH `env` requests) because OpenSSH drops any
+        # variable its AcceptEnv does not list.
+        prefix = "".join(f"export {k}={shlex.quote(v)}; " for k, v in (env or {}).items())
+        try:
+            result = await asyncio.wait_for(
+                conn.run(prefix + command, check=False, stdin=asyncssh.DEVNULL), timeout=timeout
+            )
+        except asyncio.TimeoutError as exc:
+            raise NodeError(f"command timed out after {timeout:g}s on {self.info.user}") from exc
+        except (OSError, asyncssh.Error) as exc:
+            self._lost()
+            raise NodeError(f"command failed on {self.info.user}: {exc}") from exc
+        status = result.exit_status if result.exit_status is not None else 255
+        return status, str(result.stdout or ""), str(result.stderr or "")
+
+    async def upload(self, local_path: str, remote_path: str) -> None:
+        _, sftp = await self._ensure()
+        source = Path(local_path).expanduser()
+        parent = str(Path(remote_path).parent)
+        try:
+            if parent not in ("", "."):
+                await sftp.makedirs(parent, exist_ok=True)
+            await sftp.put(str(source), remote_path, recurse=source.is_dir(), preserve=True)
+        except (OSError, asyncssh.Error) as exc:
+            raise NodeError(f"upload of {local_path} to {remote_path} failed: {exc}") from exc
+
+    # --------------------------------------------------------------- phases
+
+    def _phase_dir(self, phase_id: str) -> str:
+        return f"{PHASES_DIR}/{phase_id}"
+
+    async def start_phase(
+        self, phase_id: str, script: str, env: dict[str, str], *, cwd: str | None = None
+    ) -> int:
+        """Start a phase detached (a no-op if it was already started); its pid.
+
+        `cwd` is relative to the node's home; the phase falls back to home
+        when it does not exist (a task without a workdir).
+        """
+        _, sftp = await self._ensure()
+        phase_dir = self._phase_dir(phase_id)
+        try:
+            if not await sftp.exists(f"{phase_dir}/lock"):
+                await sftp.makedirs(phase_dir, exist_ok=True)
+                async with sftp.open(f"{phase_dir}/script.sh", "w") as f:
+                    await f.write(script)
+                env_attrs = asyncssh.SFTPAttrs(permissions=0o600)
+                async with sftp.open(f"{phase_dir}/env", "w", env_attrs) as f:
+                    await f.write(_env_file(env))
+        except (OSError, asyncssh.Error) as exc:
+            self._lost()
+            raise NodeError(f"cannot prepare phase {phase_id}: {exc}") from exc
+        command = _LAUNCHER.format(
+            phases=PHASES_DIR,
+            phase_id=phase_id,
+            cwd=shlex.quote(cwd or ""),
+            wrapper=shlex.quote(_WRAPPER),
+        )
+        status, out, err = await self.run(command, timeout=30)
+        try:
+            return int(out.strip())
+        except ValueError as exc:
+            raise NodeError(f"phase {phase_id} did not start (exit {status}): {err.strip()}") from exc
+
+    async def _read_small(self, path: str) -> str | None:
+        _, sftp = await self._ensure()
+        try:
+            async with sftp.open(path, "r") as f:
+                return str(await f.read())
+        except asyncssh.SFTPNoSuchFile:
+            return None
+        except (OSError, asyncssh.Error) as exc:
+            self._lost()
+            raise NodeError(f"cannot read {path}: {exc}") from exc
+
+    async def phase_state(self, phase_id: str, *, check_alive: bool = False) -> PhaseState:
+        phase_dir = self._phase_dir(phase_id)
+        exit_text = await self._read_small(f"{phase_dir}/exit_code")
+        pid_text = await self._read_small(f"{phase_dir}/pid")
+        pid = int(pid_text) if pid_text and pid_text.strip().isdigit() else None
+        exit_code = int(exit_text) if exit_text and exit_text.strip().lstrip("-").isdigit() else None
+        alive: bool | None = None
+        if check_alive and pid is not None and exit_code is None:
+            status, _, _ = await self.run(f"kill -0 {pid} 2>/dev/null", timeout=15)
+            alive = status == 0
+        return PhaseState(started=pid is not None, pid=pid, exit_code=exit_code, alive=alive)
+
+    async def read_phase_output(self, phase_id: str, offset: int, max_bytes: int) -> bytes:
+        _, sftp = await self._ensure()
+        try:
+            async with sftp.open(f"{self._phase_dir(phase_id)}/out.log", "rb") as f:
+                return bytes(await f.read(max_bytes, offset))
+        except asyncssh.SFTPNoSuchFile:
+            return b""
+        except (OSError, asyncssh.Error) as exc:
+            self._lost()
+            raise NodeError(f"cannot read output of {phase_id}: {exc}") from exc
+
+    async def kill_phase(self, phase_id: str, *, grace_s: float = 5.0) -> None:
+        """TERM the phase's process group, KILL it after the grace period.
+
+        By process group from a second exec, because OpenSSH ignores channel
+        signals for root logins and keeps no-pty processes when a channel closes.
+        """
+        state = await self.phase_state(phase_id)
+        if state.pid is None or state.finished:
+            return
+        pid = state.pid
+        await self.run(
+            f"kill -TERM -- -{pid} 2>/dev/null; "
+            f"for _ in $(seq 1 {max(1, int(grace_s * 10))}); do "
+            f"kill -0 -- -{pid} 2>/dev/null || exit 0; sleep 0.1; done; "
+            f"kill -KILL -- -{pid} 2>/dev/null; exit 0",
+            timeout=grace_s + 15,
+        )

@@ -1,0 +1,112 @@
+"""Where skytui keeps its state ($SKYTUI_HOME) and what config.yaml may say.
+
+config.yaml mirrors the `jobs:` section of SkyPilot's config:
+
+    jobs:
+      controller:
+        max_launching: 32     # jobs provisioning or in setup at once
+        max_running: 2000     # jobs alive at once (launching included)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """config.yaml is unreadable or has a bad value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ControllerConfig(_Strict):
+    max_launching: int = Field(default=32, ge=1, le=4096)
+    max_running: int = Field(default=2000, ge=1, le=100_000)
+
+
+class JobsConfig(_Strict):
+    controller: ControllerConfig = ControllerConfig()
+
+
+class InfraConfig(_Strict):
+    local: bool = True
+
+
+class Config(_Strict):
+    jobs: JobsConfig = JobsConfig()
+    infra: InfraConfig = InfraConfig()
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file skytui owns, derived from one root so tests can move it."""
+
+    home: Path
+    config_file: Path = field(init=False)
+    db_file: Path = field(init=False)
+    logs: Path = field(init=False)
+    job_logs: Path = field(init=False)
+    controller_log: Path = field(init=False)
+    keys: Path = field(init=False)
+    nodes: Path = field(init=False)
+    controller_pid: Path = field(init=False)
+    controller_lock: Path = field(init=False)
+    controller_socket: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "config_file", self.home / "config.yaml")
+        set_(self, "db_file", self.home / "state.db")
+        set_(self, "logs", self.home / "logs")
+        set_(self, "job_logs", self.home / "logs" / "jobs")
+        set_(self, "controller_log", self.home / "logs" / "controller.log")
+        set_(self, "keys", self.home / "keys")
+        set_(self, "nodes", self.home / "nodes")
+        set_(self, "controller_pid", self.home / "controller.pid")
+        set_(self, "controller_lock", self.home / "controller.lock")
+        set_(self, "controller_socket", self.home / "controller.sock")
+
+    def ensure(self) -> None:
+        """Create the state tree with owner-only permissions, whatever the umask."""
+        for directory in (self.home, self.logs, self.job_logs, self.keys, self.nodes):
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, 0o700)
+
+    @property
+    def db_url(self) -> str:
+        return os.environ.get("SKYTUI_DB_URL") or f"sqlite:///{self.db_file}"
+
+
+def skytui_home() -> Path:
+    raw = os.environ.get("SKYTUI_HOME")
+    return Path(raw).expanduser().resolve() if raw else Path.home() / ".skytui"
+
+
+def paths() -> Paths:
+    return Paths(skytui_home())
+
+
+def load_config(p: Paths | None = None) -> Config:
+    p = p or paths()
+    if not p.config_file.exists():
+        return Config()
+    try:
+        raw: Any = yaml.safe_load(p.config_file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p.config_file}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p.config_file}: expected a mapping at the top level")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"{p.config_file}: {where}: {first['msg']}") from exc

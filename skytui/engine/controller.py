@@ -1,0 +1,612 @@
+"""One coroutine per managed job: provision, set up, run, watch, recover, clean up.
+
+Every step is resumable from the DB. The controller records what it is about
+to do before doing it (an attempt, a cluster row, a log segment), and every
+action on a node is idempotent (a phase starts at most once), so a controller
+killed at any moment and started again picks each job up where it was:
+running phases are re-attached, never restarted, and logs resume at the byte
+where they stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from skytui.clouds.base import (
+    CapacityError,
+    Cloud,
+    CloudError,
+    ClusterHandle,
+    ClusterState,
+    InstanceOffer,
+    Node,
+    NodeError,
+    PrecheckError,
+)
+from skytui.config import Paths
+from skytui.engine.optimizer import InfeasibleError, plan_task
+from skytui.engine.scheduler import Scheduler
+from skytui.engine.status import TaskStatus
+from skytui.engine.store import AsyncStore, ClusterRow, ClusterStatus, JobRow, TaskRow
+from skytui.logs.store import controller_log_path, file_size, task_log_path
+from skytui.logs.sync import sync_phase_output
+from skytui.spec import Task
+
+S = TaskStatus
+WORKDIR = "sky_workdir"
+# Poll fast right after a phase starts (short jobs end in milliseconds), then
+# settle at one poll a second per job.
+POLL_FIRST_S = 0.05
+POLL_MAX_S = 1.0
+LIVENESS_EVERY_S = 10.0
+# How long a node may stay unreachable before the machine is treated as lost.
+UNREACHABLE_GRACE_S = 60.0
+
+log = logging.getLogger("skytui.controller")
+
+
+class NodeLost(Exception):
+    """The machine under a phase is gone (or its process vanished)."""
+
+
+class TaskFailed(Exception):
+    """The task ended in a failure status; the message is the reason."""
+
+    def __init__(self, status: TaskStatus, reason: str, exit_code: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+@dataclass
+class EngineContext:
+    store: AsyncStore
+    clouds: dict[str, Cloud]
+    paths: Paths
+    scheduler: Scheduler
+
+
+@dataclass
+class _Cluster:
+    row: ClusterRow
+    handle: ClusterHandle
+    cloud: Cloud
+    nodes: list[Node] = field(default_factory=list)
+
+
+def cluster_name_for(task_name: str, job_id: int, task_idx: int, attempt: int) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", task_name.lower()).strip("-")[:20] or "task"
+    return f"{slug}-{job_id}-{task_idx}-{attempt}"
+
+
+def phase_id_for(job_id: int, task_idx: int, attempt: int, phase: str) -> str:
+    return f"job{job_id}-task{task_idx}-attempt{attempt}-{phase}"
+
+
+class JobController:
+    def __init__(self, ctx: EngineContext, job: JobRow, tasks: list[Task]) -> None:
+        self.ctx = ctx
+        self.job = job
+        self.tasks = tasks
+        self.store = ctx.store
+        self.stop_reason: Literal["user", "shutdown"] | None = None
+        self._asyncio_task: asyncio.Task[None] | None = None
+        self._clusters: dict[int, _Cluster] = {}
+        self._controller_log = controller_log_path(ctx.paths.job_logs, job.id)
+        self._task_ids: list[str] = []
+
+    # ------------------------------------------------------------- plumbing
+
+    def _say(self, message: str) -> None:
+        """The controller's account of this job: its own log and the daemon's."""
+        log.info("job %s: %s", self.job.id, message)
+        self._controller_log.parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self._controller_log, "a") as f:
+            f.write(f"{stamp} {message}\n")
+
+    def start(self) -> asyncio.Task[None]:
+        self._asyncio_task = asyncio.create_task(self.run(), name=f"job-{self.job.id}")
+        return self._asyncio_task
+
+    def request_stop(self, reason: Literal["user", "shutdown"]) -> None:
+        if self._asyncio_task is None or self._asyncio_task.done():
+            return
+        if self.stop_reason == "user":
+            return  # a cancel in progress finishes its cleanup undisturbed
+        self.stop_reason = reason
+        self._asyncio_task.cancel()
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        try:
+            self._task_ids = [t.skypilot_task_id for t in await self.store.tasks(self.job.id)]
+            job = await self.store.job(self.job.id)
+            if job is not None and job.cancel_requested_at is not None:
+                self.stop_reason = "user"
+                await self._cancel()
+                return
+            await self._run_tasks()
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self.stop_reason != "user" or current is None:
+                raise
+            current.uncancel()
+            await self._cancel()
+        except Exception as exc:  # a bug must not leave a job RUNNING forever
+            log.exception("job %s: controller error", self.job.id)
+            await self._fail_controller(f"controller error: {type(exc).__name__}: {exc}")
+        finally:
+            await self._close_nodes()
+
+    async def _run_tasks(self) -> None:
+        rows = await self.store.tasks(self.job.id)
+        for row, task in zip(rows, self.tasks):
+            status = row.status_enum
+            if status is S.SUCCEEDED:
+                continue  # a finished task is never run again
+            if status.is_terminal:
+                break
+            if status is S.CANCELLING:
+                self.stop_reason = "user"
+                await self._cancel()
+                return
+            final = await self._run_task(row, task)
+            if final is not S.SUCCEEDED:
+                break
+        # Whatever ended the pipeline early, the tasks after it never run.
+        await self.store.cancel_pending_tasks(self.job.id, "an earlier task did not succeed")
+
+    async def _run_task(self, row: TaskRow, task: Task) -> TaskStatus:
+        idx = row.task_idx
+        while True:
+            try:
+                return await self._attempt(row, task)
+            except TaskFailed as failure:
+                await self._end_attempt(idx, failure.reason, failure.exit_code)
+                await self._teardown_all(reason=failure.reason)
+                await self._finish(idx, failure.status, failure.reason, failure.exit_code)
+                return failure.status
+            except NodeLost as lost:
+                # The machine went away under the task: a new attempt elsewhere.
+                self._say(f"task {idx}: machine lost ({lost}); recovering")
+                await self._end_attempt(idx, f"machine lost: {lost}", None)
+                await self._teardown_all(reason=f"machine lost: {lost}")
+                current = await self.store.task(self.job.id, idx)
+                if current.status_enum in (S.RUNNING, S.STARTING):
+                    await self.store.transition_task(
+                        self.job.id, idx, S.RECOVERING, message=f"machine lost: {lost}",
+                        recoveries=current.recoveries + 1,
+                    )
+                row = await self.store.task(self.job.id, idx)
+
+    async def _finish(
+        self, idx: int, status: TaskStatus, reason: str | None, exit_code: int | None = None
+    ) -> None:
+        current = await self.store.task(self.job.id, idx)
+        if current.status_enum.is_terminal:
+            return
+        await self.store.transition_task(
+            self.job.id, idx, status, message=reason, failure_reason=reason
+            if status.is_failure else None, exit_code=exit_code,
+        )
+        self._say(f"task {idx}: {status}" + (f" ({reason})" if reason else ""))
+
+    async def _end_attempt(self, idx: int, reason: str, exit_code: int | None) -> None:
+        current = await self.store.task(self.job.id, idx)
+        if current.attempt:
+            await self.store.end_attempt(
+                self.job.id, idx, current.attempt, reason=reason, exit_code=exit_code
+            )
+
+    # -------------------------------------------------------------- attempt
+
+    async def _attempt(self, row: TaskRow, task: Task) -> TaskStatus:
+        """One attempt of a task, resumed from wherever the DB says it was."""
+        idx = row.task_idx
+        status = row.status_enum
+        if status in (S.PENDING, S.STARTING, S.RECOVERING):
+            async with self.ctx.scheduler.launch_slot(on_wait=lambda why: self._waiting(idx, why)):
+                if status is S.PENDING:
+                    await self.store.transition_task(self.job.id, idx, S.STARTING)
+                await self.store.set_task_fields(self.job.id, idx, status_reason=None)
+                cluster = await self._ensure_cluster(row, task)
+                attempt = cluster.row.attempt_no or row.attempt
+                await self._connect(cluster)
+                if not await self._phase_started(idx, attempt, "setup") and not await self._phase_started(idx, attempt, "run"):
+                    await self._sync_files(cluster, task)
+                if task.setup:
+                    codes = await self._run_phase(cluster, idx, attempt, "setup", task.setup, task)
+                    failed = [(rank, code) for rank, code in enumerate(codes) if code != 0]
+                    if failed:
+                        rank, code = failed[0]
+                        raise TaskFailed(
+                            S.FAILED_SETUP, f"setup failed with exit code {code} on node {rank}", code
+                        )
+            current = await self.store.task(self.job.id, idx)
+            await self.store.transition_task(
+                self.job.id, idx, S.RUNNING,
+                message="recovered" if current.status_enum is S.RECOVERING else None,
+            )
+        else:  # RUNNING: the controller restarted; re-attach
+            cluster = await self._ensure_cluster(row, task)
+            attempt = cluster.row.attempt_no or row.attempt
+            await self._connect(cluster)
+        if not task.run:
+            codes = [0] * len(cluster.nodes)
+        else:
+            codes = await self._run_phase(cluster, idx, attempt, "run", task.run, task)
+        failed = [(rank, code) for rank, code in enumerate(codes) if code != 0]
+        if failed:
+            rank, code = failed[0]
+            where = f" on node {rank}" if len(codes) > 1 else ""
+            raise TaskFailed(S.FAILED, f"job exited with exit code {code}{where}", code)
+        await self._end_attempt(idx, "succeeded", 0)
+        await self._finish(idx, S.SUCCEEDED, None, 0)
+        await self._teardown_all(reason="task finished")
+        return S.SUCCEEDED
+
+    async def _waiting(self, idx: int, why: str) -> None:
+        await self.store.set_task_fields(self.job.id, idx, status_reason=why)
+
+    async def _phase_started(self, idx: int, attempt: int, phase: str) -> bool:
+        segments = await self.store.segments(self.job.id, idx)
+        return any(s.attempt_no == attempt and s.phase == phase for s in segments)
+
+    # -------------------------------------------------------------- cluster
+
+    async def _ensure_cluster(self, row: TaskRow, task: Task) -> _Cluster:
+        """The attempt's cluster: re-attached if it is still up, else a new one."""
+        idx = row.task_idx
+        for existing in await self.store.live_clusters(self.job.id):
+            if existing.task_idx != idx:
+                continue
+            cloud = self.ctx.clouds.get(existing.cloud)
+            if (
+                cloud is not None
+                and existing.status == ClusterStatus.UP
+                and existing.attempt_no == row.attempt
+                and existing.handle_json
+            ):
+                handle = ClusterHandle.from_json(existing.handle)
+                if await cloud.cluster_state(handle) is ClusterState.UP:
+                    self._say(f"task {idx}: re-attached to {existing.name}")
+                    cluster = _Cluster(existing, handle, cloud)
+                    self._clusters[existing.id] = cluster
+                    return cluster
+            # Half-provisioned, or gone under us: nothing on it can be trusted.
+            await self._teardown(existing, reason="stale after a controller restart")
+            if existing.attempt_no == row.attempt and row.attempt:
+                await self.store.end_attempt(
+                    self.job.id, idx, row.attempt, reason="machine lost before it was used"
+                )
+        return await self._provision(row, task)
+
+    async def _provision(self, row: TaskRow, task: Task) -> _Cluster:
+        idx = row.task_idx
+        try:
+            plan = plan_task(task, self.ctx.clouds)
+        except InfeasibleError as exc:
+            raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
+        errors: list[str] = []
+        for offer in plan.offers:
+            cloud = self.ctx.clouds[offer.cloud]
+            attempt = await self.store.start_attempt(
+                self.job.id, idx, infra=offer.infra, instance_type=offer.instance_type,
+                use_spot=offer.use_spot,
+            )
+            name = cluster_name_for(row.name, self.job.id, idx, attempt)
+            cluster_id = await self.store.insert_cluster(
+                name=name, cloud=offer.cloud, region=offer.region, zone=offer.zone,
+                instance_type=offer.instance_type, use_spot=offer.use_spot,
+                num_nodes=task.num_nodes, job_id=self.job.id, task_idx=idx, attempt_no=attempt,
+            )
+            await self.store.set_attempt_cluster(self.job.id, idx, attempt, cluster_id)
+            self._say(f"task {idx}: provisioning {name} on {offer.infra} ({offer.instance_type}, {task.num_nodes} node(s))")
+            try:
+                handle = await cloud.provision(name, offer, task.num_nodes)
+            except PrecheckError as exc:
+                await self._mark_terminated(cluster_id, cloud, name, f"precheck: {exc}")
+                await self.store.end_attempt(self.job.id, idx, attempt, reason=str(exc))
+                raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
+            except CapacityError as exc:
+                errors.append(f"{offer.infra}: {exc}")
+                await self._mark_terminated(cluster_id, cloud, name, f"no capacity: {exc}")
+                await self.store.end_attempt(self.job.id, idx, attempt, reason=f"no capacity: {exc}")
+                continue
+            await self.store.update_cluster(cluster_id, status=ClusterStatus.UP, handle=handle.to_json())
+            cluster_row = await self.store.cluster(cluster_id)
+            assert cluster_row is not None
+            cluster = _Cluster(cluster_row, handle, cloud)
+            self._clusters[cluster_id] = cluster
+            return cluster
+        # Issue: retrying forever with backoff belongs to recovery; here every offer failed once.
+        raise TaskFailed(S.FAILED_NO_RESOURCE, "no capacity: " + "; ".join(errors))
+
+    async def _mark_terminated(self, cluster_id: int, cloud: Cloud, name: str, reason: str) -> None:
+        try:
+            await cloud.terminate(name, None)
+        finally:
+            await self.store.update_cluster(cluster_id, status=ClusterStatus.TERMINATED, end_reason=reason)
+
+    async def _connect(self, cluster: _Cluster) -> None:
+        if not cluster.nodes:
+            cluster.nodes = [cluster.cloud.node(info) for info in cluster.handle.nodes]
+        deadline = time.monotonic() + UNREACHABLE_GRACE_S
+        while True:
+            try:
+                await asyncio.gather(*(node.connect() for node in cluster.nodes))
+                return
+            except NodeError as exc:
+                if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
+                    raise NodeLost(f"{cluster.row.name} is gone") from exc
+                if time.monotonic() > deadline:
+                    raise NodeLost(f"{cluster.row.name} unreachable: {exc}") from exc
+                await asyncio.sleep(1.0)
+
+    async def _sync_files(self, cluster: _Cluster, task: Task) -> None:
+        uploads: list[tuple[str, str]] = []
+        if isinstance(task.workdir, str):
+            uploads.append((task.workdir, WORKDIR))
+        for target, source in task.file_mounts.items():
+            if isinstance(source, str) and "://" not in source:
+                # Targets are relative to the node's home: `~/data` and `/data` both
+                # land in the home of a local sandbox, a VM's absolute paths later.
+                uploads.append((source, target.removeprefix("~/").lstrip("/")))
+            else:
+                raise TaskFailed(
+                    S.FAILED_PRECHECKS,
+                    f"file_mounts[{target!r}]: cloud storage sources are not supported yet",
+                )
+        for local, remote in uploads:
+            await asyncio.gather(*(node.upload(local, remote) for node in cluster.nodes))
+
+    # --------------------------------------------------------------- phases
+
+    def _env(self, cluster: _Cluster, idx: int, task: Task, rank: int, phase: str) -> dict[str, str]:
+        ips = "\n".join(info.internal_ip for info in cluster.handle.nodes)
+        gpus = sum(self._gpus_per_node(cluster).values())
+        row_task_id = self._task_ids[idx]
+        env: dict[str, str] = dict(task.envs)
+        env.update(task.secrets)
+        env.update(
+            SKYPILOT_TASK_ID=row_task_id,
+            SKYPILOT_TASK_IDS="\n".join(self._task_ids),
+            SKYPILOT_JOB_ID=str(self.job.id),
+            SKYPILOT_MANAGED_JOB_ID=str(self.job.id),
+            SKYPILOT_JOB_RANK=str(self.job.job_rank),
+            SKYPILOT_NUM_JOBS=str(self.job.num_jobs),
+            SKYPILOT_NUM_NODES=str(len(cluster.handle.nodes)),
+            SKYPILOT_CLUSTER_INFO=json.dumps(
+                {"cluster_name": cluster.row.name, "cloud": cluster.row.cloud,
+                 "region": cluster.row.region, "zone": cluster.row.zone}
+            ),
+        )
+        if phase == "setup":
+            env.update(
+                SKYPILOT_SETUP_NODE_RANK=str(rank),
+                SKYPILOT_SETUP_NODE_IPS=ips,
+                SKYPILOT_SETUP_NUM_GPUS_PER_NODE=f"{gpus:g}",
+            )
+        else:
+            env.update(
+                SKYPILOT_NODE_RANK=str(rank),
+                SKYPILOT_NODE_IPS=ips,
+                SKYPILOT_NUM_GPUS_PER_NODE=f"{gpus:g}",
+            )
+        return env
+
+    @staticmethod
+    def _gpus_per_node(cluster: _Cluster) -> dict[str, float]:
+        offer: InstanceOffer | None = getattr(cluster.cloud, "machine", None)
+        return dict(offer.accelerators) if offer is not None and cluster.row.cloud == "local" else {}
+
+    async def _run_phase(
+        self, cluster: _Cluster, idx: int, attempt: int, phase: str, script: str, task: Task
+    ) -> list[int]:
+        """Start (or re-attach to) a phase on every node and wait for its exit codes."""
+        phase_id = phase_id_for(self.job.id, idx, attempt, phase)
+        paths = [
+            task_log_path(self.ctx.paths.job_logs, self.job.id, idx, rank)
+            for rank in range(len(cluster.nodes))
+        ]
+        segments = [
+            await self.store.open_segment(
+                self.job.id, idx, attempt, rank, phase, await asyncio.to_thread(file_size, paths[rank])
+            )
+            for rank in range(len(cluster.nodes))
+        ]
+        cwd = WORKDIR if isinstance(task.workdir, str) else None
+
+        async def start(rank: int) -> int:
+            node = cluster.nodes[rank]
+            return await node.start_phase(phase_id, script, self._env(cluster, idx, task, rank, phase), cwd=cwd)
+
+        try:
+            pids = await asyncio.gather(*(start(rank) for rank in range(len(cluster.nodes))))
+        except NodeError as exc:
+            raise await self._node_trouble(cluster, exc) from exc
+        for segment, pid in zip(segments, pids):
+            if segment.pid != pid:
+                await self.store.update_segment(segment.id, pid=pid)
+        if any(not s.finished for s in segments):
+            self._say(f"task {idx}: {phase} started (attempt {attempt}, pid {', '.join(map(str, pids))})")
+        return await self._watch_phase(cluster, phase_id, paths, [s.start_offset for s in segments], [s.id for s in segments])
+
+    async def _watch_phase(
+        self, cluster: _Cluster, phase_id: str, paths: list[Path], starts: list[int],
+        segment_ids: list[int],
+    ) -> list[int]:
+        interval = POLL_FIRST_S
+        last_liveness = time.monotonic()
+        unreachable_since: float | None = None
+        codes: list[int | None] = [None] * len(cluster.nodes)
+        while True:
+            check_alive = time.monotonic() - last_liveness > LIVENESS_EVERY_S
+            try:
+                for rank, node in enumerate(cluster.nodes):
+                    if codes[rank] is not None:
+                        continue
+                    state = await node.phase_state(phase_id, check_alive=check_alive)
+                    # Read the output after the exit code: once the code is there,
+                    # everything the phase printed is on disk.
+                    await sync_phase_output(node, phase_id, paths[rank], starts[rank], drain=state.finished)
+                    if state.finished:
+                        codes[rank] = state.exit_code
+                        await self.store.update_segment(segment_ids[rank], finished=True)
+                    elif state.alive is False:
+                        raise NodeLost(f"the {phase_id} process vanished on node {rank}")
+                unreachable_since = None
+            except NodeError as exc:
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > UNREACHABLE_GRACE_S:
+                    raise await self._node_trouble(cluster, exc) from exc
+                if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
+                    raise NodeLost(f"{cluster.row.name} is no longer up") from exc
+                # The machine is up: SSH flapped. Reconnect, never relaunch for that.
+                cluster.nodes = [cluster.cloud.node(info) for info in cluster.handle.nodes]
+            if check_alive:
+                last_liveness = time.monotonic()
+            if all(code is not None for code in codes):
+                return [int(code) for code in codes if code is not None]
+            if any(code not in (None, 0) for code in codes):
+                # One node failed: the task has failed; stop the others now.
+                await self._kill_phase(cluster, phase_id)
+                return [code if code is not None else -1 for code in codes]
+            await asyncio.sleep(interval)
+            interval = min(POLL_MAX_S, interval * 1.5)
+
+    async def _node_trouble(self, cluster: _Cluster, exc: Exception) -> Exception:
+        if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
+            return NodeLost(f"{cluster.row.name} is no longer up")
+        return NodeLost(f"{cluster.row.name} unreachable for {UNREACHABLE_GRACE_S:g}s: {exc}")
+
+    async def _kill_phase(self, cluster: _Cluster, phase_id: str) -> None:
+        async def kill(node: Node) -> None:
+            try:
+                await node.kill_phase(phase_id)
+            except NodeError as exc:
+                self._say(f"could not stop {phase_id} on {node.info.user}: {exc}")
+
+        await asyncio.gather(*(kill(node) for node in cluster.nodes))
+
+    # -------------------------------------------------------------- cleanup
+
+    async def _teardown(self, row: ClusterRow, *, reason: str) -> None:
+        cloud = self.ctx.clouds.get(row.cloud)
+        cached = self._clusters.pop(row.id, None)
+        if cached is not None:
+            for node in cached.nodes:
+                await node.close()
+        if cloud is None:
+            raise CloudError(f"cluster {row.name} is on {row.cloud}, which is not enabled")
+        await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATING)
+        handle = ClusterHandle.from_json(row.handle) if row.handle_json else None
+        await cloud.terminate(row.name, handle)
+        await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATED, end_reason=reason)
+        self._say(f"terminated {row.name} ({reason})")
+
+    async def _teardown_all(self, *, reason: str) -> None:
+        for row in await self.store.live_clusters(self.job.id):
+            await self._teardown(row, reason=reason)
+
+    async def _close_nodes(self) -> None:
+        for cluster in list(self._clusters.values()):
+            for node in cluster.nodes:
+                try:
+                    await node.close()
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
+        self._clusters.clear()
+
+    async def _cancel(self) -> None:
+        """The user's cancel: stop the job wherever it is, keep its logs, leave nothing up."""
+        self._say("cancel requested")
+        for row in await self.store.tasks(self.job.id):
+            status = row.status_enum
+            if status is S.PENDING:
+                await self.store.transition_task(
+                    self.job.id, row.task_idx, S.CANCELLED, message="cancelled by user", expect=S.PENDING
+                )
+            elif not status.is_terminal and status is not S.CANCELLING:
+                await self.store.transition_task(
+                    self.job.id, row.task_idx, S.CANCELLING, message="cancelled by user"
+                )
+        try:
+            for row in await self.store.live_clusters(self.job.id):
+                await self._stop_and_collect(row)
+                await self._teardown(row, reason="cancelled by user")
+        except Exception as exc:  # noqa: BLE001 - reported on the job, not raised
+            log.exception("job %s: cleanup after cancel failed", self.job.id)
+            for row in await self.store.tasks(self.job.id):
+                if row.status_enum is S.CANCELLING:
+                    await self.store.transition_task(
+                        self.job.id, row.task_idx, S.FAILED_CONTROLLER,
+                        message=f"cleanup failed, resources may have leaked: {exc}",
+                        failure_reason=f"cleanup failed, resources may have leaked: {exc}",
+                    )
+            return
+        for row in await self.store.tasks(self.job.id):
+            if row.status_enum is S.CANCELLING:
+                await self.store.end_attempt(self.job.id, row.task_idx, row.attempt, reason="cancelled by user")
+                await self.store.transition_task(
+                    self.job.id, row.task_idx, S.CANCELLED, message="cancelled by user"
+                )
+        self._say("cancelled")
+
+    async def _stop_and_collect(self, row: ClusterRow) -> None:
+        """Stop the running phase gracefully and copy its last output before teardown."""
+        if row.status != ClusterStatus.UP or not row.handle_json or row.task_idx is None:
+            return
+        cloud = self.ctx.clouds.get(row.cloud)
+        if cloud is None:
+            return
+        handle = ClusterHandle.from_json(row.handle)
+        cluster = self._clusters.get(row.id) or _Cluster(row, handle, cloud)
+        self._clusters[row.id] = cluster
+        segments = [s for s in await self.store.segments(self.job.id, row.task_idx) if s.attempt_no == row.attempt_no]
+        active = [s for s in segments if not s.finished]
+        if not active:
+            return
+        try:
+            await asyncio.wait_for(self._connect(cluster), timeout=10)
+            phase_id = phase_id_for(self.job.id, row.task_idx, row.attempt_no or 0, active[0].phase)
+            await self._kill_phase(cluster, phase_id)
+            for segment in active:
+                if segment.rank < len(cluster.nodes):
+                    path = task_log_path(self.ctx.paths.job_logs, self.job.id, row.task_idx, segment.rank)
+                    await sync_phase_output(cluster.nodes[segment.rank], phase_id, path, segment.start_offset, drain=True)
+                    await self.store.update_segment(segment.id, finished=True)
+        except (NodeError, NodeLost, asyncio.TimeoutError) as exc:
+            self._say(f"could not stop {row.name} gracefully ({exc}); terminating it")
+
+    async def _fail_controller(self, reason: str) -> None:
+        try:
+            await self._teardown_all(reason=reason)
+        except Exception:  # noqa: BLE001
+            log.exception("job %s: teardown after a controller error failed", self.job.id)
+            reason += "; resources may have leaked"
+        for row in await self.store.tasks(self.job.id):
+            if not row.status_enum.is_terminal:
+                status = S.FAILED_CONTROLLER if row.status_enum is not S.PENDING else S.CANCELLED
+                await self.store.transition_task(
+                    self.job.id, row.task_idx, status, message=reason,
+                    failure_reason=reason if status is S.FAILED_CONTROLLER else None,
+                )
+
+
+def load_tasks(spec: dict[str, Any], secrets: dict[str, dict[str, str]]) -> list[Task]:
+    """Rebuild the job's tasks from the stored spec and their secrets."""
+    return [
+        Task.model_validate({**task, "secrets": secrets.get(str(index), {})})
+        for index, task in enumerate(spec["tasks"])
+    ]

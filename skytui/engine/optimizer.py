@@ -1,0 +1,134 @@
+"""Pick where a task runs: every feasible offer over the enabled infra, cheapest first.
+
+A task's resources expand into concrete candidates (spec.Resources.candidates:
+accelerator sets, any_of, ordered); each enabled cloud answers with the offers
+that fit a candidate. Unordered requests take the cheapest offer; `ordered`
+requests take the first candidate that has any offer. The ranked list is what
+the "Considered resources" table shows and what a launch fails over along.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from skytui.clouds.base import Cloud, InstanceOffer
+from skytui.spec import Resources, Task
+
+
+class InfeasibleError(ValueError):
+    """No enabled infra can run the task as asked."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Offers in the order a launch tries them; the first is the chosen one."""
+
+    offers: tuple[InstanceOffer, ...]
+    num_nodes: int
+
+    @property
+    def chosen(self) -> InstanceOffer:
+        return self.offers[0]
+
+
+def _describe(request: Resources) -> str:
+    parts = []
+    if request.infra:
+        parts.append(f"infra={request.infra}")
+    if request.cpus:
+        parts.append(f"cpus={request.cpus}")
+    if request.memory:
+        parts.append(f"memory={request.memory}")
+    for accelerator in request.accelerators:
+        name = accelerator.name or f"{accelerator.min_memory_gb:g}GB+"
+        parts.append(f"accelerators={name}:{accelerator.count:g}")
+    if request.instance_type:
+        parts.append(f"instance_type={request.instance_type}")
+    if request.use_spot:
+        parts.append("use_spot=true")
+    return ", ".join(parts) or "any machine"
+
+
+def requested_str(resources: Resources) -> str:
+    """The REQUESTED column: what the user asked for, briefly."""
+    candidates, _ = resources.candidates()
+    shown = []
+    for candidate in candidates:
+        if candidate.accelerators:
+            accelerator = candidate.accelerators[0]
+            shown.append(f"{accelerator.name or 'GPU'}:{accelerator.count:g}")
+        elif candidate.instance_type:
+            shown.append(candidate.instance_type)
+        elif candidate.cpus:
+            shown.append(f"{candidate.cpus}CPU")
+    unique = list(dict.fromkeys(shown))
+    return ", ".join(unique) if unique else "-"
+
+
+def plan_task(task: Task, clouds: Mapping[str, Cloud]) -> Plan:
+    candidates, ordered = task.resources.candidates()
+    per_candidate: list[list[InstanceOffer]] = []
+    for candidate in candidates:
+        offers: list[InstanceOffer] = []
+        for cloud in clouds.values():
+            offers.extend(cloud.offers(candidate))
+        per_candidate.append(sorted(offers, key=lambda o: (o.price_per_hour, o.infra, o.instance_type)))
+    if ordered:
+        ranked = [offer for offers in per_candidate for offer in offers]
+    else:
+        ranked = sorted(
+            (offer for offers in per_candidate for offer in offers),
+            key=lambda o: (o.price_per_hour, o.infra, o.instance_type),
+        )
+    first_of_each: dict[tuple[str, str | None, str | None, str, bool], InstanceOffer] = {}
+    for offer in ranked:
+        first_of_each.setdefault(_offer_key(offer), offer)
+    unique = tuple(first_of_each.values())
+    if not unique:
+        asked = "; or ".join(_describe(c) for c in candidates)
+        enabled = ", ".join(sorted(clouds)) or "none"
+        offered = "; ".join(
+            f"{offer.infra}: {offer.instance_type} ({offer.cpus:g} vCPUs, {offer.memory_gb:g} GB"
+            f"{', ' + offer.accelerators_str if offer.accelerators else ''})"
+            for offer in _showcase(clouds)
+        )
+        raise InfeasibleError(
+            f"task {task.name!r}: no enabled infra fits {asked}. Enabled infra: {enabled}"
+            + (f" (offering {offered})" if offered else "")
+            + ". Lower the request, or enable more infra (`skytui check`)."
+        )
+    return Plan(offers=unique, num_nodes=task.num_nodes)
+
+
+def _offer_key(offer: InstanceOffer) -> tuple[str, str | None, str | None, str, bool]:
+    return (offer.cloud, offer.region, offer.zone, offer.instance_type, offer.use_spot)
+
+
+def _showcase(clouds: Mapping[str, Cloud]) -> list[InstanceOffer]:
+    """A few offers per cloud to say what the enabled infra has."""
+    shown: list[InstanceOffer] = []
+    for cloud in clouds.values():
+        machine = getattr(cloud, "machine", None)
+        if isinstance(machine, InstanceOffer):
+            shown.append(machine)
+    return shown
+
+
+def considered_rows(plan: Plan, limit: int = 8) -> list[tuple[str, str, str, str, str, str, str]]:
+    """Rows of SkyPilot's table: INFRA, INSTANCE, vCPUs, Mem(GB), GPUS, COST ($), CHOSEN."""
+    rows = []
+    for index, offer in enumerate(plan.offers[:limit]):
+        cost = offer.price_per_hour * plan.num_nodes
+        rows.append(
+            (
+                offer.infra,
+                offer.instance_type + ("[Spot]" if offer.use_spot else ""),
+                f"{offer.cpus:g}",
+                f"{offer.memory_gb:g}",
+                offer.accelerators_str,
+                f"{cost:.2f}",
+                "✔" if index == 0 else "",
+            )
+        )
+    return rows

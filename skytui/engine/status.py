@@ -1,0 +1,98 @@
+"""Managed-job task statuses and the only transitions the store will write.
+
+The names and meanings are SkyPilot's ManagedJobStatus. Every status change in
+the DB is a compare-and-set against this table, so concurrent writers can never
+regress a task (CANCELLING overwritten by RUNNING) or rewrite a finished one.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class TaskStatus(str, enum.Enum):
+    PENDING = "PENDING"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    RECOVERING = "RECOVERING"
+    CANCELLING = "CANCELLING"
+    SUCCEEDED = "SUCCEEDED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    FAILED_SETUP = "FAILED_SETUP"
+    FAILED_PRECHECKS = "FAILED_PRECHECKS"
+    FAILED_NO_RESOURCE = "FAILED_NO_RESOURCE"
+    FAILED_CONTROLLER = "FAILED_CONTROLLER"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def is_failure(self) -> bool:
+        return self in FAILURES
+
+
+FAILURES: frozenset[TaskStatus] = frozenset(
+    {
+        TaskStatus.FAILED,
+        TaskStatus.FAILED_SETUP,
+        TaskStatus.FAILED_PRECHECKS,
+        TaskStatus.FAILED_NO_RESOURCE,
+        TaskStatus.FAILED_CONTROLLER,
+    }
+)
+TERMINAL: frozenset[TaskStatus] = FAILURES | {TaskStatus.SUCCEEDED, TaskStatus.CANCELLED}
+IN_PROGRESS: frozenset[TaskStatus] = frozenset(TaskStatus) - TERMINAL
+
+_S = TaskStatus
+# Failures that can strike whatever the controller was doing.
+_ANY_FAILURE = {_S.FAILED_PRECHECKS, _S.FAILED_NO_RESOURCE, _S.FAILED_CONTROLLER}
+
+TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    # PENDING -> CANCELLED directly: a task that never started needs no cleanup
+    # (pending cancel, and the later tasks of a failed pipeline).
+    _S.PENDING: frozenset({_S.STARTING, _S.CANCELLING, _S.CANCELLED} | _ANY_FAILURE),
+    # STARTING -> PENDING: capacity backoff, the launch slot is given back.
+    _S.STARTING: frozenset(
+        {_S.RUNNING, _S.PENDING, _S.RECOVERING, _S.CANCELLING, _S.FAILED_SETUP, _S.FAILED}
+        | _ANY_FAILURE
+    ),
+    _S.RUNNING: frozenset(
+        {_S.SUCCEEDED, _S.FAILED, _S.RECOVERING, _S.CANCELLING} | _ANY_FAILURE
+    ),
+    _S.RECOVERING: frozenset(
+        {_S.RUNNING, _S.PENDING, _S.CANCELLING, _S.FAILED, _S.FAILED_SETUP} | _ANY_FAILURE
+    ),
+    _S.CANCELLING: frozenset({_S.CANCELLED, _S.FAILED_CONTROLLER}),
+    **{terminal: frozenset() for terminal in TERMINAL},
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A status change that the transition table does not allow."""
+
+    def __init__(self, current: TaskStatus, wanted: TaskStatus) -> None:
+        super().__init__(f"illegal status transition {current} -> {wanted}")
+        self.current = current
+        self.wanted = wanted
+
+
+def can_transition(current: TaskStatus, wanted: TaskStatus) -> bool:
+    return wanted in TRANSITIONS[current]
+
+
+def sources_of(wanted: TaskStatus) -> frozenset[TaskStatus]:
+    """Every status from which `wanted` may be reached: the guard of a CAS update."""
+    return frozenset(s for s, targets in TRANSITIONS.items() if wanted in targets)
+
+
+def job_status(task_statuses: list[TaskStatus]) -> TaskStatus:
+    """A job's status is that of its current task: the first one not SUCCEEDED."""
+    for status in task_statuses:
+        if status is not TaskStatus.SUCCEEDED:
+            return status
+    return TaskStatus.SUCCEEDED

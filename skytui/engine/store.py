@@ -1,0 +1,997 @@
+"""The state DB: tables, migrations, and every query skytui runs.
+
+Nothing else in skytui writes SQL. The DB is the contract between clients and
+the controller: clients write intents (a job, a cancel request), the controller
+writes state, and every task status change commits in the same transaction as
+its event row and the job's derived status. Status changes are compare-and-set
+against `status.TRANSITIONS`, so a finished task is never rewritten.
+
+SQLite (WAL) by default; any SQLAlchemy URL (PostgreSQL) works, which is why
+nothing here leans on SQLite beyond the connection set-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.pool import NullPool
+
+from skytui.engine.status import (
+    IN_PROGRESS,
+    TERMINAL,
+    IllegalTransition,
+    TaskStatus,
+    can_transition,
+    job_status,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta_table = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+jobs_table = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(256), nullable=False),
+    Column("pool", String(256)),
+    Column("status", String(32), nullable=False),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("submitted_at", Float, nullable=False),
+    Column("ended_at", Float),
+    # An intent written by clients; the controller turns it into CANCELLING/CANCELLED.
+    Column("cancel_requested_at", Float),
+    Column("job_rank", Integer, nullable=False, default=0),
+    Column("num_jobs", Integer, nullable=False, default=1),
+    Column("source", Text),
+    Column("spec_json", Text, nullable=False),
+    # Secrets live apart from the spec so that no query that renders a job reads them.
+    Column("secrets_json", Text, nullable=False, default="{}"),
+    Index("ix_jobs_status", "status"),
+)
+
+tasks_table = Table(
+    "tasks",
+    metadata,
+    Column("job_id", Integer, ForeignKey("jobs.id"), primary_key=True),
+    Column("task_idx", Integer, primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("status_reason", Text),
+    Column("skypilot_task_id", String(512), nullable=False),
+    Column("requested", Text, nullable=False, default="-"),
+    Column("num_nodes", Integer, nullable=False, default=1),
+    Column("submitted_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    # JOB DURATION counts running time only: closed stretches are banked in
+    # job_duration_s, the open one starts at run_started_at.
+    Column("run_started_at", Float),
+    Column("job_duration_s", Float, nullable=False, default=0.0),
+    Column("recoveries", Integer, nullable=False, default=0),
+    Column("restarts_on_errors", Integer, nullable=False, default=0),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("exit_code", Integer),
+    Column("failure_reason", Text),
+    Column("infra", String(256)),
+    Column("instance_type", String(128)),
+    Column("use_spot", Boolean),
+)
+
+attempts_table = Table(
+    "attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, nullable=False),
+    Column("task_idx", Integer, nullable=False),
+    Column("attempt_no", Integer, nullable=False),
+    Column("cluster_id", Integer),
+    Column("infra", String(256)),
+    Column("instance_type", String(128)),
+    Column("use_spot", Boolean),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("end_reason", Text),
+    Column("exit_code", Integer),
+    UniqueConstraint("job_id", "task_idx", "attempt_no"),
+)
+
+# Where each phase of each node's output starts in the task's local log file:
+# the separators, the `(task, pid=N)` prefixes and the resume offset all come
+# from here, so the log file itself stays byte-identical to what the job printed.
+log_segments_table = Table(
+    "log_segments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, nullable=False),
+    Column("task_idx", Integer, nullable=False),
+    Column("attempt_no", Integer, nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("pid", Integer),
+    Column("start_offset", BigInteger, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished", Boolean, nullable=False, default=False),
+    UniqueConstraint("job_id", "task_idx", "attempt_no", "rank", "phase"),
+)
+
+clusters_table = Table(
+    "clusters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(256), nullable=False, unique=True),
+    Column("cloud", String(64), nullable=False),
+    Column("region", String(128)),
+    Column("zone", String(128)),
+    Column("instance_type", String(128)),
+    Column("use_spot", Boolean, nullable=False, default=False),
+    Column("num_nodes", Integer, nullable=False, default=1),
+    # Owner: a job's task attempt, or a pool worker.
+    Column("job_id", Integer),
+    Column("task_idx", Integer),
+    Column("attempt_no", Integer),
+    Column("pool", String(256)),
+    Column("worker_id", Integer),
+    Column("status", String(32), nullable=False),
+    Column("handle_json", Text),
+    Column("created_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("end_reason", Text),
+    Index("ix_clusters_status", "status"),
+)
+
+events_table = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer),
+    Column("task_idx", Integer),
+    Column("at", Float, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("from_status", String(32)),
+    Column("to_status", String(32)),
+    Column("message", Text),
+    Index("ix_events_job", "job_id", "id"),
+)
+
+pools_table = Table(
+    "pools",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("version", Integer, nullable=False, default=1),
+    Column("status", String(32), nullable=False),
+    Column("spec_json", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("down_requested_at", Float),
+)
+
+pool_workers_table = Table(
+    "pool_workers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pool", String(256), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("cluster_id", Integer),
+    Column("job_id", Integer),
+    Column("created_at", Float, nullable=False),
+    Column("ended_at", Float),
+)
+
+
+class StoreError(RuntimeError):
+    """The DB cannot be used (newer schema, unreachable)."""
+
+
+# ---------------------------------------------------------------- row records
+
+R = TypeVar("R")
+
+
+def _record(cls: type[R], row: Any) -> R:
+    mapping = row._mapping
+    return cls(**{f.name: mapping[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    name: str
+    pool: str | None
+    status: str
+    priority: int
+    submitted_at: float
+    ended_at: float | None
+    cancel_requested_at: float | None
+    job_rank: int
+    num_jobs: int
+    source: str | None
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    job_id: int
+    task_idx: int
+    name: str
+    status: str
+    status_reason: str | None
+    skypilot_task_id: str
+    requested: str
+    num_nodes: int
+    submitted_at: float
+    started_at: float | None
+    ended_at: float | None
+    run_started_at: float | None
+    job_duration_s: float
+    recoveries: int
+    restarts_on_errors: int
+    attempt: int
+    exit_code: int | None
+    failure_reason: str | None
+    infra: str | None
+    instance_type: str | None
+    use_spot: bool | None
+
+    @property
+    def status_enum(self) -> TaskStatus:
+        return TaskStatus(self.status)
+
+    def duration_s(self, now: float) -> float:
+        """JOB DURATION: running time only, the open stretch included."""
+        open_stretch = now - self.run_started_at if self.run_started_at is not None else 0.0
+        return self.job_duration_s + max(0.0, open_stretch)
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    id: int
+    job_id: int
+    task_idx: int
+    attempt_no: int
+    cluster_id: int | None
+    infra: str | None
+    instance_type: str | None
+    use_spot: bool | None
+    started_at: float
+    ended_at: float | None
+    end_reason: str | None
+    exit_code: int | None
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    id: int
+    job_id: int
+    task_idx: int
+    attempt_no: int
+    rank: int
+    phase: str
+    pid: int | None
+    start_offset: int
+    started_at: float
+    finished: bool
+
+
+@dataclass(frozen=True)
+class ClusterRow:
+    id: int
+    name: str
+    cloud: str
+    region: str | None
+    zone: str | None
+    instance_type: str | None
+    use_spot: bool
+    num_nodes: int
+    job_id: int | None
+    task_idx: int | None
+    attempt_no: int | None
+    pool: str | None
+    worker_id: int | None
+    status: str
+    handle_json: str | None
+    created_at: float
+    ended_at: float | None
+    end_reason: str | None
+
+    @property
+    def handle(self) -> dict[str, Any]:
+        return json.loads(self.handle_json) if self.handle_json else {}
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    job_id: int | None
+    task_idx: int | None
+    at: float
+    kind: str
+    from_status: str | None
+    to_status: str | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """What a client submits per task; the store assigns statuses and times."""
+
+    name: str
+    skypilot_task_id: str
+    requested: str
+    num_nodes: int
+    spec: dict[str, Any]
+
+
+class ClusterStatus:
+    PROVISIONING = "PROVISIONING"
+    UP = "UP"
+    TERMINATING = "TERMINATING"
+    TERMINATED = "TERMINATED"
+    LIVE = (PROVISIONING, UP, TERMINATING)
+
+
+# ---------------------------------------------------------------------- store
+
+
+def _sqlite_setup(engine: Engine, *, immediate: bool) -> None:
+    """WAL, a generous busy timeout, and BEGIN IMMEDIATE for writers.
+
+    pysqlite's own transaction handling starts transactions lazily and cannot
+    take the write lock up front, so a read-then-write transaction may fail with
+    SQLITE_BUSY without waiting. Writers take the lock at BEGIN instead.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Store:
+    """Typed access to the state DB. Thread-safe; each call is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            # One connection per checkout: SQLite connections are cheap and
+            # NullPool avoids sharing one across the controller's threads.
+            self._writer = create_engine(url, poolclass=NullPool)
+            self._reader = create_engine(url, poolclass=NullPool)
+            _sqlite_setup(self._writer, immediate=True)
+            _sqlite_setup(self._reader, immediate=False)
+        else:
+            self._writer = create_engine(url, pool_pre_ping=True)
+            self._reader = self._writer
+        self._migrate()
+        self._protect_files()
+
+    def close(self) -> None:
+        self._writer.dispose()
+        self._reader.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._reader.begin() as conn:
+            yield conn
+
+    # ------------------------------------------------------------ migrations
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            metadata.create_all(conn)
+            current = conn.execute(
+                select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            ).scalar()
+            if current is None:
+                conn.execute(insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            version = int(current)
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the state DB has schema version {version}, newer than this skytui "
+                    f"({SCHEMA_VERSION}); upgrade skytui"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[step](conn)
+            if version != SCHEMA_VERSION:
+                conn.execute(
+                    update(meta_table)
+                    .where(meta_table.c.key == "schema_version")
+                    .values(value=str(SCHEMA_VERSION))
+                )
+
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+                ).scalar_one()
+            )
+
+    def _protect_files(self) -> None:
+        if not self.is_sqlite:
+            return
+        path = self.url.removeprefix("sqlite:///")
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.chmod(path + suffix, 0o600)
+            except FileNotFoundError:
+                pass
+
+    # ------------------------------------------------------------- submission
+
+    def submit_job(
+        self,
+        *,
+        name: str,
+        tasks: Sequence[NewTask],
+        spec: dict[str, Any],
+        secrets: dict[str, dict[str, str]],
+        source: str | None = None,
+        pool: str | None = None,
+        priority: int = 0,
+        job_rank: int = 0,
+        num_jobs: int = 1,
+    ) -> int:
+        now = time.time()
+        with self._write() as conn:
+            job_id = conn.execute(
+                insert(jobs_table).values(
+                    name=name,
+                    pool=pool,
+                    status=TaskStatus.PENDING.value,
+                    priority=priority,
+                    submitted_at=now,
+                    job_rank=job_rank,
+                    num_jobs=num_jobs,
+                    source=source,
+                    spec_json=json.dumps(spec),
+                    secrets_json=json.dumps(secrets),
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                insert(tasks_table),
+                [
+                    dict(
+                        job_id=job_id,
+                        task_idx=idx,
+                        name=task.name,
+                        status=TaskStatus.PENDING.value,
+                        skypilot_task_id=task.skypilot_task_id.replace("{job_id}", str(job_id)),
+                        requested=task.requested,
+                        num_nodes=task.num_nodes,
+                        submitted_at=now,
+                    )
+                    for idx, task in enumerate(tasks)
+                ],
+            )
+            self._event(conn, job_id, None, "submitted", message=f"job {name!r} submitted", at=now)
+            return int(job_id)
+
+    def job_spec(self, job_id: int) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+        """The stored spec and its secrets: for the controller only."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(jobs_table.c.spec_json, jobs_table.c.secrets_json).where(
+                    jobs_table.c.id == job_id
+                )
+            ).one()
+        return json.loads(row.spec_json), json.loads(row.secrets_json)
+
+    # ------------------------------------------------------------ transitions
+
+    def transition_task(
+        self,
+        job_id: int,
+        task_idx: int,
+        to: TaskStatus,
+        *,
+        message: str | None = None,
+        expect: TaskStatus | None = None,
+        **values: Any,
+    ) -> bool:
+        """Compare-and-set a task's status, with its event and the job status.
+
+        Raises IllegalTransition for a change outside the table (a terminal
+        status is never overwritten). Returns False when `expect` is given and
+        the task is no longer in it (another writer got there first).
+        """
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute(
+                select(tasks_table)
+                .where(tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx)
+                .with_for_update()
+            ).one()
+            current = TaskStatus(row.status)
+            if expect is not None and current is not expect:
+                return False
+            if not can_transition(current, to):
+                raise IllegalTransition(current, to)
+            changes: dict[str, Any] = dict(values)
+            changes["status"] = to.value
+            if to is TaskStatus.RUNNING:
+                changes["run_started_at"] = now
+                if row.started_at is None:
+                    changes["started_at"] = now
+            if current is TaskStatus.RUNNING and row.run_started_at is not None:
+                changes["job_duration_s"] = row.job_duration_s + (now - row.run_started_at)
+                changes["run_started_at"] = None
+            if to in TERMINAL:
+                changes["ended_at"] = now
+                changes.setdefault("status_reason", None)
+            result = conn.execute(
+                update(tasks_table)
+                .where(
+                    tasks_table.c.job_id == job_id,
+                    tasks_table.c.task_idx == task_idx,
+                    tasks_table.c.status == current.value,
+                )
+                .values(**changes)
+            )
+            if result.rowcount != 1:
+                return False
+            self._event(
+                conn, job_id, task_idx, "status", from_status=current, to_status=to,
+                message=message, at=now,
+            )
+            self._refresh_job_status(conn, job_id, now)
+            return True
+
+    def cancel_pending_tasks(self, job_id: int, message: str) -> int:
+        """Mark every PENDING task of a job CANCELLED (the rest of a pipeline)."""
+        count = 0
+        for task in self.tasks(job_id):
+            if task.status_enum is TaskStatus.PENDING:
+                count += self.transition_task(
+                    job_id, task.task_idx, TaskStatus.CANCELLED, message=message,
+                    expect=TaskStatus.PENDING,
+                )
+        return count
+
+    def _refresh_job_status(self, conn: Connection, job_id: int, now: float) -> None:
+        statuses = [
+            TaskStatus(s)
+            for s in conn.execute(
+                select(tasks_table.c.status)
+                .where(tasks_table.c.job_id == job_id)
+                .order_by(tasks_table.c.task_idx)
+            ).scalars()
+        ]
+        status = job_status(statuses)
+        # A failed pipeline reads FAILED (its failing task), not CANCELLED (its tail).
+        if all(s in TERMINAL for s in statuses):
+            failures = [s for s in statuses if s.is_failure]
+            status = failures[0] if failures else status
+        conn.execute(
+            update(jobs_table)
+            .where(jobs_table.c.id == job_id)
+            .values(status=status.value, ended_at=now if status in TERMINAL else None)
+        )
+
+    def set_task_fields(self, job_id: int, task_idx: int, **values: Any) -> None:
+        """Non-status bookkeeping (reason shown while waiting, placement)."""
+        with self._write() as conn:
+            conn.execute(
+                update(tasks_table)
+                .where(tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx)
+                .values(**values)
+            )
+
+    def add_event(
+        self, job_id: int | None, task_idx: int | None, kind: str, message: str
+    ) -> None:
+        with self._write() as conn:
+            self._event(conn, job_id, task_idx, kind, message=message)
+
+    @staticmethod
+    def _event(
+        conn: Connection,
+        job_id: int | None,
+        task_idx: int | None,
+        kind: str,
+        *,
+        from_status: TaskStatus | None = None,
+        to_status: TaskStatus | None = None,
+        message: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        conn.execute(
+            insert(events_table).values(
+                job_id=job_id,
+                task_idx=task_idx,
+                at=at if at is not None else time.time(),
+                kind=kind,
+                from_status=from_status.value if from_status else None,
+                to_status=to_status.value if to_status else None,
+                message=message,
+            )
+        )
+
+    # ---------------------------------------------------------------- intents
+
+    def request_cancel(self, job_ids: Sequence[int]) -> list[int]:
+        """Record cancel intents; returns the ids that were still in progress."""
+        now = time.time()
+        accepted: list[int] = []
+        with self._write() as conn:
+            for job_id in job_ids:
+                result = conn.execute(
+                    update(jobs_table)
+                    .where(
+                        jobs_table.c.id == job_id,
+                        jobs_table.c.status.in_([s.value for s in IN_PROGRESS]),
+                        jobs_table.c.cancel_requested_at.is_(None),
+                    )
+                    .values(cancel_requested_at=now)
+                )
+                if result.rowcount:
+                    accepted.append(job_id)
+                    self._event(conn, job_id, None, "cancel_requested", message="cancel requested", at=now)
+        return accepted
+
+    def cancel_requested(self) -> list[int]:
+        with self._read() as conn:
+            return list(
+                conn.execute(
+                    select(jobs_table.c.id).where(
+                        jobs_table.c.cancel_requested_at.is_not(None),
+                        jobs_table.c.status.in_([s.value for s in IN_PROGRESS]),
+                    )
+                ).scalars()
+            )
+
+    # ---------------------------------------------------------------- queries
+
+    def job(self, job_id: int) -> JobRow | None:
+        with self._read() as conn:
+            row = conn.execute(select(jobs_table).where(jobs_table.c.id == job_id)).first()
+        return _record(JobRow, row) if row else None
+
+    def jobs_by_name(self, name: str) -> list[JobRow]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(jobs_table).where(jobs_table.c.name == name).order_by(jobs_table.c.id)
+            ).all()
+        return [_record(JobRow, r) for r in rows]
+
+    def latest_job_id(self) -> int | None:
+        with self._read() as conn:
+            return conn.execute(select(func.max(jobs_table.c.id))).scalar()
+
+    def jobs(
+        self, *, in_progress_only: bool = False, limit: int | None = None
+    ) -> list[JobRow]:
+        query = select(jobs_table).order_by(jobs_table.c.id.desc())
+        if in_progress_only:
+            query = query.where(jobs_table.c.status.in_([s.value for s in IN_PROGRESS]))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [_record(JobRow, r) for r in conn.execute(query).all()]
+
+    def runnable_jobs(self, exclude: set[int], limit: int) -> list[JobRow]:
+        """In-progress jobs without a coroutine: resumed ones first, then by priority."""
+        if limit <= 0:
+            return []
+        query = (
+            select(jobs_table)
+            .where(jobs_table.c.status.in_([s.value for s in IN_PROGRESS]))
+            .order_by(
+                (jobs_table.c.status == TaskStatus.PENDING.value).asc(),
+                jobs_table.c.priority.desc(),
+                jobs_table.c.id.asc(),
+            )
+        )
+        out: list[JobRow] = []
+        with self._read() as conn:
+            for row in conn.execute(query):
+                if row.id not in exclude:
+                    out.append(_record(JobRow, row))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def tasks(self, job_id: int) -> list[TaskRow]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(tasks_table)
+                .where(tasks_table.c.job_id == job_id)
+                .order_by(tasks_table.c.task_idx)
+            ).all()
+        return [_record(TaskRow, r) for r in rows]
+
+    def task(self, job_id: int, task_idx: int) -> TaskRow:
+        with self._read() as conn:
+            row = conn.execute(
+                select(tasks_table).where(
+                    tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx
+                )
+            ).one()
+        return _record(TaskRow, row)
+
+    def tasks_of_jobs(self, job_ids: Sequence[int]) -> dict[int, list[TaskRow]]:
+        out: dict[int, list[TaskRow]] = {job_id: [] for job_id in job_ids}
+        if not job_ids:
+            return out
+        with self._read() as conn:
+            rows = conn.execute(
+                select(tasks_table)
+                .where(tasks_table.c.job_id.in_(list(job_ids)))
+                .order_by(tasks_table.c.job_id, tasks_table.c.task_idx)
+            ).all()
+        for row in rows:
+            out[row.job_id].append(_record(TaskRow, row))
+        return out
+
+    def events(
+        self, *, after_id: int = 0, job_id: int | None = None, limit: int = 1000
+    ) -> list[EventRow]:
+        query = select(events_table).where(events_table.c.id > after_id)
+        if job_id is not None:
+            query = query.where(events_table.c.job_id == job_id)
+        query = query.order_by(events_table.c.id).limit(limit)
+        with self._read() as conn:
+            return [_record(EventRow, r) for r in conn.execute(query).all()]
+
+    def last_event_id(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(events_table.c.id), 0))).scalar_one())
+
+    # --------------------------------------------------------------- attempts
+
+    def start_attempt(
+        self, job_id: int, task_idx: int, *, infra: str, instance_type: str | None,
+        use_spot: bool,
+    ) -> int:
+        """Open the next attempt of a task; returns its number (1-based)."""
+        now = time.time()
+        with self._write() as conn:
+            current = conn.execute(
+                select(tasks_table.c.attempt).where(
+                    tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx
+                )
+            ).scalar_one()
+            attempt_no = current + 1
+            conn.execute(
+                insert(attempts_table).values(
+                    job_id=job_id, task_idx=task_idx, attempt_no=attempt_no, infra=infra,
+                    instance_type=instance_type, use_spot=use_spot, started_at=now,
+                )
+            )
+            conn.execute(
+                update(tasks_table)
+                .where(tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx)
+                .values(attempt=attempt_no, infra=infra, instance_type=instance_type, use_spot=use_spot)
+            )
+            self._event(
+                conn, job_id, task_idx, "placement",
+                message=f"attempt {attempt_no} on {infra} ({instance_type or '-'}"
+                f"{', spot' if use_spot else ''})",
+                at=now,
+            )
+            return attempt_no
+
+    def end_attempt(
+        self, job_id: int, task_idx: int, attempt_no: int, *, reason: str,
+        exit_code: int | None = None,
+    ) -> None:
+        with self._write() as conn:
+            conn.execute(
+                update(attempts_table)
+                .where(
+                    attempts_table.c.job_id == job_id,
+                    attempts_table.c.task_idx == task_idx,
+                    attempts_table.c.attempt_no == attempt_no,
+                    attempts_table.c.ended_at.is_(None),
+                )
+                .values(ended_at=time.time(), end_reason=reason, exit_code=exit_code)
+            )
+
+    def attempts(self, job_id: int, task_idx: int | None = None) -> list[AttemptRow]:
+        query = select(attempts_table).where(attempts_table.c.job_id == job_id)
+        if task_idx is not None:
+            query = query.where(attempts_table.c.task_idx == task_idx)
+        with self._read() as conn:
+            rows = conn.execute(
+                query.order_by(attempts_table.c.task_idx, attempts_table.c.attempt_no)
+            ).all()
+        return [_record(AttemptRow, r) for r in rows]
+
+    def set_attempt_cluster(self, job_id: int, task_idx: int, attempt_no: int, cluster_id: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                update(attempts_table)
+                .where(
+                    attempts_table.c.job_id == job_id,
+                    attempts_table.c.task_idx == task_idx,
+                    attempts_table.c.attempt_no == attempt_no,
+                )
+                .values(cluster_id=cluster_id)
+            )
+
+    # ----------------------------------------------------------- log segments
+
+    def open_segment(
+        self, job_id: int, task_idx: int, attempt_no: int, rank: int, phase: str,
+        start_offset: int,
+    ) -> SegmentRow:
+        """Record that a phase's output starts at `start_offset` (idempotent)."""
+        with self._write() as conn:
+            existing = conn.execute(
+                select(log_segments_table).where(
+                    log_segments_table.c.job_id == job_id,
+                    log_segments_table.c.task_idx == task_idx,
+                    log_segments_table.c.attempt_no == attempt_no,
+                    log_segments_table.c.rank == rank,
+                    log_segments_table.c.phase == phase,
+                )
+            ).first()
+            if existing is not None:
+                return _record(SegmentRow, existing)
+            seg_id = conn.execute(
+                insert(log_segments_table).values(
+                    job_id=job_id, task_idx=task_idx, attempt_no=attempt_no, rank=rank,
+                    phase=phase, start_offset=start_offset, started_at=time.time(),
+                )
+            ).inserted_primary_key[0]
+            row = conn.execute(
+                select(log_segments_table).where(log_segments_table.c.id == seg_id)
+            ).one()
+            return _record(SegmentRow, row)
+
+    def update_segment(self, segment_id: int, **values: Any) -> None:
+        with self._write() as conn:
+            conn.execute(
+                update(log_segments_table)
+                .where(log_segments_table.c.id == segment_id)
+                .values(**values)
+            )
+
+    def segments(self, job_id: int, task_idx: int | None = None) -> list[SegmentRow]:
+        query = select(log_segments_table).where(log_segments_table.c.job_id == job_id)
+        if task_idx is not None:
+            query = query.where(log_segments_table.c.task_idx == task_idx)
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(log_segments_table.c.id)).all()
+        return [_record(SegmentRow, r) for r in rows]
+
+    # --------------------------------------------------------------- clusters
+
+    def insert_cluster(
+        self, *, name: str, cloud: str, region: str | None, zone: str | None,
+        instance_type: str | None, use_spot: bool, num_nodes: int,
+        job_id: int | None = None, task_idx: int | None = None,
+        attempt_no: int | None = None, pool: str | None = None,
+        worker_id: int | None = None,
+    ) -> int:
+        """Record a machine before it is asked for, so a crash can never leak it."""
+        with self._write() as conn:
+            return int(
+                conn.execute(
+                    insert(clusters_table).values(
+                        name=name, cloud=cloud, region=region, zone=zone,
+                        instance_type=instance_type, use_spot=use_spot, num_nodes=num_nodes,
+                        job_id=job_id, task_idx=task_idx, attempt_no=attempt_no, pool=pool,
+                        worker_id=worker_id, status=ClusterStatus.PROVISIONING,
+                        created_at=time.time(),
+                    )
+                ).inserted_primary_key[0]
+            )
+
+    def update_cluster(
+        self, cluster_id: int, *, status: str, handle: dict[str, Any] | None = None,
+        end_reason: str | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"status": status}
+        if handle is not None:
+            values["handle_json"] = json.dumps(handle)
+        if status == ClusterStatus.TERMINATED:
+            values["ended_at"] = time.time()
+            values["end_reason"] = end_reason
+        with self._write() as conn:
+            conn.execute(update(clusters_table).where(clusters_table.c.id == cluster_id).values(**values))
+
+    def cluster(self, cluster_id: int) -> ClusterRow | None:
+        with self._read() as conn:
+            row = conn.execute(select(clusters_table).where(clusters_table.c.id == cluster_id)).first()
+        return _record(ClusterRow, row) if row else None
+
+    def live_clusters(self, job_id: int | None = None) -> list[ClusterRow]:
+        query = select(clusters_table).where(clusters_table.c.status.in_(ClusterStatus.LIVE))
+        if job_id is not None:
+            query = query.where(clusters_table.c.job_id == job_id)
+        with self._read() as conn:
+            return [_record(ClusterRow, r) for r in conn.execute(query.order_by(clusters_table.c.id)).all()]
+
+    def clusters(self) -> list[ClusterRow]:
+        with self._read() as conn:
+            return [_record(ClusterRow, r) for r in conn.execute(select(clusters_table)).all()]
+
+    # ------------------------------------------------------------ maintenance
+
+    def delete_job(self, job_id: int) -> None:
+        """Only for tests and `jobs queue --purge` style cleanups of finished jobs."""
+        with self._write() as conn:
+            for table in (events_table, log_segments_table, attempts_table, tasks_table):
+                conn.execute(delete(table).where(table.c.job_id == job_id))
+            conn.execute(delete(jobs_table).where(jobs_table.c.id == job_id))
+
+
+# Step N upgrades a DB at schema version N-1 to N, inside the start-up transaction.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+
+class AsyncStore:
+    """The Store for the controller's event loop: every call runs in a worker
+    thread, so a slow fsync never stalls the loop. `await astore.job(1)`."""
+
+    def __init__(self, store: Store, max_threads: int = 4) -> None:
+        self.sync = store
+        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="store")
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.sync, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, functools.partial(method, *args, **kwargs))
+
+        return call
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.sync.close()
