@@ -44,7 +44,8 @@ STATUS_STYLES = {
     "CANCELLED": "yellow",
 }
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output is for scripts and files: never squeeze a table to 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -279,12 +280,16 @@ def follow_job(client: Client, job_id: int, *, task_idx: int | None, follow: boo
             view = client.job(job_id)
             if view is None:
                 _fail_usage(f"no managed job {job_id}")
+            lines: list[str] = []
             for event in client.events(after_id=last_event, job_id=job_id):
                 last_event = event.id
-                _print_event(event, view)
+                if event.task_idx is not None:
+                    # Earlier tasks' output comes before a later task's news.
+                    lines += follower.poll(before_task=event.task_idx)
+                lines += _event_lines(event, view)
             status = view.status
             finished = status in TERMINAL
-            lines = follower.poll(final=finished)
+            lines += follower.poll(final=finished)
             if lines and spinner_on and spinner is not None:
                 spinner.stop()
                 spinner_on = False
@@ -318,13 +323,15 @@ def follow_job(client: Client, job_id: int, *, task_idx: int | None, follow: boo
         return EXIT_INTERRUPTED
 
 
-def _print_event(event: EventRow, view: JobView) -> None:
+def _event_lines(event: EventRow, view: JobView) -> list[str]:
     if event.kind == "placement":
-        out.print(Text(f"⚙︎ {event.message}", style="dim"))
-    elif event.kind == "status" and event.to_status in ("STARTING", "RUNNING", "RECOVERING"):
+        return [f"⚙︎ {event.message}"]
+    if event.kind == "status" and event.to_status in ("STARTING", "RUNNING", "RECOVERING"):
         task = next((t for t in view.tasks if t.task_idx == event.task_idx), None)
         name = f" task {task.task_idx} ({task.name})" if task and view.is_pipeline else ""
-        out.print(Text(f"⚙︎ Job {view.job.id}{name}: {event.to_status}" + (f" ({event.message})" if event.message else ""), style="dim"))
+        reason = f" ({event.message})" if event.message else ""
+        return [f"⚙︎ Job {view.job.id}{name}: {event.to_status}{reason}"]
+    return []
 
 
 def _print_outcome(view: JobView) -> None:

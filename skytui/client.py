@@ -248,15 +248,21 @@ class LogFollower:
     def _segments(self) -> list[SegmentRow]:
         return self.client.store.segments(self.job_id, self.task_idx)
 
-    def poll(self, *, final: bool = False) -> list[str]:
-        """New complete lines since the last call (everything left with `final`)."""
+    def poll(self, *, final: bool = False, before_task: int | None = None) -> list[str]:
+        """New complete lines since the last call (everything left with `final`).
+
+        `before_task` limits the read to the tasks before it, so a caller can
+        print a pipeline's output and its status news in order.
+        """
         segments = self._segments()
         if not segments:
             return []
         tasks = {t.task_idx: t for t in self.client.store.tasks(self.job_id)}
         attempts = {(a.task_idx, a.attempt_no): a for a in self.client.store.attempts(self.job_id)}
         out: list[str] = []
-        keys = sorted({(s.task_idx, s.rank) for s in segments})
+        keys = sorted(
+            {(s.task_idx, s.rank) for s in segments if before_task is None or s.task_idx < before_task}
+        )
         for key in keys:
             source = self._sources.get(key)
             if source is None:

@@ -6,6 +6,10 @@ config.yaml mirrors the `jobs:` section of SkyPilot's config:
       controller:
         max_launching: 32     # jobs provisioning or in setup at once
         max_running: 2000     # jobs alive at once (launching included)
+    infra:
+      local:
+        enabled: true
+        provision_delay_s: 0  # rehearse slow provisioning
 """
 
 from __future__ import annotations
@@ -36,8 +40,14 @@ class JobsConfig(_Strict):
     controller: ControllerConfig = ControllerConfig()
 
 
+class LocalInfraConfig(_Strict):
+    enabled: bool = True
+    # Rehearse slow provisioning on this machine (seconds before nodes exist).
+    provision_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
+
+
 class InfraConfig(_Strict):
-    local: bool = True
+    local: LocalInfraConfig = LocalInfraConfig()
 
 
 class Config(_Strict):

@@ -22,6 +22,7 @@ import os
 import re
 import warnings as _warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -70,6 +71,7 @@ _DISK_TIERS = ("low", "medium", "high", "ultra", "best")
 _STORES = ("s3", "gcs", "azure", "r2", "ibm", "oci", "nebius", "coreweave", "vastdata", "hf", "volume")
 _AUTOSTOP_WAIT_FOR = ("jobs_and_ssh", "jobs", "none")
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VAR_RULE = "letters, digits and _, not starting with a digit"
 _NUMBER = r"\d+(?:\.\d+)?"
 _CPUS = re.compile(rf"^({_NUMBER})\s*(\+?)$")
 _MEMORY = re.compile(rf"^({_NUMBER})\s*([kmgt]i?b?)?\s*([+x]?)$", re.IGNORECASE)
@@ -266,6 +268,9 @@ def parse_accelerator(text: Any) -> AcceleratorRequest:
     if len(parts) > 2:
         raise _fail(f"{whole!r} is not a valid accelerator: expected NAME[:COUNT], e.g. 'H100:8'")
     name = parts[0]
+    if re.match(rf"^{_NUMBER}\s*GB$", name, re.IGNORECASE):
+        # A bare size is almost always a forgotten '+', never a GPU model.
+        raise _fail(f"{whole!r} is not a valid accelerator: write {name + '+'!r} for any GPU with at least {name}")
     if not _ACCELERATOR_NAME.match(name):
         raise _fail(f"{whole!r} is not a valid accelerator: {name!r} is not an accelerator name")
     count = _parse_count(parts[1], whole) if len(parts) == 2 else 1.0
@@ -316,7 +321,7 @@ def _set_member(name: Any, count: Any) -> AcceleratorRequest:
         raise _fail(f"the count of {name!r} must be a number", name)
     if ":" in name and not _GPU_MEMORY.match(name.split(":")[-1].strip()):
         raise _fail(f"{name!r} already has a count; write {name.split(':')[0]}: {count}", name)
-    return request.model_copy(update={"count": _at(lambda c: _check_count(c, name), float(count), name)})
+    return request.model_copy(update={"count": _at(partial(_check_count, whole=name), float(count), name)})
 
 
 def _list_member(item: Any, index: int, from_yaml: bool) -> AcceleratorRequest:
@@ -415,7 +420,9 @@ class JobRecovery(_SpecModel):
         if isinstance(data, dict):
             cls._refuse_unknown_keys(data, info)
         elif not isinstance(data, JobRecovery):
-            raise _fail("must be a strategy name or a mapping with strategy, max_restarts_on_errors, recover_on_exit_codes")
+            raise _fail(
+                "must be a strategy name or a mapping with strategy, max_restarts_on_errors, recover_on_exit_codes"
+            )
         return data
 
     @field_validator("strategy", mode="before")
@@ -471,7 +478,8 @@ class AcceleratorRequest(_SpecModel):
         count = int(self.count) if self.count.is_integer() else self.count
         if self.name is not None:
             return f"{self.name}:{count}"
-        memory = int(self.min_memory_gb) if self.min_memory_gb.is_integer() else self.min_memory_gb  # type: ignore[union-attr]
+        memory = self.min_memory_gb or 0.0
+        memory = int(memory) if memory.is_integer() else memory
         maker = f"{self.manufacturer}:" if self.manufacturer else ""
         return f"{maker}{memory}GB+:{count}"
 
@@ -515,10 +523,12 @@ class Resources(_SpecModel):
         cls._fold_legacy_location(data)
         cls._rename_spot_recovery(data, info)
         if "accelerators" in data:
-            parse = lambda value: _parse_accelerators(value, _from_yaml(info))  # noqa: E731
-            requests, ordered = _at(parse, data["accelerators"], "accelerators")
-            data["accelerators"] = requests
-            data["accelerators_ordered"] = data.get("accelerators_ordered", ordered) if not _from_yaml(info) else ordered
+            from_yaml = _from_yaml(info)
+            parse = partial(_parse_accelerators, from_yaml=from_yaml)
+            data["accelerators"], ordered = _at(parse, data["accelerators"], "accelerators")
+            # Our own model_dump carries the flag; in YAML only the form says it.
+            if from_yaml or "accelerators_ordered" not in data:
+                data["accelerators_ordered"] = ordered
         return data
 
     @staticmethod
@@ -707,7 +717,9 @@ class Resources(_SpecModel):
         out: list[Resources] = []
         for resources in merged:
             singles = [[a] for a in resources.accelerators] or [[]]
-            out.extend(resources.model_copy(update={"accelerators": one, "accelerators_ordered": False}) for one in singles)
+            out.extend(
+                resources.model_copy(update={"accelerators": one, "accelerators_ordered": False}) for one in singles
+            )
         return out, ordered
 
     def _merged_with(self, entry: Resources | None) -> Resources:
@@ -946,7 +958,7 @@ def _check_variables(value: Any, kind: str) -> dict[str, str]:
     checked: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not _VAR_NAME.match(key):
-            raise _fail(f"{key!r} is not a valid variable name (letters, digits and _, not starting with a digit)", key)
+            raise _fail(f"{key!r} is not a valid variable name ({_VAR_RULE})", key)
         if item is None:
             raise _fail(f"has no value; give it one in the YAML or with {flag} {key}=VALUE", key)
         if isinstance(item, (bool, int, float)):
@@ -1014,9 +1026,7 @@ def parse_env_flag(value: str) -> tuple[str, str]:
             raise SpecError("", None, "--env", f"{value!r} is not set in the environment; use --env {value}=VALUE")
         return value, os.environ[value]
     if not _VAR_NAME.match(key):
-        raise SpecError(
-            "", None, "--env", f"{key!r} is not a valid variable name (letters, digits and _, not starting with a digit)"
-        )
+        raise SpecError("", None, "--env", f"{key!r} is not a valid variable name ({_VAR_RULE})")
     return key, item
 
 
@@ -1078,7 +1088,8 @@ def _check_overrides(overrides: Overrides) -> _CheckedOverrides:
         checked.name = overrides.name
     if overrides.env_file is not None:
         checked.envs.update(read_env_file(overrides.env_file))
-    for flag, source, target in (("--env", overrides.envs, checked.envs), ("--secret", overrides.secrets, checked.secrets)):
+    flags = (("--env", overrides.envs, checked.envs), ("--secret", overrides.secrets, checked.secrets))
+    for flag, source, target in flags:
         for key, value in source.items():
             if not _VAR_NAME.match(key):
                 raise SpecError("", None, flag, f"{key!r} is not a valid variable name")
@@ -1093,7 +1104,11 @@ def _check_overrides(overrides: Overrides) -> _CheckedOverrides:
 
 def _check_resource_flags(overrides: Overrides) -> dict[str, Any]:
     update: dict[str, Any] = {}
-    parsers = (("infra", "--infra", normalize_infra), ("cpus", "--cpus", parse_cpus), ("memory", "--memory", parse_memory))
+    parsers = (
+        ("infra", "--infra", normalize_infra),
+        ("cpus", "--cpus", parse_cpus),
+        ("memory", "--memory", parse_memory),
+    )
     for name, flag, parse in parsers:
         value = getattr(overrides, name)
         if value is not None:
@@ -1181,7 +1196,8 @@ def _split_header(documents: list[YamlDocument], file: str) -> tuple[YamlDocumen
     for document in documents[1:] if is_header else documents:
         if not isinstance(document.data, dict):
             kind = type(document.data).__name__
-            raise SpecError(file, document.start_line, "(document)", f"a task must be a mapping of fields, not a {kind}")
+            message = f"a task must be a mapping of fields, not a {kind}"
+            raise SpecError(file, document.start_line, "(document)", message)
     if not is_header:
         return None, documents
     _check_header(first, file)
@@ -1196,9 +1212,8 @@ def _check_header(header: YamlDocument, file: str) -> None:
         raise SpecError(file, header.line_of(("name",)), "name", "must be a non-empty string")
     execution = header.data.get("execution", "serial")
     if execution == "parallel":
-        raise SpecError(
-            file, header.line_of(("execution",)), "execution", "job groups (parallel) are not supported by skytui; use serial"
-        )
+        message = "job groups (parallel) are not supported by skytui; use serial"
+        raise SpecError(file, header.line_of(("execution",)), "execution", message)
     if execution != "serial":
         raise SpecError(file, header.line_of(("execution",)), "execution", "must be 'serial'")
 

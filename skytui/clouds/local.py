@@ -85,8 +85,9 @@ def _pid_alive(pid: int) -> bool:
 class LocalCloud:
     name = "local"
 
-    def __init__(self, paths: Paths) -> None:
+    def __init__(self, paths: Paths, *, provision_delay_s: float = 0.0) -> None:
         self.paths = paths
+        self.provision_delay_s = provision_delay_s
         self.client_key_path = paths.keys / "id_ed25519"
         self.host_key_path = paths.keys / "nodehost_host_key"
         self._start_lock = asyncio.Lock()
@@ -206,6 +207,8 @@ class LocalCloud:
 
     async def provision(self, cluster_name: str, offer: InstanceOffer, num_nodes: int) -> ClusterHandle:
         port = await self.ensure_node_host()
+        if self.provision_delay_s:
+            await asyncio.sleep(self.provision_delay_s)
         host_key = public_key_line(ensure_keypair(self.host_key_path))
         nodes = []
         for rank in range(num_nodes):
@@ -238,7 +241,7 @@ class LocalCloud:
         return sorted({str(marker["cluster"]) for _, marker in self._sandboxes()})
 
     def node(self, info: NodeInfo) -> SSHNode:
-        return SSHNode(info, self.client_key_path)
+        return SSHNode(info, self.client_key_path, resolve_port=self.ensure_node_host)
 
 
 def _phase_pids(sandbox: Path) -> list[int]:

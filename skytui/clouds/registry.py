@@ -9,6 +9,6 @@ from skytui.config import Config, Paths
 
 def enabled_clouds(paths: Paths, config: Config) -> dict[str, Cloud]:
     clouds: dict[str, Cloud] = {}
-    if config.infra.local:
-        clouds["local"] = LocalCloud(paths)
+    if config.infra.local.enabled:
+        clouds["local"] = LocalCloud(paths, provision_delay_s=config.infra.local.provision_delay_s)
     return clouds

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncssh
 
-from skytui.clouds.base import NodeError, NodeInfo, PhaseState
+from skytui.clouds.base import CloudError, NodeError, NodeInfo, PhaseState
 
 PHASES_DIR = ".skytui/phases"
 
@@ -61,8 +62,12 @@ class SSHNode:
         client_key_path: Path,
         *,
         connect_timeout: float = 20.0,
+        resolve_port: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.info = info
+        # The local node host may have restarted on another port since the
+        # node was provisioned; it says where it is now.
+        self._resolve_port = resolve_port
         self._client_key_path = client_key_path
         self._connect_timeout = connect_timeout
         self._conn: asyncssh.SSHClientConnection | None = None
@@ -75,15 +80,16 @@ class SSHNode:
         async with self._lock:
             if self._conn is not None and not self._conn.is_closed():
                 return
-            known_hosts = asyncssh.import_known_hosts(
-                f"[{self.info.host}]:{self.info.port} {self.info.host_key}\n"
-                f"{self.info.host} {self.info.host_key}\n"
-            )
             try:
+                port = await self._resolve_port() if self._resolve_port else self.info.port
+                known_hosts = asyncssh.import_known_hosts(
+                    f"[{self.info.host}]:{port} {self.info.host_key}\n"
+                    f"{self.info.host} {self.info.host_key}\n"
+                )
                 self._conn = await asyncio.wait_for(
                     asyncssh.connect(
                         self.info.host,
-                        self.info.port,
+                        port,
                         username=self.info.user,
                         client_keys=[str(self._client_key_path)],
                         known_hosts=known_hosts,
@@ -96,7 +102,7 @@ class SSHNode:
                     timeout=self._connect_timeout,
                 )
                 self._sftp = await self._conn.start_sftp_client()
-            except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+            except (OSError, asyncssh.Error, asyncio.TimeoutError, CloudError) as exc:
                 self._conn = None
                 self._sftp = None
                 raise NodeError(f"cannot reach node {self.info.user}@{self.info.host}:{self.info.port}: {exc}") from exc

@@ -280,6 +280,10 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # A client wakes the controller with SIGUSR1 as soon as the pid file names
+    # it; the default action would kill it. The first loop pass reads the DB
+    # anyway, so an early wake can simply be ignored.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     lock_fd = _acquire_lock(p)
     if lock_fd is None:
         log.info("another controller owns %s; exiting", p.home)

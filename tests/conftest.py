@@ -1,0 +1,173 @@
+"""Shared fixtures: a private SKYTUI_HOME per test, the real CLI, and waiting.
+
+Every test that touches state gets its own temporary SKYTUI_HOME, so nothing
+reads or writes the real ~/.skytui, and each test's controller daemon and node
+host are stopped (and their job processes killed) when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+os.environ.pop("NO_COLOR", None)  # NO_COLOR=1 would make every TUI snapshot differ
+
+# pytest-textual-snapshot keeps its SVGs in the top-level snapshots/ folder.
+try:
+    import pytest_textual_snapshot as _pts
+
+    SNAPSHOT_ROOT = Path(__file__).resolve().parent.parent / "snapshots"
+
+    def _snapshot_dirname(cls: Any, *, test_location: Any) -> str:
+        return str(SNAPSHOT_ROOT / test_location.basename)
+
+    _pts.SVGImageExtension.dirname = classmethod(_snapshot_dirname)  # type: ignore[method-assign, assignment]
+except ImportError:  # pragma: no cover - the snapshot plugin is a test dependency
+    pass
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
+    """Poll until `predicate()` is truthy; its value. Fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Env:
+    """One test's skytui world."""
+
+    home: Path
+    tmp: Path
+
+    @property
+    def environ(self) -> dict[str, str]:
+        env = {**os.environ, "SKYTUI_HOME": str(self.home), "NO_COLOR": "1", "COLUMNS": "200"}
+        env.pop("SKYTUI_DB_URL", None)
+        return env
+
+    def cli(self, *args: str, timeout: float = 120.0, check: bool = False) -> Result:
+        proc = subprocess.run(
+            [sys.executable, "-m", "skytui.cli", *args],
+            capture_output=True, text=True, env=self.environ, timeout=timeout, cwd=self.tmp,
+            stdin=subprocess.DEVNULL,
+        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            pytest.fail(f"skytui {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return result
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "skytui.cli", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.environ,
+            cwd=self.tmp, stdin=subprocess.DEVNULL,
+        )
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def config(self, text: str) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "config.yaml").write_text(text)
+
+    def queue(self) -> list[dict[str, Any]]:
+        result = self.cli("jobs", "queue", "-a", "--json", check=True)
+        return list(json.loads(result.stdout)["jobs"])
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return next(j for j in self.queue() if j["id"] == job_id)
+
+    def wait_status(self, job_id: int, *statuses: str, timeout: float = 60.0) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if job["status"] in statuses else None
+
+        return wait_for(reached, timeout, 0.2, f"job {job_id} to reach {statuses}")
+
+    def launch(self, path: Path | str, *flags: str) -> int:
+        result = self.cli("jobs", "launch", "-y", "-d", str(path), *flags, check=True)
+        match = re.search(r"Managed job (\d+) submitted", result.stdout)
+        if match is None:
+            pytest.fail(f"no job id in: {result.stdout}")
+        return int(match.group(1))
+
+    def log(self, job_id: int, task_idx: int = 0, rank: int = 0) -> bytes:
+        name = f"{task_idx}.log" if rank == 0 else f"{task_idx}.rank{rank}.log"
+        path = self.home / "logs" / "jobs" / str(job_id) / name
+        return path.read_bytes() if path.exists() else b""
+
+    def controller_pid(self) -> int | None:
+        try:
+            return int((self.home / "controller.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def node_dirs(self) -> list[Path]:
+        nodes = self.home / "nodes"
+        return [p for p in nodes.iterdir() if p.is_dir()] if nodes.exists() else []
+
+
+def processes_in(home: Path) -> list[int]:
+    """Processes whose command line or working directory is inside `home`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(proc / "cwd")
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            if cwd.startswith(str(home)) or str(home) in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("SKYTUI_HOME", str(home))
+    monkeypatch.delenv("SKYTUI_DB_URL", raising=False)
+    world = Env(home=home, tmp=work)
+    yield world
+    # Stop the daemon and the node host, then anything a job left behind.
+    with contextlib.suppress(Exception):
+        world.cli("controller", "stop", timeout=40)
+    state = home / "nodes" / "nodehost.json"
+    with contextlib.suppress(OSError, ValueError, ProcessLookupError):
+        os.kill(int(json.loads(state.read_text())["pid"]), signal.SIGTERM)
+    for pid in processes_in(home):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
