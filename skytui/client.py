@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from skytui.clouds.registry import enabled_clouds
-from skytui.config import Paths, load_config, paths as default_paths
+from skytui.config import Paths, load_config
+from skytui.config import paths as default_paths
 from skytui.engine import daemon
 from skytui.engine.optimizer import Plan, plan_task, requested_str
 from skytui.engine.status import TERMINAL, TaskStatus

@@ -96,7 +96,9 @@ class SpecError(ValueError):
 
     `file` is the path as the user gave it ("" for a command-line flag),
     `line` 1-based or None, `field` a dotted path such as
-    "resources.any_of[1].cpus" or a flag such as "--env".
+    "resources.any_of[1].cpus", a flag such as "--env", or for problems
+    that belong to no field: "(yaml)" (syntax), "(document)" (a document
+    that is not a task mapping, an empty file) and "(file)" (unreadable).
     """
 
     def __init__(
@@ -158,7 +160,9 @@ def _base_dir(info: ValidationInfo) -> str | None:
 
 
 # --------------------------------------------------------------------------
-# Value parsers (shared by the models and the command-line overrides)
+# Value parsers (shared by the models and the command-line overrides).
+# They raise PydanticCustomError, a ValueError whose str() is the message, so
+# that inside a validator pydantic keeps our wording and relative `path`.
 # --------------------------------------------------------------------------
 
 

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from skytui.spec import Resources
 
+# Where a node keeps its detached phases, relative to the login's home.
+PHASES_DIR = ".skytui/phases"
+
 
 class CloudError(RuntimeError):
     """Base of every infra failure."""

@@ -24,19 +24,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from skytui.clouds.base import (
+    PHASES_DIR,
     CloudError,
     ClusterHandle,
     ClusterState,
     InstanceOffer,
     NodeInfo,
 )
-from skytui.clouds.keys import ensure_keypair, public_key_line
-from skytui.clouds.nodehost import LOCK_FILE, NODE_MARKER, STATE_FILE
-from skytui.clouds.sshnode import PHASES_DIR, SSHNode
+from skytui.clouds.local_layout import LOCK_FILE, NODE_MARKER, STATE_FILE
 from skytui.config import Paths
 
 if TYPE_CHECKING:
+    from skytui.clouds.sshnode import SSHNode
     from skytui.spec import Resources
+
 
 LOCAL_INSTANCE_TYPE = "local"
 
@@ -157,6 +158,11 @@ class LocalCloud:
             )
 
     def _spawn_node_host(self) -> None:
+        from skytui.clouds.keys import (  # asyncssh: not for plain CLI calls
+            ensure_keypair,
+            public_key_line,
+        )
+
         self.paths.ensure()
         client_key = ensure_keypair(self.client_key_path)
         ensure_keypair(self.host_key_path)
@@ -206,6 +212,8 @@ class LocalCloud:
         return found
 
     async def provision(self, cluster_name: str, offer: InstanceOffer, num_nodes: int) -> ClusterHandle:
+        from skytui.clouds.keys import ensure_keypair, public_key_line
+
         port = await self.ensure_node_host()
         if self.provision_delay_s:
             await asyncio.sleep(self.provision_delay_s)
@@ -241,6 +249,8 @@ class LocalCloud:
         return sorted({str(marker["cluster"]) for _, marker in self._sandboxes()})
 
     def node(self, info: NodeInfo) -> SSHNode:
+        from skytui.clouds.sshnode import SSHNode
+
         return SSHNode(info, self.client_key_path, resolve_port=self.ensure_node_host)
 
 

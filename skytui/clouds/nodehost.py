@@ -25,9 +25,8 @@ from typing import Any
 
 import asyncssh
 
-NODE_MARKER = ".skytui-node.json"
-STATE_FILE = "nodehost.json"
-LOCK_FILE = "nodehost.lock"
+from skytui.clouds.local_layout import LOCK_FILE, NODE_MARKER, STATE_FILE
+
 # What a fresh VM login would have; nothing of the controller's own environment
 # (credentials, SKYTUI_HOME) leaks into jobs.
 _INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")

@@ -20,9 +20,7 @@ from pathlib import Path
 
 import asyncssh
 
-from skytui.clouds.base import CloudError, NodeError, NodeInfo, PhaseState
-
-PHASES_DIR = ".skytui/phases"
+from skytui.clouds.base import PHASES_DIR, CloudError, NodeError, NodeInfo, PhaseState
 
 # The detached wrapper. It traps TERM so that when a cancel signals the
 # process group, the user's process dies but the wrapper lives on to record

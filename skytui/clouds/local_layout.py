@@ -1,0 +1,9 @@
+"""File names shared by the local infra (local.py) and its node host (nodehost.py).
+
+Both processes read the nodes directory; neither may import the other's
+heavy dependencies, so the layout lives here on its own.
+"""
+
+NODE_MARKER = ".skytui-node.json"  # in each sandbox: {"cluster", "rank", "created_at"}
+STATE_FILE = "nodehost.json"  # {"pid", "port", "host"}, written once the node host listens
+LOCK_FILE = "nodehost.lock"  # held by the running node host

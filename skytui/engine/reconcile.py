@@ -1,0 +1,174 @@
+"""The controller's main loop: cancels, new jobs, leaked machines, the node host.
+
+Twice a second, or at once when a client sends SIGUSR1, it reads the intents
+in the DB: cancel requests go to their job's coroutine, and new or resumed
+jobs get a coroutine while the running limit allows. At start-up, and every
+few minutes, it terminates every machine that no unfinished job owns, so
+nothing leaks across a crash. Stopping it (SIGTERM) leaves jobs running on
+their nodes; the next controller re-attaches to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from skytui.clouds.base import ClusterHandle
+from skytui.clouds.local import LocalCloud
+from skytui.clouds.registry import enabled_clouds
+from skytui.config import Paths, load_config
+from skytui.engine.controller import EngineContext, JobController, load_tasks
+from skytui.engine.scheduler import Scheduler
+from skytui.engine.status import IN_PROGRESS, TaskStatus
+from skytui.engine.store import AsyncStore, ClusterStatus, JobRow, Store
+
+log = logging.getLogger("skytui.reconcile")
+
+TICK_S = 0.5
+SWEEP_EVERY_S = 300.0
+NODE_HOST_CHECK_S = 15.0
+
+
+class Reconciler:
+    def __init__(self, p: Paths) -> None:
+        self.paths = p
+        config = load_config(p)
+        self.store = AsyncStore(Store(p.db_url))
+        self.clouds = enabled_clouds(p, config)
+        self.scheduler = Scheduler(
+            config.jobs.controller.max_launching, config.jobs.controller.max_running
+        )
+        self.ctx = EngineContext(self.store, self.clouds, p, self.scheduler)
+        self.active: dict[int, JobController] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, self.wake)
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        await self._supervise_node_host()
+        await self.sweep_leaks()
+        last_sweep = last_node_check = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                await self.reconcile()
+            except Exception:  # noqa: BLE001 - a DB hiccup must not kill the daemon
+                log.exception("reconcile failed; retrying")
+            now = time.monotonic()
+            if now - last_node_check > NODE_HOST_CHECK_S:
+                last_node_check = now
+                await self._supervise_node_host()
+            if now - last_sweep > SWEEP_EVERY_S:
+                last_sweep = now
+                await self.sweep_leaks()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
+            self._wake.clear()
+        await self.shutdown()
+
+    async def reconcile(self) -> None:
+        for job_id in await self.store.cancel_requested():
+            controller = self.active.get(job_id)
+            if controller is not None:
+                controller.request_stop("user")
+            else:
+                # A cancel never waits for a running slot.
+                job = await self.store.job(job_id)
+                if job is not None:
+                    await self._start_job(job)
+        free = self.scheduler.free_running_slots(len(self.active))
+        if free:
+            for job in await self.store.runnable_jobs(set(self.active), free):
+                await self._start_job(job)
+
+    async def _start_job(self, job: JobRow) -> None:
+        spec, secrets = await self.store.job_spec(job.id)
+        try:
+            tasks = load_tasks(spec, secrets)
+        except Exception as exc:  # noqa: BLE001 - a stored spec this version cannot read
+            log.exception("job %s: unreadable spec", job.id)
+            for row in await self.store.tasks(job.id):
+                if not row.status_enum.is_terminal:
+                    await self.store.transition_task(
+                        job.id, row.task_idx, TaskStatus.FAILED_PRECHECKS,
+                        message=f"unreadable job spec: {exc}", failure_reason=f"unreadable job spec: {exc}",
+                    )
+            return
+        controller = JobController(self.ctx, job, tasks)
+        self.active[job.id] = controller
+        task = controller.start()
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _t, job_id=job.id: self._job_done(job_id))
+
+    def _job_done(self, job_id: int) -> None:
+        self.active.pop(job_id, None)
+        task = self._tasks.pop(job_id, None)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("job %s: controller task died: %r", job_id, task.exception())
+        self._wake.set()
+
+    async def _supervise_node_host(self) -> None:
+        local = self.clouds.get("local")
+        if not isinstance(local, LocalCloud):
+            return
+        if not await self.store.live_clusters():
+            return
+        try:
+            await local.ensure_node_host()
+        except Exception:  # noqa: BLE001
+            log.exception("the local node host could not be started")
+
+    async def sweep_leaks(self) -> None:
+        """Terminate every machine that no unfinished job owns."""
+        owned: set[str] = set()
+        for row in await self.store.live_clusters():
+            owner = await self.store.job(row.job_id) if row.job_id is not None else None
+            if owner is not None and TaskStatus(owner.status) in IN_PROGRESS:
+                owned.add(row.name)
+                continue
+            if row.pool is not None:
+                owned.add(row.name)  # pool workers are reconciled by their pool
+                continue
+            cloud = self.clouds.get(row.cloud)
+            if cloud is None:
+                log.warning("cluster %s is on %s, which is not enabled; cannot sweep it", row.name, row.cloud)
+                continue
+            log.info("sweeping %s: its job has finished", row.name)
+            try:
+                await cloud.terminate(row.name, ClusterHandle.from_json(row.handle) if row.handle_json else None)
+            except Exception:  # noqa: BLE001
+                log.exception("could not terminate %s", row.name)
+                continue
+            await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATED, end_reason="swept: no live owner")
+        for cloud in self.clouds.values():
+            try:
+                names = await cloud.list_clusters()
+            except Exception:  # noqa: BLE001
+                log.exception("cannot list clusters on %s", cloud.name)
+                continue
+            for name in names:
+                if name not in owned:
+                    log.info("sweeping %s on %s: no record owns it", name, cloud.name)
+                    await cloud.terminate(name, None)
+
+    async def shutdown(self) -> None:
+        log.info("controller stopping; jobs keep running on their nodes")
+        for controller in list(self.active.values()):
+            controller.request_stop("shutdown")
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=60)
+        self.store.close()
