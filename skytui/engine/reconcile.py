@@ -132,14 +132,23 @@ class Reconciler:
             log.exception("the local node host could not be started")
 
     async def sweep_leaks(self) -> None:
-        """Terminate every machine that no unfinished job owns."""
+        """Terminate every machine that no unfinished job owns.
+
+        The infra is listed before the DB is read: a job records its cluster
+        before provisioning it, so whatever the listing holds is in the DB by
+        the time it is read, and a launch racing the sweep is never mistaken
+        for a leak.
+        """
+        on_infra: dict[str, list[str]] = {}
+        for name, cloud in self.clouds.items():
+            try:
+                on_infra[name] = await cloud.list_clusters()
+            except Exception:  # noqa: BLE001
+                log.exception("cannot list clusters on %s", name)
         owned: set[str] = set()
         for row in await self.store.live_clusters():
             owner = await self.store.job(row.job_id) if row.job_id is not None else None
-            if owner is not None and TaskStatus(owner.status) in IN_PROGRESS:
-                owned.add(row.name)
-                continue
-            if row.pool is not None:
+            if row.pool is not None or (owner is not None and TaskStatus(owner.status) in IN_PROGRESS):
                 owned.add(row.name)  # pool workers are reconciled by their pool
                 continue
             cloud = self.clouds.get(row.cloud)
@@ -153,16 +162,11 @@ class Reconciler:
                 log.exception("could not terminate %s", row.name)
                 continue
             await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATED, end_reason="swept: no live owner")
-        for cloud in self.clouds.values():
-            try:
-                names = await cloud.list_clusters()
-            except Exception:  # noqa: BLE001
-                log.exception("cannot list clusters on %s", cloud.name)
-                continue
+        for cloud_name, names in on_infra.items():
             for name in names:
                 if name not in owned:
-                    log.info("sweeping %s on %s: no record owns it", name, cloud.name)
-                    await cloud.terminate(name, None)
+                    log.info("sweeping %s on %s: no record owns it", name, cloud_name)
+                    await self.clouds[cloud_name].terminate(name, None)
 
     async def shutdown(self) -> None:
         log.info("controller stopping; jobs keep running on their nodes")
