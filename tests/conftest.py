@@ -162,9 +162,14 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     monkeypatch.delenv("SKYTUI_DB_URL", raising=False)
     world = Env(home=home, tmp=work)
     yield world
+    if not home.exists():
+        return  # nothing was started
     # Stop the daemon and the node host, then anything a job left behind.
+    from skytui.config import Paths
+    from skytui.engine.daemon import stop_controller
+
     with contextlib.suppress(Exception):
-        world.cli("controller", "stop", timeout=40)
+        stop_controller(Paths(home))
     state = home / "nodes" / "nodehost.json"
     with contextlib.suppress(OSError, ValueError, ProcessLookupError):
         os.kill(int(json.loads(state.read_text())["pid"]), signal.SIGTERM)
