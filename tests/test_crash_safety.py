@@ -111,6 +111,7 @@ def test_restart_sweeps_machines_no_live_job_owns(env: Env) -> None:
     from skytui.config import paths
 
     env.cli("--run", str(env.write("ok.yaml", "name: ok\nrun: echo ok\n")), check=True)
+    wait_for(lambda: not env.node_dirs(), 15, what="the finished job's node torn down")
     p = paths()
     db = sqlite3.connect(p.db_file)
     cloud = LocalCloud(p)
