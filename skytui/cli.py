@@ -273,6 +273,7 @@ def follow_job(client: Client, job_id: int, *, task_idx: int | None, follow: boo
     """Stream a job's logs until it finishes; its exit code. Ctrl-C detaches."""
     follower = client.log_follower(job_id, task_idx)
     last_event = 0
+    last_controller_check = 0.0
     spinner = err.status("") if err.is_terminal else None
     spinner_on = False
     try:
@@ -301,6 +302,9 @@ def follow_job(client: Client, job_id: int, *, task_idx: int | None, follow: boo
                 if finished:
                     _print_outcome(view)
                 return exit_code_for(status) if finished else EXIT_OK
+            if follow and time.monotonic() - last_controller_check > 5:
+                last_controller_check = time.monotonic()
+                _ensure_controller_for(client, view)
             message = _waiting_message(view)
             if spinner is not None:
                 if message and not spinner_on:
@@ -321,6 +325,13 @@ def follow_job(client: Client, job_id: int, *, task_idx: int | None, follow: boo
             f"Follow: skytui jobs logs {job_id} · Cancel: skytui jobs cancel {job_id}"
         )
         return EXIT_INTERRUPTED
+
+
+def _ensure_controller_for(client: Client, view: JobView) -> None:
+    """An unfinished job needs a controller: start one if it died."""
+    if not client.controller_info().running:
+        err.print(f"The controller is not running; starting it to carry on with job {view.job.id}.")
+        client.ensure_controller()
 
 
 def _event_lines(event: EventRow, view: JobView) -> list[str]:
@@ -392,6 +403,9 @@ def cmd_queue(client: Client, args: argparse.Namespace) -> int:
     if counts:
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         out.print(f"In progress tasks: {summary}")
+    if any(v.status not in TERMINAL for v in views) and not client.controller_info().running:
+        err.print("Warning: jobs are in progress but the controller is not running; "
+                  "start it with `skytui controller start`.")
     else:
         out.print("No in-progress managed jobs.")
     if not views:

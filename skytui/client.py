@@ -149,7 +149,7 @@ class Client:
                     skypilot_task_id=skypilot_task_id(
                         pipeline.name, task.name or str(i), i, pipeline.is_pipeline, now
                     ),
-                    requested=requested_str(task.resources),
+                    requested=requested_str(task.resources, task.num_nodes),
                     num_nodes=task.num_nodes,
                     spec={},
                 )

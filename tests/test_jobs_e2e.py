@@ -223,3 +223,17 @@ def test_queue_json_shape(env: Env) -> None:
         "task_id", "name", "status", "infra", "instance_type", "use_spot", "recoveries",
         "restarts_on_errors", "exit_code", "failure_reason", "job_duration_s",
     }
+
+
+def test_num_jobs_gives_each_copy_its_rank(env: Env) -> None:
+    task = env.write(
+        "shard.yaml",
+        "name: shard\nresources:\n  cpus: 1+\nrun: echo \"rank $SKYPILOT_JOB_RANK of $SKYPILOT_NUM_JOBS\"\n",
+    )
+    result = env.cli("jobs", "launch", "-y", str(task), "--num-jobs", "3", check=True)
+    assert "Managed job 1, 2, 3 submitted" in result.stdout
+    for job_id in (1, 2, 3):
+        env.wait_status(job_id, "SUCCEEDED")
+    ranks = sorted(env.log(job_id).decode().strip() for job_id in (1, 2, 3))
+    assert ranks == ["rank 0 of 3", "rank 1 of 3", "rank 2 of 3"]
+    assert "1x[CPU:1+]" in env.cli("jobs", "queue").stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -30,7 +31,13 @@ import asyncssh
 import pytest
 from conftest import processes_in
 
-from skytui.clouds.base import PHASES_DIR, ClusterHandle, ClusterState, NodeError, PhaseState
+from skytui.clouds.base import (
+    PHASES_DIR,
+    ClusterHandle,
+    ClusterState,
+    NodeError,
+    PhaseState,
+)
 from skytui.clouds.keys import ensure_keypair, public_key_line
 from skytui.clouds.local import LocalCloud
 from skytui.clouds.sshnode import SSHNode
@@ -84,6 +91,10 @@ def alive(pid: int) -> bool:
     """Running (a zombie waiting to be reaped counts as dead)."""
     fields = _stat_fields(pid)
     return fields is not None and fields[0] not in ("Z", "X")
+
+
+def dead(pid: int) -> bool:
+    return not alive(pid)
 
 
 def group_members(pgid: int) -> list[int]:
@@ -469,14 +480,14 @@ async def test_terminate_kills_every_node_and_removes_the_sandboxes(
         children = []
         for rank in (0, 1):
             pid_file = c1.sandbox(rank) / "child.pid"
-            children.append(await eventually(lambda: read_pid_file(pid_file), what="a child"))
+            children.append(await eventually(functools.partial(read_pid_file, pid_file), what="a child"))
         assert all(alive(p) for p in groups + children)
         assert sorted(await cloud.list_clusters()) == ["c1", "c2"]
 
         await cloud.terminate("c1", c1.handle)
 
         for pid in groups + children:
-            await eventually(lambda: not alive(pid), 10, f"process {pid} to die")
+            await eventually(functools.partial(dead, pid), 10, f"process {pid} to die")
         assert not c1.sandbox(0).exists() and not c1.sandbox(1).exists()
         assert await cloud.list_clusters() == ["c2"]
         assert await cloud.cluster_state(c1.handle) is ClusterState.GONE

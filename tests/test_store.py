@@ -14,8 +14,10 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from skytui.config import paths
 from skytui.engine.status import (
@@ -505,10 +507,13 @@ def test_clusters_live_until_terminated(store: Store) -> None:
 
 
 def test_cluster_names_are_unique(store: Store) -> None:
-    kwargs = dict(cloud="local", region=None, zone=None, instance_type="local", use_spot=False, num_nodes=1)
-    store.insert_cluster(name="same", **kwargs)  # type: ignore[arg-type]
-    with pytest.raises(Exception):
-        store.insert_cluster(name="same", **kwargs)  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {
+        "cloud": "local", "region": None, "zone": None, "instance_type": "local",
+        "use_spot": False, "num_nodes": 1,
+    }
+    store.insert_cluster(name="same", **kwargs)
+    with pytest.raises(IntegrityError):
+        store.insert_cluster(name="same", **kwargs)
     assert len(store.clusters()) == 1
 
 

@@ -108,9 +108,9 @@ class ClusterState(str, enum.Enum):
 
 @dataclass(frozen=True)
 class PhaseState:
-    """What a node knows about a detached phase."""
+    """What a node knows about a detached phase (None: not looked at)."""
 
-    started: bool
+    started: bool | None
     pid: int | None
     exit_code: int | None
     alive: bool | None  # None when not checked

@@ -210,13 +210,17 @@ class SSHNode:
             raise NodeError(f"cannot read {path}: {exc}") from exc
 
     async def phase_state(self, phase_id: str, *, check_alive: bool = False) -> PhaseState:
+        """The exit code once written; the pid and liveness only when asked,
+        since this runs once a second for every running job."""
         phase_dir = self._phase_dir(phase_id)
         exit_text = await self._read_small(f"{phase_dir}/exit_code")
+        exit_code = int(exit_text) if exit_text and exit_text.strip().lstrip("-").isdigit() else None
+        if exit_code is not None or not check_alive:
+            return PhaseState(started=True if exit_code is not None else None, pid=None, exit_code=exit_code, alive=None)
         pid_text = await self._read_small(f"{phase_dir}/pid")
         pid = int(pid_text) if pid_text and pid_text.strip().isdigit() else None
-        exit_code = int(exit_text) if exit_text and exit_text.strip().lstrip("-").isdigit() else None
         alive: bool | None = None
-        if check_alive and pid is not None and exit_code is None:
+        if pid is not None:
             status, _, _ = await self.run(f"kill -0 {pid} 2>/dev/null", timeout=15)
             alive = status == 0
         return PhaseState(started=pid is not None, pid=pid, exit_code=exit_code, alive=alive)
@@ -238,7 +242,7 @@ class SSHNode:
         By process group from a second exec, because OpenSSH ignores channel
         signals for root logins and keeps no-pty processes when a channel closes.
         """
-        state = await self.phase_state(phase_id)
+        state = await self.phase_state(phase_id, check_alive=True)
         if state.pid is None or state.finished:
             return
         pid = state.pid

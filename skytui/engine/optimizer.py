@@ -50,20 +50,24 @@ def _describe(request: Resources) -> str:
     return ", ".join(parts) or "any machine"
 
 
-def requested_str(resources: Resources) -> str:
-    """The REQUESTED column: what the user asked for, briefly."""
+def requested_str(resources: Resources, num_nodes: int = 1) -> str:
+    """The REQUESTED column, as SkyPilot writes it: `1x[H100:1, H200:1]`, `2x[CPU:4+]`."""
     candidates, _ = resources.candidates()
     shown = []
     for candidate in candidates:
         if candidate.accelerators:
-            accelerator = candidate.accelerators[0]
-            shown.append(f"{accelerator.name or 'GPU'}:{accelerator.count:g}")
+            shown.append(str(candidate.accelerators[0]))
         elif candidate.instance_type:
             shown.append(candidate.instance_type)
-        elif candidate.cpus:
-            shown.append(f"{candidate.cpus}CPU")
+        else:
+            parts = [f"CPU:{candidate.cpus}"] if candidate.cpus else []
+            parts += [f"Mem:{candidate.memory}"] if candidate.memory else []
+            if parts:
+                shown.append(", ".join(parts))
     unique = list(dict.fromkeys(shown))
-    return ", ".join(unique) if unique else "-"
+    if not unique:
+        return "-" if num_nodes == 1 else f"{num_nodes}x"
+    return f"{num_nodes}x[{', '.join(unique)}]"
 
 
 def plan_task(task: Task, clouds: Mapping[str, Cloud]) -> Plan:

@@ -1,0 +1,175 @@
+"""The import direction of DESIGN.md, read from the source with `ast`.
+
+The screens know the client and widgets; the client knows the store; the
+engine knows the store and the clouds; the clouds know nothing of the engine.
+No import runs upward. Every import statement counts, including those under
+`if TYPE_CHECKING:` and inside functions: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "skytui"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module an import statement in `path` names, relative ones resolved."""
+    return imports_in_source(path.read_text(), module_name(path), is_package=path.name == "__init__.py")
+
+
+def imports_in_source(source: str, this: str, *, is_package: bool = False) -> set[str]:
+    """The modules a source text imports, as if it were the module `this`.
+
+    `from skytui import client` yields both `skytui` and `skytui.client`, as it
+    may name a submodule.
+    """
+    tree = ast.parse(source)
+    package_parts = this.split(".") if is_package else this.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package_parts[: len(package_parts) - (node.level - 1)]
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if base:
+                found.add(base)
+            for alias in node.names:
+                if alias.name != "*":
+                    found.add(f"{base}.{alias.name}" if base else alias.name)
+    return found
+
+
+def violates(module: str, forbidden: str) -> bool:
+    return module == forbidden or module.startswith(forbidden + ".")
+
+
+def python_files(directory: Path) -> list[Path]:
+    files = sorted(directory.rglob("*.py"))
+    assert files, f"no modules found under {directory}"
+    return files
+
+
+def offending_imports(directory: Path, forbidden: list[str]) -> list[str]:
+    problems = []
+    for path in python_files(directory):
+        for module in sorted(imported_modules(path)):
+            for bad in forbidden:
+                if violates(module, bad):
+                    problems.append(f"{path.relative_to(REPO)} imports {module}")
+    return problems
+
+
+def test_the_import_reader_sees_every_kind_of_import() -> None:
+    """The checker itself: absolute, from-, relative, lazy and TYPE_CHECKING imports."""
+    source = (
+        "import textual.app\n"
+        "from skytui.engine import store\n"
+        "from ..client import Client\n"
+        "from . import base\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from skytui.screens.main import Main\n"
+        "def later():\n    import skytui.cli\n"
+    )
+    found = imports_in_source(source, "skytui.clouds.probe")
+    assert {"textual.app", "skytui.engine", "skytui.engine.store", "skytui.client",
+            "skytui.client.Client", "skytui.clouds", "skytui.clouds.base",
+            "skytui.screens.main", "skytui.cli"} <= found
+    forbidden = ["skytui.engine", "skytui.client", "skytui.cli", "skytui.screens"]
+    assert sorted(m for m in found if any(violates(m, bad) for bad in forbidden)) == [
+        "skytui.cli", "skytui.client", "skytui.client.Client", "skytui.engine",
+        "skytui.engine.store", "skytui.screens.main", "skytui.screens.main.Main",
+    ]
+    assert not violates("skytui.engineering", "skytui.engine")
+    assert imports_in_source("from .status import X", "skytui.engine", is_package=True) >= {
+        "skytui.engine.status"
+    }
+
+
+def test_clouds_know_nothing_of_the_engine_or_the_front_ends() -> None:
+    problems = offending_imports(
+        PACKAGE / "clouds", ["skytui.engine", "skytui.client", "skytui.cli", "skytui.screens"]
+    )
+    assert problems == []
+
+
+def test_engine_imports_no_front_end() -> None:
+    problems = offending_imports(
+        PACKAGE / "engine",
+        ["skytui.client", "skytui.cli", "skytui.screens", "skytui.widgets", "textual"],
+    )
+    assert problems == []
+
+
+def test_spec_imports_no_other_skytui_layer() -> None:
+    """spec.py is the user's language, the leaf everything else builds on.
+
+    It may lean on private helper modules of its own (`skytui._*`) as long as
+    those, in turn, import nothing from skytui: the closure of spec's skytui
+    imports stays inside spec.
+    """
+    spec = PACKAGE / "spec.py"
+    seen: set[str] = set()
+    problems = []
+    pending = [spec]
+    while pending:
+        path = pending.pop()
+        for module in sorted(imported_modules(path)):
+            if module != "skytui" and not module.startswith("skytui."):
+                continue
+            top = module.split(".")[1] if module != "skytui" else ""
+            helper = PACKAGE / f"{top}.py"
+            if top.startswith("_") and helper.is_file() and not (PACKAGE / top).is_dir():
+                if top not in seen:
+                    seen.add(top)
+                    pending.append(helper)
+                continue
+            problems.append(f"{path.relative_to(REPO)} imports {module}")
+    assert problems == []
+
+
+def test_importing_the_cli_does_not_load_textual(tmp_path: Path) -> None:
+    env = {**os.environ, "SKYTUI_HOME": str(tmp_path / "home")}
+    env.pop("SKYTUI_DB_URL", None)
+    code = (
+        "import sys\n"
+        "import skytui.cli\n"
+        "loaded = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))\n"
+        "print(','.join(loaded) or 'none')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+        timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "none"
+
+
+@pytest.mark.parametrize("module", ["skytui.client", "skytui.engine.store", "skytui.spec"])
+def test_headless_modules_do_not_load_textual(tmp_path: Path, module: str) -> None:
+    env = {**os.environ, "SKYTUI_HOME": str(tmp_path / "home")}
+    code = f"import sys, {module}\nprint('textual' in sys.modules)\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+        timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
