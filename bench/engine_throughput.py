@@ -123,15 +123,33 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (its own threads, not its children)."""
+def cpu_seconds(pid: int, *, children: bool = False) -> float | None:
+    """utime + stime of a process (its threads), or of its reaped children."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = raw.rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    first = 13 if children else 11
+    return (int(fields[first]) + int(fields[first + 1])) / ticks
+
+
+def system_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine, from /proc/stat."""
+    try:
+        parts = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0, 0.0
+    values = [int(v) for v in parts[:8]]
+    idle = values[3] + values[4]  # idle + iowait
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle) / ticks, sum(values) / ticks
+
+
+def own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system  # this process and its threads (not the daemons: they are not waited for)
 
 
 def read_pid(path: Path, key: str | None = None) -> int | None:
@@ -293,6 +311,11 @@ class Run:
     ctrl_idle: int | None = None
     ctrl_after: int | None = None
     ctrl_cpu_s: float | None = None
+    sys_busy_s: float | None = None
+    idle_busy_pct: float | None = None  # the machine's load before we submit: other users
+    host_children_cpu_s: float | None = None
+    sys_total_s: float | None = None
+    bench_cpu_s: float | None = None
     host_cpu_s: float | None = None
     timed_out: bool = False
     error: str | None = None
@@ -348,9 +371,15 @@ def run_bench(args: argparse.Namespace, root: Path, run: Run) -> None:
         info = daemon.start_controller(p)
         sampler.controller.pid = info.pid
         sampler.start()
+        b0 = system_cpu()
         time.sleep(1.0)  # the idle baseline: the controller's loop, DB open, nothing to do
+        b1 = system_cpu()
+        if b1[1] > b0[1]:
+            run.idle_busy_pct = 100 * (b1[0] - b0[0]) / (b1[1] - b0[1])
         run.ctrl_idle = sampler.controller.last
         ctrl_cpu0 = cpu_seconds(info.pid) if info.pid else None
+        sys0 = system_cpu()
+        own0 = own_cpu()
 
         run.t_first_submit = time.time()
         t0 = time.perf_counter()
@@ -387,12 +416,16 @@ def run_bench(args: argparse.Namespace, root: Path, run: Run) -> None:
             if time.monotonic() > deadline:
                 raise GlobalTimeout()
             time.sleep(QUEUE_POLL_S)
+        sys1 = system_cpu()
+        run.sys_busy_s, run.sys_total_s = sys1[0] - sys0[0], sys1[1] - sys0[1]
+        run.bench_cpu_s = own_cpu() - own0
         if info.pid:
             c1 = cpu_seconds(info.pid)
             if c1 is not None and ctrl_cpu0 is not None:
                 run.ctrl_cpu_s = c1 - ctrl_cpu0
         if sampler.nodehost.pid:
             run.host_cpu_s = cpu_seconds(sampler.nodehost.pid)
+            run.host_children_cpu_s = cpu_seconds(sampler.nodehost.pid, children=True)
         run.outcomes = {}
         for j in client.store.jobs():
             if j.id in wanted:
@@ -541,6 +574,22 @@ def report(run: Run, args: argparse.Namespace) -> bool:
             f"({100 * run.ctrl_cpu_s / run.wall_done:.0f}% of one core)"
             + (f", node host {run.host_cpu_s:.1f} s (lifetime)" if run.host_cpu_s is not None else "")
         )
+    if run.sys_busy_s is not None and run.sys_total_s:
+        ncpu = os.cpu_count() or 1
+        kids = run.host_children_cpu_s or 0
+        rest = run.sys_busy_s - (run.ctrl_cpu_s or 0) - (run.host_cpu_s or 0) - kids - (run.bench_cpu_s or 0)
+        print(
+            f"  machine: {100 * run.sys_busy_s / run.sys_total_s:.0f}% busy over {ncpu} CPUs "
+            f"({run.sys_busy_s:.1f} CPU-s): controller {run.ctrl_cpu_s or 0:.1f}, node host "
+            f"{run.host_cpu_s or 0:.1f} + its reaped exec shells {kids:.1f}, this benchmark "
+            f"{run.bench_cpu_s or 0:.1f}, the rest (detached job wrappers, kernel, other users) {rest:.1f}"
+        )
+        if run.idle_busy_pct is not None:
+            loaded = run.idle_busy_pct > 15
+            print(
+                f"  background load in the 1 s before submitting: {run.idle_busy_pct:.0f}% busy"
+                + (" — the machine was shared; figures are pessimistic" if loaded else "")
+            )
     print()
 
     print("targets (this issue):")

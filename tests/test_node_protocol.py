@@ -229,13 +229,22 @@ async def test_run_on_each_node_is_separate_and_gets_no_controller_env(c1: Clust
 
 async def test_phase_runs_detached_and_records_its_exit_code(c1: Cluster) -> None:
     node = c1.nodes[0]
-    pid = await node.start_phase(
-        "p-exit", 'echo "started $PHASE_VAR"; echo oops >&2; exit 4', {"PHASE_VAR": "v1"}
+    script = (
+        'echo "started $PHASE_VAR"; echo oops >&2; '
+        'while [ ! -e "$HOME/go" ]; do sleep 0.05; done; exit 4'
     )
+    pid = await node.start_phase("p-exit", script, {"PHASE_VAR": "v1"})
     assert pid > 0
+    # start_phase returned: the phase is running on its own, no channel holds it.
+    running = await node.phase_state("p-exit", check_alive=True)
+    assert (running.started, running.pid, running.exit_code, running.alive) == (True, pid, None, True)
+    assert not running.finished
+    assert (await node.phase_state("p-exit")).exit_code is None
+    (c1.sandbox(0) / "go").touch()
     assert await wait_finished(node, "p-exit") == 4
-    state = await node.phase_state("p-exit", check_alive=True)
-    assert (state.started, state.pid, state.exit_code, state.finished) == (True, pid, 4, True)
+    for check_alive in (False, True):
+        state = await node.phase_state("p-exit", check_alive=check_alive)
+        assert (state.started, state.exit_code, state.finished) == (True, 4, True)
     assert await read_all(node, "p-exit") == b"started v1\noops\n"
 
 
@@ -323,21 +332,28 @@ async def test_secrets_travel_in_an_env_file_that_is_deleted_and_never_on_a_comm
     secret = "s3cr3t-Value-with 'quotes' and $dollars"
     script = (
         'printf %s "$MY_SECRET" | sha256sum > "$HOME/secret.sha"; '
+        'printf %s "$KEY_PEM" | sha256sum > "$HOME/pem.sha"; '
         'echo "plain=$PLAIN"; '
         'sleep 300 & '
         'while [ ! -e "$HOME/go" ]; do sleep 0.05; done'
     )
-    pid = await node.start_phase("secret", script, {"MY_SECRET": secret, "PLAIN": "visible"})
+    pem = "-----BEGIN KEY-----\nAAAA=b64==\n-----END KEY-----\n"  # multi-line, trailing newline
+    pid = await node.start_phase(
+        "secret", script, {"MY_SECRET": secret, "KEY_PEM": pem, "PLAIN": "visible"}
+    )
     phase_dir = c1.sandbox(0) / PHASES_DIR / "secret"
     await eventually(lambda: (c1.sandbox(0) / "secret.sha").is_file(), what="the phase to read its secret")
     # The phase got the secret intact, and the env file is gone once read.
     digest = hashlib.sha256(secret.encode()).hexdigest()
     assert (c1.sandbox(0) / "secret.sha").read_text().split()[0] == digest
+    pem_digest = hashlib.sha256(pem.encode()).hexdigest()
+    assert (c1.sandbox(0) / "pem.sha").read_text().split()[0] == pem_digest
     assert not (phase_dir / "env").exists()
     # Nothing on disk in the phase's directory holds the secret either.
     for path in phase_dir.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+            assert b"AAAA=b64==" not in path.read_bytes(), path
 
     members = group_members(pid)
     assert len(members) >= 2, "the phase and its children should be running"
@@ -412,13 +428,15 @@ async def test_phase_survives_node_host_restart_on_another_port(cloud: LocalClou
         blocker.bind(("127.0.0.1", old_port))
         blocker.listen()
 
-        (c1.sandbox(0) / "go").touch()
         new_port = await cloud.ensure_node_host()
         assert new_port != old_port
         again = c1.node(0)  # built from the stale NodeInfo: resolves the current port
+        # Re-attached to the very process, still running.
+        state = await again.phase_state("survivor", check_alive=True)
+        assert (state.pid, state.alive, state.exit_code) == (pid, True, None)
+        assert await read_all(again, "survivor") == b"before\n"
+        (c1.sandbox(0) / "go").touch()
         assert await wait_finished(again, "survivor") == 5
-        state = await again.phase_state("survivor")
-        assert state.pid == pid
         assert await read_all(again, "survivor") == b"before\nafter\n"
         assert (await again.run("echo back"))[:2] == (0, "back\n")
     finally:

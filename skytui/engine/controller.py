@@ -11,6 +11,7 @@ where they stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -48,6 +49,7 @@ POLL_MAX_S = 1.0
 LIVENESS_EVERY_S = 10.0
 # How long a node may stay unreachable before the machine is treated as lost.
 UNREACHABLE_GRACE_S = 60.0
+RECOVERY_BACKOFF_MAX_S = 60.0
 
 log = logging.getLogger("skytui.controller")
 
@@ -187,6 +189,10 @@ class JobController:
                         self.job.id, idx, S.RECOVERING, message=f"machine lost: {lost}",
                         recoveries=current.recoveries + 1,
                     )
+                # The first recovery is immediate; a machine that keeps vanishing
+                # is retried with growing pauses instead of in a tight loop.
+                if current.recoveries:
+                    await asyncio.sleep(min(RECOVERY_BACKOFF_MAX_S, 2.0 ** current.recoveries))
                 row = await self.store.task(self.job.id, idx)
 
     async def _finish(
@@ -368,7 +374,12 @@ class JobController:
                     f"file_mounts[{target!r}]: cloud storage sources are not supported yet",
                 )
         for local, remote in uploads:
-            await asyncio.gather(*(node.upload(local, remote) for node in cluster.nodes))
+            if not Path(local).expanduser().exists():
+                raise TaskFailed(S.FAILED_PRECHECKS, f"{local} no longer exists on this machine")
+            try:
+                await asyncio.gather(*(node.upload(local, remote) for node in cluster.nodes))
+            except NodeError as exc:
+                raise await self._node_trouble(cluster, exc) from exc
 
     # --------------------------------------------------------------- phases
 
@@ -467,23 +478,35 @@ class JobController:
                         raise NodeLost(f"the {phase_id} process vanished on node {rank}")
                 unreachable_since = None
             except NodeError as exc:
-                unreachable_since = unreachable_since or time.monotonic()
-                if time.monotonic() - unreachable_since > UNREACHABLE_GRACE_S:
-                    raise await self._node_trouble(cluster, exc) from exc
+                # Only the infra can say a machine is gone; SSH alone never can.
                 if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
                     raise NodeLost(f"{cluster.row.name} is no longer up") from exc
-                # The machine is up: SSH flapped. Reconnect, never relaunch for that.
-                cluster.nodes = [cluster.cloud.node(info) for info in cluster.handle.nodes]
+                # The machine is up and SSH dropped: re-attach, never relaunch a live job.
+                if unreachable_since is None:
+                    unreachable_since = time.monotonic()
+                    self._say(f"{cluster.row.name} is up but unreachable ({exc}); re-attaching")
+                await self._reconnect(cluster)
             if check_alive:
                 last_liveness = time.monotonic()
             if all(code is not None for code in codes):
                 return [int(code) for code in codes if code is not None]
             if any(code not in (None, 0) for code in codes):
-                # One node failed: the task has failed; stop the others now.
+                # One node failed: the task has failed; stop the others, keep their output.
                 await self._kill_phase(cluster, phase_id)
+                for rank, node in enumerate(cluster.nodes):
+                    if codes[rank] is None:
+                        with contextlib.suppress(NodeError):
+                            await sync_phase_output(node, phase_id, paths[rank], starts[rank], drain=True)
                 return [code if code is not None else -1 for code in codes]
             await asyncio.sleep(interval)
             interval = min(POLL_MAX_S, interval * 1.5)
+
+    async def _reconnect(self, cluster: _Cluster) -> None:
+        old, cluster.nodes = cluster.nodes, [cluster.cloud.node(info) for info in cluster.handle.nodes]
+        for node in old:
+            with contextlib.suppress(Exception):
+                await node.close()
+        await asyncio.sleep(1.0)
 
     async def _node_trouble(self, cluster: _Cluster, exc: Exception) -> Exception:
         if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
