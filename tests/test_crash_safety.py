@@ -134,3 +134,17 @@ def test_restart_sweeps_machines_no_live_job_owns(env: Env) -> None:
     wait_for(lambda: not env.node_dirs(), 20, what="sweep at start-up")
     status = db.execute("select status, end_reason from clusters where name = 'finished-1-0-9'").fetchone()
     assert status[0] == "TERMINATED" and "no live owner" in status[1]
+
+
+def test_node_host_killed_mid_run_is_reattached_not_relaunched(env: Env) -> None:
+    """SSH to a machine that is still up drops: the job goes on, no recovery."""
+    job_id = env.launch(env.write("t.yaml", _task_yaml(0.0, 0.05)))
+    wait_for(lambda: b"run line 5 " in env.log(job_id), 30, what="run output")
+    state = json.loads((env.home / "nodes" / "nodehost.json").read_text())
+    os.kill(state["pid"], signal.SIGKILL)
+    job = env.wait_status(job_id, "SUCCEEDED", "FAILED", "FAILED_CONTROLLER", timeout=90)
+    assert job["status"] == "SUCCEEDED" and job["recoveries"] == 0
+    assert env.log(job_id) == _expected_log()
+    assert [(a, phase) for a, phase, _ in _segments(env, job_id)] == [(1, "setup"), (1, "run")]
+    new_state = json.loads((env.home / "nodes" / "nodehost.json").read_text())
+    assert new_state["pid"] != state["pid"]  # the controller brought the node host back

@@ -25,7 +25,7 @@ import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncssh
 import pytest
@@ -326,15 +326,25 @@ async def test_following_output_by_offset_loses_and_duplicates_nothing(c1: Clust
 
 
 async def test_secrets_travel_in_an_env_file_that_is_deleted_and_never_on_a_command_line(
-    c1: Cluster,
+    c1: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     node = c1.nodes[0]
+    # Every command this node sends to run remotely (a `bash -c` command line there).
+    sent: list[str] = []
+    real_run = node.run
+
+    async def spying_run(command: str, **kwargs: Any) -> tuple[int, str, str]:
+        sent.append(command + repr(kwargs))
+        return await real_run(command, **kwargs)
+
+    monkeypatch.setattr(node, "run", spying_run)
     secret = "s3cr3t-Value-with 'quotes' and $dollars"
     script = (
         'printf %s "$MY_SECRET" | sha256sum > "$HOME/secret.sha"; '
         'printf %s "$KEY_PEM" | sha256sum > "$HOME/pem.sha"; '
         'echo "plain=$PLAIN"; '
         'sleep 300 & '
+        ': > "$HOME/ready"; '
         'while [ ! -e "$HOME/go" ]; do sleep 0.05; done'
     )
     pem = "-----BEGIN KEY-----\nAAAA=b64==\n-----END KEY-----\n"  # multi-line, trailing newline
@@ -342,7 +352,7 @@ async def test_secrets_travel_in_an_env_file_that_is_deleted_and_never_on_a_comm
         "secret", script, {"MY_SECRET": secret, "KEY_PEM": pem, "PLAIN": "visible"}
     )
     phase_dir = c1.sandbox(0) / PHASES_DIR / "secret"
-    await eventually(lambda: (c1.sandbox(0) / "secret.sha").is_file(), what="the phase to read its secret")
+    await eventually(lambda: (c1.sandbox(0) / "ready").is_file(), what="the phase to read its secrets")
     # The phase got the secret intact, and the env file is gone once read.
     digest = hashlib.sha256(secret.encode()).hexdigest()
     assert (c1.sandbox(0) / "secret.sha").read_text().split()[0] == digest
@@ -360,8 +370,10 @@ async def test_secrets_travel_in_an_env_file_that_is_deleted_and_never_on_a_comm
     cmdlines = all_cmdlines()
     for member in members:
         assert secret.encode() not in cmdlines.get(member, b""), member
-    leaking = [p for p, cmd in cmdlines.items() if secret.encode() in cmd]
-    assert leaking == [], "the secret is on a command line"
+    leaking = [p for p, cmd in cmdlines.items() if secret.encode() in cmd or b"AAAA=b64==" in cmd]
+    assert leaking == [], "a secret is on a command line"
+    assert sent, "start_phase should launch through a remote command"
+    assert not [c for c in sent if secret in c or "AAAA=b64==" in c or "s3cr3t" in c]
     (c1.sandbox(0) / "go").touch()
     assert await wait_finished(node, "secret") == 0
     assert await read_all(node, "secret") == b"plain=visible\n"
