@@ -167,11 +167,13 @@ class Series:
     first: int | None = None
     last: int | None = None
     samples: int = 0
+    timeline: list[tuple[float, int]] = field(default_factory=list)  # (time.time(), bytes)
 
     def add(self, value: int | None) -> None:
         if value is None:
             return
         self.samples += 1
+        self.timeline.append((time.time(), value))
         self.first = value if self.first is None else self.first
         self.last = value
         self.peak = max(self.peak, value)
@@ -238,15 +240,14 @@ def fresh_home(root: Path, name: str) -> Paths:
 
 
 def write_config(p: Paths, max_launching: int | None, max_running: int | None) -> None:
-    controller = {}
+    """config.yaml (format in skytui/config.py), only when a limit is asked for."""
+    lines = []
     if max_launching is not None:
-        controller["max_launching"] = max_launching
+        lines.append(f"    max_launching: {int(max_launching)}")
     if max_running is not None:
-        controller["max_running"] = max_running
-    if controller:
-        import yaml
-
-        p.config_file.write_text(yaml.safe_dump({"jobs": {"controller": controller}}))
+        lines.append(f"    max_running: {int(max_running)}")
+    if lines:
+        p.config_file.write_text("jobs:\n  controller:\n" + "\n".join(lines) + "\n")
 
 
 def measure_submit_only(root: Path, n: int, yaml_path: Path) -> dict[str, float]:
@@ -304,6 +305,7 @@ class Run:
     max_in_progress: int = 0
     max_active: int = 0  # past PENDING: STARTING/RUNNING/RECOVERING/CANCELLING
     to_running: list[float] = field(default_factory=list)
+    first_running_at: float | None = None  # time.time() of the first RUNNING event
     to_starting: list[float] = field(default_factory=list)
     starting_to_running: list[float] = field(default_factory=list)
     running_to_done: list[float] = field(default_factory=list)
@@ -333,6 +335,8 @@ def collect_latencies(client: Client, job_ids: list[int], run: Run) -> None:
         starting = next((e.at for e in status if e.to_status == TaskStatus.STARTING.value), None)
         running = next((e.at for e in status if e.to_status == TaskStatus.RUNNING.value), None)
         done = next((e.at for e in status if e.to_status == TaskStatus.SUCCEEDED.value), None)
+        if running is not None and (run.first_running_at is None or running < run.first_running_at):
+            run.first_running_at = running
         if submitted is not None and running is not None:
             run.to_running.append(running - submitted)
         if submitted is not None and starting is not None:
@@ -371,11 +375,15 @@ def run_bench(args: argparse.Namespace, root: Path, run: Run) -> None:
         info = daemon.start_controller(p)
         sampler.controller.pid = info.pid
         sampler.start()
-        b0 = system_cpu()
-        time.sleep(1.0)  # the idle baseline: the controller's loop, DB open, nothing to do
-        b1 = system_cpu()
+        # The idle baseline: the controller has imported its engine, opened the
+        # DB and waits. Meanwhile, how busy is the machine without us?
+        time.sleep(0.5)
+        b0, c0, o0 = system_cpu(), cpu_seconds(info.pid) if info.pid else 0.0, own_cpu()
+        time.sleep(1.0)
+        b1, c1, o1 = system_cpu(), cpu_seconds(info.pid) if info.pid else 0.0, own_cpu()
         if b1[1] > b0[1]:
-            run.idle_busy_pct = 100 * (b1[0] - b0[0]) / (b1[1] - b0[1])
+            ours = ((c1 or 0.0) - (c0 or 0.0)) + (o1 - o0)
+            run.idle_busy_pct = 100 * max(0.0, b1[0] - b0[0] - ours) / (b1[1] - b0[1])
         run.ctrl_idle = sampler.controller.last
         ctrl_cpu0 = cpu_seconds(info.pid) if info.pid else None
         sys0 = system_cpu()
@@ -546,7 +554,7 @@ def report(run: Run, args: argparse.Namespace) -> bool:
         idle = run.ctrl_idle or s.controller.first or 0
         print(
             f"  controller (pid {s.controller.pid}): idle {idle / MIB:.1f} MiB, peak {peak_mib:.1f} MiB, "
-            f"after the run {((run.ctrl_after or 0) / MIB):.1f} MiB  ({s.controller.samples} samples)"
+            f"after the run {f'{run.ctrl_after / MIB:.1f} MiB' if run.ctrl_after else 'n/a'}  ({s.controller.samples} samples)"
         )
         delta = s.controller.peak - idle
         if run.max_active:
@@ -557,6 +565,16 @@ def report(run: Run, args: argparse.Namespace) -> bool:
                 f"asyncio controller (S4), {SKYPILOT_MB_PER_JOB_OLD:g} MB/job process-per-job (S2); "
                 f"{fmt_ratio(SKYPILOT_MB_PER_JOB_NEW / per) if per > 0 else 'inf'} less than S4's, "
                 f"{fmt_ratio(SKYPILOT_MB_PER_JOB_OLD / per) if per > 0 else 'inf'} less than S2's"
+            )
+        warm = None
+        if run.first_running_at is not None:
+            warm = next((v for t, v in s.controller.timeline if t >= run.first_running_at), None)
+        if warm is not None and run.max_active > 1:
+            print(
+                f"  of which one-off (lazy imports: asyncssh, SFTP, crypto; first SSH connection): "
+                f"{(warm - idle) / MIB:.1f} MiB by the first RUNNING; marginal per active job after it: "
+                f"({peak_mib:.1f} - {warm / MIB:.1f}) / {run.max_active - 1} = "
+                f"{max(0, s.controller.peak - warm) / MIB / (run.max_active - 1):.2f} MiB/job"
             )
         if run.max_in_progress:
             print(
@@ -587,29 +605,29 @@ def report(run: Run, args: argparse.Namespace) -> bool:
         if run.idle_busy_pct is not None:
             loaded = run.idle_busy_pct > 15
             print(
-                f"  background load in the 1 s before submitting: {run.idle_busy_pct:.0f}% busy"
+                f"  other load on the machine in the 1 s before submitting: {run.idle_busy_pct:.0f}% busy"
                 + (" — the machine was shared; figures are pessimistic" if loaded else "")
             )
     print()
 
     print("targets (this issue):")
     ok = True
-    elapsed = (
+    total_s: float | None = (
         run.t_last_success - run.t_first_submit
         if comp_rate is not None and run.t_first_submit and run.t_last_success else None
     )
-    if elapsed is None:
+    if total_s is None:
         ok = False
         print(f"  {TARGET_JOBS} jobs complete in < {TARGET_SECONDS:g} s: the jobs did not all succeed  FAIL")
     elif n == TARGET_JOBS:
-        passed = elapsed < TARGET_SECONDS
+        passed = total_s < TARGET_SECONDS
         ok &= passed
         print(f"  {TARGET_JOBS} jobs complete in < {TARGET_SECONDS:g} s on a 2-core machine: "
-              f"{elapsed:.1f} s  {'PASS' if passed else 'FAIL'}")
+              f"{total_s:.1f} s  {'PASS' if passed else 'FAIL'}")
     else:
-        projected = elapsed * TARGET_JOBS / n
+        projected = total_s * TARGET_JOBS / n
         print(
-            f"  {TARGET_JOBS} jobs complete in < {TARGET_SECONDS:g} s: not measured (N={n}: {elapsed:.1f} s); "
+            f"  {TARGET_JOBS} jobs complete in < {TARGET_SECONDS:g} s: not measured (N={n}: {total_s:.1f} s); "
             f"linear projection to 200: {projected:.0f} s {'(would pass)' if projected < TARGET_SECONDS else '(would FAIL)'}"
         )
     if peak_mib is not None:
@@ -620,7 +638,7 @@ def report(run: Run, args: argparse.Namespace) -> bool:
         print("  controller peak RSS: not sampled  FAIL")
         ok = False
     if (nproc := os.cpu_count()) and nproc != 2:
-            print(f"  note: this machine has {nproc} CPUs; the time target is stated for 2 cores")
+        print(f"  note: this machine has {nproc} CPUs; the time target is stated for 2 cores")
     return ok and not run.timed_out and not run.error
 
 

@@ -610,3 +610,16 @@ def test_runnable_jobs_resumed_first_then_priority_then_id(store: Store) -> None
         resumed_high, resumed_low, excluded, high
     ]
     assert store.runnable_jobs(exclude=set(), limit=0) == []
+
+
+def test_runnable_jobs_count_a_pipeline_between_tasks_as_resumed(store: Store) -> None:
+    """A pipeline whose first task already succeeded has started: after a
+    controller restart it is resumed before new jobs, whatever their priority,
+    just as a job caught RUNNING is (it holds its place in the run limit)."""
+    pipeline = submit(store, 2, name="half-done", priority=0)
+    walk(store, pipeline, 0, S.STARTING, S.RUNNING, S.SUCCEEDED)
+    newcomer = submit(store, name="newcomer", priority=5)
+    job = store.job(pipeline)
+    assert job is not None and job.status == "PENDING"  # waiting for task 1
+    assert [j.id for j in store.runnable_jobs(exclude=set(), limit=1)] == [pipeline]
+    assert [j.id for j in store.runnable_jobs(exclude=set(), limit=10)] == [pipeline, newcomer]

@@ -272,6 +272,26 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _processes_of(sandbox: Path) -> list[int]:
+    """Every process living on a node, including those a job detached from its
+    phase's process group (setsid daemons): its cwd is in the sandbox, or the
+    node host gave it the sandbox as HOME."""
+    home = str(sandbox)
+    marker = f"HOME={home}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(proc / "cwd").removesuffix(" (deleted)")
+            if cwd == home or cwd.startswith(home + "/"):
+                found.append(int(proc.name))
+                continue
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+    return found
+
+
 def _destroy_sandbox(sandbox: Path, grace_s: float = 5.0) -> None:
     """What terminating a VM does: every process on it ends, its disk is gone."""
     groups = _phase_pids(sandbox)
@@ -284,6 +304,9 @@ def _destroy_sandbox(sandbox: Path, grace_s: float = 5.0) -> None:
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+    for pid in _processes_of(sandbox):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     # The marker goes first so a half-removed sandbox never reads as a live node.
     with contextlib.suppress(FileNotFoundError):
         (sandbox / NODE_MARKER).unlink()

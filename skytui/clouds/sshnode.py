@@ -250,6 +250,9 @@ class SSHNode:
             f"kill -TERM -- -{pid} 2>/dev/null; "
             f"for _ in $(seq 1 {max(1, int(grace_s * 10))}); do "
             f"kill -0 -- -{pid} 2>/dev/null || exit 0; sleep 0.1; done; "
-            f"kill -KILL -- -{pid} 2>/dev/null; exit 0",
+            f"kill -KILL -- -{pid} 2>/dev/null; "
+            # KILL took the wrapper too, so it wrote no exit code: record the kill.
+            f'D="$HOME/{self._phase_dir(phase_id)}"; '
+            f'[ -e "$D/exit_code" ] || {{ echo 137 > "$D/exit.tmp" && mv "$D/exit.tmp" "$D/exit_code"; }}; exit 0',
             timeout=grace_s + 15,
         )

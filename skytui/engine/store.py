@@ -41,6 +41,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     insert,
     select,
@@ -731,7 +732,14 @@ class Store:
             select(jobs_table)
             .where(jobs_table.c.status.in_([s.value for s in IN_PROGRESS]))
             .order_by(
-                (jobs_table.c.status == TaskStatus.PENDING.value).asc(),
+                # A job any of whose tasks has started (a pipeline between
+                # tasks included) resumes before new jobs take the slots.
+                ~exists(
+                    select(tasks_table.c.job_id).where(
+                        tasks_table.c.job_id == jobs_table.c.id,
+                        tasks_table.c.status != TaskStatus.PENDING.value,
+                    )
+                ),
                 jobs_table.c.priority.desc(),
                 jobs_table.c.id.asc(),
             )
