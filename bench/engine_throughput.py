@@ -17,7 +17,14 @@ them on the real node host over SSH, and prints:
   `status` event to RUNNING), with the STARTING and RUNNING -> SUCCEEDED
   stages beside it;
 * peak RSS of the controller daemon and of the node host (VmRSS sampled every
-  50 ms), and RSS per active job;
+  50 ms), and RSS per active job: (peak - idle) / the most jobs seen at once
+  in STARTING/RUNNING/RECOVERING/CANCELLING (the queue, polled every 0.2 s),
+  split into the one-off cost (lazy asyncssh import, first connection) and
+  the marginal cost per job;
+* where the CPU went: controller, node host (and the exec shells it reaps),
+  this script, the rest (detached job wrappers, kernel, other users), and how
+  busy the machine was before the run (a shared machine makes every figure
+  pessimistic);
 * the anchors (SkyPilot S12, Slurm O1, SkyPilot S2/S4) and the issue's
   targets with PASS/FAIL.
 

@@ -141,27 +141,22 @@ class Client:
         }
         secrets = {str(i): dict(task.secrets) for i, task in enumerate(pipeline.tasks) if task.secrets}
         job_priority = priority if priority is not None else (pipeline.tasks[0].resources.priority or 0)
-        job_ids = []
-        for rank in range(num_jobs):
-            tasks = [
-                NewTask(
-                    name=task.name or f"{pipeline.name}-{i}",
-                    skypilot_task_id=skypilot_task_id(
-                        pipeline.name, task.name or str(i), i, pipeline.is_pipeline, now
-                    ),
-                    requested=requested_str(task.resources, task.num_nodes),
-                    num_nodes=task.num_nodes,
-                    spec={},
-                )
-                for i, task in enumerate(pipeline.tasks)
-            ]
-            job_ids.append(
-                self.store.submit_job(
-                    name=pipeline.name, tasks=tasks, spec=spec, secrets=secrets,
-                    source=os.path.abspath(pipeline.source) if pipeline.source else None,
-                    pool=pool, priority=job_priority, job_rank=rank, num_jobs=num_jobs,
-                )
+        tasks = [
+            NewTask(
+                name=task.name or f"{pipeline.name}-{i}",
+                skypilot_task_id=skypilot_task_id(
+                    pipeline.name, task.name or str(i), i, pipeline.is_pipeline, now
+                ),
+                requested=requested_str(task.resources, task.num_nodes),
+                num_nodes=task.num_nodes,
             )
+            for i, task in enumerate(pipeline.tasks)
+        ]
+        job_ids = self.store.submit_jobs(
+            name=pipeline.name, tasks=tasks, spec=spec, secrets=secrets,
+            source=os.path.abspath(pipeline.source) if pipeline.source else None,
+            pool=pool, priority=job_priority, num_jobs=num_jobs,
+        )
         if start_controller:
             self.ensure_controller()
             daemon.wake_controller(self.paths)

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLES, Env
+
 from skytui import cli
 
 CORPUS = sorted((Path(__file__).parent / "invalid_specs").glob("*.yaml"))

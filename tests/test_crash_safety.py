@@ -15,7 +15,6 @@ import sqlite3
 import time
 
 import pytest
-
 from conftest import Env, wait_for
 
 SETUP_LINES = 20

@@ -57,7 +57,7 @@ def store(db_url: str) -> Iterator[Store]:
 def submit(store: Store) -> int:
     return store.submit_job(
         name="prop",
-        tasks=[NewTask(name="t", skypilot_task_id="id-{job_id}-0", requested="-", num_nodes=1, spec={})],
+        tasks=[NewTask(name="t", skypilot_task_id="id-{job_id}-0", requested="-", num_nodes=1)],
         spec={},
         secrets={},
     )

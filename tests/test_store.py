@@ -62,7 +62,6 @@ def new_task(name: str = "train", idx: int = 0) -> NewTask:
         skypilot_task_id=f"sky-managed-2024-01-01-00-00-00-000000_pipe_{{job_id}}-{idx}",
         requested="1x[CPU:1]",
         num_nodes=1,
-        spec={"run": f"echo {name}"},
     )
 
 

@@ -166,7 +166,8 @@ class JobController:
             if final is not S.SUCCEEDED:
                 break
         # Whatever ended the pipeline early, the tasks after it never run.
-        await self.store.cancel_pending_tasks(self.job.id, "an earlier task did not succeed")
+        if len(rows) > 1:
+            await self.store.cancel_pending_tasks(self.job.id, "an earlier task did not succeed")
 
     async def _run_task(self, row: TaskRow, task: Task) -> TaskStatus:
         idx = row.task_idx
@@ -223,8 +224,9 @@ class JobController:
         if status in (S.PENDING, S.STARTING, S.RECOVERING):
             async with self.ctx.scheduler.launch_slot(on_wait=lambda why: self._waiting(idx, why)):
                 if status is S.PENDING:
-                    await self.store.transition_task(self.job.id, idx, S.STARTING)
-                await self.store.set_task_fields(self.job.id, idx, status_reason=None)
+                    await self.store.transition_task(self.job.id, idx, S.STARTING, status_reason=None)
+                elif row.status_reason:
+                    await self.store.set_task_fields(self.job.id, idx, status_reason=None)
                 cluster = await self._ensure_cluster(row, task)
                 attempt = cluster.row.attempt_no or row.attempt
                 await self._connect(cluster)
@@ -273,6 +275,8 @@ class JobController:
     async def _ensure_cluster(self, row: TaskRow, task: Task) -> _Cluster:
         """The attempt's cluster: re-attached if it is still up, else a new one."""
         idx = row.task_idx
+        if row.attempt == 0:
+            return await self._provision(row, task)  # nothing to re-attach to yet
         for existing in await self.store.live_clusters(self.job.id):
             if existing.task_idx != idx:
                 continue

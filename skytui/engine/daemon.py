@@ -122,6 +122,8 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # asyncssh logs every channel at INFO: a dozen lines per job, and CPU.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
     # A client wakes the controller with SIGUSR1 as soon as the pid file names
     # it; the default action would kill it. The first loop pass reads the DB
     # anyway, so an early wake can simply be ignored.

@@ -47,7 +47,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.pool import NullPool
 
 from skytui.engine.status import (
     IN_PROGRESS,
@@ -358,7 +357,6 @@ class NewTask:
     skypilot_task_id: str
     requested: str
     num_nodes: int
-    spec: dict[str, Any]
 
 
 class ClusterStatus:
@@ -402,10 +400,14 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            # One connection per checkout: SQLite connections are cheap and
-            # NullPool avoids sharing one across the controller's threads.
-            self._writer = create_engine(url, poolclass=NullPool)
-            self._reader = create_engine(url, poolclass=NullPool)
+            # Pooled: opening a connection (and its PRAGMAs) per call cost
+            # more than the queries. A checked-out connection stays with one
+            # thread at a time, so sharing the pool across threads is safe.
+            pool_args: dict[str, Any] = {
+                "connect_args": {"check_same_thread": False}, "pool_size": 4, "max_overflow": 8,
+            }
+            self._writer = create_engine(url, **pool_args)
+            self._reader = create_engine(url, **pool_args)
             _sqlite_setup(self._writer, immediate=True)
             _sqlite_setup(self._reader, immediate=False)
         else:
@@ -484,43 +486,59 @@ class Store:
         source: str | None = None,
         pool: str | None = None,
         priority: int = 0,
-        job_rank: int = 0,
-        num_jobs: int = 1,
     ) -> int:
+        return self.submit_jobs(
+            name=name, tasks=tasks, spec=spec, secrets=secrets, source=source, pool=pool,
+            priority=priority, num_jobs=1,
+        )[0]
+
+    def submit_jobs(
+        self,
+        *,
+        name: str,
+        tasks: Sequence[NewTask],
+        spec: dict[str, Any],
+        secrets: dict[str, dict[str, str]],
+        source: str | None = None,
+        pool: str | None = None,
+        priority: int = 0,
+        num_jobs: int = 1,
+    ) -> list[int]:
+        """Queue `num_jobs` copies (SKYPILOT_JOB_RANK 0..N-1) in one transaction."""
         now = time.time()
+        spec_json, secrets_json = json.dumps(spec), json.dumps(secrets)
+        job_ids: list[int] = []
         with self._write() as conn:
-            job_id = conn.execute(
-                insert(jobs_table).values(
-                    name=name,
-                    pool=pool,
-                    status=TaskStatus.PENDING.value,
-                    priority=priority,
-                    submitted_at=now,
-                    job_rank=job_rank,
-                    num_jobs=num_jobs,
-                    source=source,
-                    spec_json=json.dumps(spec),
-                    secrets_json=json.dumps(secrets),
+            for rank in range(num_jobs):
+                job_id = int(
+                    conn.execute(
+                        insert(jobs_table).values(
+                            name=name, pool=pool, status=TaskStatus.PENDING.value,
+                            priority=priority, submitted_at=now, job_rank=rank,
+                            num_jobs=num_jobs, source=source, spec_json=spec_json,
+                            secrets_json=secrets_json,
+                        )
+                    ).inserted_primary_key[0]
                 )
-            ).inserted_primary_key[0]
-            conn.execute(
-                insert(tasks_table),
-                [
-                    dict(
-                        job_id=job_id,
-                        task_idx=idx,
-                        name=task.name,
-                        status=TaskStatus.PENDING.value,
-                        skypilot_task_id=task.skypilot_task_id.replace("{job_id}", str(job_id)),
-                        requested=task.requested,
-                        num_nodes=task.num_nodes,
-                        submitted_at=now,
-                    )
-                    for idx, task in enumerate(tasks)
-                ],
-            )
-            self._event(conn, job_id, None, "submitted", message=f"job {name!r} submitted", at=now)
-            return int(job_id)
+                job_ids.append(job_id)
+                conn.execute(
+                    insert(tasks_table),
+                    [
+                        dict(
+                            job_id=job_id,
+                            task_idx=idx,
+                            name=task.name,
+                            status=TaskStatus.PENDING.value,
+                            skypilot_task_id=task.skypilot_task_id.replace("{job_id}", str(job_id)),
+                            requested=task.requested,
+                            num_nodes=task.num_nodes,
+                            submitted_at=now,
+                        )
+                        for idx, task in enumerate(tasks)
+                    ],
+                )
+                self._event(conn, job_id, None, "submitted", message=f"job {name!r} submitted", at=now)
+        return job_ids
 
     def job_spec(self, job_id: int) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
         """The stored spec and its secrets: for the controller only."""
