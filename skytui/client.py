@@ -240,6 +240,14 @@ class LogFollower:
         self.task_idx = task_idx
         self._sources: dict[tuple[int, int], _Source] = {}
         self._shown_attempt: dict[int, int] = {}
+        # A job that prints its own secret still never shows it: the stored
+        # log stays byte-exact, what is displayed is redacted. Longest first,
+        # so a secret containing another is replaced whole.
+        _, secrets = client.store.job_spec(job_id)
+        self._secrets = sorted(
+            {v for per_task in secrets.values() for v in per_task.values() if len(v) >= 3},
+            key=len, reverse=True,
+        )
 
     def _segments(self) -> list[SegmentRow]:
         return self.client.store.segments(self.job_id, self.task_idx)
@@ -329,7 +337,13 @@ class LogFollower:
             parts.append(source.pending)
             source.pending = b""
         prefix = self._prefix(segment, tasks)
-        return [f"{prefix} {part.decode('utf-8', errors='replace')}" for part in parts]
+        return [f"{prefix} {self._redact(part.decode('utf-8', errors='replace'))}" for part in parts]
+
+    def _redact(self, line: str) -> str:
+        for secret in self._secrets:
+            if secret in line:
+                line = line.replace(secret, "<redacted>")
+        return line
 
     @staticmethod
     def _prefix(segment: SegmentRow, tasks: dict[int, TaskRow]) -> str:

@@ -111,6 +111,35 @@ def test_secrets_reach_the_job_but_never_the_queue_or_events(env: Env) -> None:
     assert not list(env.home.glob("nodes/*/.skytui/phases/*/env"))
 
 
+def test_a_job_printing_its_secret_shows_it_redacted(env: Env) -> None:
+    canary = "hunter2-canary"
+    task = env.write("leaky.yaml", f"name: leaky\nsecrets:\n  PASSWORD: {canary}\nrun: echo \"pw=$PASSWORD\"\n")
+    result = env.cli("--run", str(task))
+    assert result.code == 0 and "pw=<redacted>" in result.stdout and canary not in result.stdout
+    assert canary not in env.cli("jobs", "logs", "1", "--no-follow").stdout
+    # The stored log is what the job printed, byte for byte.
+    assert env.log(1) == f"pw={canary}\n".encode()
+
+
+def test_workdir_and_file_mounts_are_uploaded(env: Env) -> None:
+    (env.tmp / "project").mkdir()
+    env.write("project/data.txt", "from the workdir\n")
+    env.write("weights.bin", "mounted file\n")
+    (env.tmp / "dataset").mkdir()
+    env.write("dataset/part-0", "shard zero\n")
+    task = env.write(
+        "wd.yaml",
+        "name: wd\nworkdir: ./project\nfile_mounts:\n  ~/weights.bin: ./weights.bin\n  /data: ./dataset\n"
+        "setup: cat data.txt\nrun: |\n  pwd\n  cat data.txt ~/weights.bin ~/data/part-0\n",
+    )
+    result = env.cli("--run", str(task))
+    assert result.code == 0, result.stdout + result.stderr
+    log = env.log(1).decode()
+    assert log.count("from the workdir") == 2  # setup and run both start in the workdir
+    assert "mounted file" in log and "shard zero" in log
+    assert log.splitlines()[1].endswith("/sky_workdir")
+
+
 def test_launch_detached_then_logs_and_queue(env: Env) -> None:
     task = env.write(
         "train.yaml",

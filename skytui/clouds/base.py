@@ -81,6 +81,7 @@ class ClusterHandle:
     region: str | None
     zone: str | None
     nodes: tuple[NodeInfo, ...]
+    accelerators: dict[str, float] = field(default_factory=dict)  # per node
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -96,6 +97,7 @@ class ClusterHandle:
             region=data.get("region"),
             zone=data.get("zone"),
             nodes=tuple(NodeInfo(**node) for node in data["nodes"]),
+            accelerators=data.get("accelerators", {}),
             extra=data.get("extra", {}),
         )
 

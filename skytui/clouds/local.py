@@ -231,7 +231,10 @@ class LocalCloud:
                     internal_ip="127.0.0.1", host_key=host_key, instance_id=sandbox.name,
                 )
             )
-        return ClusterHandle(cloud=self.name, name=cluster_name, region=None, zone=None, nodes=tuple(nodes))
+        return ClusterHandle(
+            cloud=self.name, name=cluster_name, region=None, zone=None, nodes=tuple(nodes),
+            accelerators=dict(offer.accelerators),
+        )
 
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
         present = [

@@ -26,7 +26,6 @@ from skytui.clouds.base import (
     CloudError,
     ClusterHandle,
     ClusterState,
-    InstanceOffer,
     Node,
     NodeError,
     PrecheckError,
@@ -389,7 +388,7 @@ class JobController:
 
     def _env(self, cluster: _Cluster, idx: int, task: Task, rank: int, phase: str) -> dict[str, str]:
         ips = "\n".join(info.internal_ip for info in cluster.handle.nodes)
-        gpus = sum(self._gpus_per_node(cluster).values())
+        gpus = sum(cluster.handle.accelerators.values())
         row_task_id = self._task_ids[idx]
         env: dict[str, str] = dict(task.envs)
         env.update(task.secrets)
@@ -419,11 +418,6 @@ class JobController:
                 SKYPILOT_NUM_GPUS_PER_NODE=f"{gpus:g}",
             )
         return env
-
-    @staticmethod
-    def _gpus_per_node(cluster: _Cluster) -> dict[str, float]:
-        offer: InstanceOffer | None = getattr(cluster.cloud, "machine", None)
-        return dict(offer.accelerators) if offer is not None and cluster.row.cloud == "local" else {}
 
     async def _run_phase(
         self, cluster: _Cluster, idx: int, attempt: int, phase: str, script: str, task: Task
