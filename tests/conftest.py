@@ -67,11 +67,14 @@ class Env:
 
     home: Path
     tmp: Path
+    db_url: str | None = None  # None: the default SQLite file in home
 
     @property
     def environ(self) -> dict[str, str]:
         env = {**os.environ, "SKYTUI_HOME": str(self.home), "NO_COLOR": "1", "COLUMNS": "200"}
         env.pop("SKYTUI_DB_URL", None)
+        if self.db_url:
+            env["SKYTUI_DB_URL"] = self.db_url
         return env
 
     def cli(self, *args: str, timeout: float = 120.0, check: bool = False) -> Result:
@@ -176,3 +179,70 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     for pid in processes_in(home):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+def _pg_bin() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not candidates:
+        pytest.fail("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
+    return candidates[-1].parent
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root."""
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A private PostgreSQL server on 127.0.0.1 for this test session; its base URL."""
+    import shutil
+    import socket
+
+    import tempfile
+
+    pg_bin = _pg_bin()
+    # Not under pytest's tmp_path: its parents are 0700 root, closed to the postgres user.
+    root = Path(tempfile.mkdtemp(prefix="skytui-pg-"))
+    data = root / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        shutil.chown(data, "postgres", "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run(
+        _as_postgres([str(pg_bin / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                      "--no-sync"]),
+        check=True, capture_output=True,
+    )
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync=off -c max_connections=200"
+    subprocess.run(
+        _as_postgres([str(pg_bin / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w", "-t", "30",
+                      "-o", options, "start"]),
+        check=True, capture_output=True,
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(
+            _as_postgres([str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database for one test."""
+    import psycopg
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    dsn = postgres_server.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{postgres_server}/{name}"

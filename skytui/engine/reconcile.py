@@ -55,6 +55,10 @@ class Reconciler:
         self._wake.set()
 
     async def serve(self) -> None:
+        if not await self.store.hold_controller_lock():
+            log.error("another controller already owns this state DB; exiting")
+            self.store.close()
+            return
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGUSR1, self.wake)
         loop.add_signal_handler(signal.SIGTERM, self.stop)

@@ -45,6 +45,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 
@@ -58,6 +59,7 @@ from skytui.engine.status import (
 )
 
 SCHEMA_VERSION = 1
+CONTROLLER_LOCK_KEY = 0x5C7_7001  # the PostgreSQL advisory lock that names the controller
 
 metadata = MetaData()
 
@@ -399,6 +401,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._controller_lock: Connection | None = None
         if self.is_sqlite:
             # Pooled: opening a connection (and its PRAGMAs) per call cost
             # more than the queries. A checked-out connection stays with one
@@ -417,8 +420,29 @@ class Store:
         self._protect_files()
 
     def close(self) -> None:
+        if self._controller_lock is not None:
+            self._controller_lock.close()
+            self._controller_lock = None
         self._writer.dispose()
         self._reader.dispose()
+
+    def hold_controller_lock(self) -> bool:
+        """Claim the DB for one controller, until close().
+
+        A shared PostgreSQL DB may be reached from several machines, where the
+        daemon's flock on its state directory cannot see the others: a session
+        advisory lock can. On SQLite the flock is the lock (one file, one host).
+        """
+        if self.is_sqlite:
+            return True
+        conn = self._writer.connect()
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": CONTROLLER_LOCK_KEY}).scalar()
+        conn.commit()
+        if not got:
+            conn.close()
+            return False
+        self._controller_lock = conn
+        return True
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
