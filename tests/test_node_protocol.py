@@ -380,16 +380,19 @@ async def test_secrets_travel_in_an_env_file_that_is_deleted_and_never_on_a_comm
 
 
 async def test_env_file_is_owner_only(c1: Cluster) -> None:
-    """The env file is 0600 from the start (seen here with a launch that cannot
-    take its lock, so the file is never consumed)."""
-    phase_dir = c1.sandbox(0) / PHASES_DIR / "blocked"
+    """The env file is 0600 from its first byte. Seen through a symlink planted
+    where the env file goes: the launcher writes through it, the wrapper then
+    removes only the link, and the target stays to be inspected."""
+    phase_dir = c1.sandbox(0) / PHASES_DIR / "observed"
     phase_dir.mkdir(parents=True)
-    (phase_dir / "lock").symlink_to(phase_dir / "nowhere")  # mkdir of the lock fails
-    with pytest.raises(NodeError):
-        await c1.nodes[0].start_phase("blocked", "echo never", {"TOKEN": "abc"})
-    env_file = phase_dir / "env"
-    assert env_file.exists()
-    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    target = c1.sandbox(0) / "env-as-written"
+    (phase_dir / "env").symlink_to(target)
+    await c1.nodes[0].start_phase("observed", "umask", {"TOKEN": "abc"})
+    await wait_finished(c1.nodes[0], "observed")
+    assert "TOKEN=abc" in target.read_text()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    # The job itself runs with the login's usual umask, not the env file's.
+    assert (await c1.nodes[0].read_phase_output("observed", 0, 100)).strip() != b"0077"
 
 
 async def test_kill_phase_ends_the_whole_process_group(c1: Cluster) -> None:

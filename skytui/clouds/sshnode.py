@@ -14,6 +14,7 @@ so the same paths work on a VM's OpenSSH and on the local node host's jail.
 from __future__ import annotations
 
 import asyncio
+import base64
 import shlex
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,12 +36,24 @@ rc=$?
 echo $rc > "$D/exit.tmp" && mv "$D/exit.tmp" "$D/exit_code"
 """
 
-# Runs in one exec: take the lock (exactly once), launch the wrapper in its
-# own session, and wait until it has written its pid.
+# Runs in one exec: take the lock (exactly once), write the script and the
+# env file from stdin (so secrets never touch a command line), and launch the
+# wrapper in its own session. `$!` is the wrapper's pid: setsid only forks
+# for a group leader, and a background job of a shell without job control is
+# not one. Both the launcher and the wrapper record it, so it is on disk when
+# the launch returns, and even if the launcher died right after the fork.
+# A phase started earlier answers with the recorded pid.
 _LAUNCHER = r"""
 D="$HOME/{phases}/{phase_id}"
+mkdir -p "$D"
 if mkdir "$D/lock" 2>/dev/null; then
+  IFS= read -r script; IFS= read -r env
+  printf %s "$script" | base64 -d > "$D/script.sh"
+  (umask 077; printf %s "$env" | base64 -d > "$D/env")
   D="$D" PHASE_CWD={cwd} setsid bash -c {wrapper} > /dev/null 2>&1 < /dev/null &
+  echo $! > "$D/pid.launcher" && mv "$D/pid.launcher" "$D/pid"
+  echo $!
+  exit 0
 fi
 for _ in $(seq 1 200); do [ -s "$D/pid" ] && break; sleep 0.02; done
 cat "$D/pid" 2>/dev/null
@@ -131,15 +144,19 @@ class SSHNode:
     # ------------------------------------------------------------- commands
 
     async def run(
-        self, command: str, *, env: dict[str, str] | None = None, timeout: float = 60.0
+        self, command: str, *, env: dict[str, str] | None = None, timeout: float = 60.0,
+        input: str | None = None,
     ) -> tuple[int, str, str]:
+        """Run a short command. `env` goes on the command line: never secrets
+        there; they travel on `input` (stdin)."""
         conn, _ = await self._ensure()
         # Env goes inline (not SSH `env` requests) because OpenSSH drops any
         # variable its AcceptEnv does not list.
         prefix = "".join(f"export {k}={shlex.quote(v)}; " for k, v in (env or {}).items())
+        stdin: dict[str, object] = {"input": input} if input is not None else {"stdin": asyncssh.DEVNULL}
         try:
             result = await asyncio.wait_for(
-                conn.run(prefix + command, check=False, stdin=asyncssh.DEVNULL), timeout=timeout
+                conn.run(prefix + command, check=False, **stdin), timeout=timeout
             )
         except asyncio.TimeoutError as exc:
             raise NodeError(f"command timed out after {timeout:g}s on {self.info.user}") from exc
@@ -173,26 +190,17 @@ class SSHNode:
         `cwd` is relative to the node's home; the phase falls back to home
         when it does not exist (a task without a workdir).
         """
-        _, sftp = await self._ensure()
-        phase_dir = self._phase_dir(phase_id)
-        try:
-            if not await sftp.exists(f"{phase_dir}/lock"):
-                await sftp.makedirs(phase_dir, exist_ok=True)
-                async with sftp.open(f"{phase_dir}/script.sh", "w") as f:
-                    await f.write(script)
-                env_attrs = asyncssh.SFTPAttrs(permissions=0o600)
-                async with sftp.open(f"{phase_dir}/env", "w", env_attrs) as f:
-                    await f.write(_env_file(env))
-        except (OSError, asyncssh.Error) as exc:
-            self._lost()
-            raise NodeError(f"cannot prepare phase {phase_id}: {exc}") from exc
         command = _LAUNCHER.format(
             phases=PHASES_DIR,
             phase_id=phase_id,
             cwd=shlex.quote(cwd or ""),
             wrapper=shlex.quote(_WRAPPER),
         )
-        status, out, err = await self.run(command, timeout=30)
+        payload = (
+            base64.b64encode(script.encode()).decode() + "\n"
+            + base64.b64encode(_env_file(env).encode()).decode() + "\n"
+        )
+        status, out, err = await self.run(command, timeout=30, input=payload)
         try:
             return int(out.strip())
         except ValueError as exc:
