@@ -157,6 +157,18 @@ def processes_in(home: Path) -> list[int]:
 
 
 @pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private, created SKYTUI_HOME for tests that drive modules directly."""
+    from skytui.config import paths
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("SKYTUI_HOME", str(home))
+    monkeypatch.delenv("SKYTUI_DB_URL", raising=False)
+    paths().ensure()
+    return home
+
+
+@pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     home = tmp_path / "home"
     work = tmp_path / "work"
@@ -201,7 +213,6 @@ def postgres_server() -> Iterator[str]:
     """A private PostgreSQL server on 127.0.0.1 for this test session; its base URL."""
     import shutil
     import socket
-
     import tempfile
 
     pg_bin = _pg_bin()

@@ -140,15 +140,6 @@ def node_host_pid(cloud: LocalCloud) -> int:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("SKYTUI_HOME", str(home))
-    monkeypatch.delenv("SKYTUI_DB_URL", raising=False)
-    paths().ensure()
-    return home
-
-
-@pytest.fixture
 def cloud(home: Path) -> Iterator[LocalCloud]:
     local = LocalCloud(paths())
     yield local

@@ -9,8 +9,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from conftest import Env
+
 from skytui.engine.status import IllegalTransition, TaskStatus
 from skytui.engine.store import NewTask, Store
 

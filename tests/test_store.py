@@ -41,15 +41,6 @@ S = TaskStatus
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("SKYTUI_HOME", str(home))
-    monkeypatch.delenv("SKYTUI_DB_URL", raising=False)
-    paths().ensure()
-    return home
-
-
-@pytest.fixture
 def store(home: Path) -> Iterator[Store]:
     s = Store(paths().db_url)
     yield s

@@ -500,21 +500,9 @@ class Store:
 
     # ------------------------------------------------------------- submission
 
-    def submit_job(
-        self,
-        *,
-        name: str,
-        tasks: Sequence[NewTask],
-        spec: dict[str, Any],
-        secrets: dict[str, dict[str, str]],
-        source: str | None = None,
-        pool: str | None = None,
-        priority: int = 0,
-    ) -> int:
-        return self.submit_jobs(
-            name=name, tasks=tasks, spec=spec, secrets=secrets, source=source, pool=pool,
-            priority=priority, num_jobs=1,
-        )[0]
+    def submit_job(self, **job: Any) -> int:
+        """One job: `submit_jobs` with the same keywords and num_jobs=1."""
+        return self.submit_jobs(**job, num_jobs=1)[0]
 
     def submit_jobs(
         self,
