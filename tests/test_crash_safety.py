@@ -147,3 +147,23 @@ def test_node_host_killed_mid_run_is_reattached_not_relaunched(env: Env) -> None
     assert [(a, phase) for a, phase, _ in _segments(env, job_id)] == [(1, "setup"), (1, "run")]
     new_state = json.loads((env.home / "nodes" / "nodehost.json").read_text())
     assert new_state["pid"] != state["pid"]  # the controller brought the node host back
+
+
+def test_machine_lost_while_the_controller_was_down_is_recovered(env: Env) -> None:
+    """Not re-attached to nothing, not run without its setup: a new attempt."""
+    from skytui.clouds.local import LocalCloud
+    from skytui.config import paths
+
+    job_id = env.launch(env.write("t.yaml", _task_yaml(0.0, 0.05)))
+    wait_for(lambda: b"run line 5 " in env.log(job_id), 30, what="run output")
+    _kill_controller(env)
+    cluster = [p.name for p in env.node_dirs()][0].rsplit("-", 1)[0]
+    asyncio.run(LocalCloud(paths()).terminate(cluster, None))  # the machine vanishes
+    job = _restart_and_finish(env, job_id)
+    assert job["recoveries"] == 1
+    segments = _segments(env, job_id)
+    assert [(a, phase) for a, phase, _ in segments] == [(1, "setup"), (1, "run"), (2, "setup"), (2, "run")]
+    log = env.log(job_id).decode()
+    assert log.endswith(_expected_log().decode())  # the second attempt ran whole, setup first
+    shown = env.cli("jobs", "logs", str(job_id), "--no-follow").stdout
+    assert "attempt 2 on local" in shown and "while the controller was down" in shown

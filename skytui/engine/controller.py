@@ -46,7 +46,8 @@ WORKDIR = "sky_workdir"
 POLL_FIRST_S = 0.05
 POLL_MAX_S = 1.0
 LIVENESS_EVERY_S = 10.0
-# How long a node may stay unreachable before the machine is treated as lost.
+# How long a freshly provisioned node may refuse SSH before the launch gives up
+# on it (a running job is never given up while its machine is up).
 UNREACHABLE_GRACE_S = 60.0
 RECOVERY_BACKOFF_MAX_S = 60.0
 
@@ -131,8 +132,7 @@ class JobController:
     async def run(self) -> None:
         try:
             self._task_ids = [t.skypilot_task_id for t in await self.store.tasks(self.job.id)]
-            job = await self.store.job(self.job.id)
-            if job is not None and job.cancel_requested_at is not None:
+            if self.job.cancel_requested_at is not None:
                 self.stop_reason = "user"
                 await self._cancel()
                 return
@@ -226,10 +226,10 @@ class JobController:
                     await self.store.transition_task(self.job.id, idx, S.STARTING, status_reason=None)
                 elif row.status_reason:
                     await self.store.set_task_fields(self.job.id, idx, status_reason=None)
-                cluster = await self._ensure_cluster(row, task)
+                cluster = await self._reattach(row) or await self._provision(row, task)
                 attempt = cluster.row.attempt_no or row.attempt
                 await self._connect(cluster)
-                if not await self._phase_started(idx, attempt, "setup") and not await self._phase_started(idx, attempt, "run"):
+                if not await self._any_phase_started(idx, attempt):
                     await self._sync_files(cluster, task)
                 if task.setup:
                     codes = await self._run_phase(cluster, idx, attempt, "setup", task.setup, task)
@@ -245,7 +245,10 @@ class JobController:
                 message="recovered" if current.status_enum is S.RECOVERING else None,
             )
         else:  # RUNNING: the controller restarted; re-attach
-            cluster = await self._ensure_cluster(row, task)
+            reattached = await self._reattach(row)
+            if reattached is None:
+                raise NodeLost("the machine was lost while the controller was down")
+            cluster = reattached
             attempt = cluster.row.attempt_no or row.attempt
             await self._connect(cluster)
         if not task.run:
@@ -265,17 +268,17 @@ class JobController:
     async def _waiting(self, idx: int, why: str) -> None:
         await self.store.set_task_fields(self.job.id, idx, status_reason=why)
 
-    async def _phase_started(self, idx: int, attempt: int, phase: str) -> bool:
-        segments = await self.store.segments(self.job.id, idx)
-        return any(s.attempt_no == attempt and s.phase == phase for s in segments)
+    async def _any_phase_started(self, idx: int, attempt: int) -> bool:
+        return any(s.attempt_no == attempt for s in await self.store.segments(self.job.id, idx))
 
     # -------------------------------------------------------------- cluster
 
-    async def _ensure_cluster(self, row: TaskRow, task: Task) -> _Cluster:
-        """The attempt's cluster: re-attached if it is still up, else a new one."""
+    async def _reattach(self, row: TaskRow) -> _Cluster | None:
+        """The current attempt's cluster if it is still up; anything else of the
+        task still standing (half-provisioned, gone under us) is torn down."""
         idx = row.task_idx
         if row.attempt == 0:
-            return await self._provision(row, task)  # nothing to re-attach to yet
+            return None  # nothing was provisioned yet
         for existing in await self.store.live_clusters(self.job.id):
             if existing.task_idx != idx:
                 continue
@@ -292,13 +295,12 @@ class JobController:
                     cluster = _Cluster(existing, handle, cloud)
                     self._clusters[existing.id] = cluster
                     return cluster
-            # Half-provisioned, or gone under us: nothing on it can be trusted.
-            await self._teardown(existing, reason="stale after a controller restart")
-            if existing.attempt_no == row.attempt and row.attempt:
-                await self.store.end_attempt(
-                    self.job.id, idx, row.attempt, reason="machine lost before it was used"
-                )
-        return await self._provision(row, task)
+            await self._teardown(existing, reason="not usable after a controller restart")
+        # Idempotent: an attempt already ended keeps its first reason.
+        await self.store.end_attempt(
+            self.job.id, idx, row.attempt, reason="its machine was lost while the controller was down"
+        )
+        return None
 
     async def _provision(self, row: TaskRow, task: Task) -> _Cluster:
         idx = row.task_idx
