@@ -113,3 +113,12 @@ def test_usage_errors_through_the_real_binary(env: Env) -> None:
     assert result.code == 2
     assert f"{typo}:3: resources.acclerators" in result.stderr and "did you mean 'accelerators'" in result.stderr
     assert env.queue() == []
+
+
+def test_storage_the_infra_cannot_provide_is_refused_at_launch(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = env.write("bucket.yaml", "name: b\nfile_mounts:\n  /data: s3://my-bucket/data\nrun: ls /data\n")
+    assert cli.main(["jobs", "launch", "-y", "-d", str(task)]) == 2
+    assert "file_mounts['/data']: cloud storage is not supported yet" in capsys.readouterr().err
+    assert not env.home.exists()

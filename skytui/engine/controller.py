@@ -340,7 +340,8 @@ class JobController:
             cluster = _Cluster(cluster_row, handle, cloud)
             self._clusters[cluster_id] = cluster
             return cluster
-        # Issue: retrying forever with backoff belongs to recovery; here every offer failed once.
+        # Every offer was tried once; waiting for capacity to come back is for
+        # the recovery layer, which knows how long the user is willing to wait.
         raise TaskFailed(S.FAILED_NO_RESOURCE, "no capacity: " + "; ".join(errors))
 
     async def _mark_terminated(self, cluster_id: int, cloud: Cloud, name: str, reason: str) -> None:
@@ -369,15 +370,11 @@ class JobController:
         if isinstance(task.workdir, str):
             uploads.append((task.workdir, WORKDIR))
         for target, source in task.file_mounts.items():
-            if isinstance(source, str) and "://" not in source:
-                # Targets are relative to the node's home: `~/data` and `/data` both
-                # land in the home of a local sandbox, a VM's absolute paths later.
-                uploads.append((source, target.removeprefix("~/").lstrip("/")))
-            else:
-                raise TaskFailed(
-                    S.FAILED_PRECHECKS,
-                    f"file_mounts[{target!r}]: cloud storage sources are not supported yet",
-                )
+            # Launch refused anything but local paths (optimizer.unsupported_storage).
+            assert isinstance(source, str)
+            # Targets are relative to the node's home: `~/data` and `/data` both
+            # land in the home of a local sandbox.
+            uploads.append((source, target.removeprefix("~/").lstrip("/")))
         for local, remote in uploads:
             if not Path(local).expanduser().exists():
                 raise TaskFailed(S.FAILED_PRECHECKS, f"{local} no longer exists on this machine")
