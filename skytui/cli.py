@@ -281,7 +281,7 @@ def follow_job(client: Client, job_id: int, *, task_idx: int | None, follow: boo
             view = client.job(job_id)
             if view is None:
                 _fail_usage(f"no managed job {job_id}")
-            lines: list[str] = []
+            lines: list[str | Text] = []  # job output as printed; our own news dimmed
             for event in client.events(after_id=last_event, job_id=job_id):
                 last_event = event.id
                 if event.task_idx is not None:
@@ -295,7 +295,10 @@ def follow_job(client: Client, job_id: int, *, task_idx: int | None, follow: boo
                 spinner.stop()
                 spinner_on = False
             for line in lines:
-                out.out(line, highlight=False)
+                if isinstance(line, Text):
+                    out.print(line)
+                else:
+                    out.out(line, highlight=False)
             if finished or not follow:
                 if spinner is not None and spinner_on:
                     spinner.stop()
@@ -334,14 +337,14 @@ def _ensure_controller_for(client: Client, view: JobView) -> None:
         client.ensure_controller()
 
 
-def _event_lines(event: EventRow, view: JobView) -> list[str]:
+def _event_lines(event: EventRow, view: JobView) -> list[str | Text]:
     if event.kind == "placement":
-        return [f"⚙︎ {event.message}"]
+        return [Text(f"⚙︎ {event.message}", style="dim")]
     if event.kind == "status" and event.to_status in ("STARTING", "RUNNING", "RECOVERING"):
         task = next((t for t in view.tasks if t.task_idx == event.task_idx), None)
         name = f" task {task.task_idx} ({task.name})" if task and view.is_pipeline else ""
         reason = f" ({event.message})" if event.message else ""
-        return [f"⚙︎ Job {view.job.id}{name}: {event.to_status}{reason}"]
+        return [Text(f"⚙︎ Job {view.job.id}{name}: {event.to_status}{reason}", style="dim")]
     return []
 
 
