@@ -131,6 +131,11 @@ class SpecError(ValueError):
         return (SpecError, (self.file, self.line, self.field, self.message, self.suggestion))
 
 
+def _context(exc: PydanticCustomError) -> dict[str, Any]:
+    """The message, path and suggestion our own errors carry."""
+    return exc.context or {}
+
+
 def _fail(message: str, *path: Any, suggestion: str | None = None) -> PydanticCustomError:
     """An error for a validator to raise; `path` is relative to the validated value."""
     # The message goes through the context rather than the template so that
@@ -202,7 +207,7 @@ def _legacy_infra(cloud: Any, region: Any, zone: Any) -> str:
         return normalize_infra(text)
     except PydanticCustomError as exc:
         # Point at the legacy key that is most likely wrong: the cloud.
-        raise _fail(exc.context["message"], "cloud" if cloud else "region", suggestion=exc.context["suggestion"])
+        raise _fail(_context(exc)["message"], "cloud" if cloud else "region", suggestion=_context(exc)["suggestion"])
 
 
 def parse_cpus(value: Any) -> str:
@@ -314,7 +319,7 @@ def _at(parse: Any, value: Any, *path: Any) -> Any:
     try:
         return parse(value)
     except PydanticCustomError as exc:
-        raise _fail(exc.context["message"], *path, *exc.context["path"], suggestion=exc.context["suggestion"])
+        raise _fail(_context(exc)["message"], *path, *_context(exc)["path"], suggestion=_context(exc)["suggestion"])
 
 
 def _set_member(name: Any, count: Any) -> AcceleratorRequest:
@@ -1081,7 +1086,7 @@ class _CheckedOverrides:
 
 
 def _flag_error(flag: str, exc: PydanticCustomError) -> SpecError:
-    return SpecError("", None, flag, exc.context["message"], exc.context["suggestion"])
+    return SpecError("", None, flag, _context(exc)["message"], _context(exc)["suggestion"])
 
 
 def _check_overrides(overrides: Overrides) -> _CheckedOverrides:
@@ -1281,7 +1286,7 @@ def _legacy_warnings(document: YamlDocument, file: str) -> list[str]:
     resources = document.data.get("resources")
     if not isinstance(resources, dict):
         return []
-    found = [("resources",)] if "spot_recovery" in resources else []
+    found: list[tuple[str | int, ...]] = [("resources",)] if "spot_recovery" in resources else []
     for kind in ("any_of", "ordered"):
         entries = resources.get(kind)
         for index, entry in enumerate(entries if isinstance(entries, list) else []):

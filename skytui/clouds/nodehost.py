@@ -136,10 +136,10 @@ class NodeHost:
         home = sandbox_of(self.root, chan.get_extra_info("username"))
         if home is None:  # pragma: no cover - auth already refused unknown nodes
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "no such node")
-        return asyncssh.SFTPServer(chan, chroot=str(home))
+        return asyncssh.SFTPServer(chan, chroot=os.fsencode(home))
 
     async def start(self, port: int = 0) -> int:
-        authorized = asyncssh.read_public_key_list(str(self.authorized_keys))
+        authorized = list(asyncssh.read_public_key_list(str(self.authorized_keys)))
         self._server = await asyncssh.create_server(
             lambda: _Server(self.root, authorized),
             "127.0.0.1",

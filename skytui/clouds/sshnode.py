@@ -153,11 +153,12 @@ class SSHNode:
         # Env goes inline (not SSH `env` requests) because OpenSSH drops any
         # variable its AcceptEnv does not list.
         prefix = "".join(f"export {k}={shlex.quote(v)}; " for k, v in (env or {}).items())
-        stdin: dict[str, object] = {"input": input} if input is not None else {"stdin": asyncssh.DEVNULL}
+        if input is None:
+            running = conn.run(prefix + command, check=False, stdin=asyncssh.DEVNULL)
+        else:
+            running = conn.run(prefix + command, check=False, input=input)
         try:
-            result = await asyncio.wait_for(
-                conn.run(prefix + command, check=False, **stdin), timeout=timeout
-            )
+            result = await asyncio.wait_for(running, timeout=timeout)
         except asyncio.TimeoutError as exc:
             raise NodeError(f"command timed out after {timeout:g}s on {self.info.user}") from exc
         except (OSError, asyncssh.Error) as exc:
@@ -237,7 +238,9 @@ class SSHNode:
         _, sftp = await self._ensure()
         try:
             async with sftp.open(f"{self._phase_dir(phase_id)}/out.log", "rb") as f:
-                return bytes(await f.read(max_bytes, offset))
+                data = await f.read(max_bytes, offset)
+            assert isinstance(data, bytes)  # binary mode
+            return data
         except asyncssh.SFTPNoSuchFile:
             return b""
         except (OSError, asyncssh.Error) as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -115,9 +116,9 @@ class Reconciler:
         self.active[job.id] = controller
         task = controller.start()
         self._tasks[job.id] = task
-        task.add_done_callback(lambda _t, job_id=job.id: self._job_done(job_id))
+        task.add_done_callback(functools.partial(self._job_done, job.id))
 
-    def _job_done(self, job_id: int) -> None:
+    def _job_done(self, job_id: int, _task: object = None) -> None:
         self.active.pop(job_id, None)
         task = self._tasks.pop(job_id, None)
         if task is not None and not task.cancelled() and task.exception() is not None:
@@ -155,13 +156,13 @@ class Reconciler:
             if row.pool is not None or (owner is not None and TaskStatus(owner.status) in IN_PROGRESS):
                 owned.add(row.name)  # pool workers are reconciled by their pool
                 continue
-            cloud = self.clouds.get(row.cloud)
-            if cloud is None:
+            row_cloud = self.clouds.get(row.cloud)
+            if row_cloud is None:
                 log.warning("cluster %s is on %s, which is not enabled; cannot sweep it", row.name, row.cloud)
                 continue
             log.info("sweeping %s: its job has finished", row.name)
             try:
-                await cloud.terminate(row.name, ClusterHandle.from_json(row.handle) if row.handle_json else None)
+                await row_cloud.terminate(row.name, ClusterHandle.from_json(row.handle) if row.handle_json else None)
             except Exception:  # noqa: BLE001
                 log.exception("could not terminate %s", row.name)
                 continue

@@ -530,7 +530,7 @@ class Store:
                             num_jobs=num_jobs, source=source, spec_json=spec_json,
                             secrets_json=secrets_json,
                         )
-                    ).inserted_primary_key[0]
+                    ).inserted_primary_key[0]  # type: ignore[index]
                 )
                 job_ids.append(job_id)
                 conn.execute(
@@ -925,7 +925,7 @@ class Store:
                     job_id=job_id, task_idx=task_idx, attempt_no=attempt_no, rank=rank,
                     phase=phase, start_offset=start_offset, started_at=time.time(),
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key[0]  # type: ignore[index]
             row = conn.execute(
                 select(log_segments_table).where(log_segments_table.c.id == seg_id)
             ).one()
@@ -967,7 +967,7 @@ class Store:
                         worker_id=worker_id, status=ClusterStatus.PROVISIONING,
                         created_at=time.time(),
                     )
-                ).inserted_primary_key[0]
+                ).inserted_primary_key[0]  # type: ignore[index]
             )
 
     def update_cluster(
