@@ -401,7 +401,7 @@ def cmd_queue(client: Client, args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for view in views:
         for task in view.tasks:
-            if not task.status_enum.is_terminal and task.status_enum is not TaskStatus.PENDING:
+            if not task.status_enum.is_terminal:
                 counts[task.status] = counts.get(task.status, 0) + 1
     if counts:
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
