@@ -209,8 +209,10 @@ class Client:
             return self.paths.controller_log
         return controller_log_path(self.paths.job_logs, job_id)
 
-    def log_follower(self, job_id: int, task_idx: int | None = None) -> LogFollower:
-        return LogFollower(self, job_id, task_idx)
+    def log_follower(
+        self, job_id: int, task_idx: int | None = None, *, tail_bytes: int | None = None
+    ) -> LogFollower:
+        return LogFollower(self, job_id, task_idx, tail_bytes=tail_bytes)
 
 
 # ---------------------------------------------------------------- log follower
@@ -234,10 +236,17 @@ class LogFollower:
     shown once it is complete, or when its phase has ended without a newline.
     """
 
-    def __init__(self, client: Client, job_id: int, task_idx: int | None) -> None:
+    # Bytes read per poll at most, so a huge log is consumed in steps and the
+    # caller stays responsive.
+    POLL_BUDGET = 4 << 20
+
+    def __init__(
+        self, client: Client, job_id: int, task_idx: int | None, *, tail_bytes: int | None = None
+    ) -> None:
         self.client = client
         self.job_id = job_id
         self.task_idx = task_idx
+        self.tail_bytes = tail_bytes
         self._sources: dict[tuple[int, int], _Source] = {}
         self._shown_attempt: dict[int, int] = {}
         # A job that prints its own secret still never shows it: the stored
@@ -271,7 +280,7 @@ class LogFollower:
             source = self._sources.get(key)
             if source is None:
                 path = task_log_path(self.client.paths.job_logs, self.job_id, key[0], key[1])
-                source = self._sources[key] = _Source(key[0], key[1], path)
+                source = self._sources[key] = _Source(key[0], key[1], path, _tail_start(path, self.tail_bytes))
             mine = sorted(
                 (s for s in segments if (s.task_idx, s.rank) == key), key=lambda s: s.start_offset
             )
@@ -290,7 +299,8 @@ class LogFollower:
         out: list[str] = []
         if source.segment is not None:  # take the fresh row: `finished` may have changed
             source.segment = next((s for s in segments if s.id == source.segment.id), source.segment)
-        while source.position < size:
+        budget = self.POLL_BUDGET
+        while source.position < size and budget > 0:
             index = 0
             for i, candidate in enumerate(segments):
                 if candidate.start_offset <= source.position:
@@ -304,11 +314,13 @@ class LogFollower:
             end = segments[index + 1].start_offset if index + 1 < len(segments) else size
             with open(source.path, "rb") as f:
                 f.seek(source.position)
-                data = f.read(min(end, size) - source.position)
+                data = f.read(min(min(end, size) - source.position, budget))
             source.position += len(data)
+            budget -= len(data)
             closed = index + 1 < len(segments) or segment.finished or final
-            out.extend(self._lines(source, data, segment, tasks, closed and source.position >= end))
-        if source.pending and source.segment is not None and (final or source.segment.finished):
+            out.extend(self._lines(source, data, segment, tasks, closed and source.position >= min(end, size)))
+        caught_up = source.position >= size
+        if caught_up and source.pending and source.segment is not None and (final or source.segment.finished):
             out.extend(self._lines(source, b"", source.segment, tasks, closed=True))
         return out
 
@@ -354,6 +366,19 @@ class LogFollower:
             return f"(worker{segment.rank}, rank={segment.rank}, pid={pid})"
         task = tasks.get(segment.task_idx)
         return f"({task.name if task else segment.task_idx}, pid={pid})"
+
+
+def _tail_start(path: Path, tail_bytes: int | None) -> int:
+    """Where to start reading so that only about the last `tail_bytes` are
+    shown, at the start of a line: a 1 GB log opens at its end at once."""
+    size = file_size(path)
+    if tail_bytes is None or size <= tail_bytes:
+        return 0
+    start = size - tail_bytes
+    with open(path, "rb") as f:
+        f.seek(start)
+        newline = f.read(64 * 1024).find(b"\n")
+    return start + newline + 1 if newline >= 0 else start
 
 
 def is_terminal(status: str) -> bool:
