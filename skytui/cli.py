@@ -26,6 +26,7 @@ from skytui.config import ConfigError
 from skytui.engine.optimizer import InfeasibleError, Plan, considered_rows
 from skytui.engine.status import TERMINAL, TaskStatus
 from skytui.engine.store import EventRow, StoreError
+from skytui.format import QUEUE_COLUMNS, in_progress_summary, queue_lines, status_text
 from skytui.spec import Overrides, Pipeline, SpecError, load_pipeline, parse_env_flag
 
 EXIT_OK = 0
@@ -34,17 +35,6 @@ EXIT_USAGE = 2
 EXIT_CANCELLED = 3
 EXIT_INTERRUPTED = 130
 
-STATUS_STYLES = {
-    "PENDING": "yellow",
-    "STARTING": "cyan",
-    "RUNNING": "green",
-    "RECOVERING": "magenta",
-    "CANCELLING": "yellow",
-    "SUCCEEDED": "bold green",
-    "CANCELLED": "yellow",
-}
-
-# Piped output is for scripts and files: never squeeze a table to 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -54,40 +44,6 @@ class UsageError(Exception):
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _status_text(status: str) -> Text:
-    style = STATUS_STYLES.get(status, "red" if status.startswith("FAILED") else "")
-    return Text(status, style=style)
-
-
-def readable_ago(then: float | None, now: float) -> str:
-    if then is None:
-        return "-"
-    seconds = max(0, now - then)
-    if seconds < 60:
-        return "a few secs ago"
-    for unit, size in (("day", 86400), ("hr", 3600), ("min", 60)):
-        if seconds >= size:
-            count = int(seconds // size)
-            return f"{count} {unit}{'s' if count != 1 else ''} ago"
-    return "-"  # pragma: no cover
-
-
-def readable_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h {minutes}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h"
 
 
 def exit_code_for(status: TaskStatus) -> int:
@@ -351,7 +307,7 @@ def _event_lines(event: EventRow, view: JobView) -> list[str | Text]:
 def _print_outcome(view: JobView) -> None:
     status = view.status
     text = Text(f"✓ Managed job {view.job.id} finished: ")
-    text.append_text(_status_text(status.value))
+    text.append_text(status_text(status.value))
     failed = next((t for t in view.tasks if t.failure_reason), None)
     if failed is not None and status is not TaskStatus.SUCCEEDED:
         text.append(f" ({failed.name}: {failed.failure_reason})")
@@ -361,66 +317,24 @@ def _print_outcome(view: JobView) -> None:
 # ------------------------------------------------------------------- queue
 
 
-def _job_rows(view: JobView, now: float) -> list[list[Text | str]]:
-    job = view.job
-    tot = (job.ended_at or now) - job.submitted_at
-    pool = job.pool or "-"
-    if not view.is_pipeline:
-        task = view.tasks[0]
-        return [[
-            str(job.id), "-", job.name, task.requested, readable_ago(job.submitted_at, now),
-            readable_duration(tot), readable_duration(task.duration_s(now) if task.started_at else None),
-            str(task.recoveries), _status_text(job.status), pool,
-        ]]
-    status = _status_text(job.status)
-    current = view.current_task
-    if current is not None and view.status not in TERMINAL:
-        status.append(f" (task: {current.task_idx})")
-    started = any(t.started_at for t in view.tasks)
-    rows: list[list[Text | str]] = [[
-        str(job.id), "", job.name, "-", readable_ago(job.submitted_at, now), readable_duration(tot),
-        readable_duration(sum(t.duration_s(now) for t in view.tasks) if started else None),
-        str(sum(t.recoveries for t in view.tasks)), status, pool,
-    ]]
-    for task in view.tasks:
-        task_tot = ((task.ended_at or now) - task.submitted_at) if task.started_at or task.ended_at else None
-        rows.append([
-            " ↳", str(task.task_idx), task.name, task.requested, readable_ago(task.submitted_at, now),
-            readable_duration(task_tot), readable_duration(task.duration_s(now) if task.started_at else None),
-            str(task.recoveries), _status_text(task.status), pool,
-        ])
-    return rows
-
-
 def cmd_queue(client: Client, args: argparse.Namespace) -> int:
     views = client.queue(skip_finished=args.skip_finished, limit=None if args.all else 50)
     now = time.time()
     if args.json:
         sys.stdout.write(json.dumps({"jobs": [v.to_json(now) for v in views]}) + "\n")
         return EXIT_OK
-    counts: dict[str, int] = {}
-    for view in views:
-        for task in view.tasks:
-            if not task.status_enum.is_terminal:
-                counts[task.status] = counts.get(task.status, 0) + 1
-    if counts:
-        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        out.print(f"In progress tasks: {summary}")
+    out.print(in_progress_summary(views))
     if any(v.status not in TERMINAL for v in views) and not client.controller_info().running:
         err.print("Warning: jobs are in progress but the controller is not running; "
                   "start it with `skytui controller start`.")
-    else:
-        out.print("No in-progress managed jobs.")
     if not views:
         return EXIT_OK
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "TASK", "NAME", "REQUESTED", "SUBMITTED", "TOT. DURATION", "JOB DURATION",
-                   "#RECOVERIES", "STATUS", "POOL"):
+    for column in QUEUE_COLUMNS:
         table.add_column(column, no_wrap=True)
     for view in views:
-        rows = _job_rows(view, now)
-        for row in rows:
-            table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
+        for line in queue_lines(view, now):
+            table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in line.cells))
         if view.is_pipeline:
             table.add_row()
     out.print(table)

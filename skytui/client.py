@@ -189,6 +189,22 @@ class Client:
         tasks = self.store.tasks_of_jobs([j.id for j in jobs])
         return [JobView(j, tasks[j.id]) for j in jobs]
 
+    def snapshot(self, *, limit: int | None = None) -> tuple[list[JobView], int]:
+        """Every job (newest first) and the event id to follow changes from.
+
+        The event id is read first: a change racing the read shows up again
+        in `changes`, never goes missing.
+        """
+        last_event = self.store.last_event_id()
+        return self.queue(limit=limit), last_event
+
+    def changes(self, after_event_id: int) -> tuple[list[JobView], int]:
+        """The jobs that changed since an event id, fresh, and the new event id."""
+        job_ids, last_event = self.store.job_ids_changed_after(after_event_id)
+        jobs = self.store.jobs_by_ids(job_ids)
+        tasks = self.store.tasks_of_jobs([j.id for j in jobs])
+        return [JobView(j, tasks[j.id]) for j in jobs], last_event
+
     def events(self, *, after_id: int = 0, job_id: int | None = None) -> list[EventRow]:
         return self.store.events(after_id=after_id, job_id=job_id)
 

@@ -739,6 +739,23 @@ class Store:
             ).all()
         return [_record(JobRow, r) for r in rows]
 
+    def jobs_by_ids(self, job_ids: Sequence[int]) -> list[JobRow]:
+        if not job_ids:
+            return []
+        with self._read() as conn:
+            rows = conn.execute(select(jobs_table).where(jobs_table.c.id.in_(list(job_ids)))).all()
+        return [_record(JobRow, r) for r in rows]
+
+    def job_ids_changed_after(self, event_id: int) -> tuple[list[int], int]:
+        """Jobs with an event after `event_id`, and the newest event id seen."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(events_table.c.id, events_table.c.job_id).where(events_table.c.id > event_id)
+            ).all()
+        if not rows:
+            return [], event_id
+        return sorted({r.job_id for r in rows if r.job_id is not None}), max(r.id for r in rows)
+
     def latest_job_id(self) -> int | None:
         with self._read() as conn:
             return conn.execute(select(func.max(jobs_table.c.id))).scalar()

@@ -1,0 +1,126 @@
+"""How jobs read to people: the queue's columns, relative times, durations,
+status colours. Shared by the headless CLI and the TUI so both say the same
+thing the same way (SkyPilot's `sky jobs queue` wording)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rich.text import Text
+
+from skytui.client import JobView
+from skytui.engine.status import TERMINAL, TaskStatus
+
+QUEUE_COLUMNS = (
+    "ID", "TASK", "NAME", "REQUESTED", "SUBMITTED", "TOT. DURATION", "JOB DURATION",
+    "#RECOVERIES", "STATUS", "POOL",
+)
+
+STATUS_STYLES = {
+    "PENDING": "yellow",
+    "STARTING": "cyan",
+    "RUNNING": "green",
+    "RECOVERING": "magenta",
+    "CANCELLING": "yellow",
+    "SUCCEEDED": "bold green",
+    "CANCELLED": "yellow",
+}
+
+
+def status_style(status: str) -> str:
+    return STATUS_STYLES.get(status, "bold red" if status.startswith("FAILED") else "")
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=status_style(status))
+
+
+def readable_ago(then: float | None, now: float) -> str:
+    if then is None:
+        return "-"
+    seconds = max(0.0, now - then)
+    if seconds < 60:
+        return "a few secs ago"
+    for unit, size in (("day", 86400), ("hr", 3600), ("min", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''} ago"
+    return "-"  # pragma: no cover - the loop always returns
+
+
+def readable_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, whole = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {whole}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+@dataclass(frozen=True)
+class QueueLine:
+    """One line of the queue: a job, or a pipeline task under it (`↳`)."""
+
+    key: str  # "12" for a job, "12/0" for its first task
+    job_id: int
+    task_idx: int | None
+    cells: tuple[str | Text, ...]  # in QUEUE_COLUMNS order; STATUS is a coloured Text
+    finished: bool
+
+
+def queue_lines(view: JobView, now: float) -> list[QueueLine]:
+    job = view.job
+    tot = readable_duration((job.ended_at or now) - job.submitted_at)
+    pool = job.pool or "-"
+    finished = view.status in TERMINAL
+    if not view.is_pipeline:
+        task = view.tasks[0]
+        cells = (
+            str(job.id), "-", job.name, task.requested, readable_ago(job.submitted_at, now), tot,
+            readable_duration(task.duration_s(now) if task.started_at else None),
+            str(task.recoveries), status_text(job.status), pool,
+        )
+        return [QueueLine(str(job.id), job.id, None, cells, finished)]
+    status = status_text(job.status)
+    current = view.current_task
+    if current is not None and not finished:
+        status.append(f" (task: {current.task_idx})")
+    started = any(t.started_at for t in view.tasks)
+    lines = [QueueLine(str(job.id), job.id, None, (
+        str(job.id), "", job.name, "-", readable_ago(job.submitted_at, now), tot,
+        readable_duration(sum(t.duration_s(now) for t in view.tasks) if started else None),
+        str(sum(t.recoveries for t in view.tasks)), status, pool,
+    ), finished)]
+    for task in view.tasks:
+        task_tot = (task.ended_at or now) - task.submitted_at if task.started_at or task.ended_at else None
+        lines.append(QueueLine(f"{job.id}/{task.task_idx}", job.id, task.task_idx, (
+            " ↳", str(task.task_idx), task.name, task.requested, readable_ago(task.submitted_at, now),
+            readable_duration(task_tot), readable_duration(task.duration_s(now) if task.started_at else None),
+            str(task.recoveries), status_text(task.status), pool,
+        ), finished))
+    return lines
+
+
+def in_progress_counts(views: Iterable[JobView]) -> dict[str, int]:
+    """Unfinished tasks by status, for "In progress tasks: 1 RECOVERING, 2 RUNNING"."""
+    counts: dict[str, int] = {}
+    for view in views:
+        for task in view.tasks:
+            if not TaskStatus(task.status).is_terminal:
+                counts[task.status] = counts.get(task.status, 0) + 1
+    return counts
+
+
+def in_progress_summary(views: Iterable[JobView]) -> str:
+    counts = in_progress_counts(views)
+    if not counts:
+        return "No in-progress managed jobs."
+    return "In progress tasks: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
