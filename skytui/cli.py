@@ -472,8 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _fail_usage("--run takes a file and launch flags, not a subcommand")
             return cmd_launch(client, args.run, args, follow=True)
         if args.command is None:
-            err.print("The terminal UI is not available in this version; see `skytui --help`.")
-            return EXIT_USAGE
+            from skytui.app import run_tui  # Textual loads only for the TUI
+
+            return run_tui()
         if args.command == "jobs":
             if args.jobs_command == "launch":
                 return cmd_launch(client, args.file, args, follow=True)

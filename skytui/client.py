@@ -208,6 +208,11 @@ class Client:
     def events(self, *, after_id: int = 0, job_id: int | None = None) -> list[EventRow]:
         return self.store.events(after_id=after_id, job_id=job_id)
 
+    def job_spec(self, job_id: int) -> dict[str, Any]:
+        """What was submitted, as stored: secrets live elsewhere and are not included."""
+        spec, _secrets = self.store.job_spec(job_id)
+        return spec
+
     def attempts(self, job_id: int) -> list[AttemptRow]:
         return self.store.attempts(job_id)
 

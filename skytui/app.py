@@ -1,0 +1,96 @@
+"""The Textual app: `skytui` with no arguments.
+
+The app owns one live copy of the queue. A thread worker reads a snapshot
+through the client, then follows the event table by id and hands the app the
+jobs that changed, a few times a second; screens watch `jobs_revision` and
+redraw from `app.jobs`. The app never writes SQL and never imports the
+engine's internals, and quitting it never stops a job: the controller daemon
+keeps running on its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.worker import get_current_worker
+
+from skytui.client import Client, JobView
+from skytui.screens.jobs import JobsScreen
+from skytui.screens.pools import PoolsScreen
+
+Clock = Callable[[], float]
+
+
+class SkyTUI(App[None]):
+    """Managed jobs at the keyboard."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "skytui"
+    MODES = {"jobs": JobsScreen, "pools": PoolsScreen}
+    DEFAULT_MODE = "jobs"
+    BINDINGS = [
+        Binding("ctrl+c", "quit", "Quit", priority=True, id="app.quit"),
+        Binding("question_mark", "toggle_help", "Help", id="app.help"),
+    ]
+
+    jobs_revision: reactive[int] = reactive(0, init=False)
+    """Bumped whenever `jobs` changed; screens watch it."""
+
+    def __init__(
+        self, client: Client | None = None, *, clock: Clock = time.time, poll_interval: float = 0.25,
+        follow: bool = True,
+    ) -> None:
+        super().__init__()
+        self.client = client or Client()
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self._follow = follow
+        self.jobs: dict[int, JobView] = {}
+        """Every job the app knows, by id: the queue's source of truth on screen."""
+        self.loaded = False
+
+    def on_mount(self) -> None:
+        self.follow_queue()
+
+    @work(thread=True, exclusive=True, group="queue-feed", name="queue feed")
+    def follow_queue(self) -> None:
+        """Snapshot, then changes by event id; runs until the app exits."""
+        worker = get_current_worker()
+        views, last_event = self.client.snapshot()
+        self.call_from_thread(self._apply, views, True)
+        while self._follow and not worker.is_cancelled:
+            time.sleep(self.poll_interval)
+            changed, last_event = self.client.changes(last_event)
+            if changed and not worker.is_cancelled:
+                self.call_from_thread(self._apply, changed, False)
+
+    def _apply(self, views: Iterable[JobView], full: bool) -> None:
+        if full:
+            self.jobs = {view.job.id: view for view in views}
+            self.loaded = True
+        else:
+            for view in views:
+                self.jobs[view.job.id] = view
+        self.jobs_revision += 1
+
+    def refresh_job(self, job_id: int) -> None:
+        """Read one job now (after an action of ours) instead of waiting for the feed."""
+        view = self.client.job(job_id)
+        if view is not None:
+            self._apply([view], False)
+
+    def action_toggle_help(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+
+def run_tui() -> int:
+    SkyTUI().run()
+    return 0

@@ -1,0 +1,230 @@
+"""One job (`enter`): the pipeline as a tree of tasks and attempts, the event
+timeline, what was asked and where it landed, and the selected task's log.
+
+Everything here is read through the client in thread workers; the screen
+redraws when the app's feed says this job changed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Log, Static, Tree
+from textual.worker import get_current_worker
+
+from skytui.client import JobView
+from skytui.engine.status import TERMINAL
+from skytui.engine.store import AttemptRow, EventRow
+from skytui.format import readable_duration, status_style
+from skytui.widgets.log_view import LogView
+
+if TYPE_CHECKING:
+    from skytui.app import SkyTUI
+
+TAIL_BYTES = 1 << 20
+
+
+def attempt_label(attempt: AttemptRow, now: float) -> Text:
+    ended = attempt.ended_at or now
+    where = attempt.infra or "?"
+    label = Text(f"attempt {attempt.attempt_no} · {where} · {attempt.instance_type or '-'}")
+    if attempt.use_spot:
+        label.append(" · spot")
+    label.append(f" · {readable_duration(ended - attempt.started_at)}")
+    if attempt.end_reason:
+        label.append(f" · {attempt.end_reason}", style="dim")
+    elif attempt.ended_at is None:
+        label.append(" · current", style="bold")
+    return label
+
+
+def event_line(event: EventRow) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
+    task = f"task {event.task_idx} " if event.task_idx is not None else ""
+    if event.kind == "status":
+        what = f"{event.from_status} → {event.to_status}"
+        return f"{stamp} {task}{what}" + (f" ({event.message})" if event.message else "")
+    return f"{stamp} {task}{event.kind}: {event.message or ''}"
+
+
+class JobScreen(Screen[None]):
+    BINDING_GROUP_TITLE = "Job"
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="job.back"),
+        Binding("q", "app.pop_screen", "Back", show=False, id="job.quit"),
+        Binding("l", "logs", "Full logs", id="job.logs"),
+        Binding("p", "controller_logs", "Controller log", id="job.controller_logs"),
+        Binding("ctrl+d", "cancel_job", "Cancel job", id="job.cancel"),
+    ]
+
+    def __init__(self, job_id: int, task_idx: int | None = None) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.task_idx = task_idx
+        self._last_event = 0
+        self._spec: dict[str, Any] | None = None
+
+    @property
+    def tui(self) -> SkyTUI:
+        from skytui.app import SkyTUI
+
+        assert isinstance(self.app, SkyTUI)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="job-title")
+        with Horizontal(id="job-body"):
+            with Vertical(id="job-left"):
+                yield Tree("tasks", id="job-tree")
+                yield Static("", id="job-resources")
+            with Vertical(id="job-right"):
+                yield Log(id="job-events", max_lines=2000)
+                yield LogView(id="job-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        tree = self.query_one(Tree)
+        tree.show_root = False
+        tree.border_title = "Tasks and attempts"
+        tree.focus()
+        self.query_one("#job-resources").border_title = "Resources"
+        self.query_one("#job-events").border_title = "Timeline"
+        self.query_one("#job-log").border_title = "Log"
+        self.watch(self.tui, "jobs_revision", self._job_changed, init=False)
+        self.load_details()
+        self.stream_log()
+
+    # -------------------------------------------------------------- loading
+
+    def _job_changed(self) -> None:
+        self.load_details()
+
+    @work(thread=True, exclusive=True, group="job-details", name="job details")
+    def load_details(self) -> None:
+        client = self.tui.client
+        view = client.job(self.job_id)
+        if view is None:
+            return
+        attempts = client.attempts(self.job_id)
+        events = client.events(after_id=self._last_event, job_id=self.job_id)
+        if self._spec is None:
+            self._spec = client.job_spec(self.job_id)
+        self.app.call_from_thread(self._show, view, attempts, events)
+
+    def _show(self, view: JobView, attempts: list[AttemptRow], events: list[EventRow]) -> None:
+        now = self.tui.clock()
+        job = view.job
+        title = Text(f"Job {job.id} · {job.name} · ")
+        title.append(job.status, style=status_style(job.status))
+        title.append(f" · submitted {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.submitted_at))}")
+        self.query_one("#job-title", Static).update(title)
+        self._fill_tree(view, attempts, now)
+        if events:
+            self._last_event = events[-1].id
+            self.query_one("#job-events", Log).write_lines([event_line(e) for e in events])
+        self._show_resources(view)
+
+    def _fill_tree(self, view: JobView, attempts: list[AttemptRow], now: float) -> None:
+        tree = self.query_one(Tree)
+        cursor = tree.cursor_line
+        tree.clear()
+        for task in view.tasks:
+            label = Text(f"{task.task_idx} {task.name} ")
+            label.append(task.status, style=status_style(task.status))
+            label.append(f" · {readable_duration(task.duration_s(now) if task.started_at else None)}")
+            if task.recoveries:
+                label.append(f" · {task.recoveries} recover{'ies' if task.recoveries > 1 else 'y'}")
+            if task.failure_reason:
+                label.append(f" · {task.failure_reason}", style="red")
+            node = tree.root.add(label, data=task.task_idx, expand=True)
+            for attempt in (a for a in attempts if a.task_idx == task.task_idx):
+                node.add_leaf(attempt_label(attempt, now), data=task.task_idx)
+        tree.cursor_line = max(0, min(cursor, tree.last_line))
+
+    def _show_resources(self, view: JobView) -> None:
+        task_idx = self.task_idx if self.task_idx is not None else (
+            view.current_task.task_idx if view.current_task else 0
+        )
+        task = view.tasks[task_idx] if task_idx < len(view.tasks) else None
+        if task is None or self._spec is None:
+            return
+        spec = self._spec["tasks"][task_idx]
+        asked = json.dumps(
+            {k: v for k, v in spec.get("resources", {}).items() if v not in (None, [], {}, False)},
+            sort_keys=True,
+        )
+        lines = [
+            f"task {task_idx}: {task.name}",
+            f"requested: {task.requested} × {task.num_nodes} node{'s' if task.num_nodes > 1 else ''}",
+            f"resources: {asked}",
+            f"placed on: {task.infra or '-'} · {task.instance_type or '-'}"
+            + (" · spot" if task.use_spot else ""),
+            f"task id: {task.skypilot_task_id}",
+        ]
+        if task.exit_code is not None:
+            lines.append(f"exit code: {task.exit_code}")
+        self.query_one("#job-resources", Static).update(Text("\n".join(lines)))
+
+    @work(thread=True, exclusive=True, group="job-log", name="job log")
+    def stream_log(self) -> None:
+        worker = get_current_worker()
+        client = self.tui.client
+        follower = client.log_follower(self.job_id, self.task_idx, tail_bytes=TAIL_BYTES)
+        while not worker.is_cancelled:
+            view = client.job(self.job_id)
+            finished = view is None or view.job.status in {s.value for s in TERMINAL}
+            lines = follower.poll(final=finished)
+            if lines and not worker.is_cancelled:
+                self.app.call_from_thread(self.query_one("#job-log", LogView).append_lines, lines)
+            if finished and not lines:
+                return
+            if not lines:
+                time.sleep(0.2)
+
+    # -------------------------------------------------------------- actions
+
+    @on(Tree.NodeHighlighted)
+    def _task_highlighted(self, event: Tree.NodeHighlighted[int]) -> None:
+        task_idx = event.node.data
+        if task_idx is None or task_idx == self.task_idx:
+            return
+        self.task_idx = task_idx
+        self.query_one("#job-log", LogView).clear()
+        self.stream_log()
+        view = self.tui.jobs.get(self.job_id)
+        if view is not None:
+            self._show_resources(view)
+
+    def action_logs(self) -> None:
+        from skytui.screens.logs import LogsScreen
+
+        self.app.push_screen(LogsScreen(self.job_id, self.task_idx))
+
+    def action_controller_logs(self) -> None:
+        from skytui.screens.logs import LogsScreen
+
+        screen = LogsScreen(self.job_id, self.task_idx)
+        screen.set_reactive(LogsScreen.controller, True)
+        self.app.push_screen(screen)
+
+    def action_cancel_job(self) -> None:
+        view = self.tui.jobs.get(self.job_id)
+        if view is None or view.job.status in {s.value for s in TERMINAL}:
+            self.notify("This job has finished; there is nothing to cancel.", severity="warning")
+            return
+        from skytui.screens.confirm import ConfirmCancel
+
+        def cancel(confirmed: bool | None) -> None:
+            if confirmed:
+                self.run_worker(lambda: self.tui.client.cancel([self.job_id]), thread=True, group="cancel")
+                self.notify(f"Cancelling job {self.job_id}.")
+
+        self.app.push_screen(ConfirmCancel([self.job_id]), cancel)

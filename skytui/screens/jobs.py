@@ -1,0 +1,290 @@
+"""The home screen: the live queue, as `sky jobs queue` shows it, at the keyboard.
+
+Rows come from `app.jobs` (kept live by the app's feed); this screen only
+filters, sorts and hands the visible rows to a virtualised table, so ten
+thousand jobs cost one list rebuild, not ten thousand widgets.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from skytui.client import JobView
+from skytui.engine.status import TERMINAL, TaskStatus
+from skytui.format import QUEUE_COLUMNS, in_progress_summary, queue_lines
+from skytui.widgets.job_table import Column, JobTable, TableRow
+
+if TYPE_CHECKING:
+    from skytui.app import SkyTUI
+
+SortKey = Literal["id", "name", "age", "status", "duration", "recoveries"]
+Scope = Literal["all", "active", "faults"]
+
+# Fixed widths: measuring ten thousand cells is what makes big tables slow.
+COLUMN_WIDTHS = {
+    "ID": 6, "TASK": 4, "NAME": 22, "REQUESTED": 14, "SUBMITTED": 14, "TOT. DURATION": 13,
+    "JOB DURATION": 12, "#RECOVERIES": 11, "STATUS": 24, "POOL": 12, "INFRA": 18,
+}
+RIGHT_ALIGNED = {"#RECOVERIES"}
+FAULTS = {s.value for s in TaskStatus if s.is_failure} | {TaskStatus.RECOVERING.value}
+
+
+class JobFilter:
+    """The `/` filter: a regex over a job's visible text; a leading `!` inverts it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.invert = text.startswith("!")
+        pattern = text[1:] if self.invert else text
+        try:
+            self.regex: re.Pattern[str] | None = re.compile(pattern, re.IGNORECASE) if pattern else None
+            self.error: str | None = None
+        except re.error as exc:
+            # A half-typed regex matches literally rather than hiding everything.
+            self.regex = re.compile(re.escape(pattern), re.IGNORECASE)
+            self.error = str(exc)
+
+    def matches(self, haystack: str) -> bool:
+        if self.regex is None:
+            return True
+        found = self.regex.search(haystack) is not None
+        return found != self.invert
+
+
+def _haystack(view: JobView) -> str:
+    job = view.job
+    parts = [str(job.id), job.name, job.status, job.pool or ""]
+    for task in view.tasks:
+        parts += [task.name, task.status, task.infra or "", task.requested]
+    return " ".join(parts)
+
+
+def _sort_value(view: JobView, key: SortKey, now: float) -> object:
+    if key == "name":
+        return view.job.name.lower()
+    if key == "age":
+        return view.job.submitted_at
+    if key == "status":
+        return view.job.status
+    if key == "duration":
+        return sum(t.duration_s(now) for t in view.tasks)
+    if key == "recoveries":
+        return sum(t.recoveries for t in view.tasks)
+    return view.job.id
+
+
+class JobsScreen(Screen[None]):
+    """The live queue."""
+
+    BINDING_GROUP_TITLE = "Jobs"
+    BINDINGS = [
+        Binding("enter", "open_job", "Open", id="jobs.open"),
+        Binding("l", "logs", "Logs", id="jobs.logs"),
+        Binding("ctrl+d", "cancel_jobs", "Cancel job", id="jobs.cancel"),
+        Binding("slash", "filter", "Filter", id="jobs.filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="jobs.clear_filter"),
+        Binding("0", "scope('all')", "All", id="jobs.scope_all"),
+        Binding("1", "scope('active')", "Active", id="jobs.scope_active"),
+        Binding("ctrl+z", "scope('faults')", "Faults", id="jobs.scope_faults"),
+        Binding("I", "sort('id')", "Sort by id", show=False, id="jobs.sort_id"),
+        Binding("N", "sort('name')", "Sort by name", show=False, id="jobs.sort_name"),
+        Binding("A", "sort('age')", "Sort by age", show=False, id="jobs.sort_age"),
+        Binding("S", "sort('status')", "Sort by status", show=False, id="jobs.sort_status"),
+        Binding("D", "sort('duration')", "Sort by duration", show=False, id="jobs.sort_duration"),
+        Binding("R", "sort('recoveries')", "Sort by recoveries", show=False, id="jobs.sort_recoveries"),
+        Binding("colon", "switch('pools')", ":pools", show=False, id="jobs.pools"),
+        Binding("q", "app.quit", "Quit", id="jobs.quit"),
+    ]
+
+    sort_key: reactive[SortKey] = reactive("id", init=False)
+    sort_reverse: reactive[bool] = reactive(True, init=False)
+    """Newest first by default, as `sky jobs queue`."""
+    scope: reactive[Scope] = reactive("all", init=False)
+    filter_text: reactive[str] = reactive("", init=False)
+
+    @property
+    def tui(self) -> SkyTUI:
+        from skytui.app import SkyTUI
+
+        assert isinstance(self.app, SkyTUI)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="jobs-header"):
+            yield Static("Loading jobs…", id="jobs-summary")
+            yield Static("", id="jobs-view")
+        yield JobTable(id="jobs-table")
+        yield Input(placeholder="filter: a regex; !regex inverts; enter applies, esc clears", id="jobs-filter")
+        yield Static("", id="jobs-empty")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(JobTable)
+        names = (*QUEUE_COLUMNS, "INFRA")
+        table.set_columns(
+            [Column(name.lower(), name, COLUMN_WIDTHS[name], "right" if name in RIGHT_ALIGNED else "left")
+             for name in names]
+        )
+        self.watch(self.tui, "jobs_revision", self._redraw, init=False)
+        self.set_interval(1.0, self._tick)
+        table.focus()
+        if self.tui.loaded:
+            self._redraw()
+
+    # ------------------------------------------------------------ rendering
+
+    def _visible_views(self) -> list[JobView]:
+        now = self.tui.clock()
+        job_filter = JobFilter(self.filter_text)
+        views = []
+        for view in self.tui.jobs.values():
+            if self.scope == "active" and view.job.status in {s.value for s in TERMINAL}:
+                continue
+            if self.scope == "faults" and not any(t.status in FAULTS for t in view.tasks):
+                continue
+            if not job_filter.matches(_haystack(view)):
+                continue
+            views.append(view)
+        views.sort(key=lambda v: (_sort_value(v, self.sort_key, now), v.job.id), reverse=self.sort_reverse)
+        return views
+
+    def _redraw(self) -> None:
+        now = self.tui.clock()
+        views = self._visible_views()
+        rows: list[TableRow] = []
+        for view in views:
+            for line in queue_lines(view, now):
+                task = view.tasks[line.task_idx] if line.task_idx is not None else view.current_task
+                infra = task.infra if task is not None and task.infra else "-"
+                rows.append(
+                    TableRow(line.key, (*line.cells, infra), dim=line.finished, indent=line.task_idx is not None)
+                )
+        self.query_one(JobTable).set_rows(rows)
+        self.query_one("#jobs-summary", Static).update(in_progress_summary(self.tui.jobs.values()))
+        shown = f"{len(views)} of {len(self.tui.jobs)} jobs"
+        labels = {"all": "all", "active": "active only", "faults": "faults only"}
+        view_label = f"{shown} · {labels[self.scope]} · sorted by {self.sort_key}{' ↓' if self.sort_reverse else ' ↑'}"
+        if self.filter_text:
+            view_label += f" · /{self.filter_text}"
+        self.query_one("#jobs-view", Static).update(view_label)
+        empty = self.query_one("#jobs-empty", Static)
+        empty.display = not views
+        if not views:
+            empty.update(
+                "No managed jobs yet. Launch one with `skytui jobs launch FILE`."
+                if not self.tui.jobs else "No job matches this view (0: all, esc: clear the filter)."
+            )
+
+    def _tick(self) -> None:
+        # Durations tick while something runs; a finished queue stays still.
+        if any(v.job.status not in {s.value for s in TERMINAL} for v in self.tui.jobs.values()):
+            self._redraw()
+
+    def watch_sort_key(self) -> None:
+        self._redraw()
+
+    def watch_sort_reverse(self) -> None:
+        self._redraw()
+
+    def watch_scope(self) -> None:
+        self._redraw()
+
+    def watch_filter_text(self) -> None:
+        self._redraw()
+
+    # -------------------------------------------------------------- actions
+
+    def _selected_job(self) -> tuple[int, int | None] | None:
+        key = self.query_one(JobTable).cursor_key
+        if key is None:
+            return None
+        job, _, task = key.partition("/")
+        return int(job), int(task) if task else None
+
+    def action_open_job(self) -> None:
+        selected = self._selected_job()
+        if selected is not None:
+            from skytui.screens.job import JobScreen
+
+            self.app.push_screen(JobScreen(selected[0], selected[1]))
+
+    @on(JobTable.Selected)
+    def _open_selected(self, _event: JobTable.Selected) -> None:
+        self.action_open_job()
+
+    def action_logs(self) -> None:
+        selected = self._selected_job()
+        if selected is not None:
+            from skytui.screens.logs import LogsScreen
+
+            self.app.push_screen(LogsScreen(selected[0], selected[1]))
+
+    def action_cancel_jobs(self) -> None:
+        table = self.query_one(JobTable)
+        keys = table.marked or ({table.cursor_key} if table.cursor_key else set())
+        job_ids = sorted({int(key.partition("/")[0]) for key in keys})
+        cancellable = [
+            job_id for job_id in job_ids
+            if job_id in self.tui.jobs and self.tui.jobs[job_id].job.status not in {s.value for s in TERMINAL}
+        ]
+        if not cancellable:
+            self.notify("Nothing to cancel: the selected jobs have finished.", severity="warning")
+            return
+        from skytui.screens.confirm import ConfirmCancel
+
+        def cancel(confirmed: bool | None) -> None:
+            if confirmed:
+                self._cancel(cancellable)
+                table.clear_marks()
+
+        self.app.push_screen(ConfirmCancel(cancellable), cancel)
+
+    def _cancel(self, job_ids: list[int]) -> None:
+        self.run_worker(
+            lambda: self.tui.client.cancel(job_ids), thread=True, group="cancel", name="cancel jobs"
+        )
+        self.notify(f"Cancelling job{'s' if len(job_ids) > 1 else ''} {', '.join(map(str, job_ids))}.")
+
+    def action_filter(self) -> None:
+        box = self.query_one("#jobs-filter", Input)
+        box.value = self.filter_text
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#jobs-filter")
+    def _filter_typed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+
+    @on(Input.Submitted, "#jobs-filter")
+    def _filter_done(self, _event: Input.Submitted) -> None:
+        self.query_one("#jobs-filter", Input).display = False
+        self.query_one(JobTable).focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#jobs-filter", Input)
+        box.value = ""
+        box.display = False
+        self.filter_text = ""
+        self.query_one(JobTable).focus()
+
+    def action_scope(self, scope: Scope) -> None:
+        self.scope = scope
+
+    def action_sort(self, key: SortKey) -> None:
+        if self.sort_key == key:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_key = key
+            self.sort_reverse = key in ("id", "age", "duration", "recoveries")
+
+    def action_switch(self, mode: str) -> None:
+        self.app.switch_mode(mode)

@@ -1,0 +1,152 @@
+"""The logs view (`l`): a job's output as it is written, every attempt.
+
+A thread worker polls the client's log follower (which opens big logs at
+their tail and reads in bounded steps) and hands each batch of lines to a
+line-API view, so a chatty job never turns into one widget update per line.
+`p` flips to the controller's own account of the job (placements, failures,
+cleanup); `s` switches between all tasks and one task of a pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+from textual.worker import get_current_worker
+
+from skytui.engine.status import TERMINAL
+from skytui.widgets.log_view import LogView
+
+if TYPE_CHECKING:
+    from skytui.app import SkyTUI
+
+TAIL_BYTES = 4 << 20  # open at the last few MB: a 1 GB log shows at once
+POLL_S = 0.1
+
+
+class LogsScreen(Screen[None]):
+    BINDING_GROUP_TITLE = "Logs"
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="logs.back"),
+        Binding("q", "app.pop_screen", "Back", show=False, id="logs.quit"),
+        Binding("slash", "search", "Search", id="logs.search"),
+        Binding("p", "toggle_controller", "Controller log", id="logs.controller"),
+        Binding("s", "switch_task", "Switch task", id="logs.switch_task"),
+    ]
+
+    task_idx: reactive[int | None] = reactive(None, init=False)
+    controller: reactive[bool] = reactive(False, init=False)
+
+    def __init__(self, job_id: int, task_idx: int | None = None) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.set_reactive(LogsScreen.task_idx, task_idx)
+
+    @property
+    def tui(self) -> SkyTUI:
+        from skytui.app import SkyTUI
+
+        assert isinstance(self.app, SkyTUI)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="logs-title")
+        yield LogView(id="logs-view")
+        yield Input(placeholder="search (enter: find, n/N: next/previous, esc: close)", id="logs-search")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(LogView).focus()
+        self._restart()
+
+    def _title(self, follow: bool = True, pending: int = 0) -> None:
+        view = self.tui.jobs.get(self.job_id)
+        name = view.job.name if view else "?"
+        what = "controller log" if self.controller else (
+            "all tasks" if self.task_idx is None else f"task {self.task_idx}"
+        )
+        state = "following" if follow else f"paused — {pending} new line{'s' if pending != 1 else ''}, G to resume"
+        self.query_one("#logs-title", Static).update(f"Logs · job {self.job_id} ({name}) · {what} · {state}")
+
+    def _restart(self) -> None:
+        self.query_one(LogView).clear()
+        self._title()
+        self.stream()
+
+    @work(thread=True, exclusive=True, group="log-stream", name="log stream")
+    def stream(self) -> None:
+        worker = get_current_worker()
+        client = self.tui.client
+        if self.controller:
+            self._stream_file(worker)
+            return
+        follower = client.log_follower(self.job_id, self.task_idx, tail_bytes=TAIL_BYTES)
+        while not worker.is_cancelled:
+            view = client.job(self.job_id)
+            finished = view is None or view.job.status in {s.value for s in TERMINAL}
+            lines = follower.poll(final=finished)
+            if lines and not worker.is_cancelled:
+                self.app.call_from_thread(self.query_one(LogView).append_lines, lines)
+            if finished and not lines:
+                return
+            if not lines:
+                time.sleep(POLL_S)
+
+    def _stream_file(self, worker: object) -> None:
+        path = self.tui.client.controller_log_path(self.job_id)
+        position = 0
+        pending = b""
+        while not getattr(worker, "is_cancelled", False):
+            data = b""
+            if path.exists():
+                with open(path, "rb") as f:
+                    f.seek(position)
+                    data = f.read(1 << 20)
+            position += len(data)
+            *lines, pending = (pending + data).split(b"\n")
+            if lines:
+                decoded = [line.decode("utf-8", errors="replace") for line in lines]
+                self.app.call_from_thread(self.query_one(LogView).append_lines, decoded)
+            else:
+                time.sleep(POLL_S * 3)
+
+    @on(LogView.FollowChanged)
+    def _follow_changed(self, event: LogView.FollowChanged) -> None:
+        self._title(event.follow, event.pending)
+
+    def action_toggle_controller(self) -> None:
+        self.controller = not self.controller
+
+    def watch_controller(self) -> None:
+        self._restart()
+
+    def action_switch_task(self) -> None:
+        view = self.tui.jobs.get(self.job_id)
+        count = len(view.tasks) if view else 1
+        if count <= 1:
+            self.notify("This job has a single task.")
+            return
+        order: list[int | None] = [None, *range(count)]
+        self.task_idx = order[(order.index(self.task_idx) + 1) % len(order)]
+
+    def watch_task_idx(self) -> None:
+        self._restart()
+
+    def action_search(self) -> None:
+        box = self.query_one("#logs-search", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Submitted, "#logs-search")
+    def _search(self, event: Input.Submitted) -> None:
+        found = self.query_one(LogView).search(event.value) if event.value else 0
+        event.input.display = False
+        self.query_one(LogView).focus()
+        if event.value:
+            self.notify(f"{found} matching line{'s' if found != 1 else ''} for {event.value!r}")

@@ -1,0 +1,615 @@
+"""JobTable: the virtualised, keyboard-driven table behind the jobs queue.
+
+This module owns `Column`, `TableRow` and `JobTable`. Textual's DataTable
+measures every cell and removes rows in O(n), which costs seconds at 10,000
+jobs; JobTable is a Line-API `ScrollView` (the toolong pattern) instead: rows
+are plain data, columns have fixed widths, and only the lines on screen are
+ever turned into Strips. Screens filter and sort, then hand the whole list to
+`set_rows` as often as they like; the table keeps the cursor on its job.
+
+Call every method from the app's event loop (`app.call_from_thread` from a
+thread), as with any widget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from rich.cells import cell_len, set_cell_size
+from rich.console import Console
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+__all__ = ["Column", "JobTable", "TableRow"]
+
+Cell = str | Text
+Align = Literal["left", "right"]
+
+ELLIPSIS = "…"
+MARK_GUTTER = "▌"
+INDENT_PREFIX = "↳ "
+# One cell on the left of every line holds the mark gutter, so a marked row is
+# visible even when the cursor or the row's own colours sit on top of it.
+GUTTER_WIDTH = 1
+# The header is line 0 of the content; rows start on line 1.
+HEADER_LINES = 1
+
+
+@dataclass(frozen=True)
+class Column:
+    """A fixed-width column; widths are given, never measured from the cells."""
+
+    key: str
+    label: str
+    width: int
+    align: Align = "left"
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One line of the table; `key` is its identity across `set_rows` calls.
+
+    A `str` cell is shown literally (never parsed as markup); a `Text` keeps its
+    styles. `indent` marks a pipeline task under its job: the table draws `↳ `
+    before the first cell, unless that cell already starts with a `↳` (as the
+    headless queue's ID column does), so the arrow is never doubled.
+    """
+
+    key: str
+    cells: tuple[Cell, ...]
+    dim: bool = False
+    indent: bool = False
+
+
+def _sanitize(text: str) -> str:
+    """`text` with one safe character for each one that would break a terminal line.
+
+    Tabs and newlines become spaces and other non-printables (ESC, NUL, ...)
+    become U+FFFD, so a job name can never move the terminal's cursor.
+    """
+    safe = []
+    for char in text:
+        if char.isprintable():
+            safe.append(char)
+        elif char in "\t\n\r":
+            safe.append(" ")
+        else:
+            safe.append("\ufffd")
+    return "".join(safe)
+
+
+def _fit_plain(text: str, width: int, align: Align) -> str:
+    """`text` cropped with an ellipsis or padded to exactly `width` cells."""
+    if width <= 0:
+        return ""
+    if not text.isprintable():
+        text = _sanitize(text)
+    length = cell_len(text)
+    if length > width:
+        text = _crop_prefix(text, width - 1) + ELLIPSIS
+        length = cell_len(text)
+    if length == width:
+        return text
+    padding = " " * (width - length)
+    return padding + text if align == "right" else text + padding
+
+
+def _crop_prefix(text: str, width: int) -> str:
+    """The longest prefix of `text` that fits in `width` cells."""
+    cropped = set_cell_size(text, width)
+    # set_cell_size pads with a space rather than split a double-width
+    # character; drop that space so the ellipsis follows the text directly.
+    if not text.startswith(cropped):
+        cropped = cropped[:-1]
+    return cropped
+
+
+def _fit_text(text: Text, width: int, align: Align, style: Style, console: Console) -> list[Segment]:
+    """Segments of a styled cell, cropped or padded to exactly `width` cells."""
+    if width <= 0:
+        return []
+    plain = text.plain
+    if not plain.isprintable():
+        # One character for one, so the spans still line up.
+        text = Text(_sanitize(plain), style=text.style, spans=list(text.spans), end="")
+    length = text.cell_len
+    if length > width:
+        text = text[: len(_crop_prefix(text.plain, width - 1))]
+        text.append(ELLIPSIS)
+        length = text.cell_len
+    # Text.render drops the Text's own base style when it has no spans.
+    base = style + console.get_style(text.style, default=Style.null())
+    segments = list(Segment.apply_style(text.render(console, end=""), base))
+    if length < width:
+        padding = Segment(" " * (width - length), style)
+        if align == "right":
+            segments.insert(0, padding)
+        else:
+            segments.append(padding)
+    return segments
+
+
+def _starts_with_arrow(cell: Cell) -> bool:
+    plain = cell if isinstance(cell, str) else cell.plain
+    return plain.lstrip().startswith(INDENT_PREFIX[0])
+
+
+def _same_cell(a: Cell, b: Cell) -> bool:
+    # Text.__eq__ ignores the base style, so a status whose colour changed but
+    # whose words did not would otherwise keep its stale cached line.
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return a.plain == b.plain and a.style == b.style and a.spans == b.spans
+
+
+def _same_row(a: TableRow, b: TableRow) -> bool:
+    if a is b:
+        return True
+    return (
+        a.key == b.key
+        and a.dim == b.dim
+        and a.indent == b.indent
+        and len(a.cells) == len(b.cells)
+        and all(_same_cell(x, y) for x, y in zip(a.cells, b.cells))
+    )
+
+
+class JobTable(ScrollView, can_focus=True):
+    """A table of up to tens of thousands of rows that renders only what is visible.
+
+    Layout of the virtual canvas: line 0 is the header, line 1 + i is row i, so
+    `virtual_size.height == len(rows) + 1`. `render_line(y)` draws the header at
+    y == 0 whatever `scroll_y` is and row `scroll_y + y - 1` below it. With that
+    mapping the largest scroll (`len(rows) + 1 - height`) shows the last row on
+    the last line, so the header needs no offsets, gutters or second widget;
+    the only cost is that the scrollbar's range counts the header line.
+    """
+
+    DEFAULT_CSS = """
+    JobTable {
+        height: 1fr;
+        background: $surface;
+        color: $foreground;
+
+        & > .job-table--header {
+            text-style: bold;
+            background: $panel;
+            color: $foreground;
+        }
+        & > .job-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus > .job-table--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+        & > .job-table--marked {
+            color: $text-accent;
+            text-style: bold;
+        }
+        & > .job-table--dim {
+            color: $text-muted;
+        }
+    }
+    """
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "job-table--header",
+        "job-table--cursor",
+        "job-table--marked",
+        "job-table--dim",
+    }
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "cursor_up", "Up", show=False, id="job_table.cursor_up"),
+        Binding("down,j", "cursor_down", "Down", show=False, id="job_table.cursor_down"),
+        Binding("pageup,ctrl+b", "page_up", "Page up", show=False, id="job_table.page_up"),
+        Binding("pagedown,ctrl+f", "page_down", "Page down", show=False, id="job_table.page_down"),
+        Binding("home,g", "cursor_top", "Top", show=False, id="job_table.cursor_top"),
+        Binding("end,G", "cursor_bottom", "Bottom", show=False, id="job_table.cursor_bottom"),
+        Binding("enter", "select", "Open", id="job_table.select"),
+        Binding("space", "toggle_mark", "Mark", id="job_table.toggle_mark"),
+    ]
+
+    class Highlighted(Message):
+        """The cursor is on another row (or on none: `key` is None when empty)."""
+
+        def __init__(self, table: JobTable, key: str | None) -> None:
+            self.table = table
+            self.key = key
+            super().__init__()
+
+        @property
+        def control(self) -> JobTable:
+            return self.table
+
+    class Selected(Message):
+        """Enter (or a double click) on the row with `key`."""
+
+        def __init__(self, table: JobTable, key: str) -> None:
+            self.table = table
+            self.key = key
+            super().__init__()
+
+        @property
+        def control(self) -> JobTable:
+            return self.table
+
+    class MarksChanged(Message):
+        """The set of marked row keys changed; `keys` is the whole new set."""
+
+        def __init__(self, table: JobTable, keys: frozenset[str]) -> None:
+            self.table = table
+            self.keys = keys
+            super().__init__()
+
+        @property
+        def control(self) -> JobTable:
+            return self.table
+
+    def __init__(
+        self,
+        columns: Sequence[Column] = (),
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+        disabled: bool = False,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
+        self._columns: tuple[Column, ...] = ()
+        self._content_width = GUTTER_WIDTH
+        self._rows: tuple[TableRow, ...] = ()
+        self._index_of: dict[str, int] = {}
+        self._cursor = 0
+        self._marks: frozenset[str] = frozenset()
+        # (row key, line style, is marked) -> (row it was drawn from, strip).
+        # The row is kept so a new but equal TableRow reuses the strip: screens
+        # rebuild every row object on each refresh. The style is in the key
+        # because focus and theme changes restyle component classes without
+        # telling the widget (Textual only refreshes it).
+        self._line_cache: LRUCache[tuple[str, Style, bool], tuple[TableRow, Strip]] = LRUCache(1024)
+        self._header_cache: tuple[Style, Strip] | None = None
+        self._paint_style: Style | None = None
+        self.set_columns(columns)
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def cursor_key(self) -> str | None:
+        """Key of the row under the cursor, or None when the table is empty."""
+        return self._rows[self._cursor].key if self._rows else None
+
+    @property
+    def cursor_index(self) -> int:
+        """Index of the cursor row in the current rows (0 when empty)."""
+        return self._cursor
+
+    @property
+    def marked(self) -> frozenset[str]:
+        """Keys of the marked rows (only keys present in the current rows)."""
+        return self._marks
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self._columns
+
+    @property
+    def rows(self) -> tuple[TableRow, ...]:
+        return self._rows
+
+    def set_columns(self, columns: Sequence[Column]) -> None:
+        """Replace the columns; cells are matched to columns by position."""
+        self._columns = tuple(columns)
+        widths = [max(0, column.width) for column in self._columns]
+        self._content_width = GUTTER_WIDTH + sum(widths) + max(0, len(widths) - 1)
+        self._clear_render_caches()
+        self._update_virtual_size()
+        self.refresh()
+
+    def set_rows(self, rows: Sequence[TableRow]) -> None:
+        """Replace every row; the cursor stays on its key if that key is still present.
+
+        O(n) in plain Python (one tuple and one dict); nothing is measured or
+        rendered here, and only the visible lines that differ are repainted.
+        Keys should be unique: with duplicates, the last one is the one found.
+        """
+        old_rows = self._rows
+        old_cursor = self._cursor
+        old_key = self.cursor_key
+        old_marks = self._marks
+        old_scroll = self.scroll_offset.y
+        body = self._body_height()
+
+        new_rows = tuple(rows)
+        self._rows = new_rows
+        self._index_of = {row.key: index for index, row in enumerate(new_rows)}
+
+        cursor = self._index_of.get(old_key) if old_key is not None else None
+        if cursor is None:
+            cursor = old_cursor
+        self._cursor = max(0, min(cursor, len(new_rows) - 1))
+
+        if old_marks:
+            self._marks = frozenset(key for key in old_marks if key in self._index_of)
+
+        scroll = self._scroll_after_update(old_cursor, old_scroll, body)
+        self._update_virtual_size()
+        self._scroll_to_line(scroll)
+        if self.scroll_offset.y == old_scroll:
+            self._refresh_changed_lines(old_rows, old_cursor, old_marks, old_scroll, body)
+        # else: ScrollView's scroll watcher has already repainted every line.
+
+        if self.cursor_key != old_key:
+            self.post_message(self.Highlighted(self, self.cursor_key))
+        if self._marks != old_marks:
+            self.post_message(self.MarksChanged(self, self._marks))
+
+    def move_cursor_to_key(self, key: str) -> None:
+        """Put the cursor on the row with `key` and scroll it into view; unknown keys are ignored."""
+        index = self._index_of.get(key)
+        if index is not None:
+            self._move_cursor(index)
+
+    def clear_marks(self) -> None:
+        """Unmark every row."""
+        if self._marks:
+            self._marks = frozenset()
+            self.refresh()
+            self.post_message(self.MarksChanged(self, self._marks))
+
+    # -------------------------------------------------------------------- actions
+
+    def action_cursor_up(self) -> None:
+        self._move_cursor(self._cursor - 1)
+
+    def action_cursor_down(self) -> None:
+        self._move_cursor(self._cursor + 1)
+
+    def action_page_up(self) -> None:
+        self._page(-1)
+
+    def action_page_down(self) -> None:
+        self._page(1)
+
+    def action_cursor_top(self) -> None:
+        self._move_cursor(0)
+
+    def action_cursor_bottom(self) -> None:
+        self._move_cursor(len(self._rows) - 1)
+
+    def action_select(self) -> None:
+        key = self.cursor_key
+        if key is not None:
+            self.post_message(self.Selected(self, key))
+
+    def action_toggle_mark(self) -> None:
+        """Toggle the mark on the cursor row, then move down (as k9s's space does)."""
+        key = self.cursor_key
+        if key is None:
+            return
+        self._marks = self._marks - {key} if key in self._marks else self._marks | {key}
+        self._refresh_row(self._cursor)
+        self.post_message(self.MarksChanged(self, self._marks))
+        self._move_cursor(self._cursor + 1)
+
+    # ---------------------------------------------------------------- rendering
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # `rich_style` walks up the DOM on every call; once per paint is enough.
+        self._paint_style = self.rich_style
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        width = self._view_width()
+        scroll_x, scroll_y = self.scroll_offset
+        if y < HEADER_LINES:
+            strip, fill = self._header_strip()
+        else:
+            index = scroll_y + y - HEADER_LINES
+            if not 0 <= index < len(self._rows):
+                return Strip.blank(width, self._base_style())
+            strip, fill = self._row_strip(index)
+        # Fill past the last column with the line's own style, so the cursor
+        # and header bars span the whole width.
+        return strip.crop_extend(scroll_x, scroll_x + width, fill)
+
+    def _header_strip(self) -> tuple[Strip, Style]:
+        style = self.get_component_rich_style("job-table--header")
+        if self._header_cache is None or self._header_cache[0] != style:
+            segments = [Segment(" " * GUTTER_WIDTH, style)]
+            for position, column in enumerate(self._columns):
+                if position:
+                    segments.append(Segment(" ", style))
+                segments.append(Segment(_fit_plain(column.label, column.width, column.align), style))
+            self._header_cache = (style, Strip(segments, self._content_width))
+        return self._header_cache[1], style
+
+    def _row_strip(self, index: int) -> tuple[Strip, Style]:
+        row = self._rows[index]
+        is_marked = row.key in self._marks
+        # Full (not partial) component styles: only they blend translucent
+        # theme colours ($text-muted, the blurred cursor) over the background.
+        # Later ones win: the cursor over the mark over dim. Textual caches the
+        # component styles and Rich caches Style.__add__, so this is cheap.
+        style = self._base_style()
+        if row.dim:
+            style += self.get_component_rich_style("job-table--dim")
+        if is_marked:
+            style += self.get_component_rich_style("job-table--marked")
+        if index == self._cursor:
+            style += self.get_component_rich_style("job-table--cursor")
+
+        cache_key = (row.key, style, is_marked)
+        cached = self._line_cache.get(cache_key)
+        if cached is not None and _same_row(cached[0], row):
+            return cached[1], style
+
+        segments: list[Segment] = [Segment(MARK_GUTTER if is_marked else " " * GUTTER_WIDTH, style)]
+        console = self.app.console
+        cells = row.cells
+        for position, column in enumerate(self._columns):
+            if position:
+                segments.append(Segment(" ", style))
+            width = max(0, column.width)
+            cell: Cell = cells[position] if position < len(cells) else ""
+            if position == 0 and row.indent and width > 0 and not _starts_with_arrow(cell):
+                prefix = INDENT_PREFIX[:width]
+                segments.append(Segment(prefix, style))
+                width -= len(prefix)
+            if isinstance(cell, str):
+                segments.append(Segment(_fit_plain(cell, width, column.align), style))
+            else:
+                segments.extend(_fit_text(cell, width, column.align, style, console))
+
+        strip = Strip(segments, self._content_width)
+        self._line_cache[cache_key] = (row, strip)
+        return strip, style
+
+    def _base_style(self) -> Style:
+        """The widget's own style, as of the current paint."""
+        if self._paint_style is None:
+            self._paint_style = self.rich_style
+        return self._paint_style
+
+    def _clear_render_caches(self) -> None:
+        self._line_cache.clear()
+        self._header_cache = None
+
+    # ----------------------------------------------------------- events
+
+    def _on_resize(self, event: events.Resize) -> None:
+        self._scroll_cursor_into_view()
+
+    def _on_mount(self, event: events.Mount) -> None:
+        # ScrollView.on_mount still runs: Textual calls each class's handler.
+        self._scroll_cursor_into_view()
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or offset.y < HEADER_LINES:
+            return
+        index = self.scroll_offset.y + offset.y - HEADER_LINES
+        if not 0 <= index < len(self._rows):
+            return
+        event.stop()
+        if event.chain >= 2 and index == self._cursor:
+            self.action_select()
+        else:
+            self._move_cursor(index)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _view_width(self) -> int:
+        # `size` of a ScrollView includes its scrollbars; the viewport does not.
+        return self.scrollable_content_region.width
+
+    def _body_height(self) -> int:
+        """Lines available for rows: the viewport (without a horizontal scrollbar) minus the header."""
+        return max(0, self.scrollable_content_region.height - HEADER_LINES)
+
+    def _update_virtual_size(self) -> None:
+        self.virtual_size = Size(self._content_width, len(self._rows) + HEADER_LINES)
+
+    def _max_scroll(self, body: int) -> int:
+        return max(0, len(self._rows) - body)
+
+    def _scroll_after_update(self, old_cursor: int, old_scroll: int, body: int) -> int:
+        """Where the view should start after the rows were replaced.
+
+        The cursor row keeps its line on screen, so the rows around it don't
+        appear to jump when rows are added or removed above it. At the very
+        top the view stays at the top instead (while the cursor still fits),
+        so jobs that sort to the top come into view rather than scrolling off
+        above. A cursor the user had scrolled out of view leaves the scroll alone.
+        """
+        if body <= 0:
+            return 0
+        line = old_cursor - old_scroll
+        if not 0 <= line < body:
+            return max(0, min(old_scroll, self._max_scroll(body)))
+        if old_scroll == 0 and self._cursor < body:
+            return 0
+        return max(0, min(self._cursor - line, self._max_scroll(body)))
+
+    def _scroll_to_line(self, scroll: int) -> bool:
+        """Scroll so row `scroll` is the first body line; True if that moved the view."""
+        if scroll == self.scroll_offset.y or not self.is_mounted:
+            return False
+        # force: the scroll must happen even before layout shows the scrollbar.
+        self.scroll_to(y=scroll, animate=False, force=True)
+        return True
+
+    def _scroll_cursor_into_view(self) -> bool:
+        body = self._body_height()
+        if body <= 0 or not self._rows:
+            return False
+        top = self.scroll_offset.y
+        if self._cursor < top:
+            return self._scroll_to_line(self._cursor)
+        if self._cursor >= top + body:
+            return self._scroll_to_line(self._cursor - body + 1)
+        return False
+
+    def _move_cursor(self, index: int) -> None:
+        if not self._rows:
+            return
+        index = max(0, min(index, len(self._rows) - 1))
+        if index == self._cursor:
+            return
+        old = self._cursor
+        self._cursor = index
+        if not self._scroll_cursor_into_view():
+            self._refresh_row(old)
+            self._refresh_row(index)
+        self.post_message(self.Highlighted(self, self.cursor_key))
+
+    def _page(self, direction: int) -> None:
+        """Move the cursor and the view by one screenful, keeping the cursor's line."""
+        if not self._rows:
+            return
+        page = max(1, self._body_height())
+        target_scroll = max(0, min(self.scroll_offset.y + direction * page, self._max_scroll(page)))
+        self._scroll_to_line(target_scroll)
+        self._move_cursor(self._cursor + direction * page)
+
+    def _refresh_row(self, index: int) -> None:
+        line = index - self.scroll_offset.y + HEADER_LINES
+        if HEADER_LINES <= line < HEADER_LINES + self._body_height():
+            self.refresh(Region(0, line, self._view_width(), 1))
+
+    def _refresh_changed_lines(
+        self,
+        old_rows: tuple[TableRow, ...],
+        old_cursor: int,
+        old_marks: frozenset[str],
+        scroll: int,
+        body: int,
+    ) -> None:
+        """Repaint only the visible lines whose row, cursor or mark state changed."""
+        if len(old_rows) != len(self._rows):
+            # The scrollbar changes too; a single full refresh is simplest.
+            self.refresh()
+            return
+        rows = self._rows
+        for index in range(scroll, min(scroll + body, len(rows))):
+            old, new = old_rows[index], rows[index]
+            if (
+                not _same_row(old, new)
+                or (index == old_cursor) != (index == self._cursor)
+                or (old.key in old_marks) != (new.key in self._marks)
+            ):
+                self._refresh_row(index)

@@ -1,0 +1,167 @@
+"""The TUI under its pilot, against a real controller on `local`.
+
+What a person would notice: jobs appear and walk through their statuses,
+cancel from the keyboard reaches CANCELLED, logs stream in, the filter and
+the pipeline tree behave, and quitting leaves jobs running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from conftest import Env
+from textual.widgets import Tree
+
+from skytui.app import SkyTUI
+from skytui.client import Client
+from skytui.config import paths
+from skytui.screens.confirm import ConfirmCancel
+from skytui.screens.job import JobScreen
+from skytui.screens.logs import LogsScreen
+from skytui.spec import load_pipeline
+from skytui.widgets.job_table import JobTable
+from skytui.widgets.log_view import LogView
+
+SIZE = (140, 40)
+
+
+def visible_text(widget: JobTable | LogView) -> str:
+    return "\n".join(widget.render_line(y).text for y in range(widget.size.height))
+
+
+async def until(pilot: object, predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await pilot.pause(0.1)  # type: ignore[attr-defined]
+
+
+def submit(env: Env, yaml: str, name: str = "job.yaml") -> int:
+    client = Client(paths())
+    try:
+        return client.submit(load_pipeline(env.write(name, yaml)))[0]
+    finally:
+        client.close()
+
+
+def status_of(job_id: int) -> str:
+    client = Client(paths())
+    try:
+        view = client.job(job_id)
+        assert view is not None
+        return view.job.status
+    finally:
+        client.close()
+
+
+async def test_a_launched_job_appears_and_walks_through_its_statuses(env: Env) -> None:
+    job_id = submit(env, "name: walker\nrun: |\n  echo hi\n  sleep 1.5\n")
+    app = SkyTUI(poll_interval=0.1)
+    seen: set[str] = set()
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(JobTable)
+
+        def record() -> bool:
+            text = visible_text(table)
+            for status in ("PENDING", "STARTING", "RUNNING", "SUCCEEDED"):
+                if f" {status}" in text and "walker" in text:
+                    seen.add(status)
+            return "SUCCEEDED" in seen
+
+        await until(pilot, record, 60, "SUCCEEDED on screen")
+        assert "RUNNING" in seen  # it was watched live, not only found finished
+        assert str(job_id) in visible_text(table)
+        assert "No in-progress managed jobs." in str(app.screen.query_one("#jobs-summary").render())
+
+
+async def test_cancel_from_the_keyboard_reaches_cancelled(env: Env) -> None:
+    job_id = submit(env, "name: victim\nrun: sleep 300\n")
+    app = SkyTUI(poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(JobTable)
+        await until(pilot, lambda: "RUNNING" in visible_text(table), 60, "RUNNING")
+        await pilot.press("ctrl+d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmCancel), 5, "the dialog")
+        await pilot.press("enter")  # the safe default: keep running
+        await pilot.pause(0.3)
+        assert status_of(job_id) == "RUNNING"
+        await pilot.press("ctrl+d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmCancel), 5, "the dialog")
+        await pilot.press("y")
+        await until(pilot, lambda: "CANCELLED" in visible_text(table), 60, "CANCELLED on screen")
+    assert status_of(job_id) == "CANCELLED"
+
+
+async def test_logs_stream_as_the_job_prints(env: Env) -> None:
+    submit(env, "name: talker\nrun: |\n  for i in $(seq 1 30); do echo line $i; sleep 0.1; done\n")
+    app = SkyTUI(poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(JobTable)
+        await until(pilot, lambda: "talker" in visible_text(table), 30, "the job")
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, LogsScreen), 5, "the logs view")
+        view = app.screen.query_one(LogView)
+        await until(pilot, lambda: "(talker, pid=" in visible_text(view) and "line 3" in visible_text(view), 30)
+        await until(pilot, lambda: "line 30" in visible_text(view), 30, "the last line")
+        await pilot.press("escape")
+        assert not isinstance(app.screen, LogsScreen)
+
+
+async def test_filter_and_sort(env: Env) -> None:
+    for name in ("alpha", "bravo", "charlie"):
+        submit(env, f"name: {name}\nrun: echo {name}\n", f"{name}.yaml")
+    app = SkyTUI(poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(JobTable)
+        await until(pilot, lambda: visible_text(table).count("SUCCEEDED") == 3, 60, "three jobs done")
+        await pilot.press("slash", *"br", "enter")
+        await pilot.pause(0.2)
+        text = visible_text(table)
+        assert "bravo" in text and "alpha" not in text and "charlie" not in text
+        await pilot.press("slash", "ctrl+a", "ctrl+k", *"!br", "enter")
+        await pilot.pause(0.2)
+        text = visible_text(table)
+        assert "bravo" not in text and "alpha" in text and "charlie" in text
+        await pilot.press("escape")
+        await pilot.press("N")  # by name, A→Z
+        await pilot.pause(0.2)
+        text = visible_text(table)
+        assert text.index("alpha") < text.index("bravo") < text.index("charlie")
+        await pilot.press("N")  # again: Z→A
+        await pilot.pause(0.2)
+        text = visible_text(table)
+        assert text.index("charlie") < text.index("bravo") < text.index("alpha")
+
+
+async def test_pipeline_rows_and_tree(env: Env) -> None:
+    job_id = submit(env, "name: pipe\n---\nname: prep\nrun: echo a\n---\nname: train\nrun: exit 3\n---\nname: eval\nrun: echo c\n")
+    app = SkyTUI(poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(JobTable)
+        await until(pilot, lambda: "FAILED" in visible_text(table), 60, "the pipeline to fail")
+        text = visible_text(table)
+        assert text.count("↳") == 3 and "prep" in text and "eval" in text
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen), 5, "the job view")
+        tree = app.screen.query_one(Tree)
+        await until(pilot, lambda: len(tree.root.children) == 3, 10, "three tasks in the tree")
+        labels = [str(node.label) for node in tree.root.children]
+        assert "SUCCEEDED" in labels[0] and "FAILED" in labels[1] and "CANCELLED" in labels[2]
+        assert "exit code 3" in labels[1]
+        assert [len(node.children) for node in tree.root.children] == [1, 1, 0]  # attempts
+        assert str(job_id) in str(app.screen.query_one("#job-title").render())
+
+
+async def test_quitting_leaves_jobs_running(env: Env) -> None:
+    job_id = submit(env, "name: survivor\nrun: sleep 300\n")
+    app = SkyTUI(poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(JobTable)
+        await until(pilot, lambda: "RUNNING" in visible_text(table), 60, "RUNNING")
+        await pilot.press("ctrl+c")
+        await asyncio.sleep(0.2)
+    assert status_of(job_id) == "RUNNING"
+    env.cli("jobs", "cancel", "-y", str(job_id), check=True)
