@@ -34,7 +34,7 @@ class SkyTUI(App[None]):
     MODES = {"jobs": JobsScreen, "pools": PoolsScreen}
     DEFAULT_MODE = "jobs"
     BINDINGS = [
-        Binding("ctrl+c", "quit", "Quit", priority=True, id="app.quit"),
+        Binding("ctrl+c", "quit", "Quit", priority=True, show=False, id="app.quit"),
         Binding("question_mark", "toggle_help", "Help", id="app.help"),
     ]
 
