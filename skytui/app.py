@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from textual import work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from skytui.client import Client, JobView
+from skytui.config import ConfigError, load_config
 from skytui.screens.jobs import JobsScreen
 from skytui.screens.pools import PoolsScreen
 
@@ -36,6 +39,7 @@ class SkyTUI(App[None]):
     BINDINGS = [
         Binding("ctrl+c", "quit", "Quit", priority=True, show=False, id="app.quit"),
         Binding("question_mark", "toggle_help", "Help", id="app.help"),
+        Binding("colon", "command_prompt", ":command", id="app.command"),
     ]
 
     jobs_revision: reactive[int] = reactive(0, init=False)
@@ -55,6 +59,10 @@ class SkyTUI(App[None]):
         self.loaded = False
 
     def on_mount(self) -> None:
+        try:
+            self.set_keymap(load_config(self.client.paths).tui.keymap)
+        except ConfigError as exc:
+            self.notify(f"config.yaml: {exc}; using the default keys", severity="error")
         self.follow_queue()
 
     @work(thread=True, exclusive=True, group="queue-feed", name="queue feed")
@@ -78,11 +86,52 @@ class SkyTUI(App[None]):
                 self.jobs[view.job.id] = view
         self.jobs_revision += 1
 
-    def refresh_job(self, job_id: int) -> None:
-        """Read one job now (after an action of ours) instead of waiting for the feed."""
-        view = self.client.job(job_id)
-        if view is not None:
-            self._apply([view], False)
+    def action_command_prompt(self) -> None:
+        from skytui.screens.command import CommandPrompt
+
+        self.push_screen(CommandPrompt(), self.run_command)
+
+    def run_command(self, text: str | None) -> None:
+        from skytui.screens.command import CommandError, parse_command
+
+        if not text:
+            return
+        try:
+            command = parse_command(text)
+        except CommandError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        if command.verb in ("jobs", "pools"):
+            self.switch_mode(command.verb)
+        elif command.verb == "quit":
+            self.exit()
+        elif command.verb == "job":
+            from skytui.screens.job import JobScreen
+
+            self.push_screen(JobScreen(int(command.argument)))
+        elif command.verb == "logs":
+            from skytui.screens.logs import LogsScreen
+
+            self.push_screen(LogsScreen(int(command.argument)))
+        elif command.verb == "launch":
+            from skytui.screens.launch import LaunchScreen
+
+            self.push_screen(LaunchScreen(command.argument))
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The palette (ctrl+p) reaches every action of the screen, not only the app's."""
+        yield from super().get_system_commands(screen)
+        seen: set[str] = set()
+        for _key, active in screen.active_bindings.items():
+            binding = active.binding
+            if not binding.description or binding.action in seen:
+                continue
+            seen.add(binding.action)
+            node = active.node
+            yield SystemCommand(
+                binding.description, f"{binding.key_display or binding.key}",
+                lambda node=node, action=binding.action: self.run_action(action, node),
+            )
 
     def action_toggle_help(self) -> None:
         if self.screen.query("HelpPanel"):

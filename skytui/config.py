@@ -10,6 +10,8 @@ config.yaml mirrors the `jobs:` section of SkyPilot's config:
       local:
         enabled: true
         provision_delay_s: 0  # rehearse slow provisioning
+    tui:
+      keymap: {jobs.cancel: ctrl+x}   # remap any binding by its id
 """
 
 from __future__ import annotations
@@ -50,9 +52,16 @@ class InfraConfig(_Strict):
     local: LocalInfraConfig = LocalInfraConfig()
 
 
+class TuiConfig(_Strict):
+    # Binding id -> keys, e.g. {"jobs.cancel": "ctrl+x", "jobs.logs": "o"}: every
+    # binding of the TUI has an id (press `?` to see them).
+    keymap: dict[str, str] = Field(default_factory=dict)
+
+
 class Config(_Strict):
     jobs: JobsConfig = JobsConfig()
     infra: InfraConfig = InfraConfig()
+    tui: TuiConfig = TuiConfig()
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from skytui.client import Client
 from skytui.config import paths
 from skytui.screens.confirm import ConfirmCancel
 from skytui.screens.job import JobScreen
+from skytui.screens.launch import LaunchScreen
 from skytui.screens.logs import LogsScreen
 from skytui.spec import load_pipeline
 from skytui.widgets.job_table import JobTable
@@ -165,3 +166,68 @@ async def test_quitting_leaves_jobs_running(env: Env) -> None:
         await asyncio.sleep(0.2)
     assert status_of(job_id) == "RUNNING"
     env.cli("jobs", "cancel", "-y", str(job_id), check=True)
+
+
+async def test_launch_from_the_tui(env: Env) -> None:
+    task = env.write("fromtui.yaml", "name: fromtui\nenvs:\n  WHO: yaml\nrun: echo \"hello $WHO\"\n")
+    bad = env.write("bad.yaml", "name: bad\nresources:\n  acclerators: H100:1\nrun: echo\n")
+    app = SkyTUI(poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, LaunchScreen), 5, "the launch view")
+        screen = app.screen
+        await pilot.press(*str(bad))
+        message = screen.query_one("#launch-message")
+        await until(pilot, lambda: f"{bad}:3: resources.acclerators" in str(message.render()), 10, "the error")
+        assert screen.query_one("#launch-go").disabled
+        screen.query_one("#launch-path").value = str(task)
+        await until(pilot, lambda: "Considered resources" in str(message.render()), 10, "the plan")
+        table = screen.query_one("#launch-considered")
+        assert table.row_count == 1 and "local" in str(table.get_row_at(0)[0])
+        screen.query_one("#launch-env").value = "WHO=tui"
+        await pilot.pause(0.5)
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: not isinstance(app.screen, LaunchScreen), 10, "back to the queue")
+        table = app.screen.query_one(JobTable)
+        await until(pilot, lambda: "fromtui" in visible_text(table) and "SUCCEEDED" in visible_text(table), 60)
+    assert env.log(1) == b"hello tui\n"
+
+
+async def test_command_prompt(env: Env) -> None:
+    job_id = submit(env, "name: cmd\nrun: echo from-cmd\n")
+    app = SkyTUI(poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(JobTable)
+        await until(pilot, lambda: "SUCCEEDED" in visible_text(table), 60, "the job")
+        await pilot.press("colon", *f"logs {job_id}", "enter")
+        await until(pilot, lambda: isinstance(app.screen, LogsScreen), 5, ":logs")
+        await until(pilot, lambda: "from-cmd" in visible_text(app.screen.query_one(LogView)), 10)
+        await pilot.press("escape", "colon", *"pools", "enter")
+        await until(pilot, lambda: app.current_mode == "pools", 5, ":pools")
+        await pilot.press("colon", *"frobnicate", "enter")
+        await pilot.pause(0.2)
+        assert any("unknown command 'frobnicate'" in str(n.message) for n in app._notifications)
+        await pilot.press("colon", *"jobs", "enter")
+        await until(pilot, lambda: app.current_mode == "jobs", 5, ":jobs")
+
+
+async def test_palette_reaches_screen_actions(env: Env) -> None:
+    app = SkyTUI(poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        assert {"Open", "Logs", "Cancel job", "Filter", "Launch"} <= set(titles)
+
+
+async def test_bindings_are_remapped_from_config(env: Env) -> None:
+    env.config("tui:\n  keymap:\n    jobs.logs: o\n")
+    submit(env, "name: remapped\nrun: echo remapped-output\n")
+    app = SkyTUI(poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(JobTable)
+        await until(pilot, lambda: "remapped" in visible_text(table), 30, "the job")
+        await pilot.press("l")
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, LogsScreen)  # `l` no longer opens logs
+        await pilot.press("o")
+        await until(pilot, lambda: isinstance(app.screen, LogsScreen), 5, "logs on `o`")

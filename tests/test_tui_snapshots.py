@@ -161,3 +161,24 @@ def test_pools_screen(world: None, snap_compare: Any) -> None:
         await pilot.pause(0.3)
 
     assert snap_compare(_app(), terminal_size=SIZE, run_before=pools)
+
+
+def test_launch_screen(
+    world: None, snap_compare: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`n`: the plan for a YAML, the chosen row marked, before anything is submitted."""
+    from skytui.clouds.base import InstanceOffer
+    from skytui.clouds.local import LocalCloud
+
+    # This machine's size would make the snapshot differ from machine to machine.
+    fixed = InstanceOffer(cloud="local", instance_type="local", cpus=8, memory_gb=32.0)
+    monkeypatch.setattr(LocalCloud, "machine", property(lambda _self: fixed))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hello.yaml").write_text("name: hello\nresources:\n  cpus: 1+\nrun: echo hello\n")
+
+    async def launch(pilot: Any) -> None:
+        await _loaded(pilot)
+        await pilot.press("colon", *"launch hello.yaml", "enter")
+        await pilot.pause(0.8)
+
+    assert snap_compare(_app(), terminal_size=SIZE, run_before=launch)

@@ -90,6 +90,7 @@ class JobsScreen(Screen[None]):
     BINDINGS = [
         Binding("enter", "open_job", "Open", id="jobs.open"),
         Binding("l", "logs", "Logs", id="jobs.logs"),
+        Binding("n", "launch", "Launch", id="jobs.launch"),
         Binding("ctrl+d", "cancel_jobs", "Cancel job", id="jobs.cancel"),
         Binding("slash", "filter", "Filter", id="jobs.filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="jobs.clear_filter"),
@@ -102,7 +103,6 @@ class JobsScreen(Screen[None]):
         Binding("S", "sort('status')", "Sort by status", show=False, id="jobs.sort_status"),
         Binding("D", "sort('duration')", "Sort by duration", show=False, id="jobs.sort_duration"),
         Binding("R", "sort('recoveries')", "Sort by recoveries", show=False, id="jobs.sort_recoveries"),
-        Binding("colon", "switch('pools')", ":pools", show=False, id="jobs.pools"),
         Binding("q", "app.quit", "Quit", id="jobs.quit"),
     ]
 
@@ -229,6 +229,11 @@ class JobsScreen(Screen[None]):
 
             self.app.push_screen(LogsScreen(selected[0], selected[1]))
 
+    def action_launch(self) -> None:
+        from skytui.screens.launch import LaunchScreen
+
+        self.app.push_screen(LaunchScreen())
+
     def action_cancel_jobs(self) -> None:
         table = self.query_one(JobTable)
         keys = table.marked or ({table.cursor_key} if table.cursor_key else set())
@@ -286,6 +291,3 @@ class JobsScreen(Screen[None]):
         else:
             self.sort_key = key
             self.sort_reverse = key in ("id", "age", "duration", "recoveries")
-
-    def action_switch(self, mode: str) -> None:
-        self.app.switch_mode(mode)

@@ -15,7 +15,6 @@ from textual.widgets import Footer, Static
 class PoolsScreen(Screen[None]):
     BINDING_GROUP_TITLE = "Pools"
     BINDINGS = [
-        Binding("colon", "app.switch_mode('jobs')", ":jobs", id="pools.jobs"),
         Binding("escape", "app.switch_mode('jobs')", "Jobs", id="pools.back"),
         Binding("q", "app.switch_mode('jobs')", "Back", show=False, id="pools.quit"),
     ]
