@@ -37,6 +37,7 @@ COLUMN_WIDTHS = {
 }
 RIGHT_ALIGNED = {"#RECOVERIES"}
 FAULTS = {s.value for s in TaskStatus if s.is_failure} | {TaskStatus.RECOVERING.value}
+TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 
 
 class JobFilter:
@@ -112,6 +113,10 @@ class JobsScreen(Screen[None]):
     scope: reactive[Scope] = reactive("all", init=False)
     filter_text: reactive[str] = reactive("", init=False)
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._row_cache: dict[int, tuple[JobView, int, list[TableRow]]] = {}
+
     @property
     def tui(self) -> SkyTUI:
         from skytui.app import SkyTUI
@@ -148,27 +153,41 @@ class JobsScreen(Screen[None]):
         job_filter = JobFilter(self.filter_text)
         views = []
         for view in self.tui.jobs.values():
-            if self.scope == "active" and view.job.status in {s.value for s in TERMINAL}:
+            if self.scope == "active" and view.job.status in TERMINAL_VALUES:
                 continue
             if self.scope == "faults" and not any(t.status in FAULTS for t in view.tasks):
                 continue
-            if not job_filter.matches(_haystack(view)):
+            if job_filter.regex is not None and not job_filter.matches(_haystack(view)):
                 continue
             views.append(view)
         views.sort(key=lambda v: (_sort_value(v, self.sort_key, now), v.job.id), reverse=self.sort_reverse)
         return views
+
+    def _rows_of(self, view: JobView, now: float) -> list[TableRow]:
+        """A job's table rows, cached: the feed replaces a JobView object when the
+        job changes, and its text only moves with the clock (durations each
+        second while it runs, "N mins ago" each minute once it has finished)."""
+        finished = view.job.status in TERMINAL_VALUES
+        stamp = int(now // 60) if finished else int(now)
+        cached = self._row_cache.get(view.job.id)
+        if cached is not None and cached[0] is view and cached[1] == stamp:
+            return cached[2]
+        rows = []
+        for line in queue_lines(view, now):
+            task = view.tasks[line.task_idx] if line.task_idx is not None else view.current_task
+            infra = task.infra if task is not None and task.infra else "-"
+            rows.append(
+                TableRow(line.key, (*line.cells, infra), dim=line.finished, indent=line.task_idx is not None)
+            )
+        self._row_cache[view.job.id] = (view, stamp, rows)
+        return rows
 
     def _redraw(self) -> None:
         now = self.tui.clock()
         views = self._visible_views()
         rows: list[TableRow] = []
         for view in views:
-            for line in queue_lines(view, now):
-                task = view.tasks[line.task_idx] if line.task_idx is not None else view.current_task
-                infra = task.infra if task is not None and task.infra else "-"
-                rows.append(
-                    TableRow(line.key, (*line.cells, infra), dim=line.finished, indent=line.task_idx is not None)
-                )
+            rows.extend(self._rows_of(view, now))
         self.query_one(JobTable).set_rows(rows)
         self.query_one("#jobs-summary", Static).update(in_progress_summary(self.tui.jobs.values()))
         shown = f"{len(views)} of {len(self.tui.jobs)} jobs"
@@ -187,7 +206,7 @@ class JobsScreen(Screen[None]):
 
     def _tick(self) -> None:
         # Durations tick while something runs; a finished queue stays still.
-        if any(v.job.status not in {s.value for s in TERMINAL} for v in self.tui.jobs.values()):
+        if any(v.job.status not in TERMINAL_VALUES for v in self.tui.jobs.values()):
             self._redraw()
 
     def watch_sort_key(self) -> None:
@@ -240,7 +259,7 @@ class JobsScreen(Screen[None]):
         job_ids = sorted({int(key.partition("/")[0]) for key in keys})
         cancellable = [
             job_id for job_id in job_ids
-            if job_id in self.tui.jobs and self.tui.jobs[job_id].job.status not in {s.value for s in TERMINAL}
+            if job_id in self.tui.jobs and self.tui.jobs[job_id].job.status not in TERMINAL_VALUES
         ]
         if not cancellable:
             self.notify("Nothing to cancel: the selected jobs have finished.", severity="warning")
