@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +42,16 @@ class JobView:
 
     job: JobRow
     tasks: list[TaskRow]
+    attempts: list[AttemptRow] = field(default_factory=list)
+
+    def cost(self, now: float, task_idx: int | None = None) -> float | None:
+        """Dollars spent so far (one task's, or the job's); None while no
+        attempt has a known price."""
+        priced = [
+            a for a in self.attempts
+            if a.price_per_hour is not None and (task_idx is None or a.task_idx == task_idx)
+        ]
+        return sum(a.cost(now) for a in priced) if priced else None
 
     @property
     def status(self) -> TaskStatus:
@@ -182,12 +192,18 @@ class Client:
 
     def job(self, job_id: int) -> JobView | None:
         job = self.store.job(job_id)
-        return JobView(job, self.store.tasks(job_id)) if job else None
+        if job is None:
+            return None
+        return JobView(job, self.store.tasks(job_id), self.store.attempts(job_id))
+
+    def _views(self, jobs: list[JobRow]) -> list[JobView]:
+        ids = [j.id for j in jobs]
+        tasks = self.store.tasks_of_jobs(ids)
+        attempts = self.store.attempts_of_jobs(ids)
+        return [JobView(j, tasks[j.id], attempts[j.id]) for j in jobs]
 
     def queue(self, *, skip_finished: bool = False, limit: int | None = None) -> list[JobView]:
-        jobs = self.store.jobs(in_progress_only=skip_finished, limit=limit)
-        tasks = self.store.tasks_of_jobs([j.id for j in jobs])
-        return [JobView(j, tasks[j.id]) for j in jobs]
+        return self._views(self.store.jobs(in_progress_only=skip_finished, limit=limit))
 
     def snapshot(self, *, limit: int | None = None) -> tuple[list[JobView], int]:
         """Every job (newest first) and the event id to follow changes from.
@@ -201,9 +217,7 @@ class Client:
     def changes(self, after_event_id: int) -> tuple[list[JobView], int]:
         """The jobs that changed since an event id, fresh, and the new event id."""
         job_ids, last_event = self.store.job_ids_changed_after(after_event_id)
-        jobs = self.store.jobs_by_ids(job_ids)
-        tasks = self.store.tasks_of_jobs([j.id for j in jobs])
-        return [JobView(j, tasks[j.id]) for j in jobs], last_event
+        return self._views(self.store.jobs_by_ids(job_ids)), last_event
 
     def events(self, *, after_id: int = 0, job_id: int | None = None) -> list[EventRow]:
         return self.store.events(after_id=after_id, job_id=job_id)

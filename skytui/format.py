@@ -49,6 +49,10 @@ def readable_ago(then: float | None, now: float) -> str:
     return "-"  # pragma: no cover - the loop always returns
 
 
+def readable_cost(dollars: float | None) -> str:
+    return "-" if dollars is None else f"${dollars:,.2f}"
+
+
 def readable_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

@@ -613,3 +613,27 @@ def test_runnable_jobs_count_a_pipeline_between_tasks_as_resumed(store: Store) -
     assert job is not None and job.status == "PENDING"  # waiting for task 1
     assert [j.id for j in store.runnable_jobs(exclude=set(), limit=1)] == [pipeline]
     assert [j.id for j in store.runnable_jobs(exclude=set(), limit=10)] == [pipeline, newcomer]
+
+
+def test_a_v1_db_is_migrated_without_losing_data(home: Path) -> None:
+    """A DB written by the first release opens in this one: data kept, new column added."""
+    import sqlite3
+
+    db_path = home / "state.db"
+    store = Store(paths().db_url)
+    job_id = submit(store)
+    store.start_attempt(job_id, 0, infra="local", instance_type="local", use_spot=False)
+    store.close()
+    with sqlite3.connect(db_path) as db:  # make it what release 1 wrote
+        db.execute("ALTER TABLE attempts DROP COLUMN price_per_hour")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    store = Store(paths().db_url)
+    try:
+        assert store.schema_version() == 2
+        (old,) = store.attempts(job_id)
+        assert (old.infra, old.attempt_no, old.price_per_hour) == ("local", 1, None)
+        assert store.job(job_id) is not None and store.tasks(job_id)[0].attempt == 1
+        store.start_attempt(job_id, 0, infra="local", instance_type="local", use_spot=False, price_per_hour=3.5)
+        assert store.attempts(job_id)[1].price_per_hour == 3.5
+    finally:
+        store.close()

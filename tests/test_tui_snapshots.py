@@ -19,7 +19,7 @@ from skytui.logs.store import controller_log_path, task_log_path
 
 T0 = 1_800_000_000.0  # a fixed "now" minus an hour: 2027-01-15 08:00 UTC
 NOW = T0 + 3600
-SIZE = (140, 40)
+SIZE = (160, 40)
 
 
 @pytest.fixture

@@ -313,7 +313,7 @@ class JobController:
             cloud = self.ctx.clouds[offer.cloud]
             attempt = await self.store.start_attempt(
                 self.job.id, idx, infra=offer.infra, instance_type=offer.instance_type,
-                use_spot=offer.use_spot,
+                use_spot=offer.use_spot, price_per_hour=offer.price_per_hour * task.num_nodes,
             )
             name = cluster_name_for(row.name, self.job.id, idx, attempt)
             cluster_id = await self.store.insert_cluster(

@@ -58,7 +58,7 @@ from skytui.engine.status import (
     job_status,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CONTROLLER_LOCK_KEY = 0x5C7_7001  # the PostgreSQL advisory lock that names the controller
 
 metadata = MetaData()
@@ -134,6 +134,8 @@ attempts_table = Table(
     Column("ended_at", Float),
     Column("end_reason", Text),
     Column("exit_code", Integer),
+    # v2: what the machine cost per hour (all nodes), so COST can be shown.
+    Column("price_per_hour", Float),
     UniqueConstraint("job_id", "task_idx", "attempt_no"),
 )
 
@@ -297,6 +299,12 @@ class AttemptRow:
     ended_at: float | None
     end_reason: str | None
     exit_code: int | None
+    price_per_hour: float | None
+
+    def cost(self, now: float) -> float:
+        """Dollars spent on this attempt's machines so far (unknown price: 0)."""
+        hours = ((self.ended_at or now) - self.started_at) / 3600
+        return max(0.0, hours) * (self.price_per_hour or 0.0)
 
 
 @dataclass(frozen=True)
@@ -850,7 +858,7 @@ class Store:
 
     def start_attempt(
         self, job_id: int, task_idx: int, *, infra: str, instance_type: str | None,
-        use_spot: bool,
+        use_spot: bool, price_per_hour: float | None = None,
     ) -> int:
         """Open the next attempt of a task; returns its number (1-based)."""
         now = time.time()
@@ -865,6 +873,7 @@ class Store:
                 insert(attempts_table).values(
                     job_id=job_id, task_idx=task_idx, attempt_no=attempt_no, infra=infra,
                     instance_type=instance_type, use_spot=use_spot, started_at=now,
+                    price_per_hour=price_per_hour,
                 )
             )
             conn.execute(
@@ -905,6 +914,20 @@ class Store:
                 query.order_by(attempts_table.c.task_idx, attempts_table.c.attempt_no)
             ).all()
         return [_record(AttemptRow, r) for r in rows]
+
+    def attempts_of_jobs(self, job_ids: Sequence[int]) -> dict[int, list[AttemptRow]]:
+        out: dict[int, list[AttemptRow]] = {job_id: [] for job_id in job_ids}
+        if not job_ids:
+            return out
+        with self._read() as conn:
+            rows = conn.execute(
+                select(attempts_table)
+                .where(attempts_table.c.job_id.in_(list(job_ids)))
+                .order_by(attempts_table.c.job_id, attempts_table.c.task_idx, attempts_table.c.attempt_no)
+            ).all()
+        for row in rows:
+            out[row.job_id].append(_record(AttemptRow, row))
+        return out
 
     def set_attempt_cluster(self, job_id: int, task_idx: int, attempt_no: int, cluster_id: int) -> None:
         with self._write() as conn:
@@ -1027,7 +1050,11 @@ class Store:
 
 
 # Step N upgrades a DB at schema version N-1 to N, inside the start-up transaction.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+def _v2_attempt_prices(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE attempts ADD COLUMN price_per_hour FLOAT"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_attempt_prices}
 
 
 class AsyncStore:

@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 from skytui.client import JobView
 from skytui.engine.status import TERMINAL
 from skytui.engine.store import AttemptRow, EventRow
-from skytui.format import readable_duration, status_style
+from skytui.format import readable_cost, readable_duration, status_style
 from skytui.widgets.log_view import LogView
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ def attempt_label(attempt: AttemptRow, now: float) -> Text:
     if attempt.use_spot:
         label.append(" · spot")
     label.append(f" · {readable_duration(ended - attempt.started_at)}")
+    if attempt.price_per_hour is not None:
+        label.append(f" · {readable_cost(attempt.cost(now))}")
     if attempt.end_reason:
         label.append(f" · {attempt.end_reason}", style="dim")
     elif attempt.ended_at is None:

@@ -20,7 +20,7 @@ from textual.widgets import Footer, Input, Static
 
 from skytui.client import JobView
 from skytui.engine.status import TERMINAL, TaskStatus
-from skytui.format import QUEUE_COLUMNS, in_progress_summary, queue_lines
+from skytui.format import QUEUE_COLUMNS, in_progress_summary, queue_lines, readable_cost
 from skytui.widgets.job_table import Column, JobTable, TableRow
 
 if TYPE_CHECKING:
@@ -30,12 +30,12 @@ SortKey = Literal["id", "name", "age", "status", "duration", "recoveries"]
 Scope = Literal["all", "active", "faults"]
 
 # Fixed widths: measuring ten thousand cells is what makes big tables slow.
-# They add up to 140 cells, INFRA included; narrower terminals scroll sideways.
+# Fixed widths, about 150 cells with INFRA and COST; narrower terminals scroll sideways.
 COLUMN_WIDTHS = {
     "ID": 5, "TASK": 4, "NAME": 18, "REQUESTED": 12, "SUBMITTED": 14, "TOT. DURATION": 13,
-    "JOB DURATION": 12, "#RECOVERIES": 11, "STATUS": 20, "POOL": 8, "INFRA": 12,
+    "JOB DURATION": 12, "#RECOVERIES": 11, "STATUS": 20, "POOL": 8, "INFRA": 12, "COST": 9,
 }
-RIGHT_ALIGNED = {"#RECOVERIES"}
+RIGHT_ALIGNED = {"#RECOVERIES", "COST"}
 FAULTS = {s.value for s in TaskStatus if s.is_failure} | {TaskStatus.RECOVERING.value}
 TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 
@@ -135,7 +135,7 @@ class JobsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(JobTable)
-        names = (*QUEUE_COLUMNS, "INFRA")
+        names = (*QUEUE_COLUMNS, "INFRA", "COST")
         table.set_columns(
             [Column(name.lower(), name, COLUMN_WIDTHS[name], "right" if name in RIGHT_ALIGNED else "left")
              for name in names]
@@ -176,8 +176,9 @@ class JobsScreen(Screen[None]):
         for line in queue_lines(view, now):
             task = view.tasks[line.task_idx] if line.task_idx is not None else view.current_task
             infra = task.infra if task is not None and task.infra else "-"
+            cost = readable_cost(view.cost(now, line.task_idx))
             rows.append(
-                TableRow(line.key, (*line.cells, infra), dim=line.finished, indent=line.task_idx is not None)
+                TableRow(line.key, (*line.cells, infra, cost), dim=line.finished, indent=line.task_idx is not None)
             )
         self._row_cache[view.job.id] = (view, stamp, rows)
         return rows
