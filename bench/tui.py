@@ -1,15 +1,17 @@
 """The whole TUI at 10,000 jobs: first paint, key -> frame under 1,000 changes/s, log ingestion.
 
     .venv/bin/python bench/tui.py [--jobs 10000] [--active 300] [--rate 1000] [--rounds 12]
-                                  [--log-lines 500000] [--timeout 300]
+                                  [--key-seconds 75] [--log-lines 500000] [--timeout 300]
 
 A fresh temporary SKYTUI_HOME (removed at the end; the real home is never
 touched) gets a state DB built through the real `skytui.engine.store.Store`:
 `--jobs` jobs submitted in a few `submit_jobs` batches (one in ten a 3-task
 pipeline), then `Store.transition_task` calls give `--active` of them
-PENDING / STARTING / RUNNING and the rest a mix of finished statuses. (To build
-fast, the finished-status transitions run in shared transactions of 2,000: the
-same SQL, one commit per batch.) No controller is started. The script prints:
+PENDING / STARTING / RUNNING and the rest a mix of finished statuses, each
+started task with an attempt (`Store.start_attempt` / `end_attempt`), in the
+order the controller writes them. (To build
+fast, the finished-status transitions run in shared transactions of 800 jobs:
+the same SQL, one commit per batch.) No controller is started. The script prints:
 
 * first paint: from creating `SkyTUI()` (its worker reads the snapshot) to the
   first frame in which the queue shows rows, headless in `App.run_test(size=
@@ -31,7 +33,8 @@ same SQL, one commit per batch.) No controller is started. The script prints:
   would (headless Textual skips that step); p50 / p95 / max per kind of key;
 * log ingestion: a RUNNING job with a log segment open (`Store.open_segment`)
   whose `logs/jobs/<id>/0.log` a writer process fills with `--log-lines` lines
-  of ~100 characters as fast as it can, while the logs screen (`l`) is open;
+  of ~100 characters in 1 MB writes (made beforehand, so the file grows far
+  faster than the TUI reads), while the logs screen (`l`) is open;
   lines/s from the first byte written to the first frame after the last line
   reached the LogView, through the screen's real worker and the client's log
   follower; once with the status stream running, once without;
@@ -51,6 +54,7 @@ import argparse
 import asyncio
 import ctypes
 import fcntl
+import inspect
 import io
 import json
 import os
@@ -93,6 +97,8 @@ JOB_NAMES = (
 PIPELINE_TASKS = ("prep", "train", "eval")
 REQUESTED = ("1x[H100:8]", "1x[A100:8]", "2x[L4:1]", "1x[CPU:4]", "4x[H100:8]")
 INFRAS = ("aws/us-east-1", "gcp/us-central1", "sim/eu-west-2", "k8s/gpu-pool", "local")
+INSTANCE_TYPES = ("p5.48xlarge", "a3-highgpu-8g", "sim-h100-8", "gpu-pool-h100", "local")
+PRICES = (98.32, 88.25, 40.0, 0.0, 0.0)  # $/h, per INFRAS entry
 FINISHED_MIX = (  # status, weight
     ("SUCCEEDED", 55), ("CANCELLED", 15), ("FAILED", 15), ("FAILED_SETUP", 5),
     ("FAILED_NO_RESOURCE", 5), ("FAILED_PRECHECKS", 5),
@@ -120,15 +126,18 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 
 def _die_with_parent() -> None:
-    """preexec_fn: SIGKILL this child when the process that started it dies."""
+    """In a child of this script: get SIGKILL when the benchmark process dies, however it dies."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
+    except (OSError, AttributeError):
         pass
+    if os.getppid() == 1:  # the parent was already gone
+        os._exit(1)
 
 
 def _spawn(args: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
-    proc = subprocess.Popen(args, preexec_fn=_die_with_parent, **kwargs)
+    """Start a child (this script in a child role, which calls `_die_with_parent` first)."""
+    proc = subprocess.Popen(args, **kwargs)
     CHILDREN.append(proc)
     return proc
 
@@ -155,7 +164,17 @@ def machine() -> dict[str, Any]:
     import sqlalchemy
     import textual
 
+    try:
+        git = ["git", "-C", str(REPO)]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "skytui"], check=False,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = f"{head}{' + uncommitted changes in skytui/' if dirty else ''}" if head else "?"
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
     return {
+        "commit": commit,
         "nproc": os.cpu_count(), "cpu": cpu, "load": os.getloadavg(), "python": platform.python_version(),
         "textual": textual.__version__, "sqlalchemy": sqlalchemy.__version__,
     }
@@ -215,18 +234,30 @@ def build_db(db_url: str, n_jobs: int, n_active: int, rng: random.Random) -> dic
     rng.shuffle(order)
     active, finished = order[:n_active], order[n_active:]
     transitions = 0
+    attempts = 0
     running: list[tuple[int, int]] = []
     counts: dict[str, int] = {}
+    priced = "price_per_hour" in inspect.signature(store.start_attempt).parameters
 
     def tr(job_id: int, task_idx: int, to: S, **values: Any) -> None:
         nonlocal transitions
         store.transition_task(job_id, task_idx, to, **values)
         transitions += 1
 
-    def start(job_id: int, task_idx: int, then: S | None = None) -> None:
-        tr(job_id, task_idx, S.STARTING, infra=rng.choice(INFRAS), instance_type="p5.48xlarge", use_spot=True)
+    def start(job_id: int, task_idx: int, then: S | None = None, end: tuple[str, int | None] | None = None) -> None:
+        """As the controller does: STARTING, an attempt placed somewhere, then `then`; `end` closes the attempt."""
+        nonlocal attempts
+        tr(job_id, task_idx, S.STARTING)
+        where = rng.randrange(len(INFRAS))
+        extra = {"price_per_hour": PRICES[where]} if priced else {}
+        attempt_no = store.start_attempt(
+            job_id, task_idx, infra=INFRAS[where], instance_type=INSTANCE_TYPES[where], use_spot=True, **extra
+        )
+        attempts += 1
         if then is not None:
-            tr(job_id, task_idx, then)
+            tr(job_id, task_idx, then, **({"exit_code": end[1]} if end and end[1] is not None else {}))
+        if end is not None:
+            store.end_attempt(job_id, task_idx, attempt_no, reason=end[0], exit_code=end[1])
 
     # Active: 20% PENDING, 15% STARTING, 65% RUNNING (the ones the stream cycles).
     with _batched(store):
@@ -253,14 +284,16 @@ def build_db(db_url: str, n_jobs: int, n_active: int, rng: random.Random) -> dic
                     for task_idx in range(ntasks):
                         start(job_id, task_idx, S.RUNNING)
                         tr(job_id, task_idx, S.SUCCEEDED, exit_code=0)
+                        store.end_attempt(job_id, task_idx, 1, reason="succeeded", exit_code=0)
                     continue
                 if status == "CANCELLED":
                     tr(job_id, 0, S.CANCELLED)
                 elif status == "FAILED":
                     start(job_id, 0, S.RUNNING)
                     tr(job_id, 0, S.FAILED, exit_code=1, failure_reason="exit code 1: CUDA out of memory")
+                    store.end_attempt(job_id, 0, 1, reason="job failed", exit_code=1)
                 elif status == "FAILED_SETUP":
-                    start(job_id, 0, S.FAILED_SETUP)
+                    start(job_id, 0, S.FAILED_SETUP, end=("setup failed", 2))
                 else:
                     tr(job_id, 0, S(status), failure_reason="no resource satisfies the request")
                 for task_idx in range(1, ntasks):
@@ -273,14 +306,13 @@ def build_db(db_url: str, n_jobs: int, n_active: int, rng: random.Random) -> dic
     )
     log_job = log_ids[0]
     start(log_job, 0, S.RUNNING)
-    attempt = store.start_attempt(log_job, 0, infra="local", instance_type="local", use_spot=False)
-    segment = store.open_segment(log_job, 0, attempt, 0, "run", 0)
+    segment = store.open_segment(log_job, 0, 1, 0, "run", 0)
     store.update_segment(segment.id, pid=LOG_PID)
     counts["RUNNING"] = counts.get("RUNNING", 0) + 1
     store.close()
     return {
         "jobs": len(jobs) + 1, "pipelines": n_pipelines, "tasks": sum(n for _, n in jobs) + 1,
-        "counts": counts, "transitions": transitions, "seconds": time.monotonic() - t0,
+        "counts": counts, "transitions": transitions, "attempts": attempts, "seconds": time.monotonic() - t0,
         "submit_seconds": submitted_s, "running": running, "log_job": log_job,
     }
 
@@ -296,7 +328,12 @@ def status_writer_main(db_url: str, pairs_file: str, rate: float) -> None:
     pairs = [tuple(p) for p in json.loads(Path(pairs_file).read_text())]
     state = {pair: S.RUNNING for pair in pairs}
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def wait_for_eof() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
     store = Store(db_url)
     out = sys.stdout
     done = 0
@@ -381,13 +418,19 @@ class StatusWriter:
 
 
 def log_writer_main(path: str, first: int, lines: int) -> None:
-    """Child: append `lines` log lines as fast as possible; print when it started and finished."""
+    """Child: append `lines` log lines in 1 MB writes as fast as the page cache takes them.
+
+    The text is made before the clock starts, so the file grows far faster than
+    any reader: the figure measured is the TUI's, not this writer's.
+    """
     chunk = 10_000
+    chunks = [
+        ("\n".join(plain_line(i) for i in range(lo, min(first + lines, lo + chunk))) + "\n").encode()
+        for lo in range(first, first + lines, chunk)
+    ]
     with open(path, "ab", buffering=0) as f:
         start = time.monotonic()
-        for lo in range(first, first + lines, chunk):
-            hi = min(first + lines, lo + chunk)
-            f.write(("\n".join(plain_line(i) for i in range(lo, hi)) + "\n").encode())
+        f.writelines(chunks)
         end = time.monotonic()
     print(json.dumps({"start": start, "end": end}), flush=True)
 
@@ -397,8 +440,6 @@ def log_writer_main(path: str, first: int, lines: int) -> None:
 
 def _css_path(app_class: type) -> Any:
     """The app's stylesheet, which Textual would look for beside a subclass's file."""
-    import inspect
-
     css = app_class.CSS_PATH  # type: ignore[attr-defined]
     return Path(inspect.getfile(app_class)).parent / css if isinstance(css, str) else css
 
@@ -444,7 +485,7 @@ def make_app_classes() -> dict[str, Any]:
             stats["changes"].append((t0, time.monotonic() - t0, len(result[0])))
             return result
 
-    class _Null(io.TextIOBase):
+    class _Null(io.StringIO):
         def write(self, s: str) -> int:
             return len(s)
 
@@ -482,7 +523,11 @@ def _key_event(key: str) -> Any:
     import unicodedata
 
     from textual import events
-    from textual.keys import REPLACED_KEYS, _character_to_key, _get_unicode_name_from_key
+    from textual.keys import (
+        REPLACED_KEYS,
+        _character_to_key,
+        _get_unicode_name_from_key,
+    )
 
     if len(key) == 1 and not key.isalnum():
         key = _character_to_key(key)
@@ -558,8 +603,8 @@ class Probe:
 
 
 async def interactive(
-    classes: dict[str, Any], writer: StatusWriter | None, rounds: int, log_job: int, log_lines: int,
-    home: Path, rng: random.Random,
+    classes: dict[str, Any], writer: StatusWriter | None, rounds: int, key_seconds: float, log_job: int,
+    log_lines: int, rng: random.Random,
 ) -> None:
     """Key -> frame under the status stream, then log ingestion (stream on, then off)."""
     from textual.widgets import Input
@@ -614,30 +659,38 @@ async def interactive(
         stats["changes"].clear()
         frames_before = len(app.frames)
         mark_a = writer.mark() if writer else None
+        if writer is not None and mark_a is not None:
+            RESULTS["key_writer"] = (writer, mark_a)  # for a partial report
         t_keys = time.monotonic()
 
+        def cursor_on(key: str) -> Callable[[Any], bool]:
+            return lambda s: isinstance(s, JobsScreen) and table.cursor_key == key
+
+        def filtered_to(text: str) -> Callable[[Any], bool]:
+            return lambda s: isinstance(s, JobsScreen) and s.filter_text == text
+
+        def details_after(count: int) -> Callable[[Any], bool]:
+            return lambda s: isinstance(s, JobScreen) and len(stats["job_shown"]) > count
+
         for round_no in range(rounds):
+            if round_no and time.monotonic() - t_keys > key_seconds:
+                break  # a slow app gets fewer rounds, not a timeout
             for _ in range(15):
                 if table.cursor_index + 1 >= len(table.rows):
                     break
                 expected = table.rows[table.cursor_index + 1].key
-                await press("down", "cursor down", lambda s, e=expected: isinstance(s, JobsScreen)
-                            and table.cursor_key == e)
+                await press("down", "cursor down", cursor_on(expected))
             await press("slash", "/ (open the filter)", lambda s: isinstance(s, JobsScreen)
                         and box.display and app.focused is box)
             typed = ""
             for char in FILTER_WORDS[round_no % len(FILTER_WORDS)]:
                 typed += char
-                await press(char, "filter keystroke", lambda s, t=typed: isinstance(s, JobsScreen)
-                            and s.filter_text == t)
+                await press(char, "filter keystroke", filtered_to(typed))
             await press("escape", "escape (clear the filter)", lambda s: isinstance(s, JobsScreen)
                         and s.filter_text == "" and not box.display)
-            shown_before = len(stats["job_shown"])
-            await press("enter", "enter (open the job)", lambda s: isinstance(s, JobScreen), also=(
-                # Its details come from a thread worker: the first frame after they were shown.
-                "enter -> job details shown",
-                lambda s, n=shown_before: isinstance(s, JobScreen) and len(stats["job_shown"]) > n,
-            ))
+            # The job's details come from a thread worker: also the first frame after they were shown.
+            details = ("enter -> job details shown", details_after(len(stats["job_shown"])))
+            await press("enter", "enter (open the job)", lambda s: isinstance(s, JobScreen), also=details)
             await press("escape", "escape (back to the queue)", lambda s: isinstance(s, JobsScreen)
                         and app.screen is s)
 
@@ -666,16 +719,17 @@ async def interactive(
         await pilot.pause()
         view = app.screen.query_one(LogView)
         batches: list[tuple[float, int, float]] = []  # (when, lines, ms in append_lines)
-        received = {"lines": 0, "last": ""}
+        received_lines = [0]
+        last_line = [""]
         original_append = view.append_lines
 
         def counting_append(lines: Sequence[str]) -> None:
             t0 = time.monotonic()
             original_append(lines)
             batches.append((t0, len(lines), (time.monotonic() - t0) * 1000))
-            received["lines"] += len(lines)
+            received_lines[0] += len(lines)
             if lines:
-                received["last"] = lines[-1]
+                last_line[0] = lines[-1]
 
         view.append_lines = counting_append  # type: ignore[method-assign]
         log_path = task_log_path(paths().job_logs, log_job, 0)
@@ -692,14 +746,16 @@ async def interactive(
                 continue
             if label == "status stream on" and writer is None:
                 label = "no status stream"
-            base = received["lines"]
+            base = received_lines[0]
             first_batch = len(batches)
             mark_a = writer.mark() if writer and label == "status stream on" else None
             done: dict[str, float] = {}
             target_total = base + log_lines
 
-            def log_watcher(screen: Any, now: float, target: int = target_total) -> bool:
-                if isinstance(screen, LogsScreen) and received["lines"] >= target:
+            def log_watcher(
+                screen: Any, now: float, target: int = target_total, done: dict[str, float] = done
+            ) -> bool:
+                if isinstance(screen, LogsScreen) and received_lines[0] >= target:
                     done["frame"] = now
                     return True
                 return False
@@ -710,14 +766,14 @@ async def interactive(
                 stdout=subprocess.PIPE, text=True,
             )
             cpu0 = time.process_time()
-            ok = await _wait(lambda: "frame" in done, 120, step=0.01)
+            ok = await _wait(lambda: "frame" in done, 120, step=0.01)  # noqa: B023 (awaited here)
             cpu = time.process_time() - cpu0
             out, _ = await asyncio.to_thread(proc.communicate, None, 30)
-            mark_b = writer.mark() if mark_a is not None else None
+            mark_b = writer.mark() if writer is not None and mark_a is not None else None
             timing = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
             written += log_lines
             if not ok or not timing:
-                RESULTS["logs"].append({"label": label, "failed": True, "lines": received["lines"] - base})
+                RESULTS["logs"].append({"label": label, "failed": True, "lines": received_lines[0] - base})
                 continue
             span = done["frame"] - timing["start"]
             mine = batches[first_batch:]
@@ -732,7 +788,7 @@ async def interactive(
                 "append_ms": statistics.mean(b[2] for b in mine) if mine else 0,
                 "append_busy": sum(b[2] for b in mine) / 1000 / span,
                 "app_cpu": cpu / span,
-                "last_ok": received["last"].endswith(plain_line(written - 1)),
+                "last_ok": last_line[0].endswith(plain_line(written - 1)),
                 "writer": StatusWriter.rate(mark_a, mark_b) if mark_a and mark_b else None,
             })
         await press("escape", "escape (back to the queue)", lambda s: isinstance(s, JobsScreen)
@@ -859,12 +915,13 @@ def _print_report(partial: bool) -> bool:
     m = RESULTS.get("machine")
     if m:
         print(f"machine: {m['nproc']} CPUs ({m['cpu']}), load {m['load'][0]:.2f}/{m['load'][1]:.2f} (1/5 min) at "
-              f"start; Python {m['python']}, Textual {m['textual']}, SQLAlchemy {m['sqlalchemy']}")
+              f"start; Python {m['python']}, Textual {m['textual']}, SQLAlchemy {m['sqlalchemy']}; skytui at {m['commit']}")
     db = RESULTS.get("db")
     if db:
         mix = ", ".join(f"{n:,} {s}" for s, n in sorted(db["counts"].items(), key=lambda kv: -kv[1]))
         print(f"state DB: {db['jobs']:,} jobs ({db['pipelines']:,} 3-task pipelines, {db['tasks']:,} tasks): {mix}; "
-              f"built in {db['seconds']:.1f} s ({db['transitions']:,} Store.transition_task calls)")
+              f"built in {db['seconds']:.1f} s ({db['transitions']:,} Store.transition_task calls, "
+              f"{db.get('attempts', 0):,} attempts)")
     print()
 
     fp = RESULTS.get("first_paint")
@@ -897,10 +954,14 @@ def _print_report(partial: bool) -> bool:
               f"ours (median) is {_ratio(SKY_QUEUE_10K_MS, med)}")
     print()
 
-    keys: dict[str, list[float]] | None = RESULTS.get("keys")
+    # Copies: on a timeout the app is still appending while this prints.
+    keys = {kind: list(values) for kind, values in list((RESULTS.get("keys") or {}).items())}
     phase = RESULTS.get("key_phase")
     if keys:
-        writer = phase.get("writer") if phase else RESULTS.get("writer_rate_so_far")
+        writer = phase.get("writer") if phase else None
+        if not phase and "key_writer" in RESULTS:
+            status_writer, since = RESULTS["key_writer"]
+            writer = StatusWriter.rate(since, status_writer.mark())
         rate = f"{writer[0]:,.0f} status changes/s achieved (writer process at {writer[1] * 100:.0f}% of a core)" \
             if writer else "no status stream"
         print(f"Key press -> next frame showing its effect, headless {SIZE[0]}x{SIZE[1]}, {rate}:")
@@ -941,7 +1002,7 @@ def _print_report(partial: bool) -> bool:
         print("Key press -> next frame: not measured  FAIL")
     print()
 
-    logs = RESULTS.get("logs")
+    logs = list(RESULTS.get("logs") or [])
     if logs:
         print("Log ingestion, file -> LogView -> frame, through the logs screen's worker and the log follower:")
         for run in logs:
@@ -989,6 +1050,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="status changes/s streamed during the keys")
     parser.add_argument("--rounds", type=int, default=12,
                         help="key rounds: 15 downs, / + a word, escape, enter, escape each")
+    parser.add_argument("--key-seconds", type=float, default=75.0,
+                        help="start no new key round after this many seconds (at least one round runs)")
     parser.add_argument("--log-lines", type=int, default=500_000)
     parser.add_argument("--first-paint-runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds before giving up (exit 2)")
@@ -998,6 +1061,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pty-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.status_writer or args.log_writer or args.pty_child:
+        _die_with_parent()
     if args.status_writer:
         status_writer_main(args.status_writer[0], args.status_writer[1], float(args.status_writer[2]))
         return 0
@@ -1054,7 +1119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             writer = StatusWriter(p.db_url, db["running"], args.rate, home)
             writer.wait_started()
         print(f"keys under {args.rate:,.0f} status changes/s, then log ingestion ...", flush=True)
-        asyncio.run(interactive(classes, writer, args.rounds, db["log_job"], args.log_lines, home, rng))
+        asyncio.run(interactive(
+            classes, writer, args.rounds, args.key_seconds, db["log_job"], args.log_lines, rng,
+        ))
         if writer is not None:
             writer.stop()
         watchdog.cancel()
