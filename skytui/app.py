@@ -27,6 +27,7 @@ from skytui.screens.jobs import JobsScreen
 from skytui.screens.pools import PoolsScreen
 
 Clock = Callable[[], float]
+FIRST_PAINT_JOBS = 200
 
 
 class SkyTUI(App[None]):
@@ -56,6 +57,8 @@ class SkyTUI(App[None]):
         self._follow = follow
         self.jobs: dict[int, JobView] = {}
         """Every job the app knows, by id: the queue's source of truth on screen."""
+        self.last_changed: frozenset[int] | None = None
+        """The jobs the last update touched; None after a full snapshot."""
         self.loaded = False
 
     def on_mount(self) -> None:
@@ -69,8 +72,13 @@ class SkyTUI(App[None]):
     def follow_queue(self) -> None:
         """Snapshot, then changes by event id; runs until the app exits."""
         worker = get_current_worker()
-        views, last_event = self.client.snapshot()
+        # The newest jobs first, so the queue paints at once; then all of them.
+        # Changes are followed from the first read's event id: nothing is missed.
+        views, last_event = self.client.snapshot(limit=FIRST_PAINT_JOBS)
         self.call_from_thread(self._apply, views, True)
+        if len(views) == FIRST_PAINT_JOBS and not worker.is_cancelled:
+            everything, _ = self.client.snapshot()
+            self.call_from_thread(self._apply, everything, True)
         while self._follow and not worker.is_cancelled:
             time.sleep(self.poll_interval)
             changed, last_event = self.client.changes(last_event)
@@ -80,10 +88,14 @@ class SkyTUI(App[None]):
     def _apply(self, views: Iterable[JobView], full: bool) -> None:
         if full:
             self.jobs = {view.job.id: view for view in views}
+            self.last_changed = None
             self.loaded = True
         else:
+            changed = set()
             for view in views:
                 self.jobs[view.job.id] = view
+                changed.add(view.job.id)
+            self.last_changed = frozenset(changed)
         self.jobs_revision += 1
 
     def action_command_prompt(self) -> None:

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from rich.text import Text
 
 from skytui.client import JobView
-from skytui.engine.status import TERMINAL, TaskStatus
+from skytui.engine.status import TERMINAL
+
+_TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 
 QUEUE_COLUMNS = (
     "ID", "TASK", "NAME", "REQUESTED", "SUBMITTED", "TOT. DURATION", "JOB DURATION",
@@ -118,7 +120,7 @@ def in_progress_counts(views: Iterable[JobView]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for view in views:
         for task in view.tasks:
-            if not TaskStatus(task.status).is_terminal:
+            if task.status not in _TERMINAL_VALUES:
                 counts[task.status] = counts.get(task.status, 0) + 1
     return counts
 

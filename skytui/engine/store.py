@@ -231,9 +231,24 @@ class StoreError(RuntimeError):
 R = TypeVar("R")
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
 def _record(cls: type[R], row: Any) -> R:
     mapping = row._mapping
-    return cls(**{f.name: mapping[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+    return cls(*(mapping[name] for name in _field_names(cls)))  # type: ignore[arg-type]
+
+
+def _columns(table: Table, cls: type) -> list[Any]:
+    """Only the columns a record shows: a queue read never loads a job's spec
+    or its secrets."""
+    return [table.c[name] for name in _field_names(cls)]
+
+
+# Past this many ids, reading the whole table beats a giant IN (...) clause.
+_IN_LIMIT = 500
 
 
 @dataclass(frozen=True)
@@ -737,13 +752,13 @@ class Store:
 
     def job(self, job_id: int) -> JobRow | None:
         with self._read() as conn:
-            row = conn.execute(select(jobs_table).where(jobs_table.c.id == job_id)).first()
+            row = conn.execute(select(*_columns(jobs_table, JobRow)).where(jobs_table.c.id == job_id)).first()
         return _record(JobRow, row) if row else None
 
     def jobs_by_name(self, name: str) -> list[JobRow]:
         with self._read() as conn:
             rows = conn.execute(
-                select(jobs_table).where(jobs_table.c.name == name).order_by(jobs_table.c.id)
+                select(*_columns(jobs_table, JobRow)).where(jobs_table.c.name == name).order_by(jobs_table.c.id)
             ).all()
         return [_record(JobRow, r) for r in rows]
 
@@ -751,7 +766,7 @@ class Store:
         if not job_ids:
             return []
         with self._read() as conn:
-            rows = conn.execute(select(jobs_table).where(jobs_table.c.id.in_(list(job_ids)))).all()
+            rows = conn.execute(select(*_columns(jobs_table, JobRow)).where(jobs_table.c.id.in_(list(job_ids)))).all()
         return [_record(JobRow, r) for r in rows]
 
     def job_ids_changed_after(self, event_id: int) -> tuple[list[int], int]:
@@ -771,7 +786,7 @@ class Store:
     def jobs(
         self, *, in_progress_only: bool = False, limit: int | None = None
     ) -> list[JobRow]:
-        query = select(jobs_table).order_by(jobs_table.c.id.desc())
+        query = select(*_columns(jobs_table, JobRow)).order_by(jobs_table.c.id.desc())
         if in_progress_only:
             query = query.where(jobs_table.c.status.in_([s.value for s in IN_PROGRESS]))
         if limit is not None:
@@ -784,7 +799,7 @@ class Store:
         if limit <= 0:
             return []
         query = (
-            select(jobs_table)
+            select(*_columns(jobs_table, JobRow))
             .where(jobs_table.c.status.in_([s.value for s in IN_PROGRESS]))
             .order_by(
                 # A job any of whose tasks has started (a pipeline between
@@ -830,14 +845,14 @@ class Store:
         out: dict[int, list[TaskRow]] = {job_id: [] for job_id in job_ids}
         if not job_ids:
             return out
+        query = select(tasks_table).order_by(tasks_table.c.job_id, tasks_table.c.task_idx)
+        if len(job_ids) <= _IN_LIMIT:
+            query = query.where(tasks_table.c.job_id.in_(list(job_ids)))
         with self._read() as conn:
-            rows = conn.execute(
-                select(tasks_table)
-                .where(tasks_table.c.job_id.in_(list(job_ids)))
-                .order_by(tasks_table.c.job_id, tasks_table.c.task_idx)
-            ).all()
+            rows = conn.execute(query).all()
         for row in rows:
-            out[row.job_id].append(_record(TaskRow, row))
+            if row.job_id in out:
+                out[row.job_id].append(_record(TaskRow, row))
         return out
 
     def events(
@@ -919,14 +934,16 @@ class Store:
         out: dict[int, list[AttemptRow]] = {job_id: [] for job_id in job_ids}
         if not job_ids:
             return out
+        query = select(attempts_table).order_by(
+            attempts_table.c.job_id, attempts_table.c.task_idx, attempts_table.c.attempt_no
+        )
+        if len(job_ids) <= _IN_LIMIT:
+            query = query.where(attempts_table.c.job_id.in_(list(job_ids)))
         with self._read() as conn:
-            rows = conn.execute(
-                select(attempts_table)
-                .where(attempts_table.c.job_id.in_(list(job_ids)))
-                .order_by(attempts_table.c.job_id, attempts_table.c.task_idx, attempts_table.c.attempt_no)
-            ).all()
+            rows = conn.execute(query).all()
         for row in rows:
-            out[row.job_id].append(_record(AttemptRow, row))
+            if row.job_id in out:
+                out[row.job_id].append(_record(AttemptRow, row))
         return out
 
     def set_attempt_cluster(self, job_id: int, task_idx: int, attempt_no: int, cluster_id: int) -> None:

@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Log, Static, Tree
-from textual.worker import get_current_worker
 
 from skytui.client import JobView
-from skytui.engine.status import TERMINAL
 from skytui.engine.store import AttemptRow, EventRow
 from skytui.format import readable_cost, readable_duration, status_style
+from skytui.screens.base import TERMINAL_VALUES, SkyScreen
 from skytui.widgets.log_view import LogView
-
-if TYPE_CHECKING:
-    from skytui.app import SkyTUI
 
 TAIL_BYTES = 1 << 20
 
@@ -57,7 +52,7 @@ def event_line(event: EventRow) -> str:
     return f"{stamp} {task}{event.kind}: {event.message or ''}"
 
 
-class JobScreen(Screen[None]):
+class JobScreen(SkyScreen):
     BINDING_GROUP_TITLE = "Job"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="job.back"),
@@ -73,13 +68,6 @@ class JobScreen(Screen[None]):
         self.task_idx = task_idx
         self._last_event = 0
         self._spec: dict[str, Any] | None = None
-
-    @property
-    def tui(self) -> SkyTUI:
-        from skytui.app import SkyTUI
-
-        assert isinstance(self.app, SkyTUI)
-        return self.app
 
     def compose(self) -> ComposeResult:
         yield Static("", id="job-title")
@@ -107,7 +95,9 @@ class JobScreen(Screen[None]):
     # -------------------------------------------------------------- loading
 
     def _job_changed(self) -> None:
-        self.load_details()
+        changed = self.tui.last_changed
+        if changed is None or self.job_id in changed:
+            self.load_details()
 
     @work(thread=True, exclusive=True, group="job-details", name="job details")
     def load_details(self) -> None:
@@ -177,19 +167,8 @@ class JobScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="job-log", name="job log")
     def stream_log(self) -> None:
-        worker = get_current_worker()
-        client = self.tui.client
-        follower = client.log_follower(self.job_id, self.task_idx, tail_bytes=TAIL_BYTES)
-        while not worker.is_cancelled:
-            view = client.job(self.job_id)
-            finished = view is None or view.job.status in {s.value for s in TERMINAL}
-            lines = follower.poll(final=finished)
-            if lines and not worker.is_cancelled:
-                self.app.call_from_thread(self.query_one("#job-log", LogView).append_lines, lines)
-            if finished and not lines:
-                return
-            if not lines:
-                time.sleep(0.2)
+        view = self.query_one("#job-log", LogView)
+        self.feed_job_log(view, self.job_id, self.task_idx, tail_bytes=TAIL_BYTES, poll_s=0.2)
 
     # -------------------------------------------------------------- actions
 
@@ -219,7 +198,7 @@ class JobScreen(Screen[None]):
 
     def action_cancel_job(self) -> None:
         view = self.tui.jobs.get(self.job_id)
-        if view is None or view.job.status in {s.value for s in TERMINAL}:
+        if view is None or view.job.status in TERMINAL_VALUES:
             self.notify("This job has finished; there is nothing to cancel.", severity="warning")
             return
         from skytui.screens.confirm import ConfirmCancel

@@ -8,23 +8,20 @@ thousand jobs cost one list rebuild, not ten thousand widgets.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.reactive import reactive
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from skytui.client import JobView
-from skytui.engine.status import TERMINAL, TaskStatus
+from skytui.engine.status import TaskStatus
 from skytui.format import QUEUE_COLUMNS, in_progress_summary, queue_lines, readable_cost
+from skytui.screens.base import TERMINAL_VALUES, SkyScreen
 from skytui.widgets.job_table import Column, JobTable, TableRow
-
-if TYPE_CHECKING:
-    from skytui.app import SkyTUI
 
 SortKey = Literal["id", "name", "age", "status", "duration", "recoveries"]
 Scope = Literal["all", "active", "faults"]
@@ -37,7 +34,6 @@ COLUMN_WIDTHS = {
 }
 RIGHT_ALIGNED = {"#RECOVERIES", "COST"}
 FAULTS = {s.value for s in TaskStatus if s.is_failure} | {TaskStatus.RECOVERING.value}
-TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 
 
 class JobFilter:
@@ -84,7 +80,7 @@ def _sort_value(view: JobView, key: SortKey, now: float) -> object:
     return view.job.id
 
 
-class JobsScreen(Screen[None]):
+class JobsScreen(SkyScreen):
     """The live queue."""
 
     BINDING_GROUP_TITLE = "Jobs"
@@ -116,13 +112,7 @@ class JobsScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._row_cache: dict[int, tuple[JobView, int, list[TableRow]]] = {}
-
-    @property
-    def tui(self) -> SkyTUI:
-        from skytui.app import SkyTUI
-
-        assert isinstance(self.app, SkyTUI)
-        return self.app
+        self._stale = False
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="jobs-header"):
@@ -145,6 +135,8 @@ class JobsScreen(Screen[None]):
         table.focus()
         if self.tui.loaded:
             self._redraw()
+        else:
+            self._stale = True
 
     # ------------------------------------------------------------ rendering
 
@@ -168,7 +160,9 @@ class JobsScreen(Screen[None]):
         job changes, and its text only moves with the clock (durations each
         second while it runs, "N mins ago" each minute once it has finished)."""
         finished = view.job.status in TERMINAL_VALUES
-        stamp = int(now // 60) if finished else int(now)
+        # Finished jobs' "N mins ago" moves once a minute; spread over the
+        # minute by id, so ten thousand rows never expire in the same frame.
+        stamp = int((now + view.job.id) // 60) if finished else int(now)
         cached = self._row_cache.get(view.job.id)
         if cached is not None and cached[0] is view and cached[1] == stamp:
             return cached[2]
@@ -184,6 +178,11 @@ class JobsScreen(Screen[None]):
         return rows
 
     def _redraw(self) -> None:
+        if self.app.screen is not self:
+            # Covered by the job or logs view: catch up when shown again.
+            self._stale = True
+            return
+        self._stale = False
         now = self.tui.clock()
         views = self._visible_views()
         rows: list[TableRow] = []
@@ -204,6 +203,10 @@ class JobsScreen(Screen[None]):
                 "No managed jobs yet. Launch one with `skytui jobs launch FILE`."
                 if not self.tui.jobs else "No job matches this view (0: all, esc: clear the filter)."
             )
+
+    def on_screen_resume(self) -> None:
+        if self._stale:
+            self._redraw()
 
     def _tick(self) -> None:
         # Durations tick while something runs; a finished queue stays still.

@@ -6,26 +6,21 @@ exactly what the CLI refuses, with the same file:line messages."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
 from skytui.engine.optimizer import InfeasibleError, Plan, considered_rows
+from skytui.screens.base import SkyScreen
 from skytui.spec import Overrides, Pipeline, SpecError, load_pipeline, parse_env_flag
-
-if TYPE_CHECKING:
-    from skytui.app import SkyTUI
 
 CONSIDERED_COLUMNS = ("INFRA", "INSTANCE", "vCPUs", "Mem(GB)", "GPUS", "COST ($)", "CHOSEN")
 
 
-class LaunchScreen(Screen[None]):
+class LaunchScreen(SkyScreen):
     BINDING_GROUP_TITLE = "Launch"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="launch.back"),
@@ -36,13 +31,6 @@ class LaunchScreen(Screen[None]):
         super().__init__()
         self.initial_path = path
         self._checked: tuple[Pipeline, list[Plan], int] | None = None
-
-    @property
-    def tui(self) -> SkyTUI:
-        from skytui.app import SkyTUI
-
-        assert isinstance(self.app, SkyTUI)
-        return self.app
 
     def compose(self) -> ComposeResult:
         yield Static("Launch a managed job", id="launch-title")

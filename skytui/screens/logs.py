@@ -10,27 +10,22 @@ cleanup); `s` switches between all tasks and one task of a pipeline.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
-from skytui.engine.status import TERMINAL
+from skytui.screens.base import SkyScreen
 from skytui.widgets.log_view import LogView
-
-if TYPE_CHECKING:
-    from skytui.app import SkyTUI
 
 TAIL_BYTES = 4 << 20  # open at the last few MB: a 1 GB log shows at once
 POLL_S = 0.1
 
 
-class LogsScreen(Screen[None]):
+class LogsScreen(SkyScreen):
     BINDING_GROUP_TITLE = "Logs"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="logs.back"),
@@ -47,13 +42,6 @@ class LogsScreen(Screen[None]):
         super().__init__()
         self.job_id = job_id
         self.set_reactive(LogsScreen.task_idx, task_idx)
-
-    @property
-    def tui(self) -> SkyTUI:
-        from skytui.app import SkyTUI
-
-        assert isinstance(self.app, SkyTUI)
-        return self.app
 
     def compose(self) -> ComposeResult:
         yield Static("", id="logs-title")
@@ -81,22 +69,11 @@ class LogsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="log-stream", name="log stream")
     def stream(self) -> None:
-        worker = get_current_worker()
-        client = self.tui.client
         if self.controller:
-            self._stream_file(worker)
+            self._stream_file(get_current_worker())
             return
-        follower = client.log_follower(self.job_id, self.task_idx, tail_bytes=TAIL_BYTES)
-        while not worker.is_cancelled:
-            view = client.job(self.job_id)
-            finished = view is None or view.job.status in {s.value for s in TERMINAL}
-            lines = follower.poll(final=finished)
-            if lines and not worker.is_cancelled:
-                self.app.call_from_thread(self.query_one(LogView).append_lines, lines)
-            if finished and not lines:
-                return
-            if not lines:
-                time.sleep(POLL_S)
+        view = self.query_one(LogView)
+        self.feed_job_log(view, self.job_id, self.task_idx, tail_bytes=TAIL_BYTES, poll_s=POLL_S)
 
     def _stream_file(self, worker: object) -> None:
         path = self.tui.client.controller_log_path(self.job_id)
