@@ -112,6 +112,7 @@ class JobsScreen(SkyScreen):
     def __init__(self) -> None:
         super().__init__()
         self._row_cache: dict[int, tuple[JobView, int, list[TableRow]]] = {}
+        self._haystack_cache: dict[int, tuple[JobView, str]] = {}
         self._stale = False
 
     def compose(self) -> ComposeResult:
@@ -149,11 +150,21 @@ class JobsScreen(SkyScreen):
                 continue
             if self.scope == "faults" and not any(t.status in FAULTS for t in view.tasks):
                 continue
-            if job_filter.regex is not None and not job_filter.matches(_haystack(view)):
+            if job_filter.regex is not None and not job_filter.matches(self._haystack_of(view)):
                 continue
             views.append(view)
         views.sort(key=lambda v: (_sort_value(v, self.sort_key, now), v.job.id), reverse=self.sort_reverse)
         return views
+
+    def _haystack_of(self, view: JobView) -> str:
+        """The text a filter searches, kept until the job changes: a filter
+        keystroke over ten thousand jobs should not rebuild ten thousand strings."""
+        cached = self._haystack_cache.get(view.job.id)
+        if cached is not None and cached[0] is view:
+            return cached[1]
+        text = _haystack(view)
+        self._haystack_cache[view.job.id] = (view, text)
+        return text
 
     def _rows_of(self, view: JobView, now: float) -> list[TableRow]:
         """A job's table rows, cached: the feed replaces a JobView object when the
