@@ -23,11 +23,13 @@ from textual.worker import get_current_worker
 
 from skytui.client import Client, JobView
 from skytui.config import ConfigError, load_config
+from skytui.engine.status import TERMINAL
 from skytui.screens.jobs import JobsScreen
 from skytui.screens.pools import PoolsScreen
 
 Clock = Callable[[], float]
 FIRST_PAINT_JOBS = 200
+TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 
 
 class SkyTUI(App[None]):
@@ -59,6 +61,8 @@ class SkyTUI(App[None]):
         """Every job the app knows, by id: the queue's source of truth on screen."""
         self.last_changed: frozenset[int] | None = None
         """The jobs the last update touched; None after a full snapshot."""
+        self.active_job_ids: set[int] = set()
+        """Jobs not finished yet: what ticks, and what the header counts."""
         self.loaded = False
 
     def on_mount(self) -> None:
@@ -88,6 +92,7 @@ class SkyTUI(App[None]):
     def _apply(self, views: Iterable[JobView], full: bool) -> None:
         if full:
             self.jobs = {view.job.id: view for view in views}
+            self.active_job_ids = {i for i, v in self.jobs.items() if v.job.status not in TERMINAL_VALUES}
             self.last_changed = None
             self.loaded = True
         else:
@@ -95,6 +100,10 @@ class SkyTUI(App[None]):
             for view in views:
                 self.jobs[view.job.id] = view
                 changed.add(view.job.id)
+                if view.job.status in TERMINAL_VALUES:
+                    self.active_job_ids.discard(view.job.id)
+                else:
+                    self.active_job_ids.add(view.job.id)
             self.last_changed = frozenset(changed)
         self.jobs_revision += 1
 

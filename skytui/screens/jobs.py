@@ -7,6 +7,7 @@ thousand jobs cost one list rebuild, not ten thousand widgets.
 
 from __future__ import annotations
 
+import bisect
 import re
 from typing import Literal
 
@@ -113,6 +114,9 @@ class JobsScreen(SkyScreen):
         super().__init__()
         self._row_cache: dict[int, tuple[JobView, int, list[TableRow]]] = {}
         self._haystack_cache: dict[int, tuple[JobView, str]] = {}
+        self._order: list[int] = []
+        self._order_set: set[int] = set()
+        self._order_key: tuple[str, bool] | None = None
         self._stale = False
 
     def compose(self) -> ComposeResult:
@@ -141,11 +145,40 @@ class JobsScreen(SkyScreen):
 
     # ------------------------------------------------------------ rendering
 
+    def _sorted_ids(self, now: float) -> list[int]:
+        """Every job id in display order. Ids and ages never change, so for
+        those sorts (the default) a new job is inserted, not the world re-sorted."""
+        jobs = self.tui.jobs
+        key = (self.sort_key, self.sort_reverse)
+        stable = self.sort_key in ("id", "age")  # both follow the id order
+        if stable and self._order_key == key and len(self._order) <= len(jobs):
+            known = self._order_set
+            if len(known) != len(jobs):
+                for job_id in jobs:
+                    if job_id not in known:
+                        # Ascending internally; reversed on the way out when asked.
+                        bisect.insort(self._order, job_id)
+                        known.add(job_id)
+            ids = self._order
+            return ids[::-1] if self.sort_reverse else list(ids)
+        if stable:
+            self._order = sorted(jobs)
+            self._order_set = set(self._order)
+            self._order_key = key
+            return self._order[::-1] if self.sort_reverse else list(self._order)
+        self._order_key = None
+        views = sorted(
+            jobs.values(), key=lambda v: (_sort_value(v, self.sort_key, now), v.job.id), reverse=self.sort_reverse
+        )
+        return [v.job.id for v in views]
+
     def _visible_views(self) -> list[JobView]:
         now = self.tui.clock()
         job_filter = JobFilter(self.filter_text)
+        jobs = self.tui.jobs
         views = []
-        for view in self.tui.jobs.values():
+        for job_id in self._sorted_ids(now):
+            view = jobs[job_id]
             if self.scope == "active" and view.job.status in TERMINAL_VALUES:
                 continue
             if self.scope == "faults" and not any(t.status in FAULTS for t in view.tasks):
@@ -153,7 +186,6 @@ class JobsScreen(SkyScreen):
             if job_filter.regex is not None and not job_filter.matches(self._haystack_of(view)):
                 continue
             views.append(view)
-        views.sort(key=lambda v: (_sort_value(v, self.sort_key, now), v.job.id), reverse=self.sort_reverse)
         return views
 
     def _haystack_of(self, view: JobView) -> str:
@@ -200,7 +232,8 @@ class JobsScreen(SkyScreen):
         for view in views:
             rows.extend(self._rows_of(view, now))
         self.query_one(JobTable).set_rows(rows)
-        self.query_one("#jobs-summary", Static).update(in_progress_summary(self.tui.jobs.values()))
+        active = [self.tui.jobs[i] for i in self.tui.active_job_ids if i in self.tui.jobs]
+        self.query_one("#jobs-summary", Static).update(in_progress_summary(active))
         shown = f"{len(views)} of {len(self.tui.jobs)} jobs"
         labels = {"all": "all", "active": "active only", "faults": "faults only"}
         view_label = f"{shown} · {labels[self.scope]} · sorted by {self.sort_key}{' ↓' if self.sort_reverse else ' ↑'}"
@@ -221,7 +254,7 @@ class JobsScreen(SkyScreen):
 
     def _tick(self) -> None:
         # Durations tick while something runs; a finished queue stays still.
-        if any(v.job.status not in TERMINAL_VALUES for v in self.tui.jobs.values()):
+        if self.tui.active_job_ids:
             self._redraw()
 
     def watch_sort_key(self) -> None:
