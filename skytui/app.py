@@ -24,13 +24,12 @@ from textual.worker import get_current_worker
 
 from skytui.client import Client, JobView
 from skytui.config import ConfigError, load_config
-from skytui.engine.status import TERMINAL
+from skytui.engine.status import TERMINAL_NAMES
 from skytui.screens.jobs import JobsScreen
 from skytui.screens.pools import PoolsScreen
 
 Clock = Callable[[], float]
 FIRST_PAINT_JOBS = 200
-TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 
 
 class SkyTUI(App[None]):
@@ -93,7 +92,7 @@ class SkyTUI(App[None]):
     def _apply(self, views: Iterable[JobView], full: bool) -> None:
         if full:
             self.jobs = {view.job.id: view for view in views}
-            self.active_job_ids = {i for i, v in self.jobs.items() if v.job.status not in TERMINAL_VALUES}
+            self.active_job_ids = {i for i, v in self.jobs.items() if v.job.status not in TERMINAL_NAMES}
             self.last_changed = None
             self.loaded = True
             # Ten thousand jobs are a big, long-lived heap: without this, every
@@ -105,7 +104,7 @@ class SkyTUI(App[None]):
             for view in views:
                 self.jobs[view.job.id] = view
                 changed.add(view.job.id)
-                if view.job.status in TERMINAL_VALUES:
+                if view.job.status in TERMINAL_NAMES:
                     self.active_job_ids.discard(view.job.id)
                 else:
                     self.active_job_ids.add(view.job.id)

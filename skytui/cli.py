@@ -180,7 +180,8 @@ def cmd_launch(client: Client, file: str, args: argparse.Namespace, *, follow: b
         return EXIT_OK
     if args.pool:
         _fail_usage("--pool: pools are not available in this version")
-    if not args.yes and sys.stdin.isatty() and not follow_only_prompt(args):
+    # `skytui --run` is for scripts and quick runs: it never asks.
+    if not args.yes and sys.stdin.isatty() and not getattr(args, "run", None):
         answer = input(f"Launching managed job {pipeline.name!r}. Proceed? [Y/n] ").strip().lower()
         if answer not in ("", "y", "yes"):
             out.print("Aborted: nothing submitted.")
@@ -192,11 +193,6 @@ def cmd_launch(client: Client, file: str, args: argparse.Namespace, *, follow: b
         out.print(f"Follow its logs with: skytui jobs logs {job_ids[0]}")
         return EXIT_OK
     return follow_job(client, job_ids[0], task_idx=None, follow=True)
-
-
-def follow_only_prompt(args: argparse.Namespace) -> bool:
-    """`skytui --run` is for scripts and quick runs: it never asks."""
-    return bool(getattr(args, "run", None))
 
 
 # --------------------------------------------------------------- following

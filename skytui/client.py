@@ -22,7 +22,7 @@ from skytui.config import Paths, load_config
 from skytui.config import paths as default_paths
 from skytui.engine import daemon
 from skytui.engine.optimizer import Plan, plan_task, requested_str
-from skytui.engine.status import TERMINAL, TaskStatus
+from skytui.engine.status import TaskStatus
 from skytui.engine.store import (
     AttemptRow,
     EventRow,
@@ -415,6 +415,3 @@ def _tail_start(path: Path, tail_bytes: int | None) -> int:
         newline = f.read(64 * 1024).find(b"\n")
     return start + newline + 1 if newline >= 0 else start
 
-
-def is_terminal(status: str) -> bool:
-    return TaskStatus(status) in TERMINAL

@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from rich.text import Text
 
 from skytui.client import JobView
-from skytui.engine.status import TERMINAL
-
-_TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
+from skytui.engine.status import TERMINAL, TERMINAL_NAMES
 
 QUEUE_COLUMNS = (
     "ID", "TASK", "NAME", "REQUESTED", "SUBMITTED", "TOT. DURATION", "JOB DURATION",
@@ -120,7 +118,7 @@ def in_progress_counts(views: Iterable[JobView]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for view in views:
         for task in view.tasks:
-            if task.status not in _TERMINAL_VALUES:
+            if task.status not in TERMINAL_NAMES:
                 counts[task.status] = counts.get(task.status, 0) + 1
     return counts
 

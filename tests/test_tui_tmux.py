@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
 from conftest import Env
 
 WIDTH, HEIGHT = 120, 40

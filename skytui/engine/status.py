@@ -47,6 +47,8 @@ FAILURES: frozenset[TaskStatus] = frozenset(
 )
 TERMINAL: frozenset[TaskStatus] = FAILURES | {TaskStatus.SUCCEEDED, TaskStatus.CANCELLED}
 IN_PROGRESS: frozenset[TaskStatus] = frozenset(TaskStatus) - TERMINAL
+# The same set as plain strings, for rows read from the DB (hot loops compare names).
+TERMINAL_NAMES: frozenset[str] = frozenset(s.value for s in TERMINAL)
 
 _S = TaskStatus
 # Failures that can strike whatever the controller was doing.

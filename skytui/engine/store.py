@@ -39,7 +39,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
-    delete,
     event,
     exists,
     func,
@@ -685,12 +684,6 @@ class Store:
                 .values(**values)
             )
 
-    def add_event(
-        self, job_id: int | None, task_idx: int | None, kind: str, message: str
-    ) -> None:
-        with self._write() as conn:
-            self._event(conn, job_id, task_idx, kind, message=message)
-
     @staticmethod
     def _event(
         conn: Connection,
@@ -842,17 +835,25 @@ class Store:
         return _record(TaskRow, row)
 
     def tasks_of_jobs(self, job_ids: Sequence[int]) -> dict[int, list[TaskRow]]:
-        out: dict[int, list[TaskRow]] = {job_id: [] for job_id in job_ids}
+        return self._rows_by_job(
+            tasks_table, TaskRow, job_ids, (tasks_table.c.job_id, tasks_table.c.task_idx)
+        )
+
+    def _rows_by_job(
+        self, table: Table, cls: type[R], job_ids: Sequence[int], order: tuple[Any, ...]
+    ) -> dict[int, list[R]]:
+        """Child rows (tasks, attempts) of many jobs in one read, grouped by job."""
+        out: dict[int, list[R]] = {job_id: [] for job_id in job_ids}
         if not job_ids:
             return out
-        query = select(tasks_table).order_by(tasks_table.c.job_id, tasks_table.c.task_idx)
+        query = select(table).order_by(*order)
         if len(job_ids) <= _IN_LIMIT:
-            query = query.where(tasks_table.c.job_id.in_(list(job_ids)))
+            query = query.where(table.c.job_id.in_(list(job_ids)))
         with self._read() as conn:
             rows = conn.execute(query).all()
         for row in rows:
             if row.job_id in out:
-                out[row.job_id].append(_record(TaskRow, row))
+                out[row.job_id].append(_record(cls, row))
         return out
 
     def events(
@@ -931,20 +932,8 @@ class Store:
         return [_record(AttemptRow, r) for r in rows]
 
     def attempts_of_jobs(self, job_ids: Sequence[int]) -> dict[int, list[AttemptRow]]:
-        out: dict[int, list[AttemptRow]] = {job_id: [] for job_id in job_ids}
-        if not job_ids:
-            return out
-        query = select(attempts_table).order_by(
-            attempts_table.c.job_id, attempts_table.c.task_idx, attempts_table.c.attempt_no
-        )
-        if len(job_ids) <= _IN_LIMIT:
-            query = query.where(attempts_table.c.job_id.in_(list(job_ids)))
-        with self._read() as conn:
-            rows = conn.execute(query).all()
-        for row in rows:
-            if row.job_id in out:
-                out[row.job_id].append(_record(AttemptRow, row))
-        return out
+        order = (attempts_table.c.job_id, attempts_table.c.task_idx, attempts_table.c.attempt_no)
+        return self._rows_by_job(attempts_table, AttemptRow, job_ids, order)
 
     def set_attempt_cluster(self, job_id: int, task_idx: int, attempt_no: int, cluster_id: int) -> None:
         with self._write() as conn:
@@ -1055,15 +1044,6 @@ class Store:
     def clusters(self) -> list[ClusterRow]:
         with self._read() as conn:
             return [_record(ClusterRow, r) for r in conn.execute(select(clusters_table)).all()]
-
-    # ------------------------------------------------------------ maintenance
-
-    def delete_job(self, job_id: int) -> None:
-        """Only for tests and `jobs queue --purge` style cleanups of finished jobs."""
-        with self._write() as conn:
-            for table in (events_table, log_segments_table, attempts_table, tasks_table):
-                conn.execute(delete(table).where(table.c.job_id == job_id))
-            conn.execute(delete(jobs_table).where(jobs_table.c.id == job_id))
 
 
 # Step N upgrades a DB at schema version N-1 to N, inside the start-up transaction.

@@ -9,13 +9,11 @@ from typing import TYPE_CHECKING
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
-from skytui.engine.status import TERMINAL
+from skytui.engine.status import TERMINAL_NAMES
 from skytui.widgets.log_view import LogView
 
 if TYPE_CHECKING:
     from skytui.app import SkyTUI
-
-TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 
 
 class SkyScreen(Screen[None]):
@@ -37,7 +35,7 @@ class SkyScreen(Screen[None]):
         follower = client.log_follower(job_id, task_idx, tail_bytes=tail_bytes)
         while not worker.is_cancelled:
             job = client.job(job_id)
-            finished = job is None or job.job.status in TERMINAL_VALUES
+            finished = job is None or job.job.status in TERMINAL_NAMES
             lines = follower.poll(final=finished)
             if lines and not worker.is_cancelled:
                 self.app.call_from_thread(view.append_lines, lines)

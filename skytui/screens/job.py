@@ -19,9 +19,10 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Log, Static, Tree
 
 from skytui.client import JobView
+from skytui.engine.status import TERMINAL_NAMES
 from skytui.engine.store import AttemptRow, EventRow
 from skytui.format import readable_cost, readable_duration, status_style
-from skytui.screens.base import TERMINAL_VALUES, SkyScreen
+from skytui.screens.base import SkyScreen
 from skytui.widgets.log_view import LogView
 
 TAIL_BYTES = 1 << 20
@@ -198,7 +199,7 @@ class JobScreen(SkyScreen):
 
     def action_cancel_job(self) -> None:
         view = self.tui.jobs.get(self.job_id)
-        if view is None or view.job.status in TERMINAL_VALUES:
+        if view is None or view.job.status in TERMINAL_NAMES:
             self.notify("This job has finished; there is nothing to cancel.", severity="warning")
             return
         from skytui.screens.confirm import ConfirmCancel

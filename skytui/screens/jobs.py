@@ -19,9 +19,9 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Input, Static
 
 from skytui.client import JobView
-from skytui.engine.status import TaskStatus
+from skytui.engine.status import TERMINAL_NAMES, TaskStatus
 from skytui.format import QUEUE_COLUMNS, in_progress_summary, queue_lines, readable_cost
-from skytui.screens.base import TERMINAL_VALUES, SkyScreen
+from skytui.screens.base import SkyScreen
 from skytui.widgets.job_table import Column, JobTable, TableRow
 
 SortKey = Literal["id", "name", "age", "status", "duration", "recoveries"]
@@ -182,7 +182,7 @@ class JobsScreen(SkyScreen):
         views = []
         for job_id in self._sorted_ids(now):
             view = jobs[job_id]
-            if scope == "active" and view.job.status in TERMINAL_VALUES:
+            if scope == "active" and view.job.status in TERMINAL_NAMES:
                 continue
             if scope == "faults" and not any(t.status in FAULTS for t in view.tasks):
                 continue
@@ -205,7 +205,7 @@ class JobsScreen(SkyScreen):
         """A job's table rows, cached: the feed replaces a JobView object when the
         job changes, and its text only moves with the clock (durations each
         second while it runs, "N mins ago" each minute once it has finished)."""
-        finished = view.job.status in TERMINAL_VALUES
+        finished = view.job.status in TERMINAL_NAMES
         # Finished jobs' "N mins ago" moves once a minute; spread over the
         # minute by id, so ten thousand rows never expire in the same frame.
         stamp = int((now + view.job.id) // 60) if finished else int(now)
@@ -310,7 +310,7 @@ class JobsScreen(SkyScreen):
         job_ids = sorted({int(key.partition("/")[0]) for key in keys})
         cancellable = [
             job_id for job_id in job_ids
-            if job_id in self.tui.jobs and self.tui.jobs[job_id].job.status not in TERMINAL_VALUES
+            if job_id in self.tui.jobs and self.tui.jobs[job_id].job.status not in TERMINAL_NAMES
         ]
         if not cancellable:
             self.notify("Nothing to cancel: the selected jobs have finished.", severity="warning")
