@@ -124,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     controller_logs.add_argument("--follow", action="store_true")
 
     commands.add_parser("check", help="which infra is enabled, and why not")
+    sim = commands.add_parser("sim", help="chaos on the simulated infra").add_subparsers(
+        dest="sim_command", required=True
+    )
+    preempt = sim.add_parser("preempt", help="reclaim a job's sim machine now, as a spot preemption")
+    preempt.add_argument("job_id", type=int)
+    preempt.add_argument("--task", type=int, default=None, help="pipeline task index (default: the current one)")
+    stockout = sim.add_parser("stockout", help="make a sim region run out of capacity, or recover")
+    stockout.add_argument("region", help="e.g. aws/us-east-1, us-east-1, aws (every aws region) or all")
+    stockout.add_argument("state", choices=["on", "off"])
     validate = commands.add_parser("validate", help="check task YAMLs; launch nothing")
     validate.add_argument("files", nargs="+")
     return parser
@@ -430,11 +439,22 @@ def cmd_controller(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_check(client: Client) -> int:
-    from skytui.clouds.local import LocalCloud
+    for name, description in client.infra_descriptions().items():
+        out.print(Text(f"{name}: {description}"))
+    return EXIT_OK
 
-    machine = LocalCloud(client.paths).machine
-    gpus = machine.accelerators_str if machine.accelerators else "no GPUs"
-    out.print(f"local: enabled — this machine: {machine.cpus:g} vCPUs, {machine.memory_gb:g} GB, {gpus}")
+
+def cmd_sim(client: Client, args: argparse.Namespace) -> int:
+    try:
+        if args.sim_command == "preempt":
+            name = client.sim_preempt(args.job_id, args.task)
+            out.print(f"Preempted {name} (job {args.job_id}); the controller will recover the job.")
+            return EXIT_OK
+        region, stockouts = client.sim_stockout(args.region, args.state == "on")
+    except ValueError as exc:
+        _fail_usage(str(exc))
+    out.print(f"sim {region}: {'stocked out' if args.state == 'on' else 'capacity back'}; "
+              f"stock-outs now: {', '.join(sorted(stockouts)) or 'none'}")
     return EXIT_OK
 
 
@@ -484,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_controller(client, args)
         if args.command == "check":
             return cmd_check(client)
+        if args.command == "sim":
+            return cmd_sim(client, args)
         if args.command == "validate":
             return cmd_validate(client, args.files)
         parser.error("unknown command")

@@ -8,6 +8,7 @@ fills from the nodes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Sequence
@@ -76,6 +77,8 @@ class JobView:
             "status": self.job.status,
             "submitted_at": self.job.submitted_at,
             "recoveries": sum(t.recoveries for t in self.tasks),
+            # Every attempt's machine time x its price, preempted ones included.
+            "cost_usd": round(self.cost(now) or 0.0, 4),
             "tasks": [
                 {
                     "task_id": t.task_idx,
@@ -89,6 +92,7 @@ class JobView:
                     "exit_code": t.exit_code,
                     "failure_reason": t.failure_reason,
                     "job_duration_s": round(t.duration_s(now), 3),
+                    "cost_usd": round(self.cost(now, t.task_idx) or 0.0, 4),
                 }
                 for t in self.tasks
             ],
@@ -180,6 +184,50 @@ class Client:
             self.ensure_controller()
             daemon.wake_controller(self.paths)
         return accepted
+
+    def infra_descriptions(self) -> dict[str, str]:
+        """Each infra and what it offers (`skytui check`)."""
+        clouds = enabled_clouds(self.paths, load_config(self.paths))
+        return {name: cloud.describe() for name, cloud in clouds.items()}
+
+    # --------------------------------------------------------------- sim chaos
+
+    def sim_preempt(self, job_id: int, task_idx: int | None = None) -> str:
+        """Reclaim the sim machine under a job's task now; returns its cluster
+        name. ValueError says why not (unknown job, not on sim, no machine)."""
+        from skytui.clouds.sim import SimCloud
+
+        view = self.job(job_id)
+        if view is None:
+            raise ValueError(f"no managed job {job_id}")
+        if task_idx is None:
+            current = view.current_task
+            task_idx = current.task_idx if current is not None else 0
+        clusters = [c for c in self.store.live_clusters(job_id) if c.task_idx == task_idx]
+        if not clusters:
+            raise ValueError(f"job {job_id} task {task_idx} has no machine up ({view.tasks[task_idx].status})"
+                             if task_idx < len(view.tasks) else f"job {job_id} has no task {task_idx}")
+        cluster = clusters[-1]
+        if cluster.cloud != "sim":
+            raise ValueError(f"job {job_id} runs on {cluster.cloud}; only sim machines can be preempted")
+        sim = SimCloud(self.paths, load_config(self.paths).infra.sim)
+        if not asyncio.run(sim.preempt(cluster.name)):
+            raise ValueError(f"{cluster.name} is already gone")
+        return cluster.name
+
+    def sim_stockout(self, region: str, on: bool) -> tuple[str, set[str]]:
+        """Make a sim region (or "all", or a whole mirrored cloud) run dry, or
+        give it capacity back; returns the region as resolved and every
+        stock-out now in force. ValueError for an unknown region."""
+        from skytui.clouds.base import CloudError
+        from skytui.clouds.sim import resolve_region, set_stockout
+
+        try:
+            resolved = resolve_region(region, load_config(self.paths).infra.sim.clouds)
+        except CloudError as exc:
+            raise ValueError(str(exc)) from exc
+        self.paths.ensure()
+        return resolved, set_stockout(self.paths.sim_state, resolved, on)
 
     def in_progress_ids(self, *, name: str | None = None, pool: str | None = None) -> list[int]:
         jobs = self.store.jobs(in_progress_only=True)
@@ -368,11 +416,14 @@ class LogFollower:
             return []
         previous = attempts.get((segment.task_idx, shown))
         current = attempts.get((segment.task_idx, segment.attempt_no))
-        why = f" after: {previous.end_reason}" if previous and previous.end_reason else ""
+        ended = ""
+        if previous is not None:
+            was = f" on {previous.infra}" if previous.infra else ""
+            ended = f"attempt {shown}{was} ended: {previous.end_reason or 'unknown'} · "
         where = f" on {current.infra}" if current and current.infra else ""
         task = tasks.get(segment.task_idx)
         name = task.name if task else str(segment.task_idx)
-        return [f"──── {name}: attempt {segment.attempt_no}{where}{why} ────"]
+        return [f"──── {name}: {ended}attempt {segment.attempt_no}{where} ────"]
 
     def _lines(
         self, source: _Source, data: bytes, segment: SegmentRow, tasks: dict[int, TaskRow], closed: bool

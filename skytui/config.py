@@ -6,10 +6,22 @@ config.yaml mirrors the `jobs:` section of SkyPilot's config:
       controller:
         max_launching: 32     # jobs provisioning or in setup at once
         max_running: 2000     # jobs alive at once (launching included)
+      recovery:
+        backoff_initial_s: 10 # first wait when no region has capacity
+        backoff_max_s: 300    # waits grow x1.6 up to this, forever
     infra:
       local:
         enabled: true
         provision_delay_s: 0  # rehearse slow provisioning
+      sim:                    # simulated clouds; `--infra sim` works even when disabled
+        enabled: false        # true: the optimizer may pick sim for any task
+        clouds: [aws, gcp]    # whose catalogs it mirrors
+        provision_delay_s: 0.5
+        ondemand_capacity: 64 # nodes per region
+        spot_capacity: 64
+        preemption_rate_per_hour: 0   # per spot node
+        regions:              # per-region overrides, named as in the table
+          aws/us-east-1: {spot_capacity: 2, stockout: false, preemption_rate_per_hour: 0.5}
     tui:
       keymap: {jobs.cancel: ctrl+x}   # remap any binding by its id
 """
@@ -19,7 +31,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,8 +50,16 @@ class ControllerConfig(_Strict):
     max_running: int = Field(default=2000, ge=1, le=100_000)
 
 
+class RecoveryConfig(_Strict):
+    # SkyPilot waits 60 s x1.6 up to 300 s between rounds when no region has
+    # capacity; a round here is cheap, so the first retry comes sooner.
+    backoff_initial_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    backoff_max_s: float = Field(default=300.0, gt=0.0, le=86400.0)
+
+
 class JobsConfig(_Strict):
     controller: ControllerConfig = ControllerConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
 
 
 class LocalInfraConfig(_Strict):
@@ -48,8 +68,28 @@ class LocalInfraConfig(_Strict):
     provision_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
 
 
+class SimRegionConfig(_Strict):
+    """Overrides for one simulated region; unset fields take the sim-wide value."""
+
+    ondemand_capacity: int | None = Field(default=None, ge=0)
+    spot_capacity: int | None = Field(default=None, ge=0)
+    stockout: bool = False
+    preemption_rate_per_hour: float | None = Field(default=None, ge=0.0)
+
+
+class SimInfraConfig(_Strict):
+    enabled: bool = False
+    clouds: list[Literal["aws", "gcp"]] = Field(default_factory=lambda: ["aws", "gcp"])
+    provision_delay_s: float = Field(default=0.5, ge=0.0, le=3600.0)
+    ondemand_capacity: int = Field(default=64, ge=0)
+    spot_capacity: int = Field(default=64, ge=0)
+    preemption_rate_per_hour: float = Field(default=0.0, ge=0.0)
+    regions: dict[str, SimRegionConfig] = Field(default_factory=dict)
+
+
 class InfraConfig(_Strict):
     local: LocalInfraConfig = LocalInfraConfig()
+    sim: SimInfraConfig = SimInfraConfig()
 
 
 class TuiConfig(_Strict):
@@ -79,6 +119,7 @@ class Paths:
     controller_pid: Path = field(init=False)
     controller_lock: Path = field(init=False)
     controller_socket: Path = field(init=False)
+    sim_state: Path = field(init=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -92,6 +133,7 @@ class Paths:
         set_(self, "controller_pid", self.home / "controller.pid")
         set_(self, "controller_lock", self.home / "controller.lock")
         set_(self, "controller_socket", self.home / "controller.sock")
+        set_(self, "sim_state", self.home / "sim.json")  # stock-outs set by `skytui sim`
 
     def ensure(self) -> None:
         """Create the state tree with owner-only permissions, whatever the umask."""

@@ -180,7 +180,10 @@ def normalize_infra(value: Any) -> str:
     """"AWS/us-east-1" -> "aws/us-east-1", "k8s/ctx" -> "kubernetes/ctx"."""
     if not isinstance(value, str) or not value.strip():
         raise _fail("must be a string: cloud[/region[/zone]]")
-    parts = value.strip().split("/")
+    text = value.strip()
+    if text.lower().startswith("sim:"):
+        text = "sim/" + text[4:]  # the table's spelling, `sim:aws/us-east-1`, pasted back
+    parts = text.split("/")
     cloud = _CLOUD_ALIASES.get(parts[0].lower(), parts[0].lower())
     if cloud != "*" and cloud not in KNOWN_CLOUDS:
         raise _fail(
@@ -190,6 +193,9 @@ def normalize_infra(value: Any) -> str:
     rest = parts[1:]
     if cloud in _SINGLE_NAME_CLOUDS and rest:
         rest = ["/".join(rest)]
+    if cloud == "sim" and len(rest) >= 2:
+        # sim's regions carry the cloud they mirror: sim/aws/us-east-1[/zone].
+        rest = ["/".join(rest[:2]), *rest[2:]]
     if len(rest) > 2:
         raise _fail(f"{value!r} has too many parts; expected cloud[/region[/zone]]")
     if any(not part.strip() or part != part.strip() for part in rest):
@@ -667,6 +673,10 @@ class Resources(_SpecModel):
         if self.infra is None:
             return None
         parts = self.infra.split("/", 1 if self.infra.split("/")[0] in _SINGLE_NAME_CLOUDS else 2)
+        if parts[0] == "sim" and len(parts) == 3:
+            # sim/aws/us-east-1[/zone]: the region is "aws/us-east-1".
+            sim_parts = self.infra.split("/")
+            parts = ["sim", "/".join(sim_parts[1:3]), *sim_parts[3:]]
         part = parts[index] if index < len(parts) else None
         return None if part == "*" else part
 

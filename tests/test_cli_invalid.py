@@ -98,7 +98,8 @@ def test_infeasible_request_says_what_to_change(env: Env, capsys: pytest.Capture
     task = env.write("big.yaml", "name: big\nresources:\n  accelerators: H100:8\nrun: echo\n")
     assert cli.main(["jobs", "launch", "-y", str(task)]) == 2
     err = capsys.readouterr().err
-    assert "accelerators=H100:8" in err and "Enabled infra: local" in err and "skytui check" in err
+    assert "accelerators=H100:8" in err and "skytui check" in err
+    assert "local: this machine" in err and "--infra sim" in err  # what exists, and where to find it
 
 
 def test_usage_errors_through_the_real_binary(env: Env) -> None:

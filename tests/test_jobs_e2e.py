@@ -247,10 +247,10 @@ def test_queue_json_shape(env: Env) -> None:
     env.cli("--run", str(task), check=True)
     document = json.loads(env.cli("jobs", "queue", "--json").stdout)
     job = document["jobs"][0]
-    assert set(job) == {"id", "name", "pool", "status", "submitted_at", "recoveries", "tasks"}
+    assert set(job) == {"id", "name", "pool", "status", "submitted_at", "recoveries", "cost_usd", "tasks"}
     assert set(job["tasks"][0]) == {
         "task_id", "name", "status", "infra", "instance_type", "use_spot", "recoveries",
-        "restarts_on_errors", "exit_code", "failure_reason", "job_duration_s",
+        "restarts_on_errors", "exit_code", "failure_reason", "job_duration_s", "cost_usd",
     }
 
 

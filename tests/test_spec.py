@@ -297,6 +297,11 @@ def test_ordered_candidates_keep_order(tmp_path: Path) -> None:
         ("infra: k8s/my-ctx/with/slashes", "kubernetes/my-ctx/with/slashes", "kubernetes", "my-ctx/with/slashes", None),
         ("infra: '*/us-east-1'", "*/us-east-1", None, "us-east-1", None),
         ("infra: local", "local", "local", None, None),
+        # sim's regions name the cloud they mirror; the table's `sim:` spelling is accepted back.
+        ("infra: sim/aws", "sim/aws", "sim", "aws", None),
+        ("infra: sim/aws/us-east-1", "sim/aws/us-east-1", "sim", "aws/us-east-1", None),
+        ("infra: 'sim:gcp/us-central1/us-central1-a'", "sim/gcp/us-central1/us-central1-a", "sim", "gcp/us-central1",
+         "us-central1-a"),
         ("cloud: aws", "aws", "aws", None, None),
         ("cloud: AWS\nregion: us-east-1", "aws/us-east-1", "aws", "us-east-1", None),
         ("cloud: gcp\nregion: us-central1\nzone: us-central1-a", "gcp/us-central1/us-central1-a", "gcp", "us-central1", "us-central1-a"),

@@ -171,7 +171,7 @@ def test_status_change_and_its_event_commit_together(
     [
         ([], S.RUNNING),  # PENDING cannot run without starting
         ([], S.SUCCEEDED),
-        ([], S.RECOVERING),
+        ([], S.FAILED),  # user code cannot fail before it ran
         ([S.STARTING], S.SUCCEEDED),
         ([S.STARTING, S.RUNNING], S.PENDING),
         ([S.STARTING, S.RUNNING], S.STARTING),

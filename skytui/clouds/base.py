@@ -37,6 +37,15 @@ class NodeError(CloudError):
     """A node could not be reached or refused a command."""
 
 
+def infra_label(cloud: str, region: str | None, zone: str | None = None) -> str:
+    """How a place is written everywhere: `aws/us-east-1/us-east-1a`, and for
+    sim, whose regions name the cloud they mirror, `sim:aws/us-east-1`."""
+    place = "/".join(part for part in (region, zone) if part)
+    if not place:
+        return cloud
+    return f"{cloud}:{place}" if cloud == "sim" else f"{cloud}/{place}"
+
+
 @dataclass(frozen=True)
 class InstanceOffer:
     """One place a task could run, with its hourly price."""
@@ -53,7 +62,7 @@ class InstanceOffer:
 
     @property
     def infra(self) -> str:
-        return "/".join(part for part in (self.cloud, self.region, self.zone) if part)
+        return infra_label(self.cloud, self.region, self.zone)
 
     @property
     def accelerators_str(self) -> str:
@@ -148,6 +157,13 @@ class Node(Protocol):
 
 class Cloud(Protocol):
     name: str
+    # How often the controller may ask cluster_state while a job runs.
+    state_poll_s: float
+
+    def describe(self) -> str:
+        """What this infra offers, in one line: for `skytui check` and for
+        the message of a request nothing fits."""
+        ...
 
     def offers(self, request: Resources) -> list[InstanceOffer]:
         """Every feasible offer for one concrete candidate (no any_of/ordered)."""

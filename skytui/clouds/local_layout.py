@@ -7,3 +7,4 @@ heavy dependencies, so the layout lives here on its own.
 NODE_MARKER = ".skytui-node.json"  # in each sandbox: {"cluster", "rank", "created_at"}
 STATE_FILE = "nodehost.json"  # {"pid", "port", "host"}, written once the node host listens
 LOCK_FILE = "nodehost.lock"  # held by the running node host
+TERMINATING_FLAG = ".skytui-terminating"  # in a sandbox being destroyed: no longer up

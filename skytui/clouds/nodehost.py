@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +166,34 @@ class NodeHost:
             await self._server.wait_closed()
 
 
+async def reclaim_due_nodes(root: Path, stop: asyncio.Event, every_s: float = 0.5) -> None:
+    """The simulated clouds' clock: destroy each node whose marker names a
+    `reclaim_at` time (a sim spot node drew one at provisioning) once it has
+    passed, watched or not, as a cloud reclaims a spot VM."""
+    from skytui.clouds.sandboxes import destroy_sandbox
+
+    reclaim_at: dict[str, float | None] = {}  # markers are written once: read each once
+    while not stop.is_set():
+        now = time.time()
+        present = set()
+        for entry in root.iterdir():
+            present.add(entry.name)
+            if entry.name not in reclaim_at:
+                try:
+                    reclaim_at[entry.name] = json.loads((entry / NODE_MARKER).read_text()).get("reclaim_at")
+                except (OSError, ValueError):
+                    continue  # not a node, or not written yet
+            due = reclaim_at[entry.name]
+            if due is not None and due <= now:
+                print(f"reclaiming {entry.name} (spot preemption due at {due:.0f})", flush=True)
+                await asyncio.to_thread(destroy_sandbox, entry, 1.0)
+                reclaim_at[entry.name] = None
+        for gone in set(reclaim_at) - present:
+            del reclaim_at[gone]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+
+
 def _write_state(root: Path, port: int) -> None:
     tmp = root / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "port": port, "host": "127.0.0.1"}))
@@ -180,7 +210,9 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reclaimer = asyncio.create_task(reclaim_due_nodes(root, stop))
     await stop.wait()
+    await reclaimer
     await host.stop()
     try:
         state = json.loads((root / STATE_FILE).read_text())

@@ -29,9 +29,17 @@ from skytui.clouds.base import (
     Node,
     NodeError,
     PrecheckError,
+    infra_label,
 )
-from skytui.config import Paths
+from skytui.config import Paths, RecoveryConfig
 from skytui.engine.optimizer import InfeasibleError, plan_task
+from skytui.engine.recovery import (
+    CapacityBackoff,
+    Place,
+    RecoveryPolicy,
+    launch_order,
+    restart_decision,
+)
 from skytui.engine.scheduler import Scheduler
 from skytui.engine.status import TaskStatus
 from skytui.engine.store import AsyncStore, ClusterRow, ClusterStatus, JobRow, TaskRow
@@ -49,7 +57,10 @@ LIVENESS_EVERY_S = 10.0
 # How long a freshly provisioned node may refuse SSH before the launch gives up
 # on it (a running job is never given up while its machine is up).
 UNREACHABLE_GRACE_S = 60.0
-RECOVERY_BACKOFF_MAX_S = 60.0
+# A machine lost again within this long after its relaunch is retried after a
+# growing pause, not in a tight loop; any other loss is relaunched at once.
+FLAPPING_WINDOW_S = 60.0
+FLAPPING_BACKOFF_MAX_S = 60.0
 
 log = logging.getLogger("skytui.controller")
 
@@ -59,13 +70,25 @@ class NodeLost(Exception):
 
 
 class TaskFailed(Exception):
-    """The task ended in a failure status; the message is the reason."""
+    """The task ended in a failure status; the message is the reason.
 
-    def __init__(self, status: TaskStatus, reason: str, exit_code: int | None = None) -> None:
+    `exit_codes` is set when the user's code failed on a machine that is still
+    up: only such a failure may be restarted (max_restarts_on_errors,
+    recover_on_exit_codes)."""
+
+    def __init__(
+        self, status: TaskStatus, reason: str, exit_code: int | None = None,
+        exit_codes: list[int] | None = None,
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.exit_code = exit_code
+        self.exit_codes = exit_codes
+
+
+class NoCapacity(Exception):
+    """Every place the task may run refused it for lack of capacity, this round."""
 
 
 @dataclass
@@ -74,6 +97,7 @@ class EngineContext:
     clouds: dict[str, Cloud]
     paths: Paths
     scheduler: Scheduler
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
 
 
 @dataclass
@@ -82,6 +106,16 @@ class _Cluster:
     handle: ClusterHandle
     cloud: Cloud
     nodes: list[Node] = field(default_factory=list)
+
+
+def _short_duration(seconds: float) -> str:
+    """"45s", "12m", "3h 5m": how long a machine lasted, for one-line events."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m"
+    return f"{whole // 3600}h {whole % 3600 // 60}m"
 
 
 def cluster_name_for(task_name: str, job_id: int, task_idx: int, attempt: int) -> str:
@@ -104,6 +138,10 @@ class JobController:
         self._clusters: dict[int, _Cluster] = {}
         self._controller_log = controller_log_path(ctx.paths.job_logs, job.id)
         self._task_ids: list[str] = []
+        # Per task: where its last machine was lost, to steer the relaunch.
+        self._lost_at: dict[int, Place] = {}
+        # Per task: the line that explains the recovery in progress.
+        self._recovery_note: dict[int, str] = {}
 
     # ------------------------------------------------------------- plumbing
 
@@ -170,30 +208,66 @@ class JobController:
 
     async def _run_task(self, row: TaskRow, task: Task) -> TaskStatus:
         idx = row.task_idx
+        policy = RecoveryPolicy.of(task)
         while True:
             try:
-                return await self._attempt(row, task)
+                return await self._attempt(row, task, policy)
             except TaskFailed as failure:
                 await self._end_attempt(idx, failure.reason, failure.exit_code)
                 await self._teardown_all(reason=failure.reason)
-                await self._finish(idx, failure.status, failure.reason, failure.exit_code)
+                current = await self.store.task(self.job.id, idx)
+                reason = failure.reason
+                if failure.exit_codes is not None and not current.status_enum.is_terminal:
+                    decision = restart_decision(policy, failure.exit_codes, current.restarts_on_errors)
+                    if decision.restart:
+                        await self._restart_on_error(current, failure, decision.why, decision.counted)
+                        row = await self.store.task(self.job.id, idx)
+                        continue
+                    if policy.max_restarts_on_errors:
+                        reason = f"{reason}; {decision.why}"
+                await self._finish(idx, failure.status, reason, failure.exit_code)
                 return failure.status
             except NodeLost as lost:
-                # The machine went away under the task: a new attempt elsewhere.
-                self._say(f"task {idx}: machine lost ({lost}); recovering")
-                await self._end_attempt(idx, f"machine lost: {lost}", None)
-                await self._teardown_all(reason=f"machine lost: {lost}")
-                current = await self.store.task(self.job.id, idx)
-                if current.status_enum in (S.RUNNING, S.STARTING):
-                    await self.store.transition_task(
-                        self.job.id, idx, S.RECOVERING, message=f"machine lost: {lost}",
-                        recoveries=current.recoveries + 1,
-                    )
-                # The first recovery is immediate; a machine that keeps vanishing
-                # is retried with growing pauses instead of in a tight loop.
-                if current.recoveries:
-                    await asyncio.sleep(min(RECOVERY_BACKOFF_MAX_S, 2.0 ** current.recoveries))
+                await self._recover_lost_machine(idx, lost)
                 row = await self.store.task(self.job.id, idx)
+
+    async def _restart_on_error(self, current: TaskRow, failure: TaskFailed, why: str, counted: bool) -> None:
+        idx = current.task_idx
+        note = f"{failure.reason}; restarting ({why})"
+        self._say(f"task {idx}: {note}")
+        self._recovery_note[idx] = note
+        self._lost_at.pop(idx, None)  # the code failed, not the place: cheapest first again
+        await self.store.transition_task(
+            self.job.id, idx, S.RECOVERING, message=note, exit_code=failure.exit_code,
+            recoveries=current.recoveries + 1,
+            restarts_on_errors=current.restarts_on_errors + (1 if counted else 0),
+        )
+
+    async def _recover_lost_machine(self, idx: int, lost: NodeLost) -> None:
+        """The machine went away under the task: tear down what is left and
+        go RECOVERING; the next attempt is placed by the recovery strategy."""
+        attempts = await self.store.attempts(self.job.id, idx)
+        last = attempts[-1] if attempts else None
+        clusters = [c for c in await self.store.live_clusters(self.job.id) if c.task_idx == idx]
+        if clusters:
+            self._lost_at[idx] = Place(clusters[-1].cloud, clusters[-1].region)
+        what = "preempted" if last is not None and last.use_spot else "machine lost"
+        where = f" in {last.infra}" if last is not None and last.infra else ""
+        lasted = time.time() - last.started_at if last is not None else 0.0
+        note = f"{what}{where} after {_short_duration(lasted)}"
+        self._say(f"task {idx}: {note} ({lost}); recovering")
+        await self._end_attempt(idx, f"{what} after {_short_duration(lasted)}", None)
+        await self._teardown_all(reason=f"{what}: {lost}")
+        current = await self.store.task(self.job.id, idx)
+        self._recovery_note[idx] = note
+        if current.status_enum in (S.RUNNING, S.STARTING):
+            await self.store.transition_task(
+                self.job.id, idx, S.RECOVERING, message=f"{note}; relaunching", recoveries=current.recoveries + 1,
+            )
+        # A machine that keeps vanishing right after its launch is retried with
+        # growing pauses instead of in a tight loop; any other loss at once.
+        if current.recoveries and lasted < FLAPPING_WINDOW_S:
+            await asyncio.sleep(min(FLAPPING_BACKOFF_MAX_S, 2.0 ** current.recoveries))
 
     async def _finish(
         self, idx: int, status: TaskStatus, reason: str | None, exit_code: int | None = None
@@ -216,41 +290,31 @@ class JobController:
 
     # -------------------------------------------------------------- attempt
 
-    async def _attempt(self, row: TaskRow, task: Task) -> TaskStatus:
+    async def _attempt(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> TaskStatus:
         """One attempt of a task, resumed from wherever the DB says it was."""
         idx = row.task_idx
-        status = row.status_enum
-        if status in (S.PENDING, S.STARTING, S.RECOVERING):
-            async with self.ctx.scheduler.launch_slot(on_wait=lambda why: self._waiting(idx, why)):
-                if status is S.PENDING:
-                    await self.store.transition_task(self.job.id, idx, S.STARTING, status_reason=None)
-                elif row.status_reason:
-                    await self.store.set_task_fields(self.job.id, idx, status_reason=None)
-                cluster = await self._reattach(row) or await self._provision(row, task)
-                attempt = cluster.row.attempt_no or row.attempt
-                await self._connect(cluster)
-                if not await self._any_phase_started(idx, attempt):
-                    await self._sync_files(cluster, task)
-                if task.setup:
-                    codes = await self._run_phase(cluster, idx, attempt, "setup", task.setup, task)
-                    failed = [(rank, code) for rank, code in enumerate(codes) if code != 0]
-                    if failed:
-                        rank, code = failed[0]
-                        raise TaskFailed(
-                            S.FAILED_SETUP, f"setup failed with exit code {code} on node {rank}", code
-                        )
+        if row.status_enum in (S.PENDING, S.STARTING, S.RECOVERING):
+            cluster, attempt = await self._launch(row, task, policy)
             current = await self.store.task(self.job.id, idx)
-            await self.store.transition_task(
-                self.job.id, idx, S.RUNNING,
-                message="recovered" if current.status_enum is S.RECOVERING else None,
-            )
+            note = self._recovery_note.pop(idx, None)
+            if current.status_enum is S.RECOVERING:
+                offer = cluster.row
+                place = infra_label(offer.cloud, offer.region, offer.zone)
+                price = next((a.price_per_hour for a in await self.store.attempts(self.job.id, idx)
+                              if a.attempt_no == attempt), None)
+                placed = f"relaunched in {place} ({'spot' if offer.use_spot else 'on-demand'}"
+                placed += f", ${price:.2f}/h)" if price else ")"
+                message = f"recovered: {note}; {placed}" if note else f"recovered: {placed}"
+            else:
+                message = None
+            await self.store.transition_task(self.job.id, idx, S.RUNNING, message=message)
         else:  # RUNNING: the controller restarted; re-attach
             reattached = await self._reattach(row)
             if reattached is None:
                 raise NodeLost("the machine was lost while the controller was down")
             cluster = reattached
             attempt = cluster.row.attempt_no or row.attempt
-            await self._connect(cluster)
+            await self._connect(cluster, give_up_after_s=None)  # its job runs: never relaunch for SSH
         if not task.run:
             codes = [0] * len(cluster.nodes)
         else:
@@ -259,11 +323,53 @@ class JobController:
         if failed:
             rank, code = failed[0]
             where = f" on node {rank}" if len(codes) > 1 else ""
-            raise TaskFailed(S.FAILED, f"job exited with exit code {code}{where}", code)
+            raise TaskFailed(S.FAILED, f"job exited with exit code {code}{where}", code, exit_codes=codes)
         await self._end_attempt(idx, "succeeded", 0)
         await self._finish(idx, S.SUCCEEDED, None, 0)
         await self._teardown_all(reason="task finished")
         return S.SUCCEEDED
+
+    async def _launch(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> tuple[_Cluster, int]:
+        """Get the task a machine with setup done: re-attach or provision,
+        holding a launch slot; when no place has capacity, wait PENDING
+        (slot given back) and try again, forever, as SkyPilot does."""
+        idx = row.task_idx
+        backoff = CapacityBackoff(self.ctx.recovery.backoff_initial_s, self.ctx.recovery.backoff_max_s)
+        while True:
+            async with self.ctx.scheduler.launch_slot(on_wait=lambda why: self._waiting(idx, why)):
+                row = await self.store.task(self.job.id, idx)
+                if row.status_enum is S.PENDING:
+                    # Back from a capacity wait, a relaunch stays a recovery.
+                    again = S.RECOVERING if row.recoveries else S.STARTING
+                    await self.store.transition_task(self.job.id, idx, again, status_reason=None)
+                elif row.status_reason:
+                    await self.store.set_task_fields(self.job.id, idx, status_reason=None)
+                try:
+                    cluster = await self._reattach(row) or await self._provision(row, task, policy)
+                except NoCapacity as exc:
+                    wait = backoff.next_wait()
+                    why = f"{exc}; next try in {wait:.0f}s (round {backoff.rounds})"
+                    self._say(f"task {idx}: {why}")
+                    await self.store.transition_task(
+                        self.job.id, idx, S.PENDING, message=f"no capacity anywhere; retrying in {wait:.0f}s",
+                        status_reason=why,
+                    )
+                else:
+                    attempt = cluster.row.attempt_no or row.attempt
+                    await self._connect(cluster)
+                    if not await self._any_phase_started(idx, attempt):
+                        await self._sync_files(cluster, task)
+                    if task.setup:
+                        codes = await self._run_phase(cluster, idx, attempt, "setup", task.setup, task)
+                        failed = [(rank, code) for rank, code in enumerate(codes) if code != 0]
+                        if failed:
+                            rank, code = failed[0]
+                            raise TaskFailed(
+                                S.FAILED_SETUP, f"setup failed with exit code {code} on node {rank}", code,
+                                exit_codes=codes,
+                            )
+                    return cluster, attempt
+            await asyncio.sleep(wait)
 
     async def _waiting(self, idx: int, why: str) -> None:
         await self.store.set_task_fields(self.job.id, idx, status_reason=why)
@@ -302,14 +408,15 @@ class JobController:
         )
         return None
 
-    async def _provision(self, row: TaskRow, task: Task) -> _Cluster:
+    async def _provision(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> _Cluster:
         idx = row.task_idx
         try:
             plan = plan_task(task, self.ctx.clouds)
         except InfeasibleError as exc:
+            # Infeasible now (an infra was disabled, say): fail at once, never wait PENDING.
             raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
         errors: list[str] = []
-        for offer in plan.offers:
+        for offer in launch_order(plan.offers, policy.strategy, self._lost_at.get(idx)):
             cloud = self.ctx.clouds[offer.cloud]
             attempt = await self.store.start_attempt(
                 self.job.id, idx, infra=offer.infra, instance_type=offer.instance_type,
@@ -340,9 +447,8 @@ class JobController:
             cluster = _Cluster(cluster_row, handle, cloud)
             self._clusters[cluster_id] = cluster
             return cluster
-        # Every offer was tried once; waiting for capacity to come back is for
-        # the recovery layer, which knows how long the user is willing to wait.
-        raise TaskFailed(S.FAILED_NO_RESOURCE, "no capacity: " + "; ".join(errors))
+        shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
+        raise NoCapacity(f"no capacity in any of {len(errors)} place(s): {shown}")
 
     async def _mark_terminated(self, cluster_id: int, cloud: Cloud, name: str, reason: str) -> None:
         try:
@@ -350,10 +456,14 @@ class JobController:
         finally:
             await self.store.update_cluster(cluster_id, status=ClusterStatus.TERMINATED, end_reason=reason)
 
-    async def _connect(self, cluster: _Cluster) -> None:
+    async def _connect(self, cluster: _Cluster, *, give_up_after_s: float | None = UNREACHABLE_GRACE_S) -> None:
+        """Reach every node. A fresh machine that never answers is given up
+        after a grace period; one running a job (give_up_after_s=None) only
+        when the infra says it is gone."""
         if not cluster.nodes:
             cluster.nodes = [cluster.cloud.node(info) for info in cluster.handle.nodes]
-        deadline = time.monotonic() + UNREACHABLE_GRACE_S
+        deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
+        told = False
         while True:
             try:
                 await asyncio.gather(*(node.connect() for node in cluster.nodes))
@@ -361,8 +471,11 @@ class JobController:
             except NodeError as exc:
                 if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
                     raise NodeLost(f"{cluster.row.name} is gone") from exc
-                if time.monotonic() > deadline:
+                if deadline is not None and time.monotonic() > deadline:
                     raise NodeLost(f"{cluster.row.name} unreachable: {exc}") from exc
+                if not told:
+                    told = True
+                    self._say(f"{cluster.row.name} is up but unreachable ({exc}); waiting for it")
                 await asyncio.sleep(1.0)
 
     async def _sync_files(self, cluster: _Cluster, task: Task) -> None:
@@ -455,11 +568,18 @@ class JobController:
         segment_ids: list[int],
     ) -> list[int]:
         interval = POLL_FIRST_S
-        last_liveness = time.monotonic()
+        last_liveness = last_state = time.monotonic()
+        state_poll_s = cluster.cloud.state_poll_s
         unreachable_since: float | None = None
         codes: list[int | None] = [None] * len(cluster.nodes)
         while True:
             check_alive = time.monotonic() - last_liveness > LIVENESS_EVERY_S
+            if time.monotonic() - last_state > state_poll_s:
+                # Ask the infra, not SSH: a preempted machine can still answer
+                # for a moment, and a live one can drop its connection.
+                last_state = time.monotonic()
+                if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
+                    raise NodeLost(f"{cluster.row.name} is no longer up")
             try:
                 for rank, node in enumerate(cluster.nodes):
                     if codes[rank] is not None:
@@ -485,6 +605,12 @@ class JobController:
                 await self._reconnect(cluster)
             if check_alive:
                 last_liveness = time.monotonic()
+            if any(code not in (None, 0) for code in codes) and (
+                await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP
+            ):
+                # Killed by its machine going away (SIGTERM at a spot reclaim),
+                # not by its own fault: a preemption, never a user failure.
+                raise NodeLost(f"{cluster.row.name} went down under {phase_id}")
             if all(code is not None for code in codes):
                 return [int(code) for code in codes if code is not None]
             if any(code not in (None, 0) for code in codes):

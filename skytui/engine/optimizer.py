@@ -108,32 +108,16 @@ def plan_task(task: Task, clouds: Mapping[str, Cloud]) -> Plan:
     unique = tuple(first_of_each.values())
     if not unique:
         asked = "; or ".join(_describe(c) for c in candidates)
-        enabled = ", ".join(sorted(clouds)) or "none"
-        offered = "; ".join(
-            f"{offer.infra}: {offer.instance_type} ({offer.cpus:g} vCPUs, {offer.memory_gb:g} GB"
-            f"{', ' + offer.accelerators_str if offer.accelerators else ''})"
-            for offer in _showcase(clouds)
-        )
+        offered = "; ".join(f"{name}: {cloud.describe()}" for name, cloud in clouds.items()) or "no infra is enabled"
         raise InfeasibleError(
-            f"task {task.name!r}: no enabled infra fits {asked}. Enabled infra: {enabled}"
-            + (f" (offering {offered})" if offered else "")
-            + ". Lower the request, or enable more infra (`skytui check`)."
+            f"task {task.name!r}: nothing fits {asked}. What the infra offers: {offered}. "
+            "Lower the request, or name an infra that has it (e.g. --infra sim), or enable more (`skytui check`)."
         )
     return Plan(offers=unique, num_nodes=task.num_nodes)
 
 
 def _offer_key(offer: InstanceOffer) -> tuple[str, str | None, str | None, str, bool]:
     return (offer.cloud, offer.region, offer.zone, offer.instance_type, offer.use_spot)
-
-
-def _showcase(clouds: Mapping[str, Cloud]) -> list[InstanceOffer]:
-    """A few offers per cloud to say what the enabled infra has."""
-    shown: list[InstanceOffer] = []
-    for cloud in clouds.values():
-        machine = getattr(cloud, "machine", None)
-        if isinstance(machine, InstanceOffer):
-            shown.append(machine)
-    return shown
 
 
 def considered_rows(plan: Plan, limit: int = 8) -> list[tuple[str, str, str, str, str, str, str]]:

@@ -20,6 +20,7 @@ import time
 from skytui.clouds.base import ClusterHandle
 from skytui.clouds.local import LocalCloud
 from skytui.clouds.registry import enabled_clouds
+from skytui.clouds.sim import SimCloud
 from skytui.config import Paths, load_config
 from skytui.engine.controller import EngineContext, JobController, load_tasks
 from skytui.engine.scheduler import Scheduler
@@ -42,7 +43,7 @@ class Reconciler:
         self.scheduler = Scheduler(
             config.jobs.controller.max_launching, config.jobs.controller.max_running
         )
-        self.ctx = EngineContext(self.store, self.clouds, p, self.scheduler)
+        self.ctx = EngineContext(self.store, self.clouds, p, self.scheduler, config.jobs.recovery)
         self.active: dict[int, JobController] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -126,13 +127,13 @@ class Reconciler:
         self._wake.set()
 
     async def _supervise_node_host(self) -> None:
-        local = self.clouds.get("local")
-        if not isinstance(local, LocalCloud):
-            return
-        if not await self.store.live_clusters():
+        """Nodes of local and sim live in the node host: keep it running while
+        any machine is up (its own process, so a crash there loses no job)."""
+        hosts = [cloud for cloud in self.clouds.values() if isinstance(cloud, (LocalCloud, SimCloud))]
+        if not hosts or not await self.store.live_clusters():
             return
         try:
-            await local.ensure_node_host()
+            await hosts[0].ensure_node_host()
         except Exception:  # noqa: BLE001
             log.exception("the local node host could not be started")
 

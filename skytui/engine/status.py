@@ -57,7 +57,8 @@ _ANY_FAILURE = {_S.FAILED_PRECHECKS, _S.FAILED_NO_RESOURCE, _S.FAILED_CONTROLLER
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     # PENDING -> CANCELLED directly: a task that never started needs no cleanup
     # (pending cancel, and the later tasks of a failed pipeline).
-    _S.PENDING: frozenset({_S.STARTING, _S.CANCELLING, _S.CANCELLED} | _ANY_FAILURE),
+    # PENDING -> RECOVERING: a relaunch resumes after waiting for capacity.
+    _S.PENDING: frozenset({_S.STARTING, _S.RECOVERING, _S.CANCELLING, _S.CANCELLED} | _ANY_FAILURE),
     # STARTING -> PENDING: capacity backoff, the launch slot is given back.
     _S.STARTING: frozenset(
         {_S.RUNNING, _S.PENDING, _S.RECOVERING, _S.CANCELLING, _S.FAILED_SETUP, _S.FAILED}

@@ -1,0 +1,254 @@
+"""Sandboxes served by the node host: the machines of the `local` and `sim` infra.
+
+A sandbox is a directory under `$SKYTUI_HOME/nodes/` that the node host
+(nodehost.py, a separate process that outlives the controller) serves over
+SSH as one machine: its login is the sandbox's name, its home the directory.
+This module owns their life cycle: starting the node host, creating sandboxes
+with a marker naming the infra and cluster they belong to, telling whether
+they still exist, and destroying them as terminating a VM would (every
+process on them ends, their disk is gone). Both clouds that use sandboxes
+share one node host; each sees only the sandboxes marked with its own name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from skytui.clouds.base import PHASES_DIR, CloudError, ClusterState, NodeInfo
+from skytui.clouds.local_layout import (
+    LOCK_FILE,
+    NODE_MARKER,
+    STATE_FILE,
+    TERMINATING_FLAG,
+)
+from skytui.config import Paths
+
+if TYPE_CHECKING:
+    from skytui.clouds.sshnode import SSHNode
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SandboxHost:
+    """The node host and the sandboxes of one infra (`local` or `sim`)."""
+
+    def __init__(self, paths: Paths, infra: str) -> None:
+        self.paths = paths
+        self.infra = infra
+        self.client_key_path = paths.keys / "id_ed25519"
+        self.host_key_path = paths.keys / "nodehost_host_key"
+        self._start_lock = asyncio.Lock()
+
+    def _node_host_state(self) -> dict[str, int] | None:
+        try:
+            state = json.loads((self.paths.nodes / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        if not _pid_alive(int(state["pid"])):
+            return None
+        try:
+            with socket.create_connection(("127.0.0.1", int(state["port"])), timeout=2):
+                pass
+        except OSError:
+            return None
+        return {"pid": int(state["pid"]), "port": int(state["port"])}
+
+    async def ensure_node_host(self, timeout: float = 20.0) -> int:
+        """The node host's port, starting the node host if it is not running."""
+        async with self._start_lock:
+            state = await asyncio.to_thread(self._node_host_state)
+            if state is not None:
+                return state["port"]
+            await asyncio.to_thread(self._spawn_node_host)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                state = await asyncio.to_thread(self._node_host_state)
+                if state is not None:
+                    return state["port"]
+                await asyncio.sleep(0.05)
+            raise CloudError(
+                f"the local node host did not start within {timeout:g}s; "
+                f"see {self.paths.logs / 'nodehost.log'}"
+            )
+
+    def _spawn_node_host(self) -> None:
+        from skytui.clouds.keys import (  # asyncssh: not for plain CLI calls
+            ensure_keypair,
+            public_key_line,
+        )
+
+        self.paths.ensure()
+        client_key = ensure_keypair(self.client_key_path)
+        ensure_keypair(self.host_key_path)
+        authorized = self.paths.keys / "nodehost_authorized_keys"
+        authorized.write_text(public_key_line(client_key) + "\n")
+        with contextlib.suppress(FileNotFoundError):
+            (self.paths.nodes / STATE_FILE).unlink()
+        log = open(self.paths.logs / "nodehost.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            subprocess.Popen(
+                [
+                    sys.executable, "-m", "skytui.clouds.nodehost",
+                    "--root", str(self.paths.nodes),
+                    "--host-key", str(self.host_key_path),
+                    "--authorized-keys", str(authorized),
+                ],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, close_fds=True,
+            )
+        finally:
+            log.close()
+
+    def stop_node_host(self) -> None:
+        """For tests and `controller stop --all`: jobs on nodes keep running."""
+        state = self._node_host_state()
+        if state is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state["pid"], signal.SIGTERM)
+
+    # -------------------------------------------------------------- sandboxes
+
+    def _sandbox(self, cluster_name: str, rank: int) -> Path:
+        return self.paths.nodes / f"{cluster_name}-{rank}"
+
+    def sandboxes(self) -> list[tuple[Path, dict[str, Any]]]:
+        """This infra's sandboxes and their markers (sandboxes made before the
+        marker named its infra are `local`'s)."""
+        found: list[tuple[Path, dict[str, Any]]] = []
+        if not self.paths.nodes.is_dir():
+            return found
+        for entry in self.paths.nodes.iterdir():
+            marker = entry / NODE_MARKER
+            if entry.name == LOCK_FILE or not marker.is_file():
+                continue
+            try:
+                data = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                continue
+            if data.get("infra", "local") == self.infra:
+                found.append((entry, data))
+        return found
+
+    async def create(self, cluster_name: str, num_nodes: int, meta: dict[str, Any]) -> tuple[NodeInfo, ...]:
+        """One sandbox per node; `meta` goes into each marker (region, spot, ...)."""
+        from skytui.clouds.keys import ensure_keypair, public_key_line
+
+        port = await self.ensure_node_host()
+        host_key = public_key_line(ensure_keypair(self.host_key_path))
+        nodes = []
+        for rank in range(num_nodes):
+            sandbox = self._sandbox(cluster_name, rank)
+            sandbox.mkdir(mode=0o700, parents=True, exist_ok=True)
+            marker = {**meta, "infra": self.infra, "cluster": cluster_name, "rank": rank, "created_at": time.time()}
+            (sandbox / NODE_MARKER).write_text(json.dumps(marker))
+            nodes.append(
+                NodeInfo(
+                    rank=rank, host="127.0.0.1", port=port, user=sandbox.name,
+                    internal_ip="127.0.0.1", host_key=host_key, instance_id=sandbox.name,
+                )
+            )
+        return tuple(nodes)
+
+    def state(self, nodes: tuple[NodeInfo, ...]) -> ClusterState:
+        present = [_up(self.paths.nodes / node.instance_id) for node in nodes]
+        if all(present):
+            return ClusterState.UP
+        return ClusterState.PARTIAL if any(present) else ClusterState.GONE
+
+    async def destroy(self, cluster_name: str, *, grace_s: float = 5.0) -> None:
+        found = [path for path, marker in self.sandboxes() if marker.get("cluster") == cluster_name]
+        await asyncio.gather(*(asyncio.to_thread(destroy_sandbox, path, grace_s) for path in found))
+
+    def cluster_names(self) -> list[str]:
+        return sorted({str(marker["cluster"]) for _, marker in self.sandboxes()})
+
+    def node(self, info: NodeInfo) -> SSHNode:
+        from skytui.clouds.sshnode import SSHNode
+
+        return SSHNode(info, self.client_key_path, resolve_port=self.ensure_node_host)
+
+
+def _phase_pids(sandbox: Path) -> list[int]:
+    pids = []
+    for pid_file in (sandbox / PHASES_DIR).glob("*/pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int(pid_file.read_text().strip()))
+    return pids
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _processes_of(sandbox: Path) -> list[int]:
+    """Every process living on a node, including those a job detached from its
+    phase's process group (setsid daemons): its cwd is in the sandbox, or the
+    node host gave it the sandbox as HOME."""
+    home = str(sandbox)
+    marker = f"HOME={home}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(proc / "cwd").removesuffix(" (deleted)")
+            if cwd == home or cwd.startswith(home + "/"):
+                found.append(int(proc.name))
+                continue
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+    return found
+
+
+def _up(sandbox: Path) -> bool:
+    return (sandbox / NODE_MARKER).is_file() and not (sandbox / TERMINATING_FLAG).exists()
+
+
+def destroy_sandbox(sandbox: Path, grace_s: float = 5.0) -> None:
+    """What terminating a VM does: every process on it ends, its disk is gone."""
+    # Down from the first moment: a job that dies of the SIGTERM below must
+    # read as a lost machine, never as a failure of its own.
+    with contextlib.suppress(OSError):
+        (sandbox / TERMINATING_FLAG).touch()
+    groups = _phase_pids(sandbox)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(_group_alive(g) for g in groups) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    for pid in _processes_of(sandbox):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    # The marker goes first so a half-removed sandbox never reads as a live node.
+    with contextlib.suppress(FileNotFoundError):
+        (sandbox / NODE_MARKER).unlink()
+    shutil.rmtree(sandbox, ignore_errors=True)
