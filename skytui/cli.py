@@ -26,8 +26,8 @@ from skytui.config import ConfigError
 from skytui.engine.optimizer import InfeasibleError, Plan, considered_rows
 from skytui.engine.status import TERMINAL, TaskStatus
 from skytui.engine.store import EventRow, StoreError
-from skytui.format import QUEUE_COLUMNS, in_progress_summary, queue_lines, status_text
-from skytui.spec import Overrides, Pipeline, SpecError, load_pipeline, parse_env_flag
+from skytui.format import QUEUE_COLUMNS, in_progress_summary, queue_lines, readable_ago, readable_duration, status_text
+from skytui.spec import Overrides, Pipeline, SpecError, load_pipeline, load_pool, parse_env_flag
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -114,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("-a", "--all", action="store_true", help="every job in progress")
     cancel.add_argument("-y", "--yes", action="store_true")
 
+    pool = jobs.add_parser("pool", help="pools of warm workers").add_subparsers(dest="pool_command", required=True)
+    apply = pool.add_parser("apply", help="create a pool, or update it to a new spec or worker count")
+    apply.add_argument("file", nargs="?", help="the pool YAML (a task with a pool: section and no run)")
+    apply.add_argument("-p", "--pool", required=True, dest="pool_name", help="the pool's name")
+    apply.add_argument("--workers", type=int, help="number of workers (overrides the YAML)")
+    apply.add_argument("-y", "--yes", action="store_true")
+    status = pool.add_parser("status", help="pools and their workers")
+    status.add_argument("name", nargs="?")
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    down = pool.add_parser("down", help="tear a pool down (its jobs must have finished)")
+    down.add_argument("name")
+    down.add_argument("-y", "--yes", action="store_true")
+
     controller = commands.add_parser("controller", help="the controller daemon").add_subparsers(
         dest="controller_command", required=True
     )
@@ -169,6 +182,26 @@ def _load_and_plan(client: Client, file: str, args: argparse.Namespace) -> tuple
     return pipeline, client.plan(pipeline)
 
 
+def _load_for_pool(client: Client, file: str, args: argparse.Namespace) -> Pipeline:
+    """A job for a pool runs its `run` on the pool's workers: no placement to plan."""
+    if args.num_jobs < 1:
+        _fail_usage("--num-jobs: must be 1 or more")
+    pipeline = load_pipeline(file, _overrides(args))
+    if len(pipeline.tasks) != 1:
+        _fail_usage("--pool: a pool runs single-task jobs, not pipelines")
+    views = client.pools(args.pool)
+    if not views:
+        _fail_usage(f"no pool {args.pool!r}; create it with `skytui jobs pool apply -p {args.pool} POOL.yaml`")
+    view = views[0]
+    task = pipeline.tasks[0]
+    ignored = [what for what, present in (("setup", task.setup), ("file_mounts", task.file_mounts)) if present]
+    note = f"; its {' and '.join(ignored)} are ignored (the pool's ran on each worker)" if ignored else ""
+    copies = f"{args.num_jobs} jobs" if args.num_jobs > 1 else "the job"
+    out.print(f"Launching {copies} into pool {args.pool!r} ({view.ready} of {view.pool.target_workers} "
+              f"worker(s) ready){note}.")
+    return pipeline
+
+
 def print_plans(pipeline: Pipeline, plans: list[Plan]) -> None:
     for task, plan in zip(pipeline.tasks, plans):
         label = f" for task {task.name!r}" if pipeline.is_pipeline else ""
@@ -182,20 +215,24 @@ def print_plans(pipeline: Pipeline, plans: list[Plan]) -> None:
 
 
 def cmd_launch(client: Client, file: str, args: argparse.Namespace, *, follow: bool) -> int:
-    pipeline, plans = _load_and_plan(client, file, args)
-    print_plans(pipeline, plans)
+    if args.pool:
+        pipeline = _load_for_pool(client, file, args)
+    else:
+        pipeline, plans = _load_and_plan(client, file, args)
+        print_plans(pipeline, plans)
     if args.dryrun:
         out.print("Dry run: nothing submitted.")
         return EXIT_OK
-    if args.pool:
-        _fail_usage("--pool: pools are not available in this version")
     # `skytui --run` is for scripts and quick runs: it never asks.
     if not args.yes and sys.stdin.isatty() and not getattr(args, "run", None):
         answer = input(f"Launching managed job {pipeline.name!r}. Proceed? [Y/n] ").strip().lower()
         if answer not in ("", "y", "yes"):
             out.print("Aborted: nothing submitted.")
             return EXIT_OK
-    job_ids = client.submit(pipeline, num_jobs=args.num_jobs, priority=args.priority)
+    try:
+        job_ids = client.submit(pipeline, pool=args.pool, num_jobs=args.num_jobs, priority=args.priority)
+    except ValueError as exc:
+        _fail_usage(str(exc))
     ids = ", ".join(map(str, job_ids))
     out.print(f"Managed job {ids} submitted ({pipeline.name}).")
     if not follow or args.detach_run or len(job_ids) > 1:
@@ -444,6 +481,59 @@ def cmd_check(client: Client) -> int:
     return EXIT_OK
 
 
+def cmd_pool(client: Client, args: argparse.Namespace) -> int:
+    try:
+        if args.pool_command == "apply":
+            if args.workers is not None and args.workers < 0:
+                _fail_usage("--workers: must be 0 or more")
+            definition = load_pool(args.file) if args.file else None
+            version, outcome = client.apply_pool(args.pool_name, definition, args.workers)
+            what = {
+                "created": "created", "resized": "resized in place", "updated": "updated: new workers "
+                "start with the new spec, old ones finish their current job and go", "unchanged": "unchanged",
+            }[outcome]
+            out.print(f"Pool {args.pool_name!r} {what} (version {version}). "
+                      f"See `skytui jobs pool status {args.pool_name}`.")
+            return EXIT_OK
+        if args.pool_command == "down":
+            client.pool_down(args.name)
+            out.print(f"Pool {args.name!r} is shutting down; its workers are being terminated.")
+            return EXIT_OK
+    except ValueError as exc:
+        _fail_usage(str(exc))
+    views = client.pools(args.name)
+    if args.json:
+        sys.stdout.write(json.dumps({"pools": [view.to_json() for view in views]}) + "\n")
+        return EXIT_OK
+    if args.name and not views:
+        _fail_usage(f"no pool {args.name!r}")
+    if not views:
+        out.print("No pools. Create one with `skytui jobs pool apply -p NAME POOL.yaml`.")
+        return EXIT_OK
+    now = time.time()
+    pools = Table(box=None, pad_edge=False, header_style="bold", title="Pools", title_justify="left")
+    for column in ("NAME", "VERSION", "UPTIME", "STATUS", "WORKERS"):
+        pools.add_column(column, no_wrap=True)
+    workers = Table(box=None, pad_edge=False, header_style="bold", title="Pool Workers", title_justify="left")
+    for column in ("POOL_NAME", "ID", "VERSION", "LAUNCHED", "INFRA", "RESOURCES", "STATUS", "USED_BY"):
+        workers.add_column(column, no_wrap=True)
+    for view in views:
+        pools.add_row(view.pool.name, str(view.pool.version), readable_duration(now - view.pool.created_at),
+                      view.status, f"{view.ready}/{view.pool.target_workers}")
+        for worker in view.workers:
+            infra, instance = view.infra_of(worker)
+            status = worker.status
+            if worker.status_reason and worker.status != "READY":
+                status += f" ({worker.status_reason})"
+            workers.add_row(view.pool.name, str(worker.id), str(worker.version),
+                            readable_ago(worker.created_at, now), infra or "-", instance or "-", status,
+                            f"job {worker.job_id}" if worker.job_id else "-")
+    out.print(pools)
+    out.print()
+    out.print(workers)
+    return EXIT_OK
+
+
 def cmd_sim(client: Client, args: argparse.Namespace) -> int:
     try:
         if args.sim_command == "preempt":
@@ -462,7 +552,15 @@ def cmd_validate(client: Client, files: Sequence[str]) -> int:
     invalid = 0
     for file in files:
         try:
-            pipeline = load_pipeline(file)
+            try:
+                pipeline = load_pipeline(file)
+            except SpecError as exc:
+                if exc.field != "pool":
+                    raise
+                definition = load_pool(file)  # a pool YAML: checked as one
+                client.plan(Pipeline(name=definition.task.name or "pool", tasks=[definition.task], source=file))
+                out.print(f"{file}: valid pool spec {definition.task.name!r}")
+                continue
             client.plan(pipeline)
         except (SpecError, InfeasibleError) as exc:
             err.print(Text(f"{exc}" if isinstance(exc, SpecError) else f"{file}: {exc}"))
@@ -500,6 +598,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cmd_logs(client, args)
             if args.jobs_command == "cancel":
                 return cmd_cancel(client, args)
+            if args.jobs_command == "pool":
+                return cmd_pool(client, args)
         if args.command == "controller":
             return cmd_controller(client, args)
         if args.command == "check":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from skytui.clouds.base import infra_label
 from skytui.clouds.registry import enabled_clouds
 from skytui.config import Paths, load_config
 from skytui.config import paths as default_paths
@@ -26,15 +28,21 @@ from skytui.engine.optimizer import Plan, plan_task, requested_str
 from skytui.engine.status import TaskStatus
 from skytui.engine.store import (
     AttemptRow,
+    ClusterRow,
+    ClusterStatus,
     EventRow,
     JobRow,
     NewTask,
+    PoolRow,
     SegmentRow,
     Store,
+    StoreError,
     TaskRow,
+    WorkerRow,
+    WorkerStatus,
 )
 from skytui.logs.store import controller_log_path, file_size, task_log_path
-from skytui.spec import Pipeline
+from skytui.spec import Pipeline, PoolDefinition
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,45 @@ class JobView:
         }
 
 
+@dataclass(frozen=True)
+class PoolView:
+    """A pool and its live workers, as `pool status` shows them."""
+
+    pool: PoolRow
+    workers: list[WorkerRow]
+    clusters: dict[int, ClusterRow]
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for w in self.workers if w.status == WorkerStatus.READY)
+
+    @property
+    def status(self) -> str:
+        """SkyPilot's pool statuses, derived from the workers."""
+        if self.pool.down_requested_at is not None:
+            return "SHUTTING_DOWN"
+        if self.ready:
+            return "READY"
+        if self.pool.target_workers == 0:
+            return "NO_REPLICA"
+        return "REPLICA_INIT"
+
+    def infra_of(self, worker: WorkerRow) -> tuple[str | None, str | None]:
+        cluster = self.clusters.get(worker.cluster_id) if worker.cluster_id else None
+        if cluster is None:
+            return None, None
+        return infra_label(cluster.cloud, cluster.region, cluster.zone), cluster.instance_type
+
+    def to_json(self) -> dict[str, Any]:
+        workers = []
+        for w in self.workers:
+            infra, instance = self.infra_of(w)
+            workers.append({"id": w.id, "version": w.version, "status": w.status, "infra": infra,
+                            "instance_type": instance, "job_id": w.job_id, "status_reason": w.status_reason})
+        return {"name": self.pool.name, "version": self.pool.version, "status": self.status,
+                "target_workers": self.pool.target_workers, "ready_workers": self.ready, "workers": workers}
+
+
 def skypilot_task_id(job_name: str, task_name: str, task_idx: int, is_pipeline: bool, at: float) -> str:
     """SkyPilot's format; `{job_id}` is filled in by the store at insert."""
     stamp = datetime.fromtimestamp(at).strftime("%Y-%m-%d-%H-%M-%S-%f")
@@ -146,7 +193,10 @@ class Client:
         priority: int | None = None,
         start_controller: bool = True,
     ) -> list[int]:
-        """Queue the job (N copies with --num-jobs); the plan must have been checked."""
+        """Queue the job (N copies with --num-jobs); the plan must have been checked
+        (or, for a pool, the pool must exist: ValueError otherwise)."""
+        if pool is not None and self.store.pool(pool) is None:
+            raise ValueError(f"no pool {pool!r}; create it with `skytui jobs pool apply -p {pool} POOL.yaml`")
         now = time.time()
         spec = {
             "name": pipeline.name,
@@ -190,6 +240,66 @@ class Client:
         clouds = enabled_clouds(self.paths, load_config(self.paths))
         return {name: cloud.describe() for name, cloud in clouds.items()}
 
+    # ------------------------------------------------------------------- pools
+
+    def apply_pool(self, name: str, definition: PoolDefinition | None, workers: int | None) -> tuple[int, str]:
+        """Create or update a pool (from its YAML, or just a new worker count);
+        returns (version, what changed). ValueError for what cannot be done."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
+            raise ValueError(f"pool name {name!r}: letters, digits, '.', '_' and '-', at most 63")
+        if definition is None:
+            if workers is None:
+                raise ValueError("give a pool YAML, or --workers N to resize an existing pool")
+            if self.store.pool(name) is None:
+                raise ValueError(f"no pool {name!r}; create it with `skytui jobs pool apply -p {name} POOL.yaml`")
+            spec, secrets = self.store.pool_spec(name)
+            if spec["pool"].get("workers") is None:
+                raise ValueError(f"pool {name!r} autoscales; change min_workers/max_workers in its YAML instead")
+            spec = {**spec, "pool": {**spec["pool"], "workers": workers}}
+        else:
+            pool_spec = definition.spec
+            if workers is not None:
+                if pool_spec.autoscaling:
+                    raise ValueError("--workers cannot be combined with an autoscaling pool YAML")
+                pool_spec = pool_spec.model_copy(update={"workers": workers})
+            task = definition.task.model_dump(mode="json", exclude={"secrets", "pool"})
+            spec = {"task": task, "pool": pool_spec.model_dump(mode="json")}
+            secrets = dict(definition.task.secrets)
+        target = spec["pool"]["workers"]
+        if target is None:
+            current = self.store.pool(name)
+            target = current.target_workers if current else (spec["pool"].get("min_workers") or 0)
+        try:
+            applied = self.store.apply_pool(name, spec, secrets, target)
+        except StoreError as exc:
+            raise ValueError(str(exc)) from exc
+        self.ensure_controller()
+        daemon.wake_controller(self.paths)
+        return applied
+
+    def pools(self, name: str | None = None) -> list[PoolView]:
+        rows = [p for p in self.store.pools() if name is None or p.name == name]
+        views = []
+        for row in rows:
+            workers = self.store.workers(row.name)
+            clusters = {w.cluster_id: self.store.cluster(w.cluster_id) for w in workers if w.cluster_id}
+            views.append(PoolView(row, workers, {k: v for k, v in clusters.items() if v is not None}))
+        return views
+
+    def pool_down(self, name: str) -> None:
+        """Tear a pool down; ValueError if it does not exist or still has jobs."""
+        if self.store.pool(name) is None:
+            raise ValueError(f"no pool {name!r}")
+        unfinished = self.store.request_pool_down(name)
+        if unfinished:
+            shown = ", ".join(map(str, unfinished[:10])) + (" …" if len(unfinished) > 10 else "")
+            raise ValueError(
+                f"pool {name!r} has {len(unfinished)} unfinished job(s) ({shown}); "
+                f"cancel them first with `skytui jobs cancel -p {name} -y`"
+            )
+        self.ensure_controller()
+        daemon.wake_controller(self.paths)
+
     # --------------------------------------------------------------- sim chaos
 
     def sim_preempt(self, job_id: int, task_idx: int | None = None) -> str:
@@ -204,6 +314,11 @@ class Client:
             current = view.current_task
             task_idx = current.task_idx if current is not None else 0
         clusters = [c for c in self.store.live_clusters(job_id) if c.task_idx == task_idx]
+        worker = self.store.worker_of_job(job_id) if view.job.pool else None
+        if worker is not None and worker.cluster_id is not None:
+            # A pool job runs on its worker's machine: preempting it takes the worker.
+            cluster_row = self.store.cluster(worker.cluster_id)
+            clusters = [cluster_row] if cluster_row is not None and cluster_row.status in ClusterStatus.LIVE else []
         if not clusters:
             raise ValueError(f"job {job_id} task {task_idx} has no machine up ({view.tasks[task_idx].status})"
                              if task_idx < len(view.tasks) else f"job {job_id} has no task {task_idx}")

@@ -83,7 +83,8 @@ class QueueLine:
 def queue_lines(view: JobView, now: float) -> list[QueueLine]:
     job = view.job
     tot = readable_duration((job.ended_at or now) - job.submitted_at)
-    pool = job.pool or "-"
+    # SkyPilot's POOL column: `name (worker=ID)` once a worker took the job.
+    pool = (f"{job.pool} (worker={job.worker_id})" if job.worker_id is not None else job.pool) if job.pool else "-"
     finished = view.status in TERMINAL
     if not view.is_pipeline:
         task = view.tasks[0]

@@ -49,11 +49,14 @@ __all__ = [
     "KNOWN_CLOUDS",
     "Overrides",
     "Pipeline",
+    "PoolDefinition",
+    "PoolSpec",
     "Resources",
     "SpecError",
     "Task",
     "load_pipeline",
     "load_pipeline_text",
+    "load_pool",
     "parse_accelerator",
     "parse_env_flag",
 ]
@@ -849,6 +852,50 @@ _FileMountValue = Annotated[
 ]
 
 
+class PoolSpec(_SpecModel):
+    """`pool:` of a pool YAML: a fixed number of workers, or autoscaling
+    between min_workers and max_workers on the length of the pool's queue."""
+
+    workers: Annotated[int, Strict(), Field(ge=0, le=10_000)] | None = None
+    min_workers: Annotated[int, Strict(), Field(ge=0, le=10_000)] | None = None
+    max_workers: Annotated[int, Strict(), Field(ge=1, le=10_000)] | None = None
+    queue_length_threshold: Annotated[int, Strict(), Field(ge=1)] | None = None
+    upscale_delay_seconds: Annotated[float, Field(ge=0)] | None = None
+    downscale_delay_seconds: Annotated[float, Field(ge=0)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_keys(cls, data: Any, info: ValidationInfo) -> Any:
+        if data is None:
+            raise _fail("must be a mapping: {workers: N} or {min_workers, max_workers}")
+        if isinstance(data, dict):
+            cls._refuse_unknown_keys(data, info)
+        return data
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> PoolSpec:
+        autoscaling = {
+            name for name in ("min_workers", "max_workers", "queue_length_threshold",
+                              "upscale_delay_seconds", "downscale_delay_seconds")
+            if getattr(self, name) is not None
+        }
+        if self.workers is not None and autoscaling:
+            raise _fail(f"give either workers or autoscaling ({', '.join(sorted(autoscaling))}), not both",
+                        sorted(autoscaling)[0])
+        if self.workers is None and self.max_workers is None:
+            if autoscaling:
+                raise _fail("autoscaling needs max_workers", sorted(autoscaling)[0])
+            raise _fail("needs workers: N, or min_workers and max_workers")
+        if self.min_workers is not None and self.max_workers is not None and self.min_workers > self.max_workers:
+            raise _fail(f"min_workers ({self.min_workers}) is greater than max_workers ({self.max_workers})",
+                        "min_workers")
+        return self
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.workers is None
+
+
 class Task(_SpecModel):
     """One task document of a task YAML."""
 
@@ -864,6 +911,7 @@ class Task(_SpecModel):
     setup: str | None = None
     run: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
+    pool: PoolSpec | None = None  # only in a pool YAML (load_pool)
 
     unsupported_keys: ClassVar[frozenset[str]] = frozenset(
         {
@@ -871,7 +919,6 @@ class Task(_SpecModel):
             "volumes",
             "volume_mounts",
             "service",
-            "pool",
             "event_callback",
             "inputs",
             "outputs",
@@ -1183,11 +1230,70 @@ def load_pipeline_text(text: str, file: str, overrides: Overrides | None = None)
     header, task_documents = _split_header(documents, file)
     context = {"yaml": True, "base_dir": os.path.dirname(os.path.abspath(file))}
     tasks = [_load_task(document, file, checked, context) for document in task_documents]
+    for task, document in zip(tasks, task_documents):
+        if task.pool is not None:
+            raise SpecError(
+                file, document.line_of(("pool",)), "pool",
+                "this is a pool YAML: create the pool with `skytui jobs pool apply -p NAME FILE`, "
+                "then launch jobs into it with `skytui jobs launch -p NAME JOB.yaml`",
+            )
     name = _job_name(header, tasks, file, checked)
     tasks = _named_tasks(tasks, name, header is not None, checked)
     _check_unique_names(tasks, task_documents, file)
     warnings = [warning for document in task_documents for warning in _legacy_warnings(document, file)]
     return Pipeline(name=name, tasks=tasks, source=file, has_header=header is not None, warnings=warnings)
+
+
+@dataclass(frozen=True)
+class PoolDefinition:
+    """A pool YAML: the workers' task (resources, setup, workdir, file_mounts,
+    envs; no run) and how many workers to keep."""
+
+    task: Task
+    spec: PoolSpec
+    source: str
+
+
+def load_pool(path: str | os.PathLike[str], overrides: Overrides | None = None) -> PoolDefinition:
+    """Read a pool YAML; SpecError (file, line, field) on anything a pool cannot be."""
+    file = os.fspath(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(file, None, "(file)", f"cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
+    checked = _check_overrides(overrides or Overrides())
+    documents = _read_documents(text, file)
+    if len(documents) != 1:
+        raise SpecError(file, documents[1].start_line, "(document)", "a pool YAML is a single task document")
+    document = documents[0]
+    if not isinstance(document.data, dict):
+        raise SpecError(file, document.start_line, "(document)", "a pool YAML must be a mapping of fields")
+    context = {"yaml": True, "base_dir": os.path.dirname(os.path.abspath(file))}
+    task = _load_task(document, file, checked, context)
+    data = document.data
+
+    def refuse(path: tuple[Any, ...], message: str) -> SpecError:
+        return SpecError(file, document.line_of(path), _dotted(path), message)
+
+    if task.pool is None:
+        raise SpecError(file, document.start_line, "pool",
+                        "missing: a pool YAML needs a `pool:` section, e.g. `pool: {workers: 2}`")
+    if task.run:
+        raise refuse(("run",), "a pool has no run: each job brings its own; the pool's setup runs once per worker")
+    if task.num_nodes != 1:
+        raise refuse(("num_nodes",), "pool workers are single machines; drop num_nodes")
+    resources = data.get("resources") if isinstance(data.get("resources"), dict) else {}
+    if "ordered" in resources:
+        raise refuse(("resources", "ordered"), "pools take any_of, not ordered: every worker is placed on its own")
+    if "job_recovery" in resources or "spot_recovery" in resources:
+        key = "job_recovery" if "job_recovery" in resources else "spot_recovery"
+        raise refuse(("resources", key), "job_recovery belongs to the jobs launched into the pool, not to the pool")
+    for index, entry in enumerate(resources.get("any_of") or []):
+        if isinstance(entry, dict) and "job_recovery" in entry:
+            raise refuse(("resources", "any_of", index, "job_recovery"),
+                         "job_recovery belongs to the jobs launched into the pool, not to the pool")
+    name = task.name or Path(file).stem
+    return PoolDefinition(task=task.model_copy(update={"name": name}), spec=task.pool, source=file)
 
 
 def _read_documents(text: str, file: str) -> list[YamlDocument]:

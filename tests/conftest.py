@@ -179,6 +179,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     yield world
     if not home.exists():
         return  # nothing was started
+    _assert_finished_jobs_left_no_machine(home)
     # Stop the daemon and the node host, then anything a job left behind.
     from skytui.config import Paths
     from skytui.engine.daemon import stop_controller
@@ -191,6 +192,32 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     for pid in processes_in(home):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _assert_finished_jobs_left_no_machine(home: Path) -> None:
+    """No leaks, ever: once every job has finished and no pool is left, no
+    machine of local or sim may remain. (Tests that leave jobs running or a
+    pool up on purpose are not judged.)"""
+    from skytui.config import Paths
+    from skytui.engine.status import TERMINAL_NAMES
+    from skytui.engine.store import Store
+
+    if os.environ.get("SKYTUI_DB_URL") or not (home / "state.db").exists():
+        return
+    store = Store(Paths(home).db_url)
+    try:
+        if store.pools() or any(job.status not in TERMINAL_NAMES for job in store.jobs()):
+            return
+    finally:
+        store.close()
+
+    def machines() -> list[str]:
+        return sorted(str(p.parent.name) for p in (home / "nodes").glob("*/.skytui-node.json"))
+
+    deadline = time.monotonic() + 20
+    while machines() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not machines(), f"machines left after every job finished: {machines()}"
 
 
 # ------------------------------------------------------------------ PostgreSQL

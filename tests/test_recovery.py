@@ -335,3 +335,17 @@ def test_random_spot_preemptions_from_the_configured_rate_are_recovered(env: Env
     done = env.wait_status(job, "SUCCEEDED", timeout=60)
     assert done["recoveries"] == 0 and time.time() - started < 60
     assert_no_leaks(env)
+
+
+def test_a_request_that_becomes_infeasible_during_recovery_fails_prechecks_at_once(sim_env: Env) -> None:
+    env = sim_env
+    flag = env.tmp / "first"
+    job = env.launch(env.write("job.yaml", task_yaml(BLOCK_ONCE.format(flag=flag))))  # sim/aws, H100:8
+    wait_first_run(env.tmp)
+    env.cli("controller", "stop", check=True)  # the job keeps running on its node
+    env.config(SIM_CONFIG.replace("{provision_delay_s: 0.05}", "{provision_delay_s: 0.05, clouds: [gcp]}"))
+    preempt(env, job)
+    env.cli("controller", "start", check=True)  # sim now mirrors gcp only: sim/aws is gone
+    done = env.wait_status(job, "FAILED_PRECHECKS", timeout=60)
+    assert "nothing fits" in done["tasks"][0]["failure_reason"]
+    assert_no_leaks(env)

@@ -196,13 +196,23 @@ def _phase_pids(sandbox: Path) -> list[int]:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs. A zombie does not count:
+    `killpg(pgid, 0)` says yes for a group of zombies until their parent
+    (often PID 1, which may reap late or never) collects them."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _processes_of(sandbox: Path) -> list[int]:

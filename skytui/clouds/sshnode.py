@@ -257,10 +257,16 @@ class SSHNode:
         if state.pid is None or state.finished:
             return
         pid = state.pid
+        # Zombies do not count as alive (kill -0 says they are until reaped).
+        alive = (
+            f"if command -v ps >/dev/null 2>&1; then "
+            f"ps -eo pgid=,stat= | awk -v g={pid} '$1==g && $2 !~ /^Z/ {{f=1}} END {{exit !f}}'; "
+            f"else kill -0 -- -{pid} 2>/dev/null; fi"
+        )
         await self.run(
             f"kill -TERM -- -{pid} 2>/dev/null; "
             f"for _ in $(seq 1 {max(1, int(grace_s * 10))}); do "
-            f"kill -0 -- -{pid} 2>/dev/null || exit 0; sleep 0.1; done; "
+            f"{{ {alive}; }} || exit 0; sleep 0.1; done; "
             f"kill -KILL -- -{pid} 2>/dev/null; "
             # KILL took the wrapper too, so it wrote no exit code: record the kill.
             f'D="$HOME/{self._phase_dir(phase_id)}"; '

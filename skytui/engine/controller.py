@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -33,6 +34,7 @@ from skytui.clouds.base import (
 )
 from skytui.config import Paths, RecoveryConfig
 from skytui.engine.optimizer import InfeasibleError, plan_task
+from skytui.engine.pools import Lease, PoolGone, PoolManager, load_pool_task
 from skytui.engine.recovery import (
     CapacityBackoff,
     Place,
@@ -98,6 +100,7 @@ class EngineContext:
     paths: Paths
     scheduler: Scheduler
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    pools: PoolManager | None = None
 
 
 @dataclass
@@ -142,6 +145,10 @@ class JobController:
         self._lost_at: dict[int, Place] = {}
         # Per task: the line that explains the recovery in progress.
         self._recovery_note: dict[int, str] = {}
+        # A pool job: the worker it runs on now, and the pool's own task
+        # (its workdir and envs are the job's too).
+        self._lease: Lease | None = None
+        self._pool_task: Task | None = None
 
     # ------------------------------------------------------------- plumbing
 
@@ -257,13 +264,15 @@ class JobController:
         note = f"{what}{where} after {_short_duration(lasted)}"
         self._say(f"task {idx}: {note} ({lost}); recovering")
         await self._end_attempt(idx, f"{what} after {_short_duration(lasted)}", None)
-        await self._teardown_all(reason=f"{what}: {lost}")
         current = await self.store.task(self.job.id, idx)
         self._recovery_note[idx] = note
         if current.status_enum in (S.RUNNING, S.STARTING):
+            # Said at once; tearing down what is left of the machine can take
+            # a cloud a while (a restart re-does it: _reattach sweeps leftovers).
             await self.store.transition_task(
                 self.job.id, idx, S.RECOVERING, message=f"{note}; relaunching", recoveries=current.recoveries + 1,
             )
+        await self._teardown_all(reason=f"{what}: {lost}")
         # A machine that keeps vanishing right after its launch is retried with
         # growing pauses instead of in a tight loop; any other loss at once.
         if current.recoveries and lasted < FLAPPING_WINDOW_S:
@@ -334,6 +343,8 @@ class JobController:
         holding a launch slot; when no place has capacity, wait PENDING
         (slot given back) and try again, forever, as SkyPilot does."""
         idx = row.task_idx
+        if self.job.pool is not None:
+            return await self._launch_on_worker(row)
         backoff = CapacityBackoff(self.ctx.recovery.backoff_initial_s, self.ctx.recovery.backoff_max_s)
         while True:
             async with self.ctx.scheduler.launch_slot(on_wait=lambda why: self._waiting(idx, why)):
@@ -371,6 +382,58 @@ class JobController:
                     return cluster, attempt
             await asyncio.sleep(wait)
 
+    async def _launch_on_worker(self, row: TaskRow) -> tuple[_Cluster, int]:
+        """A pool job: wait PENDING for an idle READY worker, then take it.
+        Its setup and file_mounts are the pool's, done once per worker."""
+        idx = row.task_idx
+        pools, pool = self.ctx.pools, self.job.pool
+        assert pools is not None and pool is not None
+        cluster = await self._reattach(row)
+        if cluster is None:
+            try:
+                lease = await pools.acquire(self.job, on_wait=lambda why: self._waiting(idx, why))
+            except PoolGone as exc:
+                raise TaskFailed(S.FAILED_NO_RESOURCE, str(exc)) from exc
+            self._lease = lease
+            cloud = self.ctx.clouds.get(lease.cluster.cloud)
+            if cloud is None:
+                raise TaskFailed(S.FAILED_PRECHECKS, f"pool {pool}'s worker is on {lease.cluster.cloud}, not enabled")
+            current = await self.store.task(self.job.id, idx)
+            if current.status_enum is S.PENDING:
+                await self.store.transition_task(self.job.id, idx, S.RECOVERING if current.recoveries else S.STARTING,
+                                                 status_reason=None)
+            else:
+                await self.store.set_task_fields(self.job.id, idx, status_reason=None)
+            attempt = await self.store.start_attempt(
+                self.job.id, idx, infra=infra_label(lease.cluster.cloud, lease.cluster.region, lease.cluster.zone),
+                instance_type=lease.cluster.instance_type, use_spot=lease.cluster.use_spot,
+                message=f"attempt on pool {pool}, worker {lease.worker.id}",
+            )
+            cluster = _Cluster(lease.cluster, lease.handle, cloud)
+            self._clusters[lease.cluster.id] = cluster
+        else:
+            attempt = (await self.store.task(self.job.id, idx)).attempt
+        await self._load_pool_task()
+        await self._connect(cluster)
+        return cluster, attempt
+
+    async def _load_pool_task(self) -> None:
+        if self._pool_task is None and self.job.pool is not None:
+            with contextlib.suppress(Exception):  # a pool already gone keeps the job's own envs
+                spec, secrets = await self.store.pool_spec(self.job.pool)
+                self._pool_task, _ = load_pool_task(spec, secrets)
+
+    async def _release_worker(self) -> None:
+        lease = self._lease or (await self.ctx.pools.lease_of(self.job.id) if self.ctx.pools else None)
+        self._lease = None
+        if lease is None or self.ctx.pools is None or self.job.pool is None:
+            return
+        cached = self._clusters.pop(lease.cluster.id, None)
+        for node in cached.nodes if cached is not None else []:
+            with contextlib.suppress(Exception):
+                await node.close()
+        await self.ctx.pools.release(self.job.pool, lease.worker.id, self.job.id)
+
     async def _waiting(self, idx: int, why: str) -> None:
         await self.store.set_task_fields(self.job.id, idx, status_reason=why)
 
@@ -385,6 +448,8 @@ class JobController:
         idx = row.task_idx
         if row.attempt == 0:
             return None  # nothing was provisioned yet
+        if self.job.pool is not None and self.ctx.pools is not None:
+            return await self._reattach_worker(row)
         for existing in await self.store.live_clusters(self.job.id):
             if existing.task_idx != idx:
                 continue
@@ -407,6 +472,22 @@ class JobController:
             self.job.id, idx, row.attempt, reason="its machine was lost while the controller was down"
         )
         return None
+
+    async def _reattach_worker(self, row: TaskRow) -> _Cluster | None:
+        assert self.ctx.pools is not None
+        lease = await self.ctx.pools.lease_of(self.job.id)
+        cloud = self.ctx.clouds.get(lease.cluster.cloud) if lease else None
+        if lease is None or cloud is None:
+            return None
+        if await cloud.cluster_state(lease.handle) is not ClusterState.UP:
+            await self.ctx.pools.release(self.job.pool or "", lease.worker.id, self.job.id)
+            await self.store.end_attempt(self.job.id, row.task_idx, row.attempt, reason="its worker was lost")
+            return None
+        self._lease = lease
+        self._say(f"task {row.task_idx}: re-attached to worker {lease.worker.id} of pool {self.job.pool}")
+        cluster = _Cluster(lease.cluster, lease.handle, cloud)
+        self._clusters[lease.cluster.id] = cluster
+        return cluster
 
     async def _provision(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> _Cluster:
         idx = row.task_idx
@@ -502,7 +583,11 @@ class JobController:
         ips = "\n".join(info.internal_ip for info in cluster.handle.nodes)
         gpus = sum(cluster.handle.accelerators.values())
         row_task_id = self._task_ids[idx]
-        env: dict[str, str] = dict(task.envs)
+        env: dict[str, str] = {}
+        if self._pool_task is not None:
+            env.update(self._pool_task.envs)
+            env.update(self._pool_task.secrets)
+        env.update(task.envs)
         env.update(task.secrets)
         env.update(
             SKYPILOT_TASK_ID=row_task_id,
@@ -546,7 +631,9 @@ class JobController:
             )
             for rank in range(len(cluster.nodes))
         ]
-        cwd = WORKDIR if isinstance(task.workdir, str) else None
+        # A pool job runs in the pool's workdir (its own was ignored, as in SkyPilot).
+        owner = self._pool_task if self.job.pool is not None else task
+        cwd = WORKDIR if owner is not None and isinstance(owner.workdir, str) else None
 
         async def start(rank: int) -> int:
             node = cluster.nodes[rank]
@@ -662,6 +749,9 @@ class JobController:
         self._say(f"terminated {row.name} ({reason})")
 
     async def _teardown_all(self, *, reason: str) -> None:
+        if self.job.pool is not None:
+            await self._release_worker()  # the worker stays up for the next job
+            return
         for row in await self.store.live_clusters(self.job.id):
             await self._teardown(row, reason=reason)
 
@@ -688,6 +778,8 @@ class JobController:
                     self.job.id, row.task_idx, S.CANCELLING, message="cancelled by user"
                 )
         try:
+            if self.job.pool is not None:
+                await self._stop_on_worker()
             for row in await self.store.live_clusters(self.job.id):
                 await self._stop_and_collect(row)
                 await self._teardown(row, reason="cancelled by user")
@@ -708,6 +800,19 @@ class JobController:
                     self.job.id, row.task_idx, S.CANCELLED, message="cancelled by user"
                 )
         self._say("cancelled")
+
+    async def _stop_on_worker(self) -> None:
+        """A pool job's cancel: stop its phase and keep its output; the worker
+        stays READY for the next job."""
+        lease = self._lease or (await self.ctx.pools.lease_of(self.job.id) if self.ctx.pools else None)
+        if lease is None:
+            return
+        for row in await self.store.tasks(self.job.id):
+            if row.status_enum is S.CANCELLING and row.attempt:
+                stand_in = dataclasses.replace(lease.cluster, task_idx=row.task_idx, attempt_no=row.attempt)
+                await self._stop_and_collect(stand_in)
+        self._lease = lease
+        await self._release_worker()
 
     async def _stop_and_collect(self, row: ClusterRow) -> None:
         """Stop the running phase gracefully and copy its last output before teardown."""

@@ -23,6 +23,7 @@ from skytui.clouds.registry import enabled_clouds
 from skytui.clouds.sim import SimCloud
 from skytui.config import Paths, load_config
 from skytui.engine.controller import EngineContext, JobController, load_tasks
+from skytui.engine.pools import PoolManager
 from skytui.engine.scheduler import Scheduler
 from skytui.engine.status import IN_PROGRESS, TaskStatus
 from skytui.engine.store import AsyncStore, ClusterStatus, JobRow, Store
@@ -44,6 +45,8 @@ class Reconciler:
             config.jobs.controller.max_launching, config.jobs.controller.max_running
         )
         self.ctx = EngineContext(self.store, self.clouds, p, self.scheduler, config.jobs.recovery)
+        self.pools = PoolManager(self.ctx)
+        self.ctx.pools = self.pools
         self.active: dict[int, JobController] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -51,6 +54,7 @@ class Reconciler:
 
     def wake(self) -> None:
         self._wake.set()
+        self.pools.wake()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -67,6 +71,7 @@ class Reconciler:
         loop.add_signal_handler(signal.SIGINT, self.stop)
         await self._supervise_node_host()
         await self.sweep_leaks()
+        pools = asyncio.create_task(self.pools.run(self._stopping), name="pools")
         last_sweep = last_node_check = time.monotonic()
         while not self._stopping.is_set():
             try:
@@ -83,6 +88,7 @@ class Reconciler:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
             self._wake.clear()
+        await pools
         await self.shutdown()
 
     async def reconcile(self) -> None:

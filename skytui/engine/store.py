@@ -39,6 +39,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     exists,
     func,
@@ -57,7 +58,7 @@ from skytui.engine.status import (
     job_status,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CONTROLLER_LOCK_KEY = 0x5C7_7001  # the PostgreSQL advisory lock that names the controller
 
 metadata = MetaData()
@@ -84,6 +85,8 @@ jobs_table = Table(
     Column("job_rank", Integer, nullable=False, default=0),
     Column("num_jobs", Integer, nullable=False, default=1),
     Column("source", Text),
+    # The pool worker running the job now (pool jobs only).
+    Column("worker_id", Integer),
     Column("spec_json", Text, nullable=False),
     # Secrets live apart from the spec so that no query that renders a job reads them.
     Column("secrets_json", Text, nullable=False, default="{}"),
@@ -205,6 +208,10 @@ pools_table = Table(
     Column("spec_json", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("down_requested_at", Float),
+    Column("secrets_json", Text, nullable=False, default="{}"),
+    # Workers to keep: the spec's count, or the autoscaler's current choice.
+    Column("target_workers", Integer, nullable=False, default=0),
+    Column("updated_at", Float),
 )
 
 pool_workers_table = Table(
@@ -218,6 +225,9 @@ pool_workers_table = Table(
     Column("job_id", Integer),
     Column("created_at", Float, nullable=False),
     Column("ended_at", Float),
+    Column("status_reason", Text),
+    Column("ready_at", Float),
+    Column("jobs_done", Integer, nullable=False, default=0),
 )
 
 
@@ -263,6 +273,7 @@ class JobRow:
     job_rank: int
     num_jobs: int
     source: str | None
+    worker_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -381,6 +392,53 @@ class NewTask:
     skypilot_task_id: str
     requested: str
     num_nodes: int
+
+
+@dataclass(frozen=True)
+class PoolRow:
+    name: str
+    version: int
+    status: str
+    created_at: float
+    down_requested_at: float | None
+    target_workers: int
+    updated_at: float | None
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    id: int
+    pool: str
+    version: int
+    status: str
+    cluster_id: int | None
+    job_id: int | None
+    created_at: float
+    ended_at: float | None
+    status_reason: str | None
+    ready_at: float | None
+    jobs_done: int
+
+
+class WorkerStatus:
+    """A pool worker's life, in SkyPilot's words."""
+
+    PROVISIONING = "PROVISIONING"
+    STARTING = "STARTING"  # setup running
+    READY = "READY"
+    NOT_READY = "NOT_READY"  # up but unreachable
+    SHUTTING_DOWN = "SHUTTING_DOWN"
+    FAILED = "FAILED"  # setup failed, or could not be launched
+    PREEMPTED = "PREEMPTED"
+    TERMINATED = "TERMINATED"
+    LIVE = (PROVISIONING, STARTING, READY, NOT_READY, SHUTTING_DOWN)
+
+
+class PoolApplied:
+    CREATED = "created"
+    RESIZED = "resized"  # only the worker count changed: workers kept
+    UPDATED = "updated"  # a new spec: new workers, old ones drained
+    UNCHANGED = "unchanged"
 
 
 class ClusterStatus:
@@ -874,7 +932,7 @@ class Store:
 
     def start_attempt(
         self, job_id: int, task_idx: int, *, infra: str, instance_type: str | None,
-        use_spot: bool, price_per_hour: float | None = None,
+        use_spot: bool, price_per_hour: float | None = None, message: str | None = None,
     ) -> int:
         """Open the next attempt of a task; returns its number (1-based)."""
         now = time.time()
@@ -897,11 +955,10 @@ class Store:
                 .where(tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx)
                 .values(attempt=attempt_no, infra=infra, instance_type=instance_type, use_spot=use_spot)
             )
+            where = f"on {infra} ({instance_type or '-'}{', spot' if use_spot else ''})"
             self._event(
                 conn, job_id, task_idx, "placement",
-                message=f"attempt {attempt_no} on {infra} ({instance_type or '-'}"
-                f"{', spot' if use_spot else ''})",
-                at=now,
+                message=f"attempt {attempt_no} {where}" + (f": {message}" if message else ""), at=now,
             )
             return attempt_no
 
@@ -1045,13 +1102,193 @@ class Store:
         with self._read() as conn:
             return [_record(ClusterRow, r) for r in conn.execute(select(clusters_table)).all()]
 
+    # ------------------------------------------------------------------ pools
+
+    def apply_pool(
+        self, name: str, spec: dict[str, Any], secrets: dict[str, str], target_workers: int
+    ) -> tuple[int, str]:
+        """Create a pool or give it a new version; returns (version, PoolApplied).
+
+        `spec` holds the workers' task and the pool section; a new spec that
+        differs only in the worker count keeps the workers (they move to the
+        new version), anything else makes the old workers drain."""
+        now = time.time()
+        spec_json, secrets_json = json.dumps(spec, sort_keys=True), json.dumps(secrets, sort_keys=True)
+        with self._write() as conn:
+            row = conn.execute(
+                select(pools_table).where(pools_table.c.name == name).with_for_update()
+            ).first()
+            if row is None:
+                conn.execute(
+                    insert(pools_table).values(
+                        name=name, version=1, status="ACTIVE", spec_json=spec_json, secrets_json=secrets_json,
+                        created_at=now, target_workers=target_workers, updated_at=now,
+                    )
+                )
+                self._event(conn, None, None, "pool", message=f"pool {name}: created, {target_workers} worker(s)")
+                return 1, PoolApplied.CREATED
+            if row.down_requested_at is not None:
+                raise StoreError(f"pool {name} is shutting down; apply again once `pool status` no longer lists it")
+            old = json.loads(row.spec_json)
+            same_workers = _without_count(old) == _without_count(spec) and row.secrets_json == secrets_json
+            if same_workers and row.target_workers == target_workers and old == spec:
+                return row.version, PoolApplied.UNCHANGED
+            version = row.version + 1
+            conn.execute(
+                update(pools_table).where(pools_table.c.name == name).values(
+                    version=version, spec_json=spec_json, secrets_json=secrets_json,
+                    target_workers=target_workers, updated_at=now,
+                )
+            )
+            if same_workers:
+                conn.execute(
+                    update(pool_workers_table)
+                    .where(pool_workers_table.c.pool == name, pool_workers_table.c.status.in_(WorkerStatus.LIVE))
+                    .values(version=version)
+                )
+            outcome = PoolApplied.RESIZED if same_workers else PoolApplied.UPDATED
+            self._event(conn, None, None, "pool",
+                        message=f"pool {name}: version {version} ({outcome}), {target_workers} worker(s)")
+            return version, outcome
+
+    def set_pool_target(self, name: str, target_workers: int) -> None:
+        """The autoscaler's choice (no new version)."""
+        with self._write() as conn:
+            conn.execute(update(pools_table).where(pools_table.c.name == name).values(target_workers=target_workers))
+
+    def pool(self, name: str) -> PoolRow | None:
+        with self._read() as conn:
+            row = conn.execute(select(*_columns(pools_table, PoolRow)).where(pools_table.c.name == name)).first()
+        return _record(PoolRow, row) if row else None
+
+    def pools(self) -> list[PoolRow]:
+        with self._read() as conn:
+            rows = conn.execute(select(*_columns(pools_table, PoolRow)).order_by(pools_table.c.name)).all()
+        return [_record(PoolRow, r) for r in rows]
+
+    def pool_spec(self, name: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """The workers' spec and secrets: for the controller only."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(pools_table.c.spec_json, pools_table.c.secrets_json).where(pools_table.c.name == name)
+            ).one()
+        return json.loads(row.spec_json), json.loads(row.secrets_json)
+
+    def request_pool_down(self, name: str) -> list[int]:
+        """Mark a pool for teardown; refused (returns the job ids) while any of
+        its jobs is unfinished."""
+        with self._write() as conn:
+            unfinished = conn.execute(
+                select(jobs_table.c.id).where(
+                    jobs_table.c.pool == name, jobs_table.c.status.notin_([s.value for s in TERMINAL])
+                ).order_by(jobs_table.c.id)
+            ).scalars().all()
+            if unfinished:
+                return list(unfinished)
+            conn.execute(
+                update(pools_table)
+                .where(pools_table.c.name == name, pools_table.c.down_requested_at.is_(None))
+                .values(down_requested_at=time.time())
+            )
+            self._event(conn, None, None, "pool", message=f"pool {name}: down requested")
+            return []
+
+    def delete_pool(self, name: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(pools_table).where(pools_table.c.name == name))
+            self._event(conn, None, None, "pool", message=f"pool {name}: down, every worker terminated")
+
+    def workers(self, pool: str | None = None, *, live_only: bool = True) -> list[WorkerRow]:
+        query = select(*_columns(pool_workers_table, WorkerRow))
+        if pool is not None:
+            query = query.where(pool_workers_table.c.pool == pool)
+        if live_only:
+            query = query.where(pool_workers_table.c.status.in_(WorkerStatus.LIVE))
+        with self._read() as conn:
+            return [_record(WorkerRow, r) for r in conn.execute(query.order_by(pool_workers_table.c.id)).all()]
+
+    def insert_worker(self, pool: str, version: int) -> int:
+        with self._write() as conn:
+            result = conn.execute(
+                insert(pool_workers_table).values(
+                    pool=pool, version=version, status=WorkerStatus.PROVISIONING, created_at=time.time(),
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def update_worker(self, worker_id: int, **values: Any) -> None:
+        if values.get("status") in (WorkerStatus.TERMINATED, WorkerStatus.FAILED, WorkerStatus.PREEMPTED):
+            values.setdefault("ended_at", time.time())
+        with self._write() as conn:
+            conn.execute(update(pool_workers_table).where(pool_workers_table.c.id == worker_id).values(**values))
+
+    def assign_worker(self, worker_id: int, job_id: int) -> bool:
+        """Give an idle READY worker to a job; False if it was taken or is no longer READY."""
+        with self._write() as conn:
+            result = conn.execute(
+                update(pool_workers_table)
+                .where(
+                    pool_workers_table.c.id == worker_id, pool_workers_table.c.job_id.is_(None),
+                    pool_workers_table.c.status == WorkerStatus.READY,
+                )
+                .values(job_id=job_id)
+            )
+            if result.rowcount != 1:
+                return False
+            conn.execute(update(jobs_table).where(jobs_table.c.id == job_id).values(worker_id=worker_id))
+            return True
+
+    def release_worker(self, worker_id: int, job_id: int) -> None:
+        """The job is done with the worker (finished, cancelled, or its worker was lost)."""
+        with self._write() as conn:
+            conn.execute(
+                update(pool_workers_table)
+                .where(pool_workers_table.c.id == worker_id, pool_workers_table.c.job_id == job_id)
+                .values(job_id=None, jobs_done=pool_workers_table.c.jobs_done + 1)
+            )
+
+    def worker_of_job(self, job_id: int) -> WorkerRow | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(*_columns(pool_workers_table, WorkerRow)).where(pool_workers_table.c.job_id == job_id)
+            ).first()
+        return _record(WorkerRow, row) if row else None
+
+    def pending_pool_jobs(self, pool: str) -> list[JobRow]:
+        """The pool's jobs waiting for a worker, first to be served first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(*_columns(jobs_table, JobRow))
+                .where(jobs_table.c.pool == pool, jobs_table.c.status == TaskStatus.PENDING.value)
+                .order_by(jobs_table.c.priority.desc(), jobs_table.c.id)
+            ).all()
+        return [_record(JobRow, r) for r in rows]
+
+
+def _without_count(spec: dict[str, Any]) -> dict[str, Any]:
+    """A pool spec minus how many workers: what the workers themselves are."""
+    return {key: value for key, value in spec.items() if key != "pool"}
+
 
 # Step N upgrades a DB at schema version N-1 to N, inside the start-up transaction.
 def _v2_attempt_prices(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE attempts ADD COLUMN price_per_hour FLOAT"))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_attempt_prices}
+def _v3_pools(conn: Connection) -> None:
+    for statement in (
+        "ALTER TABLE jobs ADD COLUMN worker_id INTEGER",
+        "ALTER TABLE pools ADD COLUMN secrets_json TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE pools ADD COLUMN target_workers INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE pools ADD COLUMN updated_at FLOAT",
+        "ALTER TABLE pool_workers ADD COLUMN status_reason TEXT",
+        "ALTER TABLE pool_workers ADD COLUMN ready_at FLOAT",
+        "ALTER TABLE pool_workers ADD COLUMN jobs_done INTEGER NOT NULL DEFAULT 0",
+    ):
+        conn.execute(text(statement))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_attempt_prices, 3: _v3_pools}
 
 
 class AsyncStore:

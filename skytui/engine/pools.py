@@ -1,0 +1,438 @@
+"""Pools: warm workers, set up once, each running one pool job at a time.
+
+The PoolManager lives in the controller daemon beside the job coroutines. For
+every pool it keeps the live workers at the pool's target: it provisions
+missing ones through the optimizer (any enabled infra, failing over across
+places and waiting for capacity as jobs do), runs the pool's setup once per
+worker and marks it READY; it removes idle workers first when there are too
+many; it replaces workers that are preempted or whose setup failed; and on a
+new spec version it drains the old workers (they finish their job, then go)
+while new ones come up. `pool down` tears every worker down.
+
+Jobs get workers through `acquire`: waiters are served by priority, then job
+id, the moment a worker is idle (no polling), and the assignment is recorded
+in the DB so a restarted controller finds every job's worker again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from skytui.clouds.base import (
+    CapacityError,
+    CloudError,
+    ClusterHandle,
+    ClusterState,
+    NodeError,
+)
+from skytui.engine.optimizer import InfeasibleError, plan_task
+from skytui.engine.recovery import CapacityBackoff
+from skytui.engine.store import (
+    AsyncStore,
+    ClusterRow,
+    ClusterStatus,
+    JobRow,
+    PoolRow,
+    WorkerRow,
+    WorkerStatus,
+)
+from skytui.logs.store import file_size
+from skytui.logs.sync import sync_phase_output
+from skytui.spec import PoolSpec, Task
+
+log = logging.getLogger("skytui.pools")
+
+TICK_S = 0.5
+SETUP_POLL_S = 0.2
+# Consecutive failed launches of a pool's workers wait longer and longer, so a
+# broken setup does not provision machines in a tight loop.
+FAILURE_BACKOFF_MAX_S = 120.0
+WORKDIR = "sky_workdir"
+
+
+class PoolGone(Exception):
+    """The pool was taken down (or never existed) while a job waited for it."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker given to one job: where to run it."""
+
+    worker: WorkerRow
+    cluster: ClusterRow
+    handle: ClusterHandle
+
+
+@dataclass(order=True)
+class _Waiter:
+    sort_key: tuple[int, int]
+    future: asyncio.Future[Lease] = field(compare=False)
+    job_id: int = field(compare=False)
+
+
+@dataclass
+class _PoolState:
+    waiters: list[_Waiter] = field(default_factory=list)
+    launching: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    failures: int = 0
+    retry_after: float = 0.0  # no new launch before this (after failed launches)
+    last_health_check: float = 0.0
+    last_scale: float = field(default_factory=time.monotonic)
+    # One dispatch at a time per pool: two would hand the same waiter two workers.
+    dispatching: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def worker_cluster_name(pool: str, worker_id: int) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", pool.lower()).strip("-")[:24] or "pool"
+    return f"{slug}-w{worker_id}"
+
+
+def load_pool_task(spec: dict[str, Any], secrets: dict[str, str]) -> tuple[Task, PoolSpec]:
+    return Task.model_validate({**spec["task"], "secrets": secrets}), PoolSpec.model_validate(spec["pool"])
+
+
+class PoolManager:
+    def __init__(self, ctx: Any) -> None:
+        # ctx is the controller's EngineContext (store, clouds, paths, recovery).
+        self.ctx = ctx
+        self.store: AsyncStore = ctx.store
+        self._pools: dict[str, _PoolState] = {}
+        self._wake = asyncio.Event()
+        self._tie = itertools.count()
+
+    # ------------------------------------------------------------ dispatch
+
+    async def acquire(
+        self, job: JobRow, on_wait: Callable[[str], Awaitable[None]]
+    ) -> Lease:
+        """Wait for an idle READY worker of the job's pool and take it."""
+        assert job.pool is not None
+        if await self.store.pool(job.pool) is None:
+            raise PoolGone(f"pool {job.pool} does not exist (it was taken down?)")
+        state = self._pools.setdefault(job.pool, _PoolState())
+        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        heapq.heappush(state.waiters, _Waiter((-job.priority, job.id), future, job.id))
+        await self._dispatch(job.pool)
+        if not future.done():
+            await on_wait(f"waiting for a free worker of pool {job.pool}")
+            self._wake.set()  # the autoscaler counts waiting jobs
+        try:
+            return await future
+        finally:
+            if not future.done():
+                future.cancel()  # a cancelled job leaves the queue
+
+    async def release(self, pool: str, worker_id: int, job_id: int) -> None:
+        await self.store.release_worker(worker_id, job_id)
+        await self._dispatch(pool)
+
+    async def lease_of(self, job_id: int) -> Lease | None:
+        """The worker a job holds (after a controller restart), if any."""
+        worker = await self.store.worker_of_job(job_id)
+        if worker is None or worker.cluster_id is None:
+            return None
+        cluster = await self.store.cluster(worker.cluster_id)
+        if cluster is None or not cluster.handle_json:
+            return None
+        return Lease(worker, cluster, ClusterHandle.from_json(cluster.handle))
+
+    async def _dispatch(self, pool: str) -> None:
+        """Hand idle workers to the first waiters (priority, then job id)."""
+        state = self._pools.setdefault(pool, _PoolState())
+        async with state.dispatching:
+            await self._dispatch_locked(pool, state)
+
+    async def _dispatch_locked(self, pool: str, state: _PoolState) -> None:
+        while state.waiters and state.waiters[0].future.done():
+            heapq.heappop(state.waiters)  # cancelled while waiting
+        if not state.waiters:
+            return
+        row = await self.store.pool(pool)
+        if row is None or row.down_requested_at is not None:
+            for waiter in state.waiters:
+                if not waiter.future.done():
+                    waiter.future.set_exception(PoolGone(f"pool {pool} was taken down"))
+            state.waiters.clear()
+            return
+        for worker in self._dispatchable(row, await self.store.workers(pool)):
+            while state.waiters and state.waiters[0].future.done():
+                heapq.heappop(state.waiters)
+            if not state.waiters:
+                return
+            waiter = state.waiters[0]
+            if not await self.store.assign_worker(worker.id, waiter.job_id):
+                continue  # taken or no longer READY since the read
+            heapq.heappop(state.waiters)
+            lease = await self.lease_of(waiter.job_id)
+            if lease is None:  # pragma: no cover - a READY worker always has its cluster
+                await self.store.release_worker(worker.id, waiter.job_id)
+                heapq.heappush(state.waiters, waiter)
+                continue
+            waiter.future.set_result(lease)
+
+    @staticmethod
+    def _dispatchable(pool: PoolRow, workers: list[WorkerRow]) -> list[WorkerRow]:
+        """Idle READY workers, newest version first. Old-version workers keep
+        serving only while the new version has too few READY workers."""
+        idle = [w for w in workers if w.status == WorkerStatus.READY and w.job_id is None]
+        current_ready = sum(1 for w in workers if w.status == WorkerStatus.READY and w.version == pool.version)
+        if current_ready >= pool.target_workers:
+            idle = [w for w in idle if w.version == pool.version]
+        return sorted(idle, key=lambda w: (-w.version, w.id))
+
+    def waiting(self, pool: str) -> int:
+        state = self._pools.get(pool)
+        return sum(1 for w in state.waiters if not w.future.done()) if state else 0
+
+    # ----------------------------------------------------------- reconcile
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """The pools' loop, for the life of the daemon."""
+        await self._adopt_after_restart()
+        while not stopping.is_set():
+            try:
+                for pool in await self.store.pools():
+                    await self._reconcile(pool)
+            except Exception:  # noqa: BLE001 - a DB hiccup must not stop the pools
+                log.exception("pool reconcile failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
+            self._wake.clear()
+        for state in self._pools.values():
+            for task in state.launching.values():
+                task.cancel()
+
+    async def _adopt_after_restart(self) -> None:
+        """Workers caught half-launched by a controller restart are replaced:
+        their launch coroutine is gone, and a worker is cheap to redo."""
+        for worker in await self.store.workers():
+            if worker.status in (WorkerStatus.PROVISIONING, WorkerStatus.STARTING, WorkerStatus.SHUTTING_DOWN):
+                await self._terminate_worker(worker, WorkerStatus.TERMINATED, "the controller restarted during its launch")
+
+    async def _reconcile(self, pool: PoolRow) -> None:
+        state = self._pools.setdefault(pool.name, _PoolState())
+        workers = await self.store.workers(pool.name)
+        if pool.down_requested_at is not None:
+            await self._take_down(pool, state, workers)
+            return
+        spec, secrets = await self.store.pool_spec(pool.name)
+        task, pool_spec = load_pool_task(spec, secrets)
+        if pool_spec.autoscaling:
+            await self._autoscale(pool, pool_spec, state, workers)
+            pool = await self.store.pool(pool.name) or pool
+        await self._check_health(pool, state, workers)
+        workers = await self.store.workers(pool.name)
+        current = [w for w in workers if w.version == pool.version and w.status != WorkerStatus.SHUTTING_DOWN]
+        missing = pool.target_workers - len(current)
+        if time.monotonic() < state.retry_after:
+            missing = min(missing, 0)
+        for _ in range(max(0, missing)):
+            worker_id = await self.store.insert_worker(pool.name, pool.version)
+            state.launching[worker_id] = asyncio.create_task(
+                self._launch_worker(pool.name, worker_id, task), name=f"pool-{pool.name}-w{worker_id}"
+            )
+        if missing < 0:
+            idle = [w for w in current if w.job_id is None and w.id not in state.launching]
+            # Idle first, the newest (least warm) first; a busy worker finishes its job.
+            for worker in sorted(idle, key=lambda w: (w.status == WorkerStatus.READY, -w.id))[: -missing]:
+                await self._terminate_worker(worker, WorkerStatus.TERMINATED, "the pool was scaled down")
+        await self._drain_old_versions(pool, workers)
+        await self._dispatch(pool.name)
+
+    async def _drain_old_versions(self, pool: PoolRow, workers: list[WorkerRow]) -> None:
+        """Old workers go once idle and once the new version can take their place."""
+        ready_now = sum(1 for w in workers if w.version == pool.version and w.status == WorkerStatus.READY)
+        for worker in workers:
+            if worker.version >= pool.version or worker.job_id is not None:
+                continue
+            if worker.status == WorkerStatus.READY and ready_now < pool.target_workers:
+                continue  # still serving until the new version is up
+            await self._terminate_worker(worker, WorkerStatus.TERMINATED, f"replaced by version {pool.version}")
+
+    async def _check_health(self, pool: PoolRow, state: _PoolState, workers: list[WorkerRow]) -> None:
+        """Ask the infra, as for jobs: a READY worker whose machine is gone is
+        PREEMPTED (its job, if any, recovers on another worker)."""
+        now = time.monotonic()
+        if now - state.last_health_check < 1.0:
+            return
+        state.last_health_check = now
+        for worker in workers:
+            if worker.status not in (WorkerStatus.READY, WorkerStatus.NOT_READY) or worker.cluster_id is None:
+                continue
+            cluster = await self.store.cluster(worker.cluster_id)
+            cloud = self.ctx.clouds.get(cluster.cloud) if cluster else None
+            if cluster is None or cloud is None or not cluster.handle_json:
+                continue
+            handle = ClusterHandle.from_json(cluster.handle)
+            if await cloud.cluster_state(handle) is not ClusterState.UP:
+                what = "preempted" if cluster.use_spot else "machine lost"
+                log.info("pool %s: worker %s %s", pool.name, worker.id, what)
+                await self._terminate_worker(worker, WorkerStatus.PREEMPTED, what)
+
+    async def _autoscale(self, pool: PoolRow, spec: PoolSpec, state: _PoolState, workers: list[WorkerRow]) -> None:
+        """SkyPilot's queue-length autoscaler: one worker up when more jobs wait
+        than the threshold for upscale_delay, one down when fewer wait for
+        downscale_delay; never below one while jobs wait; within [min, max]."""
+        waiting = len(await self.store.pending_pool_jobs(pool.name))
+        threshold = spec.queue_length_threshold or 1
+        low, high = spec.min_workers or 0, spec.max_workers or 0
+        target = pool.target_workers
+        now = time.monotonic()
+        if waiting >= threshold and target < high:
+            wanted = target + 1
+            delay = spec.upscale_delay_seconds if spec.upscale_delay_seconds is not None else 300.0
+        elif waiting < threshold and target > low:
+            busy = sum(1 for w in workers if w.job_id is not None)
+            wanted = max(target - 1, busy, 1 if waiting else 0)
+            delay = spec.downscale_delay_seconds if spec.downscale_delay_seconds is not None else 1200.0
+        else:
+            state.last_scale = now
+            return
+        wanted = min(high, max(low, wanted, 1 if waiting else 0))
+        if wanted != target and (target == 0 or now - state.last_scale >= delay):
+            # From zero there is nothing to wait for: a job is stuck until a worker exists.
+            state.last_scale = now
+            await self.store.set_pool_target(pool.name, wanted)
+            log.info("pool %s: autoscaled %s -> %s worker(s) (%s job(s) waiting)", pool.name, target, wanted, waiting)
+        elif wanted == target:
+            state.last_scale = now
+
+    async def _take_down(self, pool: PoolRow, state: _PoolState, workers: list[WorkerRow]) -> None:
+        for task in state.launching.values():
+            task.cancel()
+        if state.launching:
+            await asyncio.gather(*state.launching.values(), return_exceptions=True)
+            state.launching.clear()
+        await self._dispatch(pool.name)  # anyone still waiting learns the pool is gone
+        for worker in await self.store.workers(pool.name):
+            await self._terminate_worker(worker, WorkerStatus.TERMINATED, "pool down")
+        if not await self.store.workers(pool.name):
+            await self.store.delete_pool(pool.name)
+            self._pools.pop(pool.name, None)
+
+    # ----------------------------------------------------- worker lifecycle
+
+    def _launch_failed(self, state: _PoolState) -> None:
+        state.failures += 1
+        state.retry_after = time.monotonic() + min(FAILURE_BACKOFF_MAX_S, 2.0 ** (state.failures - 1))
+
+    async def _launch_worker(self, pool: str, worker_id: int, task: Task) -> None:
+        state = self._pools.setdefault(pool, _PoolState())
+        try:
+            reason = await self._bring_up(pool, worker_id, task)
+            if reason is None:
+                state.failures = 0
+                await self.store.update_worker(worker_id, status=WorkerStatus.READY, ready_at=time.time(),
+                                               status_reason=None)
+                log.info("pool %s: worker %s READY", pool, worker_id)
+            else:
+                self._launch_failed(state)
+                worker = next((w for w in await self.store.workers(pool) if w.id == worker_id), None)
+                if worker is not None:
+                    await self._terminate_worker(worker, WorkerStatus.FAILED, reason)
+        except asyncio.CancelledError:
+            worker = next((w for w in await self.store.workers(pool) if w.id == worker_id), None)
+            if worker is not None:
+                await self._terminate_worker(worker, WorkerStatus.TERMINATED, "launch cancelled")
+            raise
+        except Exception as exc:  # noqa: BLE001 - a worker's failure must not stop its pool
+            log.exception("pool %s: worker %s failed to launch", pool, worker_id)
+            self._launch_failed(state)
+            worker = next((w for w in await self.store.workers(pool) if w.id == worker_id), None)
+            if worker is not None:
+                await self._terminate_worker(worker, WorkerStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        finally:
+            state.launching.pop(worker_id, None)
+            self._wake.set()
+
+    async def _bring_up(self, pool: str, worker_id: int, task: Task) -> str | None:
+        """Provision a worker and run the pool's setup on it; the reason on failure."""
+        try:
+            plan = plan_task(task, self.ctx.clouds)
+        except InfeasibleError as exc:
+            return str(exc)
+        backoff = CapacityBackoff(self.ctx.recovery.backoff_initial_s, self.ctx.recovery.backoff_max_s)
+        name = worker_cluster_name(pool, worker_id)
+        while True:
+            errors = []
+            for offer in plan.offers:
+                cloud = self.ctx.clouds[offer.cloud]
+                cluster_id = await self.store.insert_cluster(
+                    name=name, cloud=offer.cloud, region=offer.region, zone=offer.zone,
+                    instance_type=offer.instance_type, use_spot=offer.use_spot, num_nodes=1,
+                    pool=pool, worker_id=worker_id,
+                )
+                await self.store.update_worker(worker_id, cluster_id=cluster_id, status_reason=f"provisioning on {offer.infra}")
+                try:
+                    handle = await cloud.provision(name, offer, 1)
+                except CapacityError as exc:
+                    errors.append(f"{offer.infra}: {exc}")
+                    await cloud.terminate(name, None)
+                    await self.store.update_cluster(cluster_id, status=ClusterStatus.TERMINATED, end_reason=str(exc))
+                    continue
+                except CloudError as exc:
+                    await cloud.terminate(name, None)
+                    await self.store.update_cluster(cluster_id, status=ClusterStatus.TERMINATED, end_reason=str(exc))
+                    return f"cannot provision on {offer.infra}: {exc}"
+                await self.store.update_cluster(cluster_id, status=ClusterStatus.UP, handle=handle.to_json())
+                return await self._set_up(pool, worker_id, task, cloud, handle)
+            wait = backoff.next_wait()
+            await self.store.update_worker(
+                worker_id, status_reason=f"no capacity in any of {len(errors)} place(s); next try in {wait:.0f}s"
+            )
+            await asyncio.sleep(wait)
+
+    async def _set_up(self, pool: str, worker_id: int, task: Task, cloud: Any, handle: ClusterHandle) -> str | None:
+        await self.store.update_worker(worker_id, status=WorkerStatus.STARTING, status_reason="running setup")
+        node = cloud.node(handle.nodes[0])
+        log_path = self.ctx.paths.logs / "pools" / pool / f"worker-{worker_id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            await node.connect()
+            if isinstance(task.workdir, str):
+                await node.upload(task.workdir, WORKDIR)
+            for target, source in task.file_mounts.items():
+                if isinstance(source, str):
+                    await node.upload(source, target.removeprefix("~/").lstrip("/"))
+            if not task.setup:
+                return None
+            phase_id = f"pool-{worker_cluster_name(pool, worker_id)}-setup"
+            start = file_size(log_path)
+            env = {**task.envs, **task.secrets, "SKYPILOT_POOL_NAME": pool, "SKYPILOT_SETUP_NODE_RANK": "0",
+                   "SKYPILOT_NUM_NODES": "1"}
+            await node.start_phase(phase_id, task.setup, env, cwd=WORKDIR if isinstance(task.workdir, str) else None)
+            while True:
+                phase = await node.phase_state(phase_id)
+                await sync_phase_output(node, phase_id, log_path, start, drain=phase.finished)
+                if phase.exit_code is not None:
+                    return None if phase.exit_code == 0 else f"setup failed with exit code {phase.exit_code}"
+                await asyncio.sleep(SETUP_POLL_S)
+        except NodeError as exc:
+            return f"setup could not run: {exc}"
+        finally:
+            with contextlib.suppress(Exception):
+                await node.close()
+
+    async def _terminate_worker(self, worker: WorkerRow, final: str, reason: str) -> None:
+        await self.store.update_worker(worker.id, status=WorkerStatus.SHUTTING_DOWN, status_reason=reason)
+        if worker.cluster_id is not None:
+            cluster = await self.store.cluster(worker.cluster_id)
+            if cluster is not None and cluster.status in ClusterStatus.LIVE:
+                cloud = self.ctx.clouds.get(cluster.cloud)
+                if cloud is not None:
+                    handle = ClusterHandle.from_json(cluster.handle) if cluster.handle_json else None
+                    await cloud.terminate(cluster.name, handle)
+                await self.store.update_cluster(cluster.id, status=ClusterStatus.TERMINATED, end_reason=reason)
+        await self.store.update_worker(worker.id, status=final, status_reason=reason)
