@@ -1,0 +1,56 @@
+"""The pools view under its pilot, against a real controller and a real pool on `local`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from conftest import Env
+from textual.widgets import DataTable
+
+from skytui.app import SkyTUI
+from skytui.screens.job import JobScreen
+
+SIZE = (140, 40)
+
+
+async def until(pilot: object, predicate: Callable[[], object], timeout: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await pilot.pause(0.1)  # type: ignore[attr-defined]
+
+
+def rows(table: DataTable[str]) -> list[list[str]]:
+    return [[str(cell) for cell in table.get_row_at(index)] for index in range(table.row_count)]
+
+
+async def test_pools_view_shows_workers_and_what_they_run_and_opens_the_job(env: Env) -> None:
+    env.cli("jobs", "pool", "apply", "-y", "-p", "cpu",
+            str(env.write("pool.yaml", "resources: {infra: local}\nsetup: echo up\npool: {workers: 2}\n")), check=True)
+    out = env.cli("jobs", "launch", "-y", "-d", "-p", "cpu",
+                  str(env.write("job.yaml", "name: busy\nrun: sleep 300\n")), check=True).stdout
+    job_id = int(out.split("Managed job ")[1].split()[0])
+    app = SkyTUI(poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("colon", *"pools", "enter")
+        await until(pilot, lambda: app.current_mode == "pools", 5, ":pools")
+        pools = app.screen.query_one("#pools-table", DataTable)
+        workers = app.screen.query_one("#workers-table", DataTable)
+        await until(pilot, lambda: rows(pools) and rows(pools)[0][3] == "READY" and rows(pools)[0][4] == "2/2",
+                    60, "pool cpu READY with 2/2 workers")
+        assert rows(pools)[0][0] == "cpu"
+        await until(pilot, lambda: any(f"job {job_id} (busy)" in row[6] for row in rows(workers)), 60,
+                    "the busy worker to show its job")
+        assert [row[5] for row in rows(workers)] == ["READY", "READY"]
+        assert rows(pools)[0][6] == "1"  # one job running in the pool
+        busy = next(i for i, row in enumerate(rows(workers)) if f"job {job_id}" in row[6])
+        await pilot.press("tab")
+        workers.move_cursor(row=busy)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen), 10, "the job view")
+        assert app.screen.job_id == job_id
+    env.cli("jobs", "cancel", "-y", "-p", "cpu", check=True)
+    env.wait_status(job_id, "CANCELLED")
+    env.cli("jobs", "pool", "down", "cpu", "-y", check=True)
