@@ -194,6 +194,23 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
             os.kill(pid, signal.SIGKILL)
 
 
+# Recovery and sim tuned for tests: capacity waits of a second, not minutes,
+# and sim machines that provision at once.
+FAST_CONFIG = """\
+jobs:
+  recovery: {backoff_initial_s: 0.5, backoff_max_s: 1.5}
+infra:
+  sim: {provision_delay_s: 0.05}
+"""
+
+
+@pytest.fixture
+def fast_env(env: Env) -> Env:
+    """`env` with FAST_CONFIG: for recovery, sim and pool tests."""
+    env.config(FAST_CONFIG)
+    return env
+
+
 def _assert_finished_jobs_left_no_machine(home: Path) -> None:
     """No leaks, ever: once every job has finished and no pool is left, no
     machine of local or sim may remain. (Tests that leave jobs running or a

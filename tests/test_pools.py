@@ -17,20 +17,6 @@ from conftest import Env, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
-CONFIG = """\
-jobs:
-  recovery: {backoff_initial_s: 0.5, backoff_max_s: 1.5}
-infra:
-  sim: {provision_delay_s: 0.05}
-"""
-
-
-@pytest.fixture
-def penv(env: Env) -> Env:
-    env.config(CONFIG)
-    return env
-
-
 def pool_yaml(env: Env, *, workers: int = 2, setup: str = "echo setting up", infra: str = "local",
               extra: str = "") -> Path:
     text = (
@@ -77,8 +63,8 @@ def stamped_job(env: Env, seconds: float = 1.0) -> Path:
     ))
 
 
-def test_two_workers_run_six_ranks_each_once_two_at_a_time(penv: Env) -> None:
-    env = penv
+def test_two_workers_run_six_ranks_each_once_two_at_a_time(fast_env: Env) -> None:
+    env = fast_env
     apply(env, "-p", "p", str(pool_yaml(env, workers=2)))
     wait_ready(env, 2)
     ids = launch(env, stamped_job(env), "-p", "p", "--num-jobs", "6")
@@ -103,8 +89,8 @@ def test_two_workers_run_six_ranks_each_once_two_at_a_time(penv: Env) -> None:
     assert "p (worker=" in shown
 
 
-def test_a_job_submitted_before_any_worker_is_ready_waits_then_runs(penv: Env) -> None:
-    env = penv
+def test_a_job_submitted_before_any_worker_is_ready_waits_then_runs(fast_env: Env) -> None:
+    env = fast_env
     apply(env, "-p", "p", str(pool_yaml(env, workers=1, setup="sleep 3")))
     [job] = launch(env, stamped_job(env), "-p", "p")
     time.sleep(1.0)
@@ -112,8 +98,8 @@ def test_a_job_submitted_before_any_worker_is_ready_waits_then_runs(penv: Env) -
     env.wait_status(job, "SUCCEEDED", timeout=60)
 
 
-def test_resize_one_three_one_keeps_the_workers(penv: Env) -> None:
-    env = penv
+def test_resize_one_three_one_keeps_the_workers(fast_env: Env) -> None:
+    env = fast_env
     apply(env, "-p", "p", str(pool_yaml(env, workers=1)))
     first = wait_ready(env, 1)["workers"][0]["id"]
     assert "resized in place" in apply(env, "-p", "p", "--workers", "3")
@@ -125,8 +111,8 @@ def test_resize_one_three_one_keeps_the_workers(penv: Env) -> None:
     assert (env.tmp / "setups").read_text().count("setup-ran") == 3  # no worker was redone
 
 
-def test_a_spec_change_rolls_workers_without_failing_a_running_job(penv: Env) -> None:
-    env = penv
+def test_a_spec_change_rolls_workers_without_failing_a_running_job(fast_env: Env) -> None:
+    env = fast_env
     apply(env, "-p", "p", str(pool_yaml(env, workers=1)))
     old = wait_ready(env, 1)["workers"][0]["id"]
     [job] = launch(env, stamped_job(env, seconds=6), "-p", "p")
@@ -144,8 +130,8 @@ def test_a_spec_change_rolls_workers_without_failing_a_running_job(penv: Env) ->
     assert pool["workers"][0]["id"] != old
 
 
-def test_preempted_busy_worker_its_job_finishes_elsewhere_and_the_pool_refills(penv: Env) -> None:
-    env = penv
+def test_preempted_busy_worker_its_job_finishes_elsewhere_and_the_pool_refills(fast_env: Env) -> None:
+    env = fast_env
     apply(env, "-p", "p", str(pool_yaml(env, workers=2, infra="sim", extra="  cpus: 2+\n  use_spot: true\n")))
     wait_ready(env, 2)
     flag = env.tmp / "first"
@@ -165,8 +151,8 @@ def test_preempted_busy_worker_its_job_finishes_elsewhere_and_the_pool_refills(p
     assert busy not in [w["id"] for w in pool["workers"]]
 
 
-def test_cancel_one_pool_job_keeps_the_worker_for_the_next(penv: Env) -> None:
-    env = penv
+def test_cancel_one_pool_job_keeps_the_worker_for_the_next(fast_env: Env) -> None:
+    env = fast_env
     apply(env, "-p", "p", str(pool_yaml(env, workers=1)))
     worker = wait_ready(env, 1)["workers"][0]["id"]
     [long_job] = launch(env, stamped_job(env, seconds=600), "-p", "p")
@@ -179,8 +165,8 @@ def test_cancel_one_pool_job_keeps_the_worker_for_the_next(penv: Env) -> None:
     assert [w["id"] for w in pool["workers"]] == [worker] and pool["workers"][0]["status"] == "READY"
 
 
-def test_pool_down_is_refused_with_jobs_then_clean_after_cancel_of_the_pool(penv: Env) -> None:
-    env = penv
+def test_pool_down_is_refused_with_jobs_then_clean_after_cancel_of_the_pool(fast_env: Env) -> None:
+    env = fast_env
     apply(env, "-p", "p", str(pool_yaml(env, workers=1)))
     wait_ready(env, 1)
     ids = launch(env, stamped_job(env, seconds=600), "-p", "p", "--num-jobs", "3")
@@ -195,8 +181,8 @@ def test_pool_down_is_refused_with_jobs_then_clean_after_cancel_of_the_pool(penv
     wait_for(lambda: not list((env.home / "nodes").glob("*/.skytui-node.json")), 30, 0.2, "every worker gone")
 
 
-def test_cancel_a_pool_job_during_its_recovery(penv: Env) -> None:
-    env = penv
+def test_cancel_a_pool_job_during_its_recovery(fast_env: Env) -> None:
+    env = fast_env
     apply(env, "-p", "p", str(pool_yaml(env, workers=1, infra="sim", extra="  cpus: 2+\n  use_spot: true\n")))
     wait_ready(env, 1)
     env.cli("sim", "stockout", "all", "on", check=True)  # the lost worker cannot be replaced
@@ -237,8 +223,8 @@ def test_pool_yaml_as_a_job_and_unknown_pool_are_refused(env: Env) -> None:
     assert result.code == 2 and "no pool 'nope'" in result.stderr
 
 
-def test_autoscaling_grows_with_the_queue_and_shrinks_when_idle(penv: Env) -> None:
-    env = penv
+def test_autoscaling_grows_with_the_queue_and_shrinks_when_idle(fast_env: Env) -> None:
+    env = fast_env
     spec = env.write("auto.yaml", (
         "name: auto\nresources: {infra: local}\nsetup: echo up\n"
         "pool:\n  min_workers: 1\n  max_workers: 3\n  queue_length_threshold: 1\n"

@@ -17,23 +17,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Env, wait_for
+from conftest import FAST_CONFIG, Env, wait_for
 
 pytestmark = pytest.mark.timeout(240)
-
-SIM_CONFIG = """\
-jobs:
-  recovery: {backoff_initial_s: 0.5, backoff_max_s: 1.5}
-infra:
-  sim: {provision_delay_s: 0.05}
-"""
-
-
-@pytest.fixture
-def sim_env(env: Env) -> Env:
-    env.config(SIM_CONFIG)
-    return env
-
 
 def task_yaml(run: str, *, setup: str | None = None, recovery: str | None = None, infra: str = "sim/aws",
               accelerators: str | None = "H100:8", spot: bool = True) -> str:
@@ -107,8 +93,8 @@ def preempt(env: Env, job_id: int, *extra: str) -> None:
 # ------------------------------------------------------------------ preemption
 
 
-def test_preempted_job_recovers_in_another_region_with_the_same_task_id(sim_env: Env) -> None:
-    env = sim_env
+def test_preempted_job_recovers_in_another_region_with_the_same_task_id(fast_env: Env) -> None:
+    env = fast_env
     flag = env.tmp / "first"
     job = env.launch(env.write("job.yaml", task_yaml(BLOCK_ONCE.format(flag=flag))))
     wait_first_run(env.tmp)
@@ -138,8 +124,8 @@ def test_preempted_job_recovers_in_another_region_with_the_same_task_id(sim_env:
     assert_no_leaks(env)
 
 
-def test_failover_stays_in_the_region_while_it_has_capacity(sim_env: Env) -> None:
-    env = sim_env
+def test_failover_stays_in_the_region_while_it_has_capacity(fast_env: Env) -> None:
+    env = fast_env
     flag = env.tmp / "first"
     job = env.launch(env.write("job.yaml", task_yaml(BLOCK_ONCE.format(flag=flag), recovery="FAILOVER")))
     wait_first_run(env.tmp)
@@ -151,8 +137,8 @@ def test_failover_stays_in_the_region_while_it_has_capacity(sim_env: Env) -> Non
     assert_no_leaks(env)
 
 
-def test_failover_moves_on_when_its_region_stocks_out_during_recovery(sim_env: Env) -> None:
-    env = sim_env
+def test_failover_moves_on_when_its_region_stocks_out_during_recovery(fast_env: Env) -> None:
+    env = fast_env
     flag = env.tmp / "first"
     job = env.launch(env.write("job.yaml", task_yaml(BLOCK_ONCE.format(flag=flag), recovery="FAILOVER")))
     wait_first_run(env.tmp)
@@ -166,8 +152,8 @@ def test_failover_moves_on_when_its_region_stocks_out_during_recovery(sim_env: E
     assert_no_leaks(env)
 
 
-def test_no_capacity_anywhere_waits_pending_then_runs_when_capacity_returns(sim_env: Env) -> None:
-    env = sim_env
+def test_no_capacity_anywhere_waits_pending_then_runs_when_capacity_returns(fast_env: Env) -> None:
+    env = fast_env
     env.cli("sim", "stockout", "all", "on", check=True)
     job = env.launch(env.write("job.yaml", task_yaml("echo ran")))
     # It keeps trying, round after round (each tries every aws region), never failing.
@@ -181,22 +167,27 @@ def test_no_capacity_anywhere_waits_pending_then_runs_when_capacity_returns(sim_
     assert_no_leaks(env)
 
 
-def test_cancel_during_capacity_backoff_leaves_nothing(sim_env: Env) -> None:
-    env = sim_env
-    flag = env.tmp / "first"
-    job = env.launch(env.write("job.yaml", task_yaml(BLOCK_ONCE.format(flag=flag))))
+def preempted_with_no_capacity_left(env: Env) -> int:
+    """A job preempted while every region is stocked out: it waits for capacity."""
+    job = env.launch(env.write("job.yaml", task_yaml(BLOCK_ONCE.format(flag=env.tmp / "first"))))
     wait_first_run(env.tmp)
     env.cli("sim", "stockout", "all", "on", check=True)
     preempt(env, job)
     env.wait_status(job, "PENDING", timeout=30)
+    return job
+
+
+def test_cancel_during_capacity_backoff_leaves_nothing(fast_env: Env) -> None:
+    env = fast_env
+    job = preempted_with_no_capacity_left(env)
     env.cli("jobs", "cancel", "-y", str(job), check=True)
     done = env.wait_status(job, "CANCELLED", timeout=30)
     assert done["recoveries"] == 1
     assert_no_leaks(env)
 
 
-def test_preemption_during_setup_of_a_recovery(sim_env: Env) -> None:
-    env = sim_env
+def test_preemption_during_setup_of_a_recovery(fast_env: Env) -> None:
+    env = fast_env
     counter, flag = env.tmp / "setups", env.tmp / "first"
     setup = (
         f'n=$(cat {counter} 2>/dev/null || echo 0); echo $((n+1)) > {counter}; echo "setup $n"\n'
@@ -218,8 +209,8 @@ def test_preemption_during_setup_of_a_recovery(sim_env: Env) -> None:
     assert_no_leaks(env)
 
 
-def test_pipeline_preempted_in_task_2_keeps_task_1_succeeded(sim_env: Env) -> None:
-    env = sim_env
+def test_pipeline_preempted_in_task_2_keeps_task_1_succeeded(fast_env: Env) -> None:
+    env = fast_env
     flag, count = env.tmp / "first", env.tmp / "task1-runs"
     first = task_yaml(f"echo once >> {count}").replace("name: train", "name: prep")
     second = task_yaml(BLOCK_ONCE.format(flag=flag)).replace("name: train", "name: train")
@@ -286,8 +277,8 @@ def test_setup_failure_without_restarts_is_failed_setup(env: Env) -> None:
 # ---------------------------------------------------- SSH and controller faults
 
 
-def test_ssh_cut_while_the_machine_is_up_reattaches_without_relaunch(sim_env: Env) -> None:
-    env = sim_env
+def test_ssh_cut_while_the_machine_is_up_reattaches_without_relaunch(fast_env: Env) -> None:
+    env = fast_env
     run = f"touch {env.tmp}/first; for i in $(seq 1 40); do echo line $i; sleep 0.1; done"
     job = env.launch(env.write("job.yaml", task_yaml(run)))
     wait_first_run(env.tmp)
@@ -301,14 +292,9 @@ def test_ssh_cut_while_the_machine_is_up_reattaches_without_relaunch(sim_env: En
     assert_no_leaks(env)
 
 
-def test_controller_killed_during_recovery_resumes_it(sim_env: Env) -> None:
-    env = sim_env
-    flag = env.tmp / "first"
-    job = env.launch(env.write("job.yaml", task_yaml(BLOCK_ONCE.format(flag=flag))))
-    wait_first_run(env.tmp)
-    env.cli("sim", "stockout", "all", "on", check=True)
-    preempt(env, job)
-    env.wait_status(job, "PENDING", "RECOVERING", timeout=30)
+def test_controller_killed_during_recovery_resumes_it(fast_env: Env) -> None:
+    env = fast_env
+    job = preempted_with_no_capacity_left(env)
     pid = env.controller_pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -324,7 +310,7 @@ def test_controller_killed_during_recovery_resumes_it(sim_env: Env) -> None:
 def test_random_spot_preemptions_from_the_configured_rate_are_recovered(env: Env) -> None:
     # A very high rate: each spot node is reclaimed within seconds, until the
     # job gets lucky; on-demand in the same region is never touched.
-    env.config(SIM_CONFIG.replace("{provision_delay_s: 0.05}", "{provision_delay_s: 0.05, preemption_rate_per_hour: 1800}"))
+    env.config(FAST_CONFIG.replace("{provision_delay_s: 0.05}", "{provision_delay_s: 0.05, preemption_rate_per_hour: 1800}"))
     job = env.launch(env.write("job.yaml", task_yaml(f"touch {env.tmp}/first; sleep 30; echo done")))
     wait_for(lambda: env.job(job)["recoveries"] >= 1, 90, 0.2, "a preemption to be recovered")
     env.cli("jobs", "cancel", "-y", str(job), check=True)
@@ -337,13 +323,13 @@ def test_random_spot_preemptions_from_the_configured_rate_are_recovered(env: Env
     assert_no_leaks(env)
 
 
-def test_a_request_that_becomes_infeasible_during_recovery_fails_prechecks_at_once(sim_env: Env) -> None:
-    env = sim_env
+def test_a_request_that_becomes_infeasible_during_recovery_fails_prechecks_at_once(fast_env: Env) -> None:
+    env = fast_env
     flag = env.tmp / "first"
     job = env.launch(env.write("job.yaml", task_yaml(BLOCK_ONCE.format(flag=flag))))  # sim/aws, H100:8
     wait_first_run(env.tmp)
     env.cli("controller", "stop", check=True)  # the job keeps running on its node
-    env.config(SIM_CONFIG.replace("{provision_delay_s: 0.05}", "{provision_delay_s: 0.05, clouds: [gcp]}"))
+    env.config(FAST_CONFIG.replace("{provision_delay_s: 0.05}", "{provision_delay_s: 0.05, clouds: [gcp]}"))
     preempt(env, job)
     env.cli("controller", "start", check=True)  # sim now mirrors gcp only: sim/aws is gone
     done = env.wait_status(job, "FAILED_PRECHECKS", timeout=60)
