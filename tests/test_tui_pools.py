@@ -54,3 +54,35 @@ async def test_pools_view_shows_workers_and_what_they_run_and_opens_the_job(env:
     env.cli("jobs", "cancel", "-y", "-p", "cpu", check=True)
     env.wait_status(job_id, "CANCELLED")
     env.cli("jobs", "pool", "down", "cpu", "-y", check=True)
+
+
+async def test_launch_screen_launches_into_a_pool(env: Env) -> None:
+    from textual.widgets import Button, Input
+
+    from skytui.screens.launch import LaunchScreen
+
+    env.cli("jobs", "pool", "apply", "-y", "-p", "cpu",
+            str(env.write("pool.yaml", "resources: {infra: local}\nsetup: echo up\npool: {workers: 1}\n")), check=True)
+    task = env.write("shard.yaml", "name: shard\nrun: echo \"rank $SKYPILOT_JOB_RANK\"\n")
+    app = SkyTUI(poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, LaunchScreen), 5, "the launch view")
+        screen = app.screen
+        screen.query_one("#launch-path", Input).value = str(task)
+        screen.query_one("#launch-pool", Input).value = "nope"
+        await until(pilot, lambda: "No pool 'nope'" in str(screen.query_one("#launch-message").render()), 10,
+                    "the unknown pool refused")
+        assert screen.query_one("#launch-go", Button).disabled
+        screen.query_one("#launch-pool", Input).value = "cpu"
+        screen.query_one("#launch-num-jobs", Input).value = "2"
+        await until(pilot, lambda: "into pool 'cpu'" in str(screen.query_one("#launch-message").render()), 10,
+                    "the pool accepted")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: not isinstance(app.screen, LaunchScreen), 10, "back to the queue")
+    ids = sorted(job["id"] for job in env.queue())
+    assert len(ids) == 2
+    for job in ids:
+        assert env.wait_status(job, "SUCCEEDED", timeout=60)["pool"] == "cpu"
+    assert sorted(env.log(job).decode().strip() for job in ids) == ["rank 0", "rank 1"]
+    env.cli("jobs", "pool", "down", "cpu", "-y", check=True)
