@@ -188,8 +188,14 @@ class SandboxHost:
 
 
 def _phase_pids(sandbox: Path) -> list[int]:
+    """Process groups of the phases still running. A finished phase's id may
+    long since belong to someone else's process (a pool worker runs thousands
+    of phases): signalling it would hit a stranger. What a finished phase left
+    behind still lives in the sandbox and is found by `_processes_of`."""
     pids = []
     for pid_file in (sandbox / PHASES_DIR).glob("*/pid"):
+        if (pid_file.parent / "exit_code").exists():
+            continue
         with contextlib.suppress(OSError, ValueError):
             pids.append(int(pid_file.read_text().strip()))
     return pids

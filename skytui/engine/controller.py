@@ -272,7 +272,7 @@ class JobController:
             await self.store.transition_task(
                 self.job.id, idx, S.RECOVERING, message=f"{note}; relaunching", recoveries=current.recoveries + 1,
             )
-        await self._teardown_all(reason=f"{what}: {lost}")
+        await self._teardown_all(reason=f"{what}: {lost}", machine_lost=True)
         # A machine that keeps vanishing right after its launch is retried with
         # growing pauses instead of in a tight loop; any other loss at once.
         if current.recoveries and lasted < FLAPPING_WINDOW_S:
@@ -409,7 +409,7 @@ class JobController:
                 instance_type=lease.cluster.instance_type, use_spot=lease.cluster.use_spot,
                 message=f"attempt on pool {pool}, worker {lease.worker.id}",
             )
-            cluster = _Cluster(lease.cluster, lease.handle, cloud)
+            cluster = _Cluster(lease.cluster, lease.handle, cloud, nodes=pools.nodes_for(lease, cloud))
             self._clusters[lease.cluster.id] = cluster
         else:
             attempt = (await self.store.task(self.job.id, idx)).attempt
@@ -423,16 +423,15 @@ class JobController:
                 spec, secrets = await self.store.pool_spec(self.job.pool)
                 self._pool_task, _ = load_pool_task(spec, secrets)
 
-    async def _release_worker(self) -> None:
+    async def _release_worker(self, *, lost: bool = False) -> None:
         lease = self._lease or (await self.ctx.pools.lease_of(self.job.id) if self.ctx.pools else None)
         self._lease = None
         if lease is None or self.ctx.pools is None or self.job.pool is None:
             return
         cached = self._clusters.pop(lease.cluster.id, None)
-        for node in cached.nodes if cached is not None else []:
-            with contextlib.suppress(Exception):
-                await node.close()
-        await self.ctx.pools.release(self.job.pool, lease.worker.id, self.job.id)
+        if cached is not None and cached.nodes and not lost:
+            self.ctx.pools.keep_nodes(lease.worker.id, cached.nodes)  # open, for the next job
+        await self.ctx.pools.release(self.job.pool, lease.worker.id, self.job.id, lost=lost)
 
     async def _waiting(self, idx: int, why: str) -> None:
         await self.store.set_task_fields(self.job.id, idx, status_reason=why)
@@ -480,12 +479,12 @@ class JobController:
         if lease is None or cloud is None:
             return None
         if await cloud.cluster_state(lease.handle) is not ClusterState.UP:
-            await self.ctx.pools.release(self.job.pool or "", lease.worker.id, self.job.id)
+            await self.ctx.pools.release(self.job.pool or "", lease.worker.id, self.job.id, lost=True)
             await self.store.end_attempt(self.job.id, row.task_idx, row.attempt, reason="its worker was lost")
             return None
         self._lease = lease
         self._say(f"task {row.task_idx}: re-attached to worker {lease.worker.id} of pool {self.job.pool}")
-        cluster = _Cluster(lease.cluster, lease.handle, cloud)
+        cluster = _Cluster(lease.cluster, lease.handle, cloud, nodes=self.ctx.pools.nodes_for(lease, cloud))
         self._clusters[lease.cluster.id] = cluster
         return cluster
 
@@ -748,9 +747,10 @@ class JobController:
         await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATED, end_reason=reason)
         self._say(f"terminated {row.name} ({reason})")
 
-    async def _teardown_all(self, *, reason: str) -> None:
+    async def _teardown_all(self, *, reason: str, machine_lost: bool = False) -> None:
         if self.job.pool is not None:
-            await self._release_worker()  # the worker stays up for the next job
+            # The worker stays up for the next job, unless its machine is gone.
+            await self._release_worker(lost=machine_lost)
             return
         for row in await self.store.live_clusters(self.job.id):
             await self._teardown(row, reason=reason)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import itertools
 import logging
 import re
 import time
@@ -32,6 +31,7 @@ from skytui.clouds.base import (
     CloudError,
     ClusterHandle,
     ClusterState,
+    Node,
     NodeError,
 )
 from skytui.engine.optimizer import InfeasibleError, plan_task
@@ -107,7 +107,7 @@ class PoolManager:
         self.store: AsyncStore = ctx.store
         self._pools: dict[str, _PoolState] = {}
         self._wake = asyncio.Event()
-        self._tie = itertools.count()
+        self._nodes: dict[int, list[Node]] = {}
 
     # ------------------------------------------------------------ dispatch
 
@@ -120,8 +120,12 @@ class PoolManager:
             raise PoolGone(f"pool {job.pool} does not exist (it was taken down?)")
         state = self._pools.setdefault(job.pool, _PoolState())
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        heapq.heappush(state.waiters, _Waiter((-job.priority, job.id), future, job.id))
-        await self._dispatch(job.pool)
+        waiter = _Waiter((-job.priority, job.id), future, job.id)
+        heapq.heappush(state.waiters, waiter)
+        # Behind other waiters there is no idle worker for this one (a release
+        # dispatches at once): 2,000 jobs arriving do not each read the pool.
+        if state.waiters[0] is waiter:
+            await self._dispatch(job.pool)
         if not future.done():
             await on_wait(f"waiting for a free worker of pool {job.pool}")
             self._wake.set()  # the autoscaler counts waiting jobs
@@ -131,7 +135,16 @@ class PoolManager:
             if not future.done():
                 future.cancel()  # a cancelled job leaves the queue
 
-    async def release(self, pool: str, worker_id: int, job_id: int) -> None:
+    async def release(self, pool: str, worker_id: int, job_id: int, *, lost: bool = False) -> None:
+        """The job is done with its worker. A worker whose machine was lost under
+        the job is never handed out again: the health check replaces it."""
+        if lost:
+            await self.store.update_worker(worker_id, status=WorkerStatus.NOT_READY,
+                                           status_reason="its machine was lost; being replaced")
+            for node in self._nodes.pop(worker_id, []):
+                with contextlib.suppress(Exception):
+                    await node.close()
+            self._wake.set()
         await self.store.release_worker(worker_id, job_id)
         await self._dispatch(pool)
 
@@ -168,14 +181,19 @@ class PoolManager:
                 heapq.heappop(state.waiters)
             if not state.waiters:
                 return
-            waiter = state.waiters[0]
+            # Off the queue before any await: a job arriving meanwhile (acquire
+            # does not take the lock) must not be popped in this one's place.
+            waiter = heapq.heappop(state.waiters)
             if not await self.store.assign_worker(worker.id, waiter.job_id):
-                continue  # taken or no longer READY since the read
-            heapq.heappop(state.waiters)
-            lease = await self.lease_of(waiter.job_id)
-            if lease is None:  # pragma: no cover - a READY worker always has its cluster
-                await self.store.release_worker(worker.id, waiter.job_id)
                 heapq.heappush(state.waiters, waiter)
+                continue  # taken or no longer READY since the read
+            lease = await self.lease_of(waiter.job_id)
+            if lease is None or waiter.future.done():
+                # Cancelled while being served, or (never expected) a READY
+                # worker without its cluster: give the worker back.
+                await self.store.release_worker(worker.id, waiter.job_id)
+                if lease is None and not waiter.future.done():
+                    heapq.heappush(state.waiters, waiter)
                 continue
             waiter.future.set_result(lease)
 
@@ -189,9 +207,17 @@ class PoolManager:
             idle = [w for w in idle if w.version == pool.version]
         return sorted(idle, key=lambda w: (-w.version, w.id))
 
-    def waiting(self, pool: str) -> int:
-        state = self._pools.get(pool)
-        return sum(1 for w in state.waiters if not w.future.done()) if state else 0
+    def nodes_for(self, lease: Lease, cloud: Any) -> list[Node]:
+        """The worker's open node connections: one per worker, reused job
+        after job instead of a new SSH handshake per job."""
+        nodes = self._nodes.get(lease.worker.id)
+        if nodes is None:
+            nodes = self._nodes[lease.worker.id] = [cloud.node(info) for info in lease.handle.nodes]
+        return nodes
+
+    def keep_nodes(self, worker_id: int, nodes: list[Node]) -> None:
+        """A job gives its worker's connections back (maybe new ones, after an SSH drop)."""
+        self._nodes[worker_id] = nodes
 
     # ----------------------------------------------------------- reconcile
 
@@ -316,8 +342,10 @@ class PoolManager:
             await asyncio.gather(*state.launching.values(), return_exceptions=True)
             state.launching.clear()
         await self._dispatch(pool.name)  # anyone still waiting learns the pool is gone
-        for worker in await self.store.workers(pool.name):
-            await self._terminate_worker(worker, WorkerStatus.TERMINATED, "pool down")
+        await asyncio.gather(*(
+            self._terminate_worker(worker, WorkerStatus.TERMINATED, "pool down")
+            for worker in await self.store.workers(pool.name)
+        ))
         if not await self.store.workers(pool.name):
             await self.store.delete_pool(pool.name)
             self._pools.pop(pool.name, None)
@@ -427,6 +455,9 @@ class PoolManager:
 
     async def _terminate_worker(self, worker: WorkerRow, final: str, reason: str) -> None:
         await self.store.update_worker(worker.id, status=WorkerStatus.SHUTTING_DOWN, status_reason=reason)
+        for node in self._nodes.pop(worker.id, []):
+            with contextlib.suppress(Exception):
+                await node.close()
         if worker.cluster_id is not None:
             cluster = await self.store.cluster(worker.cluster_id)
             if cluster is not None and cluster.status in ClusterStatus.LIVE:
