@@ -13,9 +13,9 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from textual import work
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
@@ -28,9 +28,18 @@ from skytui.engine.status import TERMINAL_NAMES
 from skytui.screens.jobs import JobsScreen
 from skytui.screens.pools import PoolsScreen
 
+if TYPE_CHECKING:
+    from skytui.screens.job import JobScreen
+
 Clock = Callable[[], float]
 FIRST_PAINT_JOBS = 200
-
+JOB_SCREEN = "job"
+GC_SPACING = 1.0
+"""Seconds between the app's own full garbage collections (`collect_garbage`)."""
+GC_AT_THE_LATEST = 5.0
+"""A collection is done after this many seconds even if keys keep coming."""
+NO_AUTOMATIC_FULL_GC = 1 << 30
+"""A third GC threshold Python never reaches: it leaves full collections to the app."""
 
 class SkyTUI(App[None]):
     """Managed jobs at the keyboard."""
@@ -64,6 +73,14 @@ class SkyTUI(App[None]):
         self.active_job_ids: set[int] = set()
         """Jobs not finished yet: what ticks, and what the header counts."""
         self.loaded = False
+        self._job_screen: JobScreen | None = None
+        """The job view, kept installed and reused (`open_job`)."""
+        self._input_at = 0.0
+        """When the last key arrived (monotonic clock)."""
+        self._collected_at = 0.0
+        """When `collect_garbage` last collected (monotonic clock)."""
+        self._gc_thresholds = gc.get_threshold()
+        """Python's GC thresholds before the app changed them, restored at exit."""
 
     def on_mount(self) -> None:
         try:
@@ -71,6 +88,48 @@ class SkyTUI(App[None]):
         except ConfigError as exc:
             self.notify(f"config.yaml: {exc}; using the default keys", severity="error")
         self.follow_queue()
+        # Full collections are the app's to schedule (`collect_garbage`);
+        # Python keeps collecting the young generations on its own.
+        self._gc_thresholds = gc.get_threshold()
+        young, middle, _old = self._gc_thresholds
+        gc.set_threshold(young, middle, NO_AUTOMATIC_FULL_GC)
+        self.set_interval(GC_SPACING, self._collect_garbage_when_idle)
+
+    def on_unmount(self) -> None:
+        gc.set_threshold(*self._gc_thresholds)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key):
+            self._input_at = time.monotonic()
+        await super().on_event(event)
+
+    def collect_garbage_after_frame(self, screen: Screen[Any]) -> None:
+        """For a screen that just handled a key: collect garbage (if one is
+        due) right after its next frame, the one that answers the key. The
+        next key is then a human's reaction time away."""
+        screen.call_after_refresh(self.collect_garbage)
+
+    def collect_garbage(self) -> None:
+        """A full garbage collection, at a moment no key is waiting for a frame.
+
+        Textual's rendered Strips keep themselves in their own caches, so every
+        repaint leaves reference cycles that only the cyclic GC frees. Left to
+        Python, a full collection comes every few seconds, 10-50 ms of work at
+        once, at whichever allocation crosses the threshold: most likely while
+        a key is being answered, since that is when the app allocates. Python's
+        automatic ones are off (`on_mount`); the screens call for one after
+        the frame that answers a key, and a timer covers quiet times.
+        """
+        now = time.monotonic()
+        if now - self._collected_at < GC_SPACING:
+            return
+        self._collected_at = now
+        gc.collect()
+
+    def _collect_garbage_when_idle(self) -> None:
+        now = time.monotonic()
+        if now - self._input_at > GC_SPACING or now - self._collected_at > GC_AT_THE_LATEST:
+            self.collect_garbage()
 
     @work(thread=True, exclusive=True, group="queue-feed", name="queue feed")
     def follow_queue(self) -> None:
@@ -95,10 +154,6 @@ class SkyTUI(App[None]):
             self.active_job_ids = {i for i, v in self.jobs.items() if v.job.status not in TERMINAL_NAMES}
             self.last_changed = None
             self.loaded = True
-            # Ten thousand jobs are a big, long-lived heap: without this, every
-            # full collection walks it and stalls a frame for 50-100 ms. The
-            # rows hold no reference cycles; refcounting still frees them.
-            gc.freeze()
         else:
             changed = set()
             for view in views:
@@ -110,6 +165,53 @@ class SkyTUI(App[None]):
                     self.active_job_ids.add(view.job.id)
             self.last_changed = frozenset(changed)
         self.jobs_revision += 1
+        if full and self._job_screen is None:
+            self.call_after_refresh(self._prepare_job_screen)
+        if full:
+            # Ten thousand jobs, and the screens' rows and caches just built
+            # from them (the watchers above ran synchronously), are a big,
+            # long-lived heap: without this, every full collection walks it
+            # and stalls a frame for 50-150 ms. They hold no reference cycles;
+            # refcounting still frees them.
+            gc.freeze()
+
+    def _prepare_job_screen(self) -> None:
+        """Compose the job view before the first `enter` needs it, after the
+        queue's first frame: pushed and popped in one go, so it is mounted
+        and styled but never shown. The first job opened is then as quick to
+        appear as the next ones."""
+        if self._job_screen is not None or not self.jobs or len(self.screen_stack) != 1 or not self.is_running:
+            return
+        from skytui.screens.job import JobScreen
+
+        screen = self._job_screen = JobScreen(next(iter(self.jobs)))
+        self.install_screen(screen, name=JOB_SCREEN)
+        self.push_screen(screen)
+        self.pop_screen()
+
+    def open_job(self, job_id: int, task_idx: int | None = None) -> None:
+        """Push the job view for `job_id`, reusing the one JobScreen.
+
+        Composing and mounting a fresh screen (a dozen widgets, their styles,
+        the footer's keys) costs more than a key press's whole frame budget;
+        re-pointing a kept one costs a repaint.
+        """
+        from skytui.screens.job import JobScreen
+
+        screen = self._job_screen
+        if screen is None:
+            screen = self._job_screen = JobScreen(job_id, task_idx)
+            self.install_screen(screen, name=JOB_SCREEN)
+        elif self.is_on_a_stack(screen):
+            screen = JobScreen(job_id, task_idx)  # `:job N` from the job view: a second one
+        else:
+            screen.show_job(job_id, task_idx)
+        self.push_screen(screen)
+
+    def is_on_a_stack(self, screen: Screen[Any]) -> bool:
+        """True while `screen` is pushed, in any mode (not only the current one)."""
+        # Textual has no public view of the other modes' stacks.
+        return any(screen in stack for stack in self._screen_stacks.values())
 
     def action_command_prompt(self) -> None:
         from skytui.screens.command import CommandPrompt
@@ -131,9 +233,7 @@ class SkyTUI(App[None]):
         elif command.verb == "quit":
             self.exit()
         elif command.verb == "job":
-            from skytui.screens.job import JobScreen
-
-            self.push_screen(JobScreen(int(command.argument)))
+            self.open_job(int(command.argument))
         elif command.verb == "logs":
             from skytui.screens.logs import LogsScreen
 

@@ -591,3 +591,54 @@ async def test_borders_and_padding_do_not_shift_lines_clicks_or_repaints() -> No
         await pilot.press("G")
         await pilot.pause()
         assert body_keys(table)[-1] == "99"
+
+
+class FreshenedTable(CountingJobTable):
+    """Rows on screen are freshened before painting: their status becomes FRESH."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[list[str]] = []
+
+    def freshen_rows(self, rows: Sequence[TableRow]) -> Iterable[TableRow]:
+        self.asked.append([row.key for row in rows])
+        return [TableRow(row.key, (*row.cells[:2], "FRESH")) for row in rows if row.cells[2] != "FRESH"]
+
+
+class FreshenApp(TableApp):
+    def compose(self) -> ComposeResult:
+        table = FreshenedTable()
+        table.set_rows(self.initial_rows)
+        yield table
+
+
+async def test_update_rows_replaces_rows_in_place() -> None:
+    app = TableApp(job_rows(range(100)))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("down", "down", "down")
+        table = app.table
+        before_scroll = table.scroll_offset.y
+        assert table.update_rows([TableRow("3", ("3", "renamed", "FAILED")), TableRow("90", ("90", "far", "FAILED"))])
+        await pilot.pause()
+        assert table.cursor_key == "3" and table.cursor_index == 3 and table.scroll_offset.y == before_scroll
+        assert "renamed" in lines(table)[4] and "FAILED" in lines(table)[4]
+        assert table.rows[90].cells[1] == "far"
+        assert [row.key for row in table.rows] == [str(i) for i in range(100)]
+        # An unknown key changes nothing: adding rows is set_rows's job.
+        assert not table.update_rows([TableRow("4", ("4", "x", "FAILED")), TableRow("nope", ("?", "?", "?"))])
+        assert table.rows[4].cells[1] == "job-4"
+
+
+async def test_rows_are_freshened_just_before_they_are_painted() -> None:
+    app = FreshenApp(job_rows(range(200)))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        table = app.query_one(FreshenedTable)
+        on_screen = [str(i) for i in range(BODY)]
+        assert table.asked and table.asked[0] == on_screen
+        assert all("FRESH" in line for line in lines(table)[1:])
+        assert table.rows[BODY].cells[2] == "RUNNING"  # off screen: left alone
+        await pilot.press("pagedown")
+        await pilot.pause()
+        assert table.asked[-1][0] == str(BODY) and all("FRESH" in line for line in lines(table)[1:])

@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from textual.screen import Screen
-from textual.worker import get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from skytui.engine.status import TERMINAL_NAMES
 from skytui.widgets.log_view import LogView
@@ -38,8 +38,15 @@ class SkyScreen(Screen[None]):
             finished = job is None or job.job.status in TERMINAL_NAMES
             lines = follower.poll(final=finished)
             if lines and not worker.is_cancelled:
-                self.app.call_from_thread(view.append_lines, lines)
+                self.app.call_from_thread(_append_unless_cancelled, worker, view, lines)
             if finished and not lines:
                 return
             if not lines:
                 time.sleep(poll_s)
+
+
+def _append_unless_cancelled(worker: Worker[None], view: LogView, lines: list[str]) -> None:
+    """On the app's loop: the worker may have been cancelled (and the view
+    cleared for another job or task) after it read these lines."""
+    if not worker.is_cancelled:
+        view.append_lines(lines)

@@ -1,8 +1,10 @@
 """One job (`enter`): the pipeline as a tree of tasks and attempts, the event
 timeline, what was asked and where it landed, and the selected task's log.
 
-Everything here is read through the client in thread workers; the screen
-redraws when the app's feed says this job changed.
+The app keeps one JobScreen and re-points it at each job opened (`show_job`):
+its first frame is painted from the queue's copy of the job (`app.jobs`), and
+everything else is read through the client in thread workers started after
+that frame. The screen reloads when the app's feed says this job changed.
 """
 
 from __future__ import annotations
@@ -12,20 +14,23 @@ import time
 from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Log, Static, Tree
+from textual.widgets import Log, Static, Tree
 
 from skytui.client import JobView
 from skytui.engine.status import TERMINAL_NAMES
 from skytui.engine.store import AttemptRow, EventRow
 from skytui.format import readable_cost, readable_duration, status_style
 from skytui.screens.base import SkyScreen
+from skytui.widgets.footer import QuietFooter
 from skytui.widgets.log_view import LogView
 
 TAIL_BYTES = 1 << 20
+DETAILS_GROUP = "job-details"
+LOG_GROUP = "job-log"
 
 
 def attempt_label(attempt: AttemptRow, now: float) -> Text:
@@ -69,6 +74,14 @@ class JobScreen(SkyScreen):
         self.task_idx = task_idx
         self._last_event = 0
         self._spec: dict[str, Any] | None = None
+        self._generation = 0
+        """Bumped for each job shown, so details read for an earlier job are dropped."""
+        self._details_stale = True
+        """The details (timeline, attempts, resources) need reading, once the screen is up."""
+        self._log_pending = True
+        """The log stream is not started for the job shown yet."""
+        self._css_seen = -1
+        """The app's CSS revision when this screen last restyled itself."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="job-title")
@@ -79,51 +92,146 @@ class JobScreen(SkyScreen):
             with Vertical(id="job-right"):
                 yield Log(id="job-events", max_lines=2000)
                 yield LogView(id="job-log")
-        yield Footer()
+        yield QuietFooter()
 
     def on_mount(self) -> None:
+        if not self.app.is_running:
+            return  # mounted as the app shuts down, its children already gone
         tree = self.query_one(Tree)
         tree.show_root = False
         tree.border_title = "Tasks and attempts"
-        tree.focus()
         self.query_one("#job-resources").border_title = "Resources"
         self.query_one("#job-events").border_title = "Timeline"
         self.query_one("#job-log").border_title = "Log"
         self.watch(self.tui, "jobs_revision", self._job_changed, init=False)
-        self.load_details()
-        self.stream_log()
+        self._open()
+
+    def show_job(self, job_id: int, task_idx: int | None = None) -> None:
+        """Point this screen at another job, before it is pushed again.
+
+        Nothing of the previous job survives: its workers are stopped and
+        every panel is cleared or repainted for the new job at once.
+        """
+        self.job_id = job_id
+        self.task_idx = task_idx
+        if self.is_mounted:
+            self._open()
+
+    def _open(self) -> None:
+        """Paint what the queue already knows of the job; the rest is read
+        after the first frame (`on_screen_resume`), so the key that opened
+        the job is answered by a frame, not by a thread worker's start-up."""
+        self._generation += 1
+        self._stop_workers()
+        self._last_event = 0
+        self._spec = None
+        self._details_stale = True
+        self._log_pending = True
+        self.query_one("#job-events", Log).clear()
+        self.query_one("#job-log", LogView).clear()
+        self.query_one("#job-resources", Static).update("")
+        tree = self.query_one(Tree)
+        tree.clear()
+        # As in a new Tree: the first fill highlights the first task, which
+        # selects the log shown (`_task_highlighted`).
+        tree.cursor_line = -1
+        tree.focus()
+        view = self.tui.jobs.get(self.job_id)
+        if view is None:
+            self.query_one("#job-title", Static).update("")
+        else:
+            self._show_title(view)
+            self._fill_tree(view, view.attempts, self.tui.clock())
+
+    @on(events.ScreenResume)
+    def _restyle_only_if_css_changed(self, event: events.ScreenResume) -> None:
+        """Each push restyles every widget of the screen (5-15 ms), in case the
+        app's CSS changed (a theme switch) while the screen was off the stack.
+        This one is pushed for every job opened: restyle only when the CSS did
+        change, which Textual counts. Runs before Screen's own handler."""
+        seen = self.app._css_update_count
+        if self._css_seen == seen:
+            event.refresh_styles = False
+        self._css_seen = seen
+
+    def on_screen_resume(self) -> None:
+        if self._details_stale or self._log_pending:
+            self.call_after_refresh(self._catch_up, self._generation)
+
+    def on_screen_suspend(self) -> None:
+        # Popped (not merely covered by the logs view or a dialog): a job
+        # nobody looks at must not keep a thread polling its log.
+        if not self.tui.is_on_a_stack(self):
+            self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        self.workers.cancel_group(self, DETAILS_GROUP)
+        self.workers.cancel_group(self, LOG_GROUP)
+
+    def _catch_up(self, generation: int) -> None:
+        """Start what the job shown still needs read; run after a frame."""
+        if generation != self._generation or not self.is_active:
+            return  # another job was opened, or the screen left, before the frame
+        self.tui.collect_garbage()  # the frame answering `enter` is out: a quiet moment
+        if self._details_stale:
+            self._reload()
+        if self._log_pending:
+            self._log_pending = False
+            self.stream_log(self.query_one("#job-log", LogView), self.job_id, self.task_idx)
 
     # -------------------------------------------------------------- loading
 
     def _job_changed(self) -> None:
         changed = self.tui.last_changed
-        if changed is None or self.job_id in changed:
-            self.load_details()
+        if changed is not None and self.job_id not in changed:
+            return
+        if self.is_active:
+            self._reload()
+        else:
+            self._details_stale = True  # read when shown again
 
-    @work(thread=True, exclusive=True, group="job-details", name="job details")
-    def load_details(self) -> None:
+    def _reload(self) -> None:
+        self._details_stale = False
+        self.load_details(self.job_id, self._generation, self._last_event, self._spec is None)
+
+    @work(thread=True, exclusive=True, group=DETAILS_GROUP, name="job details")
+    def load_details(self, job_id: int, generation: int, after_event: int, with_spec: bool) -> None:
         client = self.tui.client
-        view = client.job(self.job_id)
+        view = client.job(job_id)
         if view is None:
             return
-        attempts = client.attempts(self.job_id)
-        events = client.events(after_id=self._last_event, job_id=self.job_id)
-        if self._spec is None:
-            self._spec = client.job_spec(self.job_id)
-        self.app.call_from_thread(self._show, view, attempts, events)
+        attempts = client.attempts(job_id)
+        events = client.events(after_id=after_event, job_id=job_id)
+        spec = client.job_spec(job_id) if with_spec else None
+        self.app.call_from_thread(self._deliver, generation, view, attempts, events, spec)
+
+    def _deliver(
+        self, generation: int, view: JobView, attempts: list[AttemptRow], events: list[EventRow],
+        spec: dict[str, Any] | None,
+    ) -> None:
+        if generation != self._generation:
+            return  # read for a job this screen no longer shows
+        if spec is not None and self._spec is None:
+            self._spec = spec
+        # Two reads may overlap (the feed reports changes quickly): show each event once.
+        self._show(view, attempts, [e for e in events if e.id > self._last_event])
 
     def _show(self, view: JobView, attempts: list[AttemptRow], events: list[EventRow]) -> None:
         now = self.tui.clock()
-        job = view.job
-        title = Text(f"Job {job.id} · {job.name} · ")
-        title.append(job.status, style=status_style(job.status))
-        title.append(f" · submitted {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.submitted_at))}")
-        self.query_one("#job-title", Static).update(title)
+        self._show_title(view)
         self._fill_tree(view, attempts, now)
         if events:
             self._last_event = events[-1].id
             self.query_one("#job-events", Log).write_lines([event_line(e) for e in events])
         self._show_resources(view)
+
+    def _show_title(self, view: JobView) -> None:
+        job = view.job
+        title = Text(f"Job {job.id} · {job.name} · ")
+        title.append(job.status, style=status_style(job.status))
+        title.append(f" · submitted {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.submitted_at))}")
+        # One line, whatever it says: no layout pass needed.
+        self.query_one("#job-title", Static).update(title, layout=False)
 
     def _fill_tree(self, view: JobView, attempts: list[AttemptRow], now: float) -> None:
         tree = self.query_one(Tree)
@@ -166,10 +274,9 @@ class JobScreen(SkyScreen):
             lines.append(f"exit code: {task.exit_code}")
         self.query_one("#job-resources", Static).update(Text("\n".join(lines)))
 
-    @work(thread=True, exclusive=True, group="job-log", name="job log")
-    def stream_log(self) -> None:
-        view = self.query_one("#job-log", LogView)
-        self.feed_job_log(view, self.job_id, self.task_idx, tail_bytes=TAIL_BYTES, poll_s=0.2)
+    @work(thread=True, exclusive=True, group=LOG_GROUP, name="job log")
+    def stream_log(self, view: LogView, job_id: int, task_idx: int | None) -> None:
+        self.feed_job_log(view, job_id, task_idx, tail_bytes=TAIL_BYTES, poll_s=0.2)
 
     # -------------------------------------------------------------- actions
 
@@ -179,11 +286,14 @@ class JobScreen(SkyScreen):
         if task_idx is None or task_idx == self.task_idx:
             return
         self.task_idx = task_idx
-        self.query_one("#job-log", LogView).clear()
-        self.stream_log()
         view = self.tui.jobs.get(self.job_id)
         if view is not None:
             self._show_resources(view)
+        if self._log_pending:
+            return  # the stream starts after the first frame, on this task
+        log = self.query_one("#job-log", LogView)
+        log.clear()
+        self.stream_log(log, self.job_id, task_idx)
 
     def action_logs(self) -> None:
         from skytui.screens.logs import LogsScreen

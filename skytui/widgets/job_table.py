@@ -5,7 +5,10 @@ measures every cell and removes rows in O(n), which costs seconds at 10,000
 jobs; JobTable is a Line-API `ScrollView` (the toolong pattern) instead: rows
 are plain data, columns have fixed widths, and only the lines on screen are
 ever turned into Strips. Screens filter and sort, then hand the whole list to
-`set_rows` as often as they like; the table keeps the cursor on its job.
+`set_rows` as often as they like; the table keeps the cursor on its job. A
+few changed rows are cheaper through `update_rows`, and a subclass can keep
+only the rows on screen current (`freshen_rows` catches the rest as they
+scroll into view).
 
 Call every method from the app's event loop (`app.call_from_thread` from a
 thread), as with any widget.
@@ -13,8 +16,9 @@ thread), as with any widget.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import ClassVar, Literal
 
 from rich.cells import cell_len, set_cell_size
@@ -43,6 +47,10 @@ INDENT_PREFIX = "↳ "
 GUTTER_WIDTH = 1
 # The header is line 0 of the content; rows start on line 1.
 HEADER_LINES = 1
+# Rendered lines kept: a few screens' worth, in both cursor styles. Each Strip
+# is a dozen long-lived objects that every full GC collection walks, so more
+# than that costs more in GC pauses than it saves in rendering.
+LINE_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,9 @@ def _fit_text(text: Text, width: int, align: Align, style: Style, console: Conso
         else:
             segments.append(padding)
     return segments
+
+
+_row_key = attrgetter("key")
 
 
 def _starts_with_arrow(cell: Cell) -> bool:
@@ -281,7 +292,7 @@ class JobTable(ScrollView, can_focus=True):
         # rebuild every row object on each refresh. The style is in the key
         # because focus and theme changes restyle component classes without
         # telling the widget (Textual only refreshes it).
-        self._line_cache: LRUCache[tuple[str, Style, bool], tuple[TableRow, Strip]] = LRUCache(1024)
+        self._line_cache: LRUCache[tuple[str, Style, bool], tuple[TableRow, Strip]] = LRUCache(LINE_CACHE_SIZE)
         self._header_cache: tuple[Style, Strip] | None = None
         self._paint_style: Style | None = None
         self.set_columns(columns)
@@ -336,7 +347,7 @@ class JobTable(ScrollView, can_focus=True):
 
         new_rows = tuple(rows)
         self._rows = new_rows
-        self._index_of = {row.key: index for index, row in enumerate(new_rows)}
+        self._index_of = dict(zip(map(_row_key, new_rows), range(len(new_rows))))
 
         cursor = self._index_of.get(old_key) if old_key is not None else None
         if cursor is None:
@@ -357,6 +368,59 @@ class JobTable(ScrollView, can_focus=True):
             self.post_message(self.Highlighted(self, self.cursor_key))
         if self._marks != old_marks:
             self.post_message(self.MarksChanged(self, self._marks))
+
+    def update_rows(self, rows: Iterable[TableRow]) -> bool:
+        """Replace rows in place, each one the current row with the same key.
+
+        O(len(rows)), for a live table where a few rows change at a time: the
+        order, cursor, marks and scroll stay, and only visible lines whose row
+        differs are repainted. Returns False and changes nothing if a key is
+        not in the table: adding or removing rows is `set_rows`'s job.
+        """
+        return self._replace_rows(rows, painting=None)
+
+    def visible_rows(self) -> tuple[TableRow, ...]:
+        """The rows on screen (the lines under the header), top to bottom."""
+        top = self.scroll_offset.y
+        return self._rows[top : top + self._body_height()]
+
+    def freshen_rows(self, rows: Sequence[TableRow]) -> Iterable[TableRow]:
+        """Called with the rows on screen just before they are painted; return
+        new versions (same keys) of any that are out of date. None by default.
+
+        A subclass can then leave rows off screen stale (a clock tick, a change
+        to a job nobody is looking at) and pay for them only if they scroll
+        into view: it keeps the rows on screen current with `update_rows`.
+        """
+        return ()
+
+    def _replace_rows(self, rows: Iterable[TableRow], painting: Region | None) -> bool:
+        """`update_rows`; lines inside `painting` are being painted already, so
+        they are not asked to repaint."""
+        updates: list[tuple[int, TableRow]] = []
+        for row in rows:
+            index = self._index_of.get(row.key)
+            if index is None:
+                return False
+            updates.append((index, row))
+        if not updates:
+            return True
+        new_rows = list(self._rows)
+        top = self.scroll_offset.y
+        bottom = top + self._body_height()
+        for index, row in updates:
+            # Only lines on screen are compared: the rest are drawn when scrolled to.
+            if top <= index < bottom and not _same_row(new_rows[index], row):
+                line = index - top + HEADER_LINES
+                if painting is None or not painting.y <= line < painting.bottom:
+                    self._refresh_row(index)
+            new_rows[index] = row
+        self._rows = tuple(new_rows)
+        return True
+
+    def index_of(self, key: str) -> int | None:
+        """Index of the row with `key` in the current rows, or None."""
+        return self._index_of.get(key)
 
     def move_cursor_to_key(self, key: str) -> None:
         """Put the cursor on the row with `key` and scroll it into view; unknown keys are ignored."""
@@ -411,6 +475,8 @@ class JobTable(ScrollView, can_focus=True):
     def render_lines(self, crop: Region) -> list[Strip]:
         # `rich_style` walks up the DOM on every call; once per paint is enough.
         self._paint_style = self.rich_style
+        if self._rows:
+            self._replace_rows(self.freshen_rows(self.visible_rows()), painting=crop)
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
