@@ -36,7 +36,7 @@ Scope = Literal["all", "active", "faults"]
 # Fixed widths, about 150 cells with INFRA and COST; narrower terminals scroll sideways.
 COLUMN_WIDTHS = {
     "ID": 5, "TASK": 4, "NAME": 18, "REQUESTED": 12, "SUBMITTED": 14, "TOT. DURATION": 13,
-    "JOB DURATION": 12, "#RECOVERIES": 11, "STATUS": 20, "POOL": 8, "INFRA": 12, "COST": 9,
+    "JOB DURATION": 12, "#RECOVERIES": 11, "STATUS": 20, "POOL": 14, "INFRA": 12, "COST": 9,
 }
 RIGHT_ALIGNED = {"#RECOVERIES", "COST"}
 FAULTS = {s.value for s in TaskStatus if s.is_failure} | {TaskStatus.RECOVERING.value}
