@@ -26,8 +26,22 @@ from skytui.config import ConfigError
 from skytui.engine.optimizer import InfeasibleError, Plan, considered_rows
 from skytui.engine.status import TERMINAL, TaskStatus
 from skytui.engine.store import EventRow, StoreError
-from skytui.format import QUEUE_COLUMNS, in_progress_summary, queue_lines, readable_ago, readable_duration, status_text
-from skytui.spec import Overrides, Pipeline, SpecError, load_pipeline, load_pool, parse_env_flag
+from skytui.format import (
+    QUEUE_COLUMNS,
+    in_progress_summary,
+    queue_lines,
+    readable_ago,
+    readable_duration,
+    status_text,
+)
+from skytui.spec import (
+    Overrides,
+    Pipeline,
+    SpecError,
+    load_pipeline,
+    load_pool,
+    parse_env_flag,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -79,7 +79,7 @@ class SimRegionConfig(_Strict):
 
 class SimInfraConfig(_Strict):
     enabled: bool = False
-    clouds: list[Literal["aws", "gcp"]] = Field(default_factory=lambda: ["aws", "gcp"])
+    clouds: list[Literal["aws", "gcp"]] = ["aws", "gcp"]  # pydantic copies the default
     provision_delay_s: float = Field(default=0.5, ge=0.0, le=3600.0)
     ondemand_capacity: int = Field(default=64, ge=0)
     spot_capacity: int = Field(default=64, ge=0)

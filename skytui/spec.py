@@ -1282,7 +1282,8 @@ def load_pool(path: str | os.PathLike[str], overrides: Overrides | None = None) 
         raise refuse(("run",), "a pool has no run: each job brings its own; the pool's setup runs once per worker")
     if task.num_nodes != 1:
         raise refuse(("num_nodes",), "pool workers are single machines; drop num_nodes")
-    resources = data.get("resources") if isinstance(data.get("resources"), dict) else {}
+    raw_resources = data.get("resources")
+    resources: dict[Any, Any] = raw_resources if isinstance(raw_resources, dict) else {}
     if "ordered" in resources:
         raise refuse(("resources", "ordered"), "pools take any_of, not ordered: every worker is placed on its own")
     if "job_recovery" in resources or "spot_recovery" in resources:

@@ -27,6 +27,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +83,7 @@ def set_stockout(state_file: Path, region: str, on: bool) -> set[str]:
     return stockouts
 
 
-def sim_regions(clouds: list[str]) -> list[str]:
+def sim_regions(clouds: Sequence[str]) -> list[str]:
     """Every simulated region, as `aws/us-east-1`."""
     found = {f"{cloud}/{entry.region}" for cloud in clouds for entry in load_catalog(cloud)}
     return sorted(found)
@@ -233,7 +234,7 @@ def _split_region(region: str | None) -> tuple[str | None, str | None]:
     return provider, name or None
 
 
-def resolve_region(name: str, clouds: list[str]) -> str:
+def resolve_region(name: str, clouds: Sequence[str]) -> str:
     """A region as the user typed it (`sim:aws/us-east-1`, `aws/us-east-1`,
     `us-east-1`, `aws`, `all`) -> the sim's own name; CloudError if unknown."""
     text = name.strip().removeprefix("sim:").removeprefix("sim/")

@@ -1214,7 +1214,9 @@ class Store:
                     pool=pool, version=version, status=WorkerStatus.PROVISIONING, created_at=time.time(),
                 )
             )
-            return int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     def update_worker(self, worker_id: int, **values: Any) -> None:
         if values.get("status") in (WorkerStatus.TERMINATED, WorkerStatus.FAILED, WorkerStatus.PREEMPTED):

@@ -10,6 +10,7 @@ queue. `enter` or `l` on a busy worker opens its job or its logs.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -175,7 +176,7 @@ class PoolsScreen(SkyScreen):
         (workers if pools.has_focus else pools).focus()
 
 
-def _sync_rows(table: DataTable[str], rows: dict[str, tuple[str, ...]]) -> None:
+def _sync_rows(table: DataTable[str], rows: Mapping[str, tuple[str, ...]]) -> None:
     """Make the table show `rows` (key -> cells) in order, keeping the cursor
     on its key: cells are updated in place, rows added and removed by key."""
     current = [key.value for key in table.rows]
@@ -186,7 +187,7 @@ def _sync_rows(table: DataTable[str], rows: dict[str, tuple[str, ...]]) -> None:
         table.clear()
         for key, cells in rows.items():
             table.add_row(*cells, key=key)
-        if cursor_key in rows:
+        if cursor_key is not None and cursor_key in rows:
             table.move_cursor(row=list(rows).index(cursor_key))
         return
     columns = list(table.columns)
