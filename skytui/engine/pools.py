@@ -306,6 +306,11 @@ class PoolManager:
                 what = "preempted" if cluster.use_spot else "machine lost"
                 log.info("pool %s: worker %s %s", pool.name, worker.id, what)
                 await self._terminate_worker(worker, WorkerStatus.PREEMPTED, what)
+            elif worker.status == WorkerStatus.NOT_READY and worker.job_id is None:
+                # Up, but its last job could not reach it: not trusted with the
+                # next one; a fresh worker takes its place.
+                log.info("pool %s: worker %s unreachable; replacing it", pool.name, worker.id)
+                await self._terminate_worker(worker, WorkerStatus.FAILED, "up but unreachable over SSH")
 
     async def _autoscale(self, pool: PoolRow, spec: PoolSpec, state: _PoolState, workers: list[WorkerRow]) -> None:
         """SkyPilot's queue-length autoscaler: one worker up when more jobs wait
