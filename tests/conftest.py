@@ -194,6 +194,16 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
             os.kill(pid, signal.SIGKILL)
 
 
+async def until(pilot: Any, predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
+    """For pilot tests: let the app run until `predicate()` holds (its frames,
+    workers and timers go on meanwhile); fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await pilot.pause(0.1)
+
+
 # Recovery and sim tuned for tests: capacity waits of a second, not minutes,
 # and sim machines that provision at once.
 FAST_CONFIG = """\

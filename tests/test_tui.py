@@ -8,10 +8,8 @@ the pipeline tree behave, and quitting leaves jobs running.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
-from conftest import Env
+from conftest import Env, until
 from textual.widgets import Tree
 
 from skytui.app import SkyTUI
@@ -30,14 +28,6 @@ SIZE = (140, 40)
 
 def visible_text(widget: JobTable | LogView) -> str:
     return "\n".join(widget.render_line(y).text for y in range(widget.size.height))
-
-
-async def until(pilot: object, predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await pilot.pause(0.1)  # type: ignore[attr-defined]
 
 
 def submit(env: Env, yaml: str, name: str = "job.yaml") -> int:

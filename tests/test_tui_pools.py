@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 
-from conftest import Env
+from conftest import Env, until
 from textual.widgets import DataTable
 
 from skytui.app import SkyTUI
 from skytui.screens.job import JobScreen
 
 SIZE = (140, 40)
-
-
-async def until(pilot: object, predicate: Callable[[], object], timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await pilot.pause(0.1)  # type: ignore[attr-defined]
 
 
 def rows(table: DataTable[str]) -> list[list[str]]:

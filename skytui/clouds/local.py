@@ -132,7 +132,7 @@ class LocalCloud:
         await self.sandboxes.destroy(cluster_name)
 
     async def list_clusters(self) -> list[str]:
-        return self.sandboxes.cluster_names()
+        return await self.sandboxes.cluster_names()
 
     def node(self, info: NodeInfo) -> SSHNode:
         return self.sandboxes.node(info)

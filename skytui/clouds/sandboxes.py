@@ -175,11 +175,14 @@ class SandboxHost:
         return ClusterState.PARTIAL if any(present) else ClusterState.GONE
 
     async def destroy(self, cluster_name: str, *, grace_s: float = 5.0) -> None:
-        found = [path for path, marker in self.sandboxes() if marker.get("cluster") == cluster_name]
+        # Reading every marker is file I/O per node: off the event loop.
+        markers = await asyncio.to_thread(self.sandboxes)
+        found = [path for path, marker in markers if marker.get("cluster") == cluster_name]
         await asyncio.gather(*(asyncio.to_thread(destroy_sandbox, path, grace_s) for path in found))
 
-    def cluster_names(self) -> list[str]:
-        return sorted({str(marker["cluster"]) for _, marker in self.sandboxes()})
+    async def cluster_names(self) -> list[str]:
+        markers = await asyncio.to_thread(self.sandboxes)
+        return sorted({str(marker["cluster"]) for _, marker in markers})
 
     def node(self, info: NodeInfo) -> SSHNode:
         from skytui.clouds.sshnode import SSHNode

@@ -211,13 +211,13 @@ class SimCloud:
     async def preempt(self, cluster_name: str) -> bool:
         """Reclaim a cluster's machines now, as a spot reclaim would. False if
         nothing of it was up."""
-        if cluster_name not in self.sandboxes.cluster_names():
+        if cluster_name not in await self.sandboxes.cluster_names():
             return False
         await self.sandboxes.destroy(cluster_name, grace_s=PREEMPT_GRACE_S)
         return True
 
     async def list_clusters(self) -> list[str]:
-        return self.sandboxes.cluster_names()
+        return await self.sandboxes.cluster_names()
 
     def node(self, info: NodeInfo) -> SSHNode:
         return self.sandboxes.node(info)

@@ -89,6 +89,8 @@ class _PoolState:
     last_scale: float = field(default_factory=time.monotonic)
     # One dispatch at a time per pool: two would hand the same waiter two workers.
     dispatching: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The pool's spec, parsed once per version (not on every tick).
+    spec: tuple[int, Task, PoolSpec] | None = None
 
 
 def worker_cluster_name(pool: str, worker_id: int) -> str:
@@ -253,8 +255,10 @@ class PoolManager:
         if pool.down_requested_at is not None:
             await self._take_down(pool, state, workers)
             return
-        spec, secrets = await self.store.pool_spec(pool.name)
-        task, pool_spec = load_pool_task(spec, secrets)
+        if state.spec is None or state.spec[0] != pool.version:
+            spec, secrets = await self.store.pool_spec(pool.name)
+            state.spec = (pool.version, *load_pool_task(spec, secrets))
+        _, task, pool_spec = state.spec
         if pool_spec.autoscaling:
             await self._autoscale(pool, pool_spec, state, workers)
             pool = await self.store.pool(pool.name) or pool
