@@ -74,13 +74,14 @@ class PoolsScreen(SkyScreen):
         names = [view.pool.name for view in views]
         if self.selected_pool not in names:
             self.selected_pool = names[0] if names else None
-        waiting, running = self._job_counts()
+        waiting = self._waiting_counts(views)
         now = self.tui.clock()
         rows = {
             view.pool.name: (
                 view.pool.name, str(view.pool.version), readable_duration(now - view.pool.created_at),
                 view.status, f"{view.ready}/{view.pool.target_workers}",
-                str(waiting.get(view.pool.name, 0)), str(running.get(view.pool.name, 0)),
+                str(waiting.get(view.pool.name, 0)),
+                str(sum(1 for worker in view.workers if worker.job_id is not None)),
             )
             for view in views
         }
@@ -119,16 +120,17 @@ class PoolsScreen(SkyScreen):
             )
         _sync_rows(table, rows)
 
-    def _job_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+    def _waiting_counts(self, views: list[PoolView]) -> dict[str, int]:
+        """Jobs queued for each pool. Running counts come from the workers of the same read, so the two
+        tables never disagree; the job feed only lags behind for jobs no worker holds yet."""
+        assigned = {worker.job_id for view in views for worker in view.workers if worker.job_id is not None}
         waiting: dict[str, int] = {}
-        running: dict[str, int] = {}
         for job_id in self.tui.active_job_ids:
             view = self.tui.jobs.get(job_id)
-            if view is None or view.job.pool is None:
+            if view is None or view.job.pool is None or job_id in assigned or view.job.status != "PENDING":
                 continue
-            counts = waiting if view.job.status == "PENDING" else running
-            counts[view.job.pool] = counts.get(view.job.pool, 0) + 1
-        return waiting, running
+            waiting[view.job.pool] = waiting.get(view.job.pool, 0) + 1
+        return waiting
 
     @on(DataTable.RowHighlighted, "#pools-table")
     def _pool_highlighted(self, event: DataTable.RowHighlighted) -> None:
