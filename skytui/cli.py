@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     controller_logs = controller.add_parser("logs", help="print the controller's log")
     controller_logs.add_argument("--follow", action="store_true")
 
-    commands.add_parser("check", help="which infra is enabled, and why not")
+    check = commands.add_parser("check", help="which infra is enabled, and why not")
+    check.add_argument("--json", action="store_true", help="one JSON document on stdout")
     sim = commands.add_parser("sim", help="chaos on the simulated infra").add_subparsers(
         dest="sim_command", required=True
     )
@@ -489,9 +490,28 @@ def cmd_controller(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_check(client: Client) -> int:
-    for name, description in client.infra_descriptions().items():
-        out.print(Text(f"{name}: {description}"))
+def cmd_check(client: Client, as_json: bool) -> int:
+    report = client.infra_report()
+    if as_json:
+        print(json.dumps({"infra": [
+            {"name": status.name, "enabled": status.enabled, "reason": status.reason, "fix": status.fix or None,
+             "offers": offers}
+            for status, offers in report
+        ]}))
+        return EXIT_OK
+    for status, offers in report:
+        line = Text(f"{status.name:<11}", style="bold")
+        if status.enabled:
+            line.append("enabled  ", style="green")
+            line.append(offers or status.reason)
+            if offers and status.reason and status.name not in ("local", "sim"):
+                line.append(f" ({status.reason})", style="dim")
+        else:
+            line.append("disabled ", style="red")
+            line.append(status.reason)
+            if status.fix:
+                line.append(f"\n{'':<20}fix: {status.fix}", style="yellow")
+        out.print(line)
     return EXIT_OK
 
 
@@ -617,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "controller":
             return cmd_controller(client, args)
         if args.command == "check":
-            return cmd_check(client)
+            return cmd_check(client, args.json)
         if args.command == "sim":
             return cmd_sim(client, args)
         if args.command == "validate":

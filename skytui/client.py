@@ -19,8 +19,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from skytui.clouds.base import infra_label
-from skytui.clouds.registry import enabled_clouds
+from skytui.clouds.base import InfraStatus, infra_label
+from skytui.clouds.registry import enabled_clouds, infra_statuses
 from skytui.config import Paths, load_config
 from skytui.config import paths as default_paths
 from skytui.engine import daemon
@@ -235,10 +235,19 @@ class Client:
             daemon.wake_controller(self.paths)
         return accepted
 
-    def infra_descriptions(self) -> dict[str, str]:
-        """Each infra and what it offers (`skytui check`)."""
-        clouds = enabled_clouds(self.paths, load_config(self.paths))
-        return {name: cloud.describe() for name, cloud in clouds.items()}
+    def infra_report(self) -> list[tuple[InfraStatus, str | None]]:
+        """Every infra: enabled or not and why, and what an enabled one offers (`skytui check`)."""
+        config = load_config(self.paths)
+        statuses = infra_statuses(self.paths, config)
+        clouds = enabled_clouds(self.paths, config)
+        report: list[tuple[InfraStatus, str | None]] = []
+        for status in statuses:
+            cloud = clouds.get(status.name) if status.enabled else None
+            if status.enabled and cloud is None:
+                status = InfraStatus(status.name, False, f"{status.reason}, but it could not be set up",
+                                     "see `skytui controller logs`")
+            report.append((status, cloud.describe() if cloud is not None else None))
+        return report
 
     # ------------------------------------------------------------------- pools
 

@@ -22,13 +22,32 @@ config.yaml mirrors the `jobs:` section of SkyPilot's config:
         preemption_rate_per_hour: 0   # per spot node
         regions:              # per-region overrides, named as in the table
           aws/us-east-1: {spot_capacity: 2, stockout: false, preemption_rate_per_hour: 0.5}
+      ssh:                    # your own machines (or hosts_file: hosts.yaml of the same shape)
+        hosts:
+          - {name: box1, host: 10.0.0.5, port: 22, user: me, identity_file: ~/.ssh/id_ed25519,
+             resources: {cpus: 32, memory: 128, accelerators: {A100: 2}}}
+      aws:                    # on when boto3 finds credentials; `enabled: false` turns it off
+        regions: [us-east-1, us-west-2]
+        ssh_user: ubuntu
+        images: {us-east-1: ami-0123456789abcdef0}
+        ssh_proxy_command: ssh -W %h:%p bastion   # optional
+      gcp:
+        project: my-project
+        regions: [us-central1]
+      kubernetes:
+        contexts: [gke-a100, on-prem]   # contexts are regions
+        namespace: default
+        image: python:3.11-slim
     tui:
       keymap: {jobs.cancel: ctrl+x}   # remap any binding by its id
+
+`jobs.bucket: s3://my-bucket` sends workdirs and file_mounts through a bucket.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +79,9 @@ class RecoveryConfig(_Strict):
 class JobsConfig(_Strict):
     controller: ControllerConfig = ControllerConfig()
     recovery: RecoveryConfig = RecoveryConfig()
+    # Where workdirs and local file_mounts go on their way to nodes
+    # (`s3://bucket[/prefix]` or `gs://…`); unset: straight from here over SFTP.
+    bucket: str | None = Field(default=None, pattern=r"^(s3|gs)://[a-z0-9][a-z0-9.\-_]{1,254}(/.*)?$")
 
 
 class LocalInfraConfig(_Strict):
@@ -87,9 +109,65 @@ class SimInfraConfig(_Strict):
     regions: dict[str, SimRegionConfig] = Field(default_factory=dict)
 
 
+class SSHHostResources(_Strict):
+    cpus: float | None = Field(default=None, gt=0)
+    memory: float | None = Field(default=None, gt=0)  # GB
+    accelerators: dict[str, int] | str | None = None  # {H100: 8} or "H100:8"
+
+
+class SSHHost(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    host: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = None  # default: the user running skytui
+    identity_file: str | None = None  # default: skytui's own key
+    resources: SSHHostResources = SSHHostResources()
+
+
+class SSHInfraConfig(_Strict):
+    """Machines you already have. Host keys are checked against
+    ~/.ssh/known_hosts, or pinned at first contact in $SKYTUI_HOME/known_hosts."""
+
+    hosts: list[SSHHost] = Field(default_factory=list)
+    hosts_file: str | None = None  # a YAML file of the same shape: {hosts: [...]}
+
+
+class VMInfraConfig(_Strict):
+    """What AWS and GCP share: which regions, and how nodes are reached."""
+
+    enabled: bool | None = None  # None: when credentials are found
+    regions: list[str] = Field(default_factory=list)  # empty: every catalog region
+    ssh_user: str | None = None  # the image's login user
+    # A bastion in front of the nodes, as OpenSSH's ProxyCommand (%h, %p).
+    ssh_proxy_command: str | None = None
+    use_internal_ips: bool = False
+    disk_size_gb: int = Field(default=256, ge=10, le=65536)
+
+
+class AWSInfraConfig(VMInfraConfig):
+    images: dict[str, str] = Field(default_factory=dict)  # region -> AMI id; default: Canonical's Ubuntu 22.04
+
+
+class GCPInfraConfig(VMInfraConfig):
+    project: str | None = None  # default: the credentials' project, or $GOOGLE_CLOUD_PROJECT
+    image: str = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts"
+    api_endpoint: str | None = None  # a private endpoint instead of compute.googleapis.com
+
+
+class KubernetesInfraConfig(_Strict):
+    enabled: bool | None = None  # None: when a kubeconfig or in-cluster config is found
+    contexts: list[str] = Field(default_factory=list)  # the regions; empty: the current context
+    namespace: str = "default"
+    image: str = "python:3.11-slim"
+
+
 class InfraConfig(_Strict):
     local: LocalInfraConfig = LocalInfraConfig()
     sim: SimInfraConfig = SimInfraConfig()
+    ssh: SSHInfraConfig = SSHInfraConfig()
+    aws: AWSInfraConfig = AWSInfraConfig()
+    gcp: GCPInfraConfig = GCPInfraConfig()
+    kubernetes: KubernetesInfraConfig = KubernetesInfraConfig()
 
 
 class TuiConfig(_Strict):
@@ -120,6 +198,8 @@ class Paths:
     controller_lock: Path = field(init=False)
     controller_socket: Path = field(init=False)
     sim_state: Path = field(init=False)
+    known_hosts: Path = field(init=False)
+    install_id_file: Path = field(init=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -134,6 +214,27 @@ class Paths:
         set_(self, "controller_lock", self.home / "controller.lock")
         set_(self, "controller_socket", self.home / "controller.sock")
         set_(self, "sim_state", self.home / "sim.json")  # stock-outs set by `skytui sim`
+        set_(self, "known_hosts", self.home / "known_hosts")  # ssh host keys pinned at first contact
+        set_(self, "install_id_file", self.home / "install_id")
+
+    @property
+    def install_id(self) -> str:
+        """A short random id of this state directory. Everything it creates on
+        a shared account or host carries it, so two installs never sweep or
+        overwrite each other's machines."""
+        try:
+            return self.install_id_file.read_text().strip()
+        except FileNotFoundError:
+            pass
+        self.home.mkdir(parents=True, exist_ok=True)
+        candidate = secrets.token_hex(4)
+        try:
+            fd = os.open(self.install_id_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return self.install_id_file.read_text().strip()  # another process won the race
+        with os.fdopen(fd, "w") as f:
+            f.write(candidate)
+        return candidate
 
     def ensure(self) -> None:
         """Create the state tree with owner-only permissions, whatever the umask."""

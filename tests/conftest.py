@@ -24,6 +24,21 @@ import pytest
 
 os.environ.pop("NO_COLOR", None)  # NO_COLOR=1 would make every TUI snapshot differ
 
+# No test may find the real credentials of whoever runs it, nor probe a cloud
+# metadata server: every cloud SDK is pointed at nothing (tests that want a
+# cloud point it at a loopback server of their own).
+for _name in [name for name in os.environ if name.startswith(("AWS_", "GOOGLE_", "CLOUDSDK_", "KUBE"))]:
+    del os.environ[_name]
+os.environ.update(
+    AWS_SHARED_CREDENTIALS_FILE="/nonexistent/skytui-tests/aws-credentials",
+    AWS_CONFIG_FILE="/nonexistent/skytui-tests/aws-config",
+    AWS_EC2_METADATA_DISABLED="true",
+    CLOUDSDK_CONFIG="/nonexistent/skytui-tests/gcloud",
+    NO_GCE_CHECK="True",
+    KUBECONFIG="/nonexistent/skytui-tests/kubeconfig",
+)
+os.environ.pop("KUBERNETES_SERVICE_HOST", None)
+
 # pytest-textual-snapshot keeps its SVGs in the top-level snapshots/ folder.
 try:
     import pytest_textual_snapshot as _pts
@@ -245,6 +260,36 @@ def _assert_finished_jobs_left_no_machine(home: Path) -> None:
     while machines() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not machines(), f"machines left after every job finished: {machines()}"
+
+
+# --------------------------------------------------------------- real OpenSSH
+
+
+@pytest.fixture(scope="session")
+def real_sshd() -> Iterator[Any]:
+    """Debian's OpenSSH server on 127.0.0.1 for this session (tests/infra/sshd.py)."""
+    import tempfile
+
+    from infra.sshd import RealSSHD, skip_reason
+
+    reason = skip_reason()
+    if reason:
+        pytest.fail(reason)
+    # Not under pytest's tmp_path: its parents are 0700 root, closed to the login users.
+    server = RealSSHD(Path(tempfile.mkdtemp(prefix="skytui-sshd-")))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ssh_user(real_sshd: Any) -> Iterator[Any]:
+    """A fresh throwaway login on the real sshd, its home in a temporary folder."""
+    user = real_sshd.new_user()
+    yield user
+    real_sshd.remove_user(user)
+    real_sshd.users.remove(user)
 
 
 # ------------------------------------------------------------------ PostgreSQL

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -81,6 +82,18 @@ class NodeInfo:
     internal_ip: str
     host_key: str  # OpenSSH public key, pinned at provisioning
     instance_id: str
+    # This node's own directory under the login's home, where its phases,
+    # workdir and relative uploads live: "" on a machine of its own (a VM, a
+    # sandbox), a lease directory on a host that several jobs share.
+    workspace: str = ""
+
+    def path(self, relative: str) -> str:
+        """A path relative to the login's home, inside this node's workspace."""
+        return f"{self.workspace}/{relative}" if self.workspace else relative
+
+    @property
+    def phases_dir(self) -> str:
+        return self.path(PHASES_DIR)
 
 
 @dataclass(frozen=True)
@@ -155,10 +168,24 @@ class Node(Protocol):
     async def kill_phase(self, phase_id: str, *, grace_s: float = 5.0) -> None: ...
 
 
+@dataclass(frozen=True)
+class InfraStatus:
+    """What `skytui check` says of one infra."""
+
+    name: str
+    enabled: bool
+    reason: str  # what was found, or why it is off
+    fix: str = ""  # what to do to enable it ("" when enabled)
+
+
 class Cloud(Protocol):
     name: str
     # How often the controller may ask cluster_state while a job runs.
     state_poll_s: float
+    # True where a node is a machine of its own, so a file mount to `/data`
+    # lands at /data; False for this machine's sandboxes, which keep every
+    # target inside the node's home.
+    absolute_mounts: bool
 
     def describe(self) -> str:
         """What this infra offers, in one line: for `skytui check` and for
@@ -169,7 +196,14 @@ class Cloud(Protocol):
         """Every feasible offer for one concrete candidate (no any_of/ordered)."""
         ...
 
-    async def provision(self, cluster_name: str, offer: InstanceOffer, num_nodes: int) -> ClusterHandle: ...
+    async def provision(
+        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None
+    ) -> ClusterHandle:
+        """Bring up `num_nodes` machines, reachable, or raise CapacityError
+        (try elsewhere) or PrecheckError (never works). `labels` say who owns
+        the machines (skytui-job/skytui-task, or skytui-pool/skytui-worker);
+        tag them with these, plus the cluster name and the install id."""
+        ...
 
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState: ...
 

@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,7 @@ class LocalCloud:
     name = "local"
 
     # The infra answers "is it up?" from the file system: cheap enough to ask often.
+    absolute_mounts = False
     state_poll_s = 1.0
 
     def __init__(self, paths: Paths, *, provision_delay_s: float = 0.0) -> None:
@@ -115,7 +117,9 @@ class LocalCloud:
         """For tests and `controller stop --all`: jobs on nodes keep running."""
         self.sandboxes.stop_node_host()
 
-    async def provision(self, cluster_name: str, offer: InstanceOffer, num_nodes: int) -> ClusterHandle:
+    async def provision(
+        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None
+    ) -> ClusterHandle:
         await self.sandboxes.ensure_node_host()
         if self.provision_delay_s:
             await asyncio.sleep(self.provision_delay_s)

@@ -1,11 +1,54 @@
-"""Which infra is enabled, and the Cloud object for each."""
+"""Which infra is enabled, why (or why not), and the Cloud object for each.
+
+Provider modules (ssh, aws, gcp, kubernetes) are imported only when asked
+about, and import their SDKs lazily, so a missing SDK turns that infra off
+with a fix instead of breaking skytui. Each of them has:
+
+    detect(paths, config) -> InfraStatus   # fast, no provisioning
+    make(paths, config) -> Cloud           # only called when detect said enabled
+"""
 
 from __future__ import annotations
 
-from skytui.clouds.base import Cloud
+import importlib
+import logging
+
+from skytui.clouds.base import Cloud, InfraStatus
 from skytui.clouds.local import LocalCloud
 from skytui.clouds.sim import SimCloud
 from skytui.config import Config, Paths
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = ("ssh", "aws", "gcp", "kubernetes")
+ALL_INFRA = ("local", "sim", *PROVIDERS)
+
+
+def _provider(name: str) -> object:
+    return importlib.import_module(f"skytui.clouds.{name}")
+
+
+def detect_provider(name: str, paths: Paths, config: Config) -> InfraStatus:
+    try:
+        status: InfraStatus = _provider(name).detect(paths, config)  # type: ignore[attr-defined]
+    except Exception as exc:
+        log.exception("checking %s failed", name)
+        return InfraStatus(name, False, f"checking {name} failed: {type(exc).__name__}: {exc}",
+                           "see the controller log")
+    return status
+
+
+def infra_statuses(paths: Paths, config: Config) -> list[InfraStatus]:
+    """Every infra, enabled or not, with the reason: `skytui check`."""
+    local = config.infra.local
+    statuses = [
+        InfraStatus("local", local.enabled, "this machine" if local.enabled else "turned off in config.yaml",
+                    "" if local.enabled else "set infra.local.enabled: true"),
+        InfraStatus("sim", True, "enabled for every task" if config.infra.sim.enabled
+                    else "opt-in: used only by tasks that ask for infra: sim"),
+    ]
+    statuses += [detect_provider(name, paths, config) for name in PROVIDERS]
+    return statuses
 
 
 def enabled_clouds(paths: Paths, config: Config) -> dict[str, Cloud]:
@@ -15,4 +58,10 @@ def enabled_clouds(paths: Paths, config: Config) -> dict[str, Cloud]:
     # Always present, so `--infra sim` works and sim machines are swept; it
     # offers nothing to a task that does not name it unless enabled in config.
     clouds["sim"] = SimCloud(paths, config.infra.sim)
+    for name in PROVIDERS:
+        if detect_provider(name, paths, config).enabled:
+            try:
+                clouds[name] = _provider(name).make(paths, config)  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("%s is enabled but could not be set up", name)
     return clouds

@@ -27,6 +27,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,6 +95,7 @@ def sim_regions(clouds: Sequence[str]) -> list[str]:
 
 class SimCloud:
     name = "sim"
+    absolute_mounts = False
     state_poll_s = 1.0
 
     def __init__(self, paths: Paths, config: SimInfraConfig, *, seed: int | None = None) -> None:
@@ -176,7 +178,9 @@ class SimCloud:
 
     # --------------------------------------------------------------- clusters
 
-    async def provision(self, cluster_name: str, offer: InstanceOffer, num_nodes: int) -> ClusterHandle:
+    async def provision(
+        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None
+    ) -> ClusterHandle:
         region = offer.region or ""
         if self.config.provision_delay_s:
             await asyncio.sleep(self.config.provision_delay_s)

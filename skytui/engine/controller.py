@@ -511,7 +511,9 @@ class JobController:
             await self.store.set_attempt_cluster(self.job.id, idx, attempt, cluster_id)
             self._say(f"task {idx}: provisioning {name} on {offer.infra} ({offer.instance_type}, {task.num_nodes} node(s))")
             try:
-                handle = await cloud.provision(name, offer, task.num_nodes)
+                handle = await cloud.provision(
+                    name, offer, task.num_nodes, labels={"skytui-job": str(self.job.id), "skytui-task": str(idx)}
+                )
             except PrecheckError as exc:
                 await self._mark_terminated(cluster_id, cloud, name, f"precheck: {exc}")
                 await self.store.end_attempt(self.job.id, idx, attempt, reason=str(exc))

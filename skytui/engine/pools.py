@@ -413,7 +413,9 @@ class PoolManager:
                 )
                 await self.store.update_worker(worker_id, cluster_id=cluster_id, status_reason=f"provisioning on {offer.infra}")
                 try:
-                    handle = await cloud.provision(name, offer, 1)
+                    handle = await cloud.provision(
+                        name, offer, 1, labels={"skytui-pool": pool, "skytui-worker": str(worker_id)}
+                    )
                 except CapacityError as exc:
                     errors.append(f"{offer.infra}: {exc}")
                     await cloud.terminate(name, None)

@@ -1,0 +1,104 @@
+"""The shell side of the detached-phase protocol, shared by every node driver.
+
+A node driver only needs a way to run a command with stdin (an SSH channel, a
+Kubernetes exec) and to read files; these scripts do the rest on the node:
+
+`<phases>/<id>/`: `pid` (the process-group leader), `out.log` (stdout and
+stderr), `exit_code` (written when the phase ends). A `lock` directory makes
+starting a phase exactly-once, so a controller that crashed mid-start can
+simply start again. Secrets travel in a 0600 env file that the phase deletes
+once read; they never appear on a command line.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+
+# The detached wrapper. It traps TERM so that when a cancel signals the
+# process group, the user's process dies but the wrapper lives on to record
+# its exit code (a handler, not an ignore, so children keep default TERM).
+# `$SKYTUI_LOG_SINK`, when the node's environment sets it (a pod sets it to
+# its PID 1's stdout), also gets a copy of the output, so `kubectl logs` shows the job.
+WRAPPER = r"""
+trap 'true' TERM INT HUP
+echo $$ > "$D/pid.tmp" && mv "$D/pid.tmp" "$D/pid"
+set -a; . "$D/env"; set +a; rm -f "$D/env"
+cd "$HOME/$PHASE_CWD" 2>/dev/null || cd "$HOME"
+if [ -n "${SKYTUI_LOG_SINK:-}" ] && [ -w "$SKYTUI_LOG_SINK" ]; then
+  bash "$D/script.sh" < /dev/null 2>&1 | tee -a "$SKYTUI_LOG_SINK" > "$D/out.log"
+  rc=${PIPESTATUS[0]}
+else
+  bash "$D/script.sh" > "$D/out.log" 2>&1 < /dev/null
+  rc=$?
+fi
+echo $rc > "$D/exit.tmp" && mv "$D/exit.tmp" "$D/exit_code"
+"""
+
+# Runs in one exec: take the lock (exactly once), write the script and the
+# env file from stdin (so secrets never touch a command line), and launch the
+# wrapper in its own session. `$!` is the wrapper's pid: setsid only forks
+# for a group leader, and a background job of a shell without job control is
+# not one. Both the launcher and the wrapper record it, so it is on disk when
+# the launch returns, and even if the launcher died right after the fork.
+# A phase started earlier answers with the recorded pid.
+_LAUNCHER = r"""
+D="$HOME/{phases}/{phase_id}"
+mkdir -p "$D"
+if mkdir "$D/lock" 2>/dev/null; then
+  IFS= read -r script; IFS= read -r env
+  printf %s "$script" | base64 -d > "$D/script.sh"
+  (umask 077; printf %s "$env" | base64 -d > "$D/env")
+  D="$D" PHASE_CWD={cwd} setsid bash -c {wrapper} > /dev/null 2>&1 < /dev/null &
+  echo $! > "$D/pid.launcher" && mv "$D/pid.launcher" "$D/pid"
+  echo $!
+  exit 0
+fi
+for _ in $(seq 1 200); do [ -s "$D/pid" ] && break; sleep 0.02; done
+cat "$D/pid" 2>/dev/null
+"""
+
+
+def env_file(env: dict[str, str]) -> str:
+    return "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
+
+
+def launcher_command(phases_dir: str, phase_id: str, cwd: str | None) -> str:
+    """The command that starts a phase; feed it `launcher_input` on stdin."""
+    return _LAUNCHER.format(
+        phases=phases_dir, phase_id=phase_id, cwd=shlex.quote(cwd or ""), wrapper=shlex.quote(WRAPPER),
+    )
+
+
+def launcher_input(script: str, env: dict[str, str]) -> str:
+    return (
+        base64.b64encode(script.encode()).decode() + "\n"
+        + base64.b64encode(env_file(env).encode()).decode() + "\n"
+    )
+
+
+def kill_command(phase_dir: str, pid: int, grace_s: float) -> str:
+    """TERM the phase's process group, KILL it after the grace period, and
+    record 137 if KILL took the wrapper before it wrote the exit code.
+
+    By process group from a second exec, because OpenSSH ignores channel
+    signals for root logins and keeps no-pty processes when a channel closes.
+    Zombies do not count as alive (kill -0 says they are until reaped).
+    """
+    alive = (
+        f"if command -v ps >/dev/null 2>&1; then "
+        f"ps -eo pgid=,stat= | awk -v g={pid} '$1==g && $2 !~ /^Z/ {{f=1}} END {{exit !f}}'; "
+        f"else kill -0 -- -{pid} 2>/dev/null; fi"
+    )
+    return (
+        f"kill -TERM -- -{pid} 2>/dev/null; "
+        f"for _ in $(seq 1 {max(1, int(grace_s * 10))}); do "
+        f"{{ {alive}; }} || exit 0; sleep 0.1; done; "
+        f"kill -KILL -- -{pid} 2>/dev/null; "
+        f'D="$HOME/{phase_dir}"; '
+        f'[ -e "$D/exit_code" ] || {{ echo 137 > "$D/exit.tmp" && mv "$D/exit.tmp" "$D/exit_code"; }}; exit 0'
+    )
+
+
+def parse_exit_code(text: str | None) -> int | None:
+    return int(text) if text and text.strip().lstrip("-").isdigit() else None
