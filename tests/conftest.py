@@ -292,6 +292,30 @@ def ssh_user(real_sshd: Any) -> Iterator[Any]:
     real_sshd.users.remove(user)
 
 
+# ----------------------------------------------------------------------- moto
+
+
+@pytest.fixture(scope="session")
+def moto_session() -> Iterator[Any]:
+    """moto's server on 127.0.0.1 for this session (tests/infra/moto_server.py)."""
+    from infra.moto_server import start_moto
+
+    server = start_moto()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto(moto_session: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An empty moto, with this test's boto3 (and its CLI and controller) pointed at it."""
+    moto_session.reset()
+    for key, value in moto_session.env().items():
+        monkeypatch.setenv(key, value)
+    return moto_session
+
+
 # ------------------------------------------------------------------ PostgreSQL
 
 
