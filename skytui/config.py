@@ -130,6 +130,10 @@ class SSHInfraConfig(_Strict):
 
     hosts: list[SSHHost] = Field(default_factory=list)
     hosts_file: str | None = None  # a YAML file of the same shape: {hosts: [...]}
+    known_hosts_file: str = "~/.ssh/known_hosts"  # trusted first; no entry there: pinned at first contact
+    # A host that stops answering loses its jobs (relaunched elsewhere) only
+    # after this long: an SSH hiccup never restarts a healthy job.
+    unreachable_grace_s: float = Field(default=120.0, ge=0.0, le=86400.0)
 
 
 class VMInfraConfig(_Strict):
@@ -159,6 +163,10 @@ class KubernetesInfraConfig(_Strict):
     contexts: list[str] = Field(default_factory=list)  # the regions; empty: the current context
     namespace: str = "default"
     image: str = "python:3.11-slim"
+    # How long pods may take to run (image pulls included), and how long the
+    # scheduler may say "no node fits" before another place is tried.
+    provision_timeout_s: float = Field(default=600.0, gt=0.0, le=86400.0)
+    unschedulable_timeout_s: float = Field(default=30.0, ge=0.0, le=86400.0)
 
 
 class InfraConfig(_Strict):

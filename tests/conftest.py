@@ -34,7 +34,7 @@ os.environ.update(
     AWS_CONFIG_FILE="/nonexistent/skytui-tests/aws-config",
     AWS_EC2_METADATA_DISABLED="true",
     CLOUDSDK_CONFIG="/nonexistent/skytui-tests/gcloud",
-    NO_GCE_CHECK="True",
+    NO_GCE_CHECK="true",  # google-auth honours exactly "true"
     KUBECONFIG="/nonexistent/skytui-tests/kubeconfig",
 )
 os.environ.pop("KUBERNETES_SERVICE_HOST", None)

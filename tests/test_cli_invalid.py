@@ -119,7 +119,10 @@ def test_usage_errors_through_the_real_binary(env: Env) -> None:
 def test_storage_the_infra_cannot_provide_is_refused_at_launch(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    task = env.write("bucket.yaml", "name: b\nfile_mounts:\n  /data: s3://my-bucket/data\nrun: ls /data\n")
+    task = env.write("bucket.yaml", "name: b\nfile_mounts:\n  /data: r2://my-bucket/data\nrun: ls /data\n")
     assert cli.main(["jobs", "launch", "-y", "-d", str(task)]) == 2
-    assert "file_mounts['/data']: cloud storage is not supported yet" in capsys.readouterr().err
+    assert "file_mounts['/data']: 'r2://my-bucket/data': only s3://, gs:// buckets are supported" in capsys.readouterr().err
+    created = env.write("named.yaml", "name: b\nfile_mounts:\n  /data: {name: new-bucket}\nrun: ls /data\n")
+    assert cli.main(["jobs", "launch", "-y", "-d", str(created)]) == 2
+    assert "creating a bucket from a storage mount" in capsys.readouterr().err
     assert not env.home.exists()

@@ -21,13 +21,15 @@ SETUP_LINES = 20
 RUN_LINES = 40
 
 
-def _task_yaml(setup_sleep: float, run_sleep: float) -> str:
+def _task_yaml(setup_sleep: float, run_sleep: float, gate: str = "") -> str:
+    """`gate`: the run stops after line 8 until this file exists (no race with a slow machine)."""
+    wait = f" [ $i -eq 8 ] && while [ ! -e {gate} ]; do sleep 0.05; done;" if gate else ""
     return (
         "name: crashy\n"
         "setup: |\n"
         f"  for i in $(seq 1 {SETUP_LINES}); do echo \"setup line $i\"; sleep {setup_sleep}; done\n"
         "run: |\n"
-        f"  for i in $(seq 1 {RUN_LINES}); do echo \"run line $i of {RUN_LINES}\"; sleep {run_sleep}; done\n"
+        f"  for i in $(seq 1 {RUN_LINES}); do echo \"run line $i of {RUN_LINES}\";{wait} sleep {run_sleep}; done\n"
     )
 
 
@@ -86,14 +88,15 @@ def test_kill_during_setup_reattaches_setup(env: Env) -> None:
 
 @pytest.mark.parametrize("finish_while_down", [False, True], ids=["restart-mid-run", "job-ends-while-down"])
 def test_kill_while_running_reattaches_run(env: Env, finish_while_down: bool) -> None:
-    job_id = env.launch(env.write("t.yaml", _task_yaml(0.0, 0.05)))
+    gate = env.tmp / "gate"
+    job_id = env.launch(env.write("t.yaml", _task_yaml(0.0, 0.02, str(gate))))
     wait_for(lambda: b"run line 8 " in env.log(job_id), 30, what="run output")
     run_pid = _segments(env, job_id)[-1][2]
     _kill_controller(env)
+    assert not list(env.home.glob("nodes/*/.skytui/phases/*-run/exit_code"))  # still running when killed
+    gate.touch()
     if finish_while_down:
-        exit_files = list(env.home.glob("nodes/*/.skytui/phases/*-run/exit_code"))
         wait_for(lambda: list(env.home.glob("nodes/*/.skytui/phases/*-run/exit_code")), 30, what="run to end")
-        assert not exit_files  # it really was still running when the controller died
     job = _restart_and_finish(env, job_id)
     assert env.log(job_id) == _expected_log()
     segments = _segments(env, job_id)

@@ -152,8 +152,12 @@ class Node(Protocol):
     async def close(self) -> None: ...
 
     async def run(
-        self, command: str, *, env: dict[str, str] | None = None, timeout: float = 60.0
-    ) -> tuple[int, str, str]: ...
+        self, command: str, *, env: dict[str, str] | None = None, timeout: float = 60.0,
+        input: str | None = None,
+    ) -> tuple[int, str, str]:
+        """A short command in the login's home: (exit status, stdout, stderr).
+        `env` goes on the command line, so never secrets; `input` is its stdin."""
+        ...
 
     async def upload(self, local_path: str, remote_path: str) -> None: ...
 

@@ -157,7 +157,7 @@ class SSHNode:
         `cwd` is relative to the node's home; the phase falls back to home
         when it does not exist (a task without a workdir).
         """
-        command = launcher_command(self.info.phases_dir, phase_id, self.info.path(cwd) if cwd else None)
+        command = launcher_command(self.info.phases_dir, phase_id, cwd)
         payload = launcher_input(script, env)
         status, out, err = await self.run(command, timeout=30, input=payload)
         try:

@@ -33,6 +33,14 @@ from skytui.clouds.base import (
     infra_label,
 )
 from skytui.config import Paths, RecoveryConfig
+from skytui.engine.file_sync import (
+    WORKDIR,
+    FileSyncError,
+    StagingArea,
+    discard_staging,
+    has_local_files,
+    sync_task_files,
+)
 from skytui.engine.optimizer import InfeasibleError, plan_task
 from skytui.engine.pools import Lease, PoolGone, PoolManager, load_pool_task
 from skytui.engine.recovery import (
@@ -50,7 +58,6 @@ from skytui.logs.sync import sync_phase_output
 from skytui.spec import Task
 
 S = TaskStatus
-WORKDIR = "sky_workdir"
 # Poll fast right after a phase starts (short jobs end in milliseconds), then
 # settle at one poll a second per job.
 POLL_FIRST_S = 0.05
@@ -101,6 +108,7 @@ class EngineContext:
     scheduler: Scheduler
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     pools: PoolManager | None = None
+    bucket: str | None = None  # jobs.bucket: files go to nodes through it
 
 
 @dataclass
@@ -193,6 +201,9 @@ class JobController:
             await self._fail_controller(f"controller error: {type(exc).__name__}: {exc}")
         finally:
             await self._close_nodes()
+            staging = self._staging()
+            if staging is not None and self.stop_reason != "shutdown":
+                await discard_staging(staging)  # the job has ended: its files go
 
     async def _run_tasks(self) -> None:
         rows = await self.store.tasks(self.job.id)
@@ -369,7 +380,7 @@ class JobController:
                     attempt = cluster.row.attempt_no or row.attempt
                     await self._connect(cluster)
                     if not await self._any_phase_started(idx, attempt):
-                        await self._sync_files(cluster, task)
+                        await self._sync_files(cluster, idx, task)
                     if task.setup:
                         codes = await self._run_phase(cluster, idx, attempt, "setup", task.setup, task)
                         failed = [(rank, code) for rank, code in enumerate(codes) if code != 0]
@@ -560,23 +571,23 @@ class JobController:
                     self._say(f"{cluster.row.name} is up but unreachable ({exc}); waiting for it")
                 await asyncio.sleep(1.0)
 
-    async def _sync_files(self, cluster: _Cluster, task: Task) -> None:
-        uploads: list[tuple[str, str]] = []
-        if isinstance(task.workdir, str):
-            uploads.append((task.workdir, WORKDIR))
-        for target, source in task.file_mounts.items():
-            # Launch refused anything but local paths (optimizer.unsupported_storage).
-            assert isinstance(source, str)
-            # Targets are relative to the node's home: `~/data` and `/data` both
-            # land in the home of a local sandbox.
-            uploads.append((source, target.removeprefix("~/").lstrip("/")))
-        for local, remote in uploads:
-            if not Path(local).expanduser().exists():
-                raise TaskFailed(S.FAILED_PRECHECKS, f"{local} no longer exists on this machine")
-            try:
-                await asyncio.gather(*(node.upload(local, remote) for node in cluster.nodes))
-            except NodeError as exc:
-                raise await self._node_trouble(cluster, exc) from exc
+    async def _sync_files(self, cluster: _Cluster, idx: int, task: Task) -> None:
+        try:
+            await sync_task_files(
+                cluster.nodes, task, task_idx=idx, absolute_mounts=cluster.cloud.absolute_mounts,
+                staging=self._staging(),
+            )
+        except FileSyncError as exc:
+            raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
+        except NodeError as exc:
+            raise await self._node_trouble(cluster, exc) from exc
+
+    def _staging(self) -> StagingArea | None:
+        """The job's files in jobs.bucket; None without a bucket, for a pool job
+        (the pool's files are the pool's) or a job with no local files."""
+        if not self.ctx.bucket or self.job.pool is not None or not any(map(has_local_files, self.tasks)):
+            return None
+        return StagingArea(self.ctx.bucket, self.ctx.paths.install_id, f"job-{self.job.id}")
 
     # --------------------------------------------------------------- phases
 
@@ -634,7 +645,7 @@ class JobController:
         ]
         # A pool job runs in the pool's workdir (its own was ignored, as in SkyPilot).
         owner = self._pool_task if self.job.pool is not None else task
-        cwd = WORKDIR if owner is not None and isinstance(owner.workdir, str) else None
+        cwd = cluster.nodes[0].info.path(WORKDIR) if owner is not None and isinstance(owner.workdir, str) else None
 
         async def start(rank: int) -> int:
             node = cluster.nodes[rank]
@@ -785,7 +796,7 @@ class JobController:
             for row in await self.store.live_clusters(self.job.id):
                 await self._stop_and_collect(row)
                 await self._teardown(row, reason="cancelled by user")
-        except Exception as exc:  # noqa: BLE001 - reported on the job, not raised
+        except Exception as exc:
             log.exception("job %s: cleanup after cancel failed", self.job.id)
             for row in await self.store.tasks(self.job.id):
                 if row.status_enum is S.CANCELLING:
@@ -839,13 +850,13 @@ class JobController:
                     path = task_log_path(self.ctx.paths.job_logs, self.job.id, row.task_idx, segment.rank)
                     await sync_phase_output(cluster.nodes[segment.rank], phase_id, path, segment.start_offset, drain=True)
                     await self.store.update_segment(segment.id, finished=True)
-        except (NodeError, NodeLost, asyncio.TimeoutError) as exc:
+        except (TimeoutError, NodeError, NodeLost) as exc:
             self._say(f"could not stop {row.name} gracefully ({exc}); terminating it")
 
     async def _fail_controller(self, reason: str) -> None:
         try:
             await self._teardown_all(reason=reason)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("job %s: teardown after a controller error failed", self.job.id)
             reason += "; resources may have leaked"
         for row in await self.store.tasks(self.job.id):

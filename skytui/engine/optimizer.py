@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from skytui.clouds.base import Cloud, InstanceOffer
+from skytui.engine.file_sync import unsupported_transfer
 from skytui.spec import Resources, Task
 
 
@@ -70,22 +71,8 @@ def requested_str(resources: Resources, num_nodes: int = 1) -> str:
     return f"{num_nodes}x[{', '.join(unique)}]"
 
 
-def unsupported_storage(task: Task) -> str | None:
-    """What of the task's storage no enabled infra can provide yet, if anything.
-
-    Only local paths are uploaded (over SFTP); buckets and git workdirs need a
-    storage layer that the local infra does not have.
-    """
-    if task.workdir is not None and not isinstance(task.workdir, str):
-        return "workdir: a git workdir ({url, ref}) is not supported yet; use a local directory"
-    for target, source in task.file_mounts.items():
-        if not isinstance(source, str) or "://" in source:
-            return f"file_mounts[{target!r}]: cloud storage is not supported yet; mount a local path"
-    return None
-
-
 def plan_task(task: Task, clouds: Mapping[str, Cloud]) -> Plan:
-    storage_problem = unsupported_storage(task)
+    storage_problem = unsupported_transfer(task)
     if storage_problem is not None:
         raise InfeasibleError(f"task {task.name!r}: {storage_problem}")
     candidates, ordered = task.resources.candidates()

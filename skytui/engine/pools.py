@@ -34,6 +34,14 @@ from skytui.clouds.base import (
     Node,
     NodeError,
 )
+from skytui.engine.file_sync import (
+    WORKDIR,
+    FileSyncError,
+    StagingArea,
+    discard_staging,
+    has_local_files,
+    sync_task_files,
+)
 from skytui.engine.optimizer import InfeasibleError, plan_task
 from skytui.engine.recovery import CapacityBackoff
 from skytui.engine.store import (
@@ -56,7 +64,6 @@ SETUP_POLL_S = 0.2
 # Consecutive failed launches of a pool's workers wait longer and longer, so a
 # broken setup does not provision machines in a tight loop.
 FAILURE_BACKOFF_MAX_S = 120.0
-WORKDIR = "sky_workdir"
 
 
 class PoolGone(Exception):
@@ -233,7 +240,7 @@ class PoolManager:
             try:
                 for pool in await self.store.pools():
                     await self._reconcile(pool)
-            except Exception:  # noqa: BLE001 - a DB hiccup must not stop the pools
+            except Exception:
                 log.exception("pool reconcile failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
@@ -356,6 +363,9 @@ class PoolManager:
             for worker in await self.store.workers(pool.name)
         ))
         if not await self.store.workers(pool.name):
+            staging = self._staging(pool.name)
+            if staging is not None:
+                await discard_staging(staging)
             await self.store.delete_pool(pool.name)
             self._pools.pop(pool.name, None)
 
@@ -384,7 +394,7 @@ class PoolManager:
             if worker is not None:
                 await self._terminate_worker(worker, WorkerStatus.TERMINATED, "launch cancelled")
             raise
-        except Exception as exc:  # noqa: BLE001 - a worker's failure must not stop its pool
+        except Exception as exc:
             log.exception("pool %s: worker %s failed to launch", pool, worker_id)
             self._launch_failed(state)
             worker = next((w for w in await self.store.workers(pool) if w.id == worker_id), None)
@@ -440,29 +450,35 @@ class PoolManager:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             await node.connect()
-            if isinstance(task.workdir, str):
-                await node.upload(task.workdir, WORKDIR)
-            for target, source in task.file_mounts.items():
-                if isinstance(source, str):
-                    await node.upload(source, target.removeprefix("~/").lstrip("/"))
+            version = next((w.version for w in await self.store.workers(pool) if w.id == worker_id), 1)
+            await sync_task_files([node], task, task_idx=version, absolute_mounts=cloud.absolute_mounts,
+                                  staging=self._staging(pool) if has_local_files(task) else None)
             if not task.setup:
                 return None
             phase_id = f"pool-{worker_cluster_name(pool, worker_id)}-setup"
             start = file_size(log_path)
             env = {**task.envs, **task.secrets, "SKYPILOT_POOL_NAME": pool, "SKYPILOT_SETUP_NODE_RANK": "0",
                    "SKYPILOT_NUM_NODES": "1"}
-            await node.start_phase(phase_id, task.setup, env, cwd=WORKDIR if isinstance(task.workdir, str) else None)
+            cwd = node.info.path(WORKDIR) if isinstance(task.workdir, str) else None
+            await node.start_phase(phase_id, task.setup, env, cwd=cwd)
             while True:
                 phase = await node.phase_state(phase_id)
                 await sync_phase_output(node, phase_id, log_path, start, drain=phase.finished)
                 if phase.exit_code is not None:
                     return None if phase.exit_code == 0 else f"setup failed with exit code {phase.exit_code}"
                 await asyncio.sleep(SETUP_POLL_S)
+        except FileSyncError as exc:
+            return str(exc)
         except NodeError as exc:
             return f"setup could not run: {exc}"
         finally:
             with contextlib.suppress(Exception):
                 await node.close()
+
+    def _staging(self, pool: str) -> StagingArea | None:
+        if not self.ctx.bucket:
+            return None
+        return StagingArea(self.ctx.bucket, self.ctx.paths.install_id, f"pool-{pool}")
 
     async def _terminate_worker(self, worker: WorkerRow, final: str, reason: str) -> None:
         await self.store.update_worker(worker.id, status=WorkerStatus.SHUTTING_DOWN, status_reason=reason)

@@ -44,7 +44,8 @@ class Reconciler:
         self.scheduler = Scheduler(
             config.jobs.controller.max_launching, config.jobs.controller.max_running
         )
-        self.ctx = EngineContext(self.store, self.clouds, p, self.scheduler, config.jobs.recovery)
+        self.ctx = EngineContext(self.store, self.clouds, p, self.scheduler, config.jobs.recovery,
+                                 bucket=config.jobs.bucket)
         self.pools = PoolManager(self.ctx)
         self.ctx.pools = self.pools
         self.active: dict[int, JobController] = {}

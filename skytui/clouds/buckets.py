@@ -1,0 +1,328 @@
+"""Buckets: where files wait on their way to nodes (`jobs.bucket`), and the
+buckets a task mounts (`file_mounts: {/data: s3://…}`).
+
+Nodes never get bucket credentials from skytui: this machine lists and signs,
+and a node fetches each object from a time-limited signed URL (HTTPS GET, no
+SDK, no keys on the node). Signed URLs grant access, so they travel only on a
+command's stdin and never appear in a log, an event or an error.
+
+Blocking SDK calls run in threads. Clouds know nothing of the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from skytui.clouds.base import PrecheckError
+
+SCHEMES = {"s3": "S3", "gs": "GCS"}
+SIGNED_URL_TTL_S = 6 * 3600  # long enough for a slow download, short enough to be worthless later
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class BucketURL:
+    """`s3://bucket/some/prefix` split; `prefix` has no leading or trailing slash."""
+
+    scheme: str
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> BucketURL:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in SCHEMES:
+            raise ValueError(f"{url!r}: only {', '.join(f'{s}://' for s in SCHEMES)} buckets are supported")
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise ValueError(f"{url!r}: no bucket name")
+        return cls(scheme, bucket, prefix.strip("/"))
+
+    def child(self, *parts: str) -> BucketURL:
+        joined = "/".join(p.strip("/") for p in (self.prefix, *parts) if p.strip("/"))
+        return BucketURL(self.scheme, self.bucket, joined)
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
+
+
+@dataclass(frozen=True)
+class SignedObject:
+    """One object to fetch: where it goes (relative to the target), its mode and its URL."""
+
+    relative: str
+    mode: int
+    url: str
+
+
+class Bucket(Protocol):
+    async def upload(self, local: Path, dest: BucketURL) -> list[tuple[str, int]]:
+        """Copy a file or a directory tree under `dest`; [(relative path, mode)]."""
+        ...
+
+    async def put_json(self, dest: BucketURL, data: Any) -> None: ...
+
+    async def get_json(self, src: BucketURL) -> Any | None:
+        """The object's JSON, or None when there is no such object."""
+        ...
+
+    async def list(self, src: BucketURL) -> list[str]:
+        """Keys under `src` as a directory, relative to it; [""] when `src` is one object."""
+        ...
+
+    def sign(self, src: BucketURL) -> str:
+        """A GET URL for one object, valid SIGNED_URL_TTL_S."""
+        ...
+
+    async def delete(self, src: BucketURL) -> int:
+        """Delete every object under `src`; how many."""
+        ...
+
+
+def local_files(root: Path) -> Iterator[tuple[Path, str, int]]:
+    """(path, path relative to root, permission bits) of a file or of every file of a tree."""
+    if root.is_file():
+        yield root, "", stat.S_IMODE(root.stat().st_mode)
+        return
+    for directory, _, files in os.walk(root):
+        for name in sorted(files):
+            path = Path(directory) / name
+            if path.is_file():
+                yield path, path.relative_to(root).as_posix(), stat.S_IMODE(path.stat().st_mode)
+
+
+# ---------------------------------------------------------------------- S3
+
+
+def _s3_problem(exc: Exception, where: BucketURL) -> PrecheckError | None:
+    """The user-facing error for a failure that retrying cannot fix."""
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    if isinstance(exc, NoCredentialsError):
+        return PrecheckError(f"{where}: no AWS credentials on this machine; run `aws configure` or set AWS_PROFILE")
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket", "404", "NotFound"):
+            return PrecheckError(f"{where}: bucket {where.bucket!r} does not exist")
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"):
+            return PrecheckError(f"{where}: access denied ({code}); check the credentials' permissions on the bucket")
+    return None
+
+
+class S3Bucket:
+    def __init__(self, bucket: str) -> None:
+        try:
+            import boto3
+            from botocore.config import Config as BotoConfig
+        except ImportError as exc:
+            raise PrecheckError("s3:// buckets need boto3: pip install 'skytui[aws]'") from exc
+        self.bucket = bucket
+        config = BotoConfig(connect_timeout=10, read_timeout=60, retries={"max_attempts": 5, "mode": "standard"},
+                            signature_version="s3v4")
+        # AWS_ENDPOINT_URL and AWS_DEFAULT_REGION are honoured by boto3 itself.
+        self._s3: Any = boto3.session.Session().client("s3", config=config)
+
+    async def _call(self, where: BucketURL, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except Exception as exc:
+            problem = _s3_problem(exc, where)
+            if problem is not None:
+                raise problem from None  # the SDK's message may quote request details
+            raise
+
+    async def upload(self, local: Path, dest: BucketURL) -> list[tuple[str, int]]:
+        uploaded: list[tuple[str, int]] = []
+        for path, relative, mode in await asyncio.to_thread(lambda: list(local_files(local))):
+            key = dest.child(relative).prefix if relative else dest.prefix
+            await self._call(dest, self._s3.upload_file, str(path), self.bucket, key)
+            uploaded.append((relative, mode))
+        return uploaded
+
+    async def put_json(self, dest: BucketURL, data: Any) -> None:
+        await self._call(dest, self._s3.put_object, Bucket=self.bucket, Key=dest.prefix,
+                         Body=json.dumps(data).encode(), ContentType="application/json")
+
+    async def get_json(self, src: BucketURL) -> Any | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = await asyncio.to_thread(self._s3.get_object, Bucket=self.bucket, Key=src.prefix)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            problem = _s3_problem(exc, src)
+            if problem is not None:
+                raise problem from None
+            raise
+        body = await asyncio.to_thread(response["Body"].read)
+        return json.loads(body)
+
+    def _keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        return keys
+
+    async def list(self, src: BucketURL) -> list[str]:
+        directory = f"{src.prefix}/" if src.prefix else ""
+        keys = await self._call(src, self._keys, directory)
+        relative = [key[len(directory):] for key in keys if not key.endswith("/")]
+        if relative or not src.prefix:
+            return relative
+        exact = await self._call(src, self._keys, src.prefix)
+        return [""] if src.prefix in exact else []
+
+    def sign(self, src: BucketURL) -> str:
+        url: str = self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": src.prefix}, ExpiresIn=SIGNED_URL_TTL_S
+        )
+        return url
+
+    async def delete(self, src: BucketURL) -> int:
+        keys = await self._call(src, self._keys, f"{src.prefix}/" if src.prefix else "")
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start:start + 1000]]
+            await self._call(src, self._s3.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        return len(keys)
+
+
+# --------------------------------------------------------------------- GCS
+
+
+class GCSBucket:
+    """gs:// through google-cloud-storage. Signing URLs needs credentials that
+    can sign (a service account key, or the IAM signBlob permission)."""
+
+    def __init__(self, bucket: str) -> None:
+        try:
+            from google.cloud import storage
+        except ImportError as exc:
+            raise PrecheckError("gs:// buckets need google-cloud-storage: pip install 'skytui[gcp]'") from exc
+        try:
+            self._bucket: Any = storage.Client().bucket(bucket)
+        except Exception as exc:  # noqa: BLE001 - google.auth raises several kinds
+            raise PrecheckError(
+                f"gs://{bucket}: no usable GCP credentials ({type(exc).__name__}); "
+                "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
+            ) from None
+
+    async def upload(self, local: Path, dest: BucketURL) -> list[tuple[str, int]]:
+        uploaded: list[tuple[str, int]] = []
+        for path, relative, mode in await asyncio.to_thread(lambda: list(local_files(local))):
+            key = dest.child(relative).prefix if relative else dest.prefix
+            await asyncio.to_thread(self._bucket.blob(key).upload_from_filename, str(path), timeout=300)
+            uploaded.append((relative, mode))
+        return uploaded
+
+    async def put_json(self, dest: BucketURL, data: Any) -> None:
+        await asyncio.to_thread(self._bucket.blob(dest.prefix).upload_from_string, json.dumps(data),
+                                content_type="application/json", timeout=60)
+
+    async def get_json(self, src: BucketURL) -> Any | None:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            text = await asyncio.to_thread(self._bucket.blob(src.prefix).download_as_text, timeout=60)
+        except NotFound:
+            return None
+        return json.loads(text)
+
+    async def list(self, src: BucketURL) -> list[str]:
+        directory = f"{src.prefix}/" if src.prefix else ""
+        names = await asyncio.to_thread(lambda: [b.name for b in self._bucket.list_blobs(prefix=directory, timeout=60)])
+        relative = [name[len(directory):] for name in names if not name.endswith("/")]
+        if relative or not src.prefix:
+            return relative
+        exists = await asyncio.to_thread(self._bucket.blob(src.prefix).exists, timeout=60)
+        return [""] if exists else []
+
+    def sign(self, src: BucketURL) -> str:
+        from datetime import timedelta
+
+        url: str = self._bucket.blob(src.prefix).generate_signed_url(
+            version="v4", expiration=timedelta(seconds=SIGNED_URL_TTL_S), method="GET"
+        )
+        return url
+
+    async def delete(self, src: BucketURL) -> int:
+        directory = f"{src.prefix}/" if src.prefix else ""
+        blobs = await asyncio.to_thread(lambda: list(self._bucket.list_blobs(prefix=directory, timeout=60)))
+        for blob in blobs:
+            await asyncio.to_thread(blob.delete, timeout=60)
+        return len(blobs)
+
+
+def open_bucket(url: BucketURL) -> Bucket:
+    return S3Bucket(url.bucket) if url.scheme == "s3" else GCSBucket(url.bucket)
+
+
+# ----------------------------------------------------------- the node's side
+
+# Reads `mode<TAB>relative<TAB>url` lines on stdin and fetches each object
+# into the target directory, 8 at a time; python3 where the image has it,
+# curl otherwise. Errors name the file and the HTTP status, never the URL.
+_FETCH_PY = r"""
+import concurrent.futures, os, sys, urllib.request, urllib.error
+target = sys.argv[1]
+jobs = [line.rstrip("\n").split("\t", 2) for line in sys.stdin if line.strip()]
+def fetch(job):
+    mode, rel, url = job
+    path = os.path.join(target, rel) if rel else target
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    for attempt in range(4):
+        try:
+            with urllib.request.urlopen(url, timeout=120) as response, open(path + ".part", "wb") as out:
+                while True:
+                    chunk = response.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+            os.replace(path + ".part", path)
+            os.chmod(path, int(mode, 8))
+            return None
+        except urllib.error.HTTPError as exc:
+            error = f"HTTP {exc.code}"
+            if exc.code < 500:
+                break
+        except OSError as exc:
+            error = type(exc).__name__
+    return f"{rel or os.path.basename(path)}: {error}"
+with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    failures = [f for f in pool.map(fetch, jobs) if f]
+for failure in failures[:10]:
+    print("cannot fetch " + failure, file=sys.stderr)
+sys.exit(1 if failures else 0)
+"""
+
+_FETCH_SH = r"""
+T={target}
+if command -v python3 >/dev/null 2>&1; then exec python3 -c {py} "$T"; fi
+status=0
+while IFS="$(printf '\t')" read -r mode rel url; do
+  [ -n "$url" ] || continue
+  if [ -n "$rel" ]; then p="$T/$rel"; else p="$T"; fi
+  mkdir -p "$(dirname "$p")"
+  if curl -fsSL --retry 3 -o "$p" "$url" 2>/dev/null; then chmod "$mode" "$p"; else echo "cannot fetch ${{rel:-$p}}" >&2; status=1; fi
+done
+exit $status
+"""
+
+
+def fetch_command(target: str) -> str:
+    """The node command that fetches `fetch_input(...)` objects into `target`
+    (a directory; or the file itself for one object with relative path "")."""
+    import shlex
+
+    return _FETCH_SH.format(target=shlex.quote(target), py=shlex.quote(_FETCH_PY))
+
+
+def fetch_input(objects: list[SignedObject]) -> str:
+    return "".join(f"{obj.mode:o}\t{obj.relative}\t{obj.url}\n" for obj in objects)

@@ -1,0 +1,292 @@
+"""Getting a task's files onto its nodes: the workdir, local file_mounts and
+bucket file_mounts.
+
+Local files go from this machine over SFTP ("two-hop": here, then the node),
+or, when `jobs.bucket` is set, through the bucket: uploaded once per job, so
+every recovery gets the same snapshot of the files as the first launch, and
+deleted when the job ends (the bucket itself is kept). The layout, under the
+bucket's prefix and this install's id (two installs may share a bucket):
+
+    skytui-<install>/job-<id>/workdir/…               the workdir
+    skytui-<install>/job-<id>/local-file-mounts/<i>/…  directory mounts
+    skytui-<install>/job-<id>/tmp-files/<i>            single-file mounts
+    skytui-<install>/job-<id>/tmp-files/manifest.json  modes; written last, so it marks a complete upload
+
+(task k > 0 of a pipeline: `job-<id>/task-<k>/…`; a pool's workers:
+`pool-<name>/v<version>/…`, deleted when the pool goes). Nodes fetch objects from
+signed URLs (clouds/buckets.py). Bucket file_mounts are fetched (COPY) or
+mounted (MOUNT, MOUNT_CACHED) where the node has a mount tool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from skytui.clouds.base import Node, PrecheckError
+from skytui.clouds.buckets import (
+    Bucket,
+    BucketURL,
+    SignedObject,
+    fetch_command,
+    fetch_input,
+    open_bucket,
+)
+from skytui.spec import FileMount, Task
+
+log = logging.getLogger(__name__)
+
+WORKDIR = "sky_workdir"
+# A MOUNT needs one of these on the node (they use the node's own cloud
+# credentials, e.g. an instance profile); exit 3 from the script: none found.
+_MOUNT_TOOLS = {
+    "s3": ("mount-s3 (mountpoint-s3) or goofys",
+           ('if command -v mount-s3 >/dev/null 2>&1; then mount-s3 {bucket} "$T" {prefix_flag}; '
+            'elif command -v goofys >/dev/null 2>&1; then goofys {bucket_prefix} "$T"; else exit 3; fi')),
+    "gs": ("gcsfuse",
+           'if command -v gcsfuse >/dev/null 2>&1; then gcsfuse {only_dir} {bucket} "$T"; else exit 3; fi'),
+}
+
+
+class FileSyncError(Exception):
+    """The files cannot be provided as the task asks (FAILED_PRECHECKS)."""
+
+
+@dataclass(frozen=True)
+class Transfer:
+    kind: Literal["workdir", "local", "bucket-copy", "bucket-mount"]
+    source: str  # a local path or a bucket URL
+    target: str  # on the node: relative to the login's home, or absolute
+    label: str  # how the user wrote it, for errors: "workdir", "file_mounts['/data']"
+    index: int = 0  # among file_mounts, for the staging layout
+
+
+def node_target(target: str, *, absolute_mounts: bool) -> str:
+    """Where a file_mounts destination lands. `~/x` and `x` are in the login's
+    home; `/x` is /x on a machine of its own, and inside the home of a sandbox."""
+    if target.startswith("~/"):
+        return target[2:]
+    if target.startswith("/"):
+        return target if absolute_mounts else target.lstrip("/")
+    return target
+
+
+def plan_transfers(task: Task, *, workdir: str, absolute_mounts: bool) -> list[Transfer]:
+    transfers: list[Transfer] = []
+    if isinstance(task.workdir, str):
+        transfers.append(Transfer("workdir", task.workdir, workdir, "workdir"))
+    for index, (target, source) in enumerate(task.file_mounts.items()):
+        where = node_target(target, absolute_mounts=absolute_mounts)
+        label = f"file_mounts[{target!r}]"
+        if isinstance(source, str):
+            kind: Literal["local", "bucket-copy"] = "bucket-copy" if "://" in source else "local"
+            transfers.append(Transfer(kind, source, where, label, index))
+            continue
+        transfers.append(_storage_transfer(source, where, label, index))
+    return transfers
+
+
+def _storage_transfer(mount: FileMount, where: str, label: str, index: int) -> Transfer:
+    source = mount.source
+    if not isinstance(source, str) or "://" not in source:
+        raise FileSyncError(
+            f"{label}: creating a bucket from a storage mount (name without a bucket source, or local files) "
+            "is not supported; give `source: s3://bucket/path` (or gs://)"
+        )
+    kind: Literal["bucket-copy", "bucket-mount"] = "bucket-copy" if mount.mode == "COPY" else "bucket-mount"
+    return Transfer(kind, source, where, label, index)
+
+
+def unsupported_transfer(task: Task) -> str | None:
+    """What of the task's files can never be provided, for a refusal at launch."""
+    if task.workdir is not None and not isinstance(task.workdir, str):
+        return "workdir: a git workdir ({url, ref}) is not supported yet; use a local directory"
+    try:
+        transfers = plan_transfers(task, workdir=WORKDIR, absolute_mounts=True)
+    except FileSyncError as exc:
+        return str(exc)
+    for transfer in transfers:
+        if transfer.kind.startswith("bucket"):
+            try:
+                BucketURL.parse(transfer.source)
+            except ValueError as exc:
+                return f"{transfer.label}: {exc}"
+    return None
+
+
+# ------------------------------------------------------------------ staging
+
+
+class StagingArea:
+    """One job's (or one pool's) files in `jobs.bucket`."""
+
+    def __init__(self, bucket_url: str, install_id: str, owner: str) -> None:
+        """`owner`: `job-<id>` or `pool-<name>`."""
+        self.url = BucketURL.parse(bucket_url)
+        self.root = self.url.child(f"skytui-{install_id}", owner)
+        self._bucket: Bucket | None = None
+
+    @property
+    def bucket(self) -> Bucket:
+        if self._bucket is None:
+            self._bucket = open_bucket(self.url)
+        return self._bucket
+
+    def task_root(self, task_idx: int) -> BucketURL:
+        """`task_idx`: a pipeline's task, or (for a pool) its version, always > 0."""
+        if self.root.prefix.rsplit("/", 1)[-1].startswith("pool-"):
+            return self.root.child(f"v{task_idx}")
+        return self.root if task_idx == 0 else self.root.child(f"task-{task_idx}")
+
+    @staticmethod
+    def key_of(transfer: Transfer) -> str:
+        if transfer.kind == "workdir":
+            return "workdir"
+        if Path(transfer.source).expanduser().is_dir():
+            return f"local-file-mounts/{transfer.index}"
+        return f"tmp-files/{transfer.index}"
+
+    async def ensure_uploaded(self, task_idx: int, transfers: Sequence[Transfer]) -> dict[str, list[list[object]]]:
+        """Upload the task's local files unless a complete upload is there; {key: [[relative, mode]]}."""
+        root = self.task_root(task_idx)
+        manifest_url = root.child("tmp-files", "manifest.json")
+        manifest = await self.bucket.get_json(manifest_url)
+        if isinstance(manifest, dict):
+            return manifest
+        manifest = {}
+        for transfer in transfers:
+            local = Path(transfer.source).expanduser()
+            if not local.exists():
+                raise FileSyncError(f"{transfer.label}: {transfer.source} no longer exists on this machine")
+            key = self.key_of(transfer)
+            files = await self.bucket.upload(local, root.child(key))
+            manifest[key] = [[relative, mode] for relative, mode in files]
+        await self.bucket.put_json(manifest_url, manifest)
+        return manifest
+
+    def signed(self, task_idx: int, transfer: Transfer, manifest: dict[str, list[list[object]]]) -> list[SignedObject]:
+        key = self.key_of(transfer)
+        base = self.task_root(task_idx).child(key)
+        return [
+            SignedObject(str(relative), int(str(mode)), self.bucket.sign(base.child(str(relative)) if relative else base))
+            for relative, mode in manifest.get(key, [])
+        ]
+
+    async def discard(self) -> int:
+        return await self.bucket.delete(self.root)
+
+
+# --------------------------------------------------------------------- sync
+
+
+def _prepare_command(target: str, *, is_dir: bool) -> str:
+    """Make the target's directory, with passwordless sudo when it is outside
+    the login's reach (/data on a VM), then hand it to the login user."""
+    directory = target if is_dir else str(Path(target).parent)
+    if directory in ("", "."):
+        return "true"
+    d = shlex.quote(directory)
+    return (f"mkdir -p {d} 2>/dev/null || {{ sudo -n mkdir -p {d} && sudo -n chown \"$(id -u):$(id -g)\" {d}; }} "
+            f"|| {{ echo 'cannot create {directory} (no write access and no passwordless sudo)' >&2; exit 1; }}")
+
+
+async def _run(node: Node, command: str, what: str, *, input: str | None = None, timeout: float = 3600.0) -> None:
+    status, _, err = await node.run(command, timeout=timeout, input=input)
+    if status == 3 and what.startswith("mount"):
+        raise FileSyncError(err.strip() or what)
+    if status != 0:
+        # The stderr of fetch/mount never holds a URL (see buckets._FETCH_PY).
+        raise FileSyncError(f"{what} failed on {node.info.host}: {err.strip()[-500:] or f'exit {status}'}")
+
+
+async def _fetch(node: Node, target: str, objects: list[SignedObject], label: str) -> None:
+    is_dir = not (len(objects) == 1 and objects[0].relative == "")
+    await _run(node, _prepare_command(target, is_dir=is_dir), f"{label}: preparing {target}")
+    await _run(node, fetch_command(target), f"{label}: fetching into {target}", input=fetch_input(objects))
+
+
+async def _bucket_objects(transfer: Transfer) -> tuple[Bucket, BucketURL, list[SignedObject]]:
+    url = BucketURL.parse(transfer.source)
+    bucket = open_bucket(url)
+    names = await bucket.list(url)
+    if not names:
+        raise FileSyncError(f"{transfer.label}: {url} is empty or does not exist")
+    objects = [SignedObject(name, 0o644, bucket.sign(url.child(name) if name else url)) for name in names]
+    return bucket, url, objects
+
+
+def _mount_command(transfer: Transfer) -> str:
+    url = BucketURL.parse(transfer.source)
+    tools, template = _MOUNT_TOOLS[url.scheme]
+    mount = template.format(
+        bucket=shlex.quote(url.bucket),
+        prefix_flag=f"--prefix {shlex.quote(url.prefix + '/')}" if url.prefix else "",
+        bucket_prefix=shlex.quote(f"{url.bucket}:{url.prefix}" if url.prefix else url.bucket),
+        only_dir=f"--only-dir {shlex.quote(url.prefix)}" if url.prefix else "",
+    )
+    missing = (f"{transfer.label}: mode MOUNT of {url} needs {tools} on the node, and none is installed there; "
+               "use an image that has one, or `mode: COPY`")
+    return (f"T={shlex.quote(transfer.target)}; {_prepare_command(transfer.target, is_dir=True)}; "
+            f"( {mount} ); rc=$?; [ $rc -eq 3 ] && echo {shlex.quote(missing)} >&2; exit $rc")
+
+
+async def sync_task_files(
+    nodes: Sequence[Node], task: Task, *, task_idx: int, absolute_mounts: bool,
+    staging: StagingArea | None,
+) -> None:
+    """Put the task's files on every node. FileSyncError: cannot be done as
+    asked; NodeError: a node could not be reached (the caller decides)."""
+    if not nodes:
+        return
+    workdir = nodes[0].info.path(WORKDIR)
+    transfers = plan_transfers(task, workdir=workdir, absolute_mounts=absolute_mounts)
+    local = [t for t in transfers if t.kind in ("workdir", "local")]
+    for transfer in local:
+        if not Path(transfer.source).expanduser().exists() and staging is None:
+            raise FileSyncError(f"{transfer.label}: {transfer.source} no longer exists on this machine")
+    try:
+        manifest = await staging.ensure_uploaded(task_idx, local) if staging and local else {}
+        copies = {id(t): await _bucket_objects(t) for t in transfers if t.kind == "bucket-copy"}
+    except PrecheckError as exc:
+        raise FileSyncError(str(exc)) from exc
+
+    async def sync_node(node: Node) -> None:
+        for transfer in transfers:
+            target = node.info.path(WORKDIR) if transfer.kind == "workdir" else transfer.target
+            if transfer.kind in ("workdir", "local"):
+                if staging is not None:
+                    await _fetch(node, target, staging.signed(task_idx, transfer, manifest), transfer.label)
+                else:
+                    source = Path(transfer.source).expanduser()
+                    if target.startswith("/"):
+                        await _run(node, _prepare_command(target, is_dir=source.is_dir()), f"{transfer.label}: preparing")
+                    await node.upload(str(source), target)
+            elif transfer.kind == "bucket-copy":
+                await _fetch(node, target, copies[id(transfer)][2], transfer.label)
+            else:
+                await _run(node, _mount_command(transfer), f"mount {transfer.label}", timeout=120)
+
+    await asyncio.gather(*(sync_node(node) for node in nodes))
+
+
+def has_local_files(task: Task) -> bool:
+    return isinstance(task.workdir, str) or any(
+        isinstance(source, str) and "://" not in source for source in task.file_mounts.values()
+    )
+
+
+async def discard_staging(staging: StagingArea) -> None:
+    """Delete an ended job's (or a pool's) files from the bucket; a failure is logged, not raised."""
+    try:
+        count = await staging.discard()
+    except Exception:
+        log.exception("could not delete the staged files in %s", staging.root)
+        return
+    if count:
+        log.info("deleted %d staged file(s) from %s", count, staging.root)
+
