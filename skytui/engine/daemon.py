@@ -124,6 +124,10 @@ def main() -> int:
     )
     # asyncssh logs every channel at INFO: a dozen lines per job, and CPU.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    # The cloud SDKs log each credential lookup and retry at INFO: noise, and
+    # the less they say in a log file the less can ever leak there.
+    for sdk in ("botocore", "boto3", "urllib3", "google", "kubernetes", "websocket"):
+        logging.getLogger(sdk).setLevel(logging.WARNING)
     # A client wakes the controller with SIGUSR1 as soon as the pid file names
     # it; the default action would kill it. The first loop pass reads the DB
     # anyway, so an early wake can simply be ignored.
