@@ -1,0 +1,610 @@
+"""The `ssh` infra's cloud: leases of the hosts listed in config.yaml (ssh.py).
+
+A node here is a *lease* of a host, not a machine of its own: provisioning
+records the lease (what it takes of the host's declared cpus, memory and
+GPUs) and makes the lease's own workspace on the host,
+`~/.skytui/leases/<install id>/<cluster>-<rank>`, where its phases, workdir
+and uploads live; terminating kills the lease's processes, removes the
+workspace and drops the record. A host runs one job at a time unless its
+declared resources leave room for more; a full host is a CapacityError, so
+the job waits or goes to another host.
+
+The leases live in `$SKYTUI_HOME/ssh_leases.json`, rewritten atomically under
+an fcntl lock: the controller daemon and the CLI are different processes.
+
+Host keys are checked against the user's known_hosts, else pinned at first
+contact in `$SKYTUI_HOME/known_hosts`; a changed key is refused, and the
+verified key rides in NodeInfo.host_key for every later connection.
+
+Since SSH can drop while the machine is fine, a host that stops answering
+keeps its leases UP for a grace period (`unreachable_grace_s`): skytui must
+never relaunch a healthy job because a network flapped.
+"""
+
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import getpass
+import json
+import logging
+import os
+import re
+import shlex
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from skytui.clouds.base import (
+    CapacityError,
+    CloudError,
+    ClusterHandle,
+    ClusterState,
+    InstanceOffer,
+    NodeError,
+    NodeInfo,
+    PrecheckError,
+)
+from skytui.clouds.keys import public_key_line
+from skytui.clouds.phase_scripts import kill_command
+from skytui.clouds.ssh import NAME, declared_gpus, load_hosts
+from skytui.clouds.sshnode import SSHNode
+from skytui.clouds.vm_ssh import vm_key_path
+from skytui.config import Paths, SSHHost, SSHInfraConfig
+
+if TYPE_CHECKING:
+    from skytui.spec import Resources
+
+log = logging.getLogger("skytui.clouds.ssh")
+
+LEASES_FILE = "ssh_leases.json"
+LEASES_DIR = ".skytui/leases"
+# Asking a host whether it still answers is an SSH round trip: not every second.
+STATE_POLL_S = 10.0
+PROBE_TIMEOUT_S = 10.0
+# Leftover phases get this long after TERM before KILL (a cancel already
+# stopped the job gracefully; this is the sweep behind it).
+KILL_GRACE_S = 3.0
+_PHASE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+_PROBE_OK = "skytui-probe-ok"
+_EPSILON = 1e-9
+
+
+# ---------------------------------------------------------- what a lease takes
+
+
+@dataclass(frozen=True)
+class Take:
+    """What one lease takes of its host."""
+
+    cpus: float
+    memory_gb: float
+    accelerators: dict[str, float]
+
+
+def whole_host(host: SSHHost) -> Take:
+    return Take(host.resources.cpus or 0.0, host.resources.memory or 0.0, declared_gpus(host))
+
+
+def take_for(host: SSHHost, request: Resources) -> Take | None:
+    """What a lease for `request` takes of `host`, or None if it can never fit.
+
+    A task that asks for nothing specific takes the whole host. A GPU the host
+    does not declare never fits; undeclared cpus or memory do not refuse (the
+    user knows the machine), but such a lease has the host to itself."""
+    gpus = declared_gpus(host)
+    if request.cpus is None and request.memory is None and not request.accelerators:
+        return whole_host(host)
+    accelerators: dict[str, float] = {}
+    if request.accelerators:
+        wanted = request.accelerators[0]
+        if wanted.name is None:
+            return None  # by GPU memory: hosts declare no GPU memory
+        name = next((n for n in gpus if n.lower() == wanted.name.lower()), None)
+        if name is None or gpus[name] + _EPSILON < wanted.count:
+            return None
+        accelerators = {name: wanted.count}
+    declared = host.resources
+    cpus = request.cpus_min or 0.0
+    if declared.cpus is not None and cpus > declared.cpus + _EPSILON:
+        return None
+    per_cpu = request.memory_per_cpu
+    memory = request.memory_min or (per_cpu * (cpus or declared.cpus or 0.0) if per_cpu else 0.0)
+    if declared.memory is not None and memory > declared.memory + _EPSILON:
+        return None
+    return Take(cpus, memory, accelerators)
+
+
+def _refit(host: SSHHost, take: Take) -> Take | None:
+    """The same take on another host (another rank of a multi-node cluster)."""
+    declared, gpus = host.resources, declared_gpus(host)
+    if take.cpus and declared.cpus is not None and take.cpus > declared.cpus + _EPSILON:
+        return None
+    if take.memory_gb and declared.memory is not None and take.memory_gb > declared.memory + _EPSILON:
+        return None
+    accelerators: dict[str, float] = {}
+    for wanted, count in take.accelerators.items():
+        name = next((n for n in gpus if n.lower() == wanted.lower()), None)
+        if name is None or gpus[name] + _EPSILON < count:
+            return None
+        accelerators[name] = count
+    return Take(take.cpus, take.memory_gb, accelerators)
+
+
+def _shareable(host: SSHHost, take: Take) -> bool:
+    """A lease shares its host only when everything it takes is declared, so
+    the sum of leases can be checked against it."""
+    declared = host.resources
+    if not (take.cpus or take.memory_gb or any(take.accelerators.values())):
+        return False
+    return (not take.cpus or declared.cpus is not None) and (not take.memory_gb or declared.memory is not None)
+
+
+# ------------------------------------------------------------------ leases
+
+
+@dataclass
+class Lease:
+    cluster: str
+    rank: int
+    host: str  # the host's name in config
+    cpus: float
+    memory_gb: float
+    accelerators: dict[str, float]
+    workspace: str
+    host_key: str = ""  # set once verified
+    labels: dict[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+
+    @property
+    def take(self) -> Take:
+        return Take(self.cpus, self.memory_gb, self.accelerators)
+
+
+class LeaseBook:
+    """This install's leases, in one JSON file shared by every skytui process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+
+    def read(self) -> list[Lease]:
+        # Writes are atomic renames: a reader without the lock sees a whole file.
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return []
+        except ValueError as exc:
+            raise CloudError(f"{self.path} is corrupt ({exc}); remove it once no ssh job runs") from None
+        return [Lease(**item) for item in data.get("leases", [])]
+
+    @contextmanager
+    def locked(self) -> Iterator[list[Lease]]:
+        """The leases, for changing in place; written back on exit."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            leases = self.read()
+            before = [asdict(lease) for lease in leases]
+            yield leases
+            after = [asdict(lease) for lease in leases]
+            if after != before:
+                tmp = self.path.with_name(self.path.name + ".tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    json.dump({"leases": after}, f, indent=1)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+
+    def of(self, cluster: str) -> list[Lease]:
+        return sorted((lease for lease in self.read() if lease.cluster == cluster), key=lambda lease: lease.rank)
+
+    def set_key(self, cluster: str, rank: int, host_key: str) -> None:
+        with self.locked() as leases:
+            for lease in leases:
+                if lease.cluster == cluster and lease.rank == rank:
+                    lease.host_key = host_key
+
+    def drop(self, cluster: str) -> None:
+        with self.locked() as leases:
+            leases[:] = [lease for lease in leases if lease.cluster != cluster]
+
+
+# -------------------------------------------------------------- host keys
+
+
+def _known_hosts_name(host: SSHHost) -> str:
+    return host.host if host.port == 22 else f"[{host.host}]:{host.port}"
+
+
+def _fingerprint(key: asyncssh.SSHKey) -> str:
+    return str(key.get_fingerprint("sha256"))
+
+
+def _keys_in(path: Path, host: SSHHost) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
+    """(trusted, revoked) keys of `host` in one known_hosts file."""
+    if not path.exists():
+        return [], []
+    try:
+        known = asyncssh.read_known_hosts(str(path))
+        trusted, _, revoked, *_ = known.match(host.host, "", host.port if host.port != 22 else None)
+    except (OSError, ValueError, asyncssh.KeyImportError) as exc:
+        raise PrecheckError(f"{path}: cannot read known hosts: {exc}") from None
+    return list(trusted), list(revoked)
+
+
+# ------------------------------------------------------------------- cloud
+
+
+class SSHCloud:
+    name = NAME
+    state_poll_s = STATE_POLL_S
+    # A host is a real machine: a mount to /data lands at /data.
+    absolute_mounts = True
+
+    def __init__(self, paths: Paths, config: SSHInfraConfig) -> None:
+        self.paths = paths
+        self.config = config
+        self.hosts = load_hosts(paths, config)
+        self.book = LeaseBook(paths.home / LEASES_FILE)
+        self.known_hosts = Path(config.known_hosts_file).expanduser()
+        # Host name -> when it stopped answering (this process's view: a
+        # restarted controller starts the grace period over, never shortens it).
+        self._unreachable_since: dict[str, float] = {}
+        self._probes: dict[tuple[str, int, str, str], tuple[asyncio.AbstractEventLoop, SSHNode]] = {}
+
+    def _host(self, name: str) -> SSHHost | None:
+        return next((host for host in self.hosts if host.name == name), None)
+
+    def _user(self, host: SSHHost | None) -> str:
+        return (host.user if host is not None else None) or getpass.getuser()
+
+    def _key_path(self, host: SSHHost | None) -> Path:
+        if host is not None and host.identity_file:
+            return Path(host.identity_file).expanduser()
+        return vm_key_path(self.paths)
+
+    # ----------------------------------------------------------------- offers
+
+    def describe(self) -> str:
+        shown = []
+        for host in self.hosts:
+            declared = host.resources
+            parts = [f"{declared.cpus:g} CPUs"] if declared.cpus is not None else []
+            parts += [f"{declared.memory:g} GB"] if declared.memory is not None else []
+            parts += [f"{name}:{count:g}" for name, count in declared_gpus(host).items()]
+            shown.append(f"{host.name} ({', '.join(parts) or 'resources not declared: one job at a time'})")
+        return f"your machines over SSH (on-demand only): {'; '.join(shown)}"
+
+    def offers(self, request: Resources) -> list[InstanceOffer]:
+        if request.cloud not in (None, self.name) or request.zone or request.use_spot:
+            return []  # a host cannot be preempted: no spot
+        offers = []
+        for host in self.hosts:
+            if request.region not in (None, host.name) or request.instance_type not in (None, host.name):
+                continue
+            take = take_for(host, request)
+            if take is None:
+                continue
+            offers.append(InstanceOffer(
+                cloud=self.name, instance_type=host.name, cpus=take.cpus, memory_gb=take.memory_gb,
+                region=host.name, accelerators=dict(take.accelerators), use_spot=False, price_per_hour=0.0,
+            ))
+        return offers
+
+    # -------------------------------------------------------------- leasing
+
+    def _busy(self, host: SSHHost, take: Take, leases: list[Lease]) -> str | None:
+        """Why `take` does not fit beside the host's current leases, or None."""
+        existing = [lease for lease in leases if lease.host == host.name]
+        if not existing:
+            return None
+        if not _shareable(host, take) or not all(_shareable(host, lease.take) for lease in existing):
+            holders = ", ".join(sorted({lease.cluster for lease in existing}))
+            return f"{host.name} is busy: leased to {holders}"
+        declared = host.resources
+        used_cpus = sum(lease.cpus for lease in existing)
+        if take.cpus and declared.cpus is not None and used_cpus + take.cpus > declared.cpus + _EPSILON:
+            return f"{host.name} is busy: {used_cpus:g} of {declared.cpus:g} CPUs leased"
+        used_memory = sum(lease.memory_gb for lease in existing)
+        if take.memory_gb and declared.memory is not None and used_memory + take.memory_gb > declared.memory + _EPSILON:
+            return f"{host.name} is busy: {used_memory:g} of {declared.memory:g} GB of memory leased"
+        gpus = declared_gpus(host)
+        for name, count in take.accelerators.items():
+            used = sum(lease.accelerators.get(name, 0.0) for lease in existing)
+            if used + count > gpus.get(name, 0.0) + _EPSILON:
+                return f"{host.name} is busy: {used:g} of {gpus.get(name, 0.0):g} {name} GPUs leased"
+        return None
+
+    def _take_leases(
+        self, cluster: str, first: SSHHost, take: Take, num_nodes: int, labels: dict[str, str]
+    ) -> list[Lease]:
+        """Record the leases of a new cluster, all or nothing (CapacityError)."""
+        whole = take == whole_host(first)
+        with self.book.locked() as leases:
+            mine = sorted((lease for lease in leases if lease.cluster == cluster), key=lambda lease: lease.rank)
+            if mine:
+                return mine  # a provision retried under the same name keeps what it took
+            reason = self._busy(first, take, leases)
+            if reason is not None:
+                raise CapacityError(reason)
+            chosen: list[tuple[SSHHost, Take]] = [(first, take)]
+            refused: list[str] = []
+            for host in self.hosts:
+                if len(chosen) == num_nodes:
+                    break
+                if host.name == first.name:
+                    continue
+                other = whole_host(host) if whole else _refit(host, take)
+                if other is None:
+                    continue
+                reason = self._busy(host, other, leases)
+                if reason is not None:
+                    refused.append(reason)
+                    continue
+                chosen.append((host, other))
+            if len(chosen) < num_nodes:
+                why = f" ({'; '.join(refused)})" if refused else ""
+                raise CapacityError(
+                    f"{num_nodes} nodes need {num_nodes} hosts that fit; {len(chosen)} free{why}"
+                )
+            now = time.time()
+            new = [
+                Lease(
+                    cluster=cluster, rank=rank, host=host.name, cpus=part.cpus, memory_gb=part.memory_gb,
+                    accelerators=dict(part.accelerators),
+                    workspace=f"{LEASES_DIR}/{self.paths.install_id}/{cluster}-{rank}",
+                    labels={"skytui-owner": self.paths.install_id, "skytui-cluster": cluster, **labels},
+                    created_at=now,
+                )
+                for rank, (host, part) in enumerate(chosen)
+            ]
+            leases.extend(new)
+            return new
+
+    def _info(self, host: SSHHost, lease: Lease, host_key: str) -> NodeInfo:
+        return NodeInfo(
+            rank=lease.rank, host=host.host, port=host.port, user=self._user(host), internal_ip=host.host,
+            host_key=host_key, instance_id=f"{host.name}/{lease.cluster}-{lease.rank}", workspace=lease.workspace,
+        )
+
+    # ------------------------------------------------------------ host keys
+
+    async def _server_key(self, host: SSHHost, algs: list[str]) -> asyncssh.SSHKey | None:
+        """The key the host presents (of one of `algs` when given); None when
+        it has no key of those types."""
+        try:
+            return await asyncio.wait_for(
+                asyncssh.get_server_host_key(host.host, host.port, server_host_key_algs=algs or (), config=[]),
+                timeout=PROBE_TIMEOUT_S,
+            )
+        except asyncssh.KeyExchangeFailed:
+            if algs:
+                return None
+            raise CapacityError(f"{host.name} ({host.host}:{host.port}): SSH key exchange failed") from None
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
+            raise CapacityError(f"{host.name} ({host.host}:{host.port}) is unreachable: {exc}") from None
+
+    async def verify_host_key(self, host: SSHHost) -> str:
+        """The host's key as `type base64`, checked against known_hosts or the
+        key pinned at first contact (pinned now if neither knows the host)."""
+        trusted, revoked, source = await asyncio.to_thread(self._trusted_keys, host)
+        algs = [alg.decode() for key in trusted for alg in key.sig_algorithms]
+        received = await self._server_key(host, algs)
+        if received is None:  # it no longer has a key of the type we know
+            received = await self._server_key(host, [])
+        if received is None:
+            raise CapacityError(f"{host.name} ({host.host}:{host.port}) presented no host key")
+        line = public_key_line(received)
+        if any(public_key_line(key) == line for key in revoked):
+            raise PrecheckError(f"host key {_fingerprint(received)} of ssh host {host.name} is marked revoked")
+        if not trusted:
+            return await asyncio.to_thread(self._pin, host, received)
+        if any(public_key_line(key) == line for key in trusted):
+            return line
+        raise PrecheckError(self._changed(host, trusted[0], received, source))
+
+    def _trusted_keys(self, host: SSHHost) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], Path]:
+        revoked_all: list[asyncssh.SSHKey] = []
+        for source in (self.known_hosts, self.paths.known_hosts):
+            trusted, revoked = _keys_in(source, host)
+            revoked_all += revoked
+            if trusted:
+                return trusted, revoked_all, source
+        return [], revoked_all, self.paths.known_hosts
+
+    def _changed(self, host: SSHHost, expected: asyncssh.SSHKey, received: asyncssh.SSHKey, source: Path) -> str:
+        return (
+            f"the host key of ssh host {host.name} ({host.host}:{host.port}) has changed: expected "
+            f"{_fingerprint(expected)} (from {source}), received {_fingerprint(received)}. Someone may be "
+            f"intercepting the connection. If the machine was reinstalled, remove its line "
+            f"({_known_hosts_name(host)}) from {source} and launch again."
+        )
+
+    def _pin(self, host: SSHHost, key: asyncssh.SSHKey) -> str:
+        """Pin a first-contact key (0600), unless another process just did."""
+        pinned = self.paths.known_hosts
+        pinned.parent.mkdir(parents=True, exist_ok=True)
+        with open(pinned.with_name(pinned.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            trusted, _ = _keys_in(pinned, host)
+            line = public_key_line(key)
+            if trusted:
+                if any(public_key_line(k) == line for k in trusted):
+                    return line
+                raise PrecheckError(self._changed(host, trusted[0], key, pinned))
+            fd = os.open(pinned, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a") as f:
+                f.write(f"{_known_hosts_name(host)} {line}\n")
+            os.chmod(pinned, 0o600)
+        log.info("pinned the host key %s of ssh host %s in %s", _fingerprint(key), host.name, pinned)
+        return line
+
+    # ------------------------------------------------------------- clusters
+
+    async def provision(
+        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None
+    ) -> ClusterHandle:
+        if offer.use_spot:
+            raise PrecheckError("ssh hosts are on-demand only: they have no spot market")
+        first = self._host(offer.region or offer.instance_type)
+        if first is None:
+            raise PrecheckError(f"no ssh host named {offer.region or offer.instance_type!r} in config")
+        take = Take(offer.cpus, offer.memory_gb, dict(offer.accelerators))
+        leases = await asyncio.to_thread(self._take_leases, cluster_name, first, take, num_nodes, dict(labels or {}))
+        results = await asyncio.gather(*(self._open(lease) for lease in leases), return_exceptions=True)
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            if any(isinstance(failure, asyncio.CancelledError) for failure in failures):
+                raise asyncio.CancelledError()  # the caller's teardown terminates by name
+            await self.terminate(cluster_name, None)
+            # A host that can never work says so before one that is merely busy.
+            raise next((f for f in failures if isinstance(f, PrecheckError)), failures[0])
+        infos = tuple(result for result in results if isinstance(result, NodeInfo))
+        return ClusterHandle(
+            cloud=self.name, name=cluster_name, region=first.name, zone=None, nodes=infos,
+            accelerators=dict(offer.accelerators), extra={"hosts": [lease.host for lease in leases]},
+        )
+
+    async def _open(self, lease: Lease) -> NodeInfo:
+        """Verify the lease's host and make its workspace there."""
+        host = self._host(lease.host)
+        if host is None:
+            raise PrecheckError(f"ssh host {lease.host} is no longer in config")
+        key_path = self._key_path(host)
+        if not key_path.exists():
+            raise PrecheckError(f"identity_file {key_path} of ssh host {host.name} does not exist")
+        host_key = lease.host_key or await self.verify_host_key(host)
+        await asyncio.to_thread(self.book.set_key, lease.cluster, lease.rank, host_key)
+        info = self._info(host, lease, host_key)
+        node = self.node(info)
+        try:
+            await node.connect()
+            status, _, err = await node.run(f'mkdir -p "$HOME"/{shlex.quote(lease.workspace)}', timeout=30)
+        except NodeError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, asyncssh.PermissionDenied):
+                raise PrecheckError(
+                    f"ssh host {host.name} refused {info.user}'s key {key_path}: add {key_path}.pub to "
+                    f"~{info.user}/.ssh/authorized_keys there, or set its identity_file"
+                ) from None
+            raise CapacityError(f"{host.name} is unreachable: {exc}") from None
+        finally:
+            await node.close()
+        if status != 0:
+            raise CapacityError(f"cannot create {lease.workspace} on {host.name}: {err.strip()}")
+        return info
+
+    async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
+        ranks = {lease.rank for lease in await asyncio.to_thread(self.book.of, handle.name)}
+        by_host: dict[str, list[NodeInfo]] = {}
+        for info in handle.nodes:
+            if info.rank in ranks:
+                by_host.setdefault(info.instance_id.split("/", 1)[0], []).append(info)
+        counts = await asyncio.gather(*(self._alive(name, infos) for name, infos in by_host.items()))
+        up = sum(counts)
+        if up == len(handle.nodes):
+            return ClusterState.UP
+        return ClusterState.GONE if up == 0 else ClusterState.PARTIAL
+
+    def _probe_node(self, info: NodeInfo) -> SSHNode:
+        """One kept connection per host for liveness checks (per event loop:
+        a connection cannot outlive the loop that made it)."""
+        loop = asyncio.get_running_loop()
+        key = (info.host, info.port, info.user, info.host_key)
+        cached = self._probes.get(key)
+        if cached is None or cached[0] is not loop:
+            node = SSHNode(
+                NodeInfo(rank=0, host=info.host, port=info.port, user=info.user, internal_ip=info.internal_ip,
+                         host_key=info.host_key, instance_id=info.instance_id),
+                self._key_path(self._host(info.instance_id.split("/", 1)[0])),
+                connect_timeout=PROBE_TIMEOUT_S,
+            )
+            cached = self._probes[key] = (loop, node)
+        return cached[1]
+
+    async def _alive(self, host_name: str, infos: list[NodeInfo]) -> int:
+        """How many of these leases are alive on their host. An unreachable
+        host counts as alive until the grace period is over."""
+        checks = "\n".join(
+            f'test -d "$HOME"/{shlex.quote(info.workspace)} && echo rank={info.rank}' for info in infos
+        )
+        node = self._probe_node(infos[0])
+        try:
+            _, out, _ = await asyncio.wait_for(
+                node.run(f"{checks}\necho {_PROBE_OK}", timeout=PROBE_TIMEOUT_S), timeout=2 * PROBE_TIMEOUT_S,
+            )
+            answered = _PROBE_OK in out
+        except (NodeError, TimeoutError) as exc:
+            answered, out = False, ""
+            if host_name not in self._unreachable_since:
+                log.warning("ssh host %s does not answer (%s); its jobs keep their lease for %gs",
+                            host_name, exc, self.config.unreachable_grace_s)
+        if not answered:
+            since = self._unreachable_since.setdefault(host_name, time.monotonic())
+            if time.monotonic() - since < self.config.unreachable_grace_s:
+                return len(infos)
+            log.warning("ssh host %s has not answered for %.0fs: its leases count as gone",
+                        host_name, time.monotonic() - since)
+            return 0
+        if self._unreachable_since.pop(host_name, None) is not None:
+            log.info("ssh host %s answers again", host_name)
+        present = {line.strip() for line in out.splitlines()}
+        return sum(1 for info in infos if f"rank={info.rank}" in present)
+
+    async def terminate(self, cluster_name: str, handle: ClusterHandle | None) -> None:
+        leases = await asyncio.to_thread(self.book.of, cluster_name)
+        targets = [(lease.host, lease.workspace, lease.host_key, lease.rank) for lease in leases]
+        if not leases and handle is not None and handle.cloud == self.name:
+            # No record (a lost lease file): the handle still says where it was.
+            targets = [(info.instance_id.split("/", 1)[0], info.workspace, info.host_key, info.rank)
+                       for info in handle.nodes if info.workspace]
+        await asyncio.gather(*(self._clean(cluster_name, *target) for target in targets))
+        await asyncio.to_thread(self.book.drop, cluster_name)
+
+    async def _clean(self, cluster: str, host_name: str, workspace: str, host_key: str, rank: int) -> None:
+        """Kill every phase of a lease and remove its workspace; a host that
+        cannot be reached is given up with a warning."""
+        host = self._host(host_name)
+        if host is None:
+            log.warning("ssh host %s is no longer in config: processes of %s may remain there", host_name, cluster)
+            return
+        if not host_key:
+            return  # never verified, so nothing was made there: the key is recorded before the workspace
+        info = self._info(host, Lease(cluster, rank, host_name, 0, 0, {}, workspace), host_key)
+        node = self.node(info)
+        try:
+            await node.connect()
+            _, out, _ = await node.run(
+                f'for d in "$HOME"/{shlex.quote(info.phases_dir)}/*/; do '
+                f'[ -s "$d/pid" ] && echo "$(basename "$d") $(cat "$d/pid")"; done; true',
+                timeout=30,
+            )
+            kills = []
+            for line in out.splitlines():
+                phase_id, _, pid = line.strip().partition(" ")
+                if _PHASE_ID.match(phase_id) and pid.isdigit():
+                    kills.append(f"( {kill_command(f'{info.phases_dir}/{phase_id}', int(pid), KILL_GRACE_S)} ) &")
+            parent = f"{LEASES_DIR}/{self.paths.install_id}"
+            await node.run(
+                "\n".join(kills) + f'\nwait\nrm -rf "$HOME"/{shlex.quote(workspace)}\n'
+                f'rmdir "$HOME"/{shlex.quote(parent)} "$HOME"/{LEASES_DIR} 2>/dev/null; true',
+                timeout=KILL_GRACE_S + 60,
+            )
+        except NodeError as exc:
+            log.warning("cannot reach ssh host %s to clean %s (%s): its processes may remain", host_name, cluster, exc)
+        finally:
+            await node.close()
+
+    async def list_clusters(self) -> list[str]:
+        return sorted({lease.cluster for lease in await asyncio.to_thread(self.book.read)})
+
+    def node(self, info: NodeInfo) -> SSHNode:
+        return SSHNode(info, self._key_path(self._host(info.instance_id.split("/", 1)[0])))
