@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,6 +145,13 @@ def test_check_without_boto3_says_what_to_install(monkeypatch: pytest.MonkeyPatc
 # ---------------------------------------------------------------- provision
 
 
+async def state_becomes(cloud: Any, handle: Any, state: ClusterState) -> None:
+    deadline = time.monotonic() + 3 * cloud.state_poll_s
+    while (now := await cloud.cluster_state(handle)) is not state:
+        assert time.monotonic() < deadline, f"{handle.name} still {now}, expected {state}"
+        await asyncio.sleep(0.2)
+
+
 async def test_provision_spot_and_on_demand_then_state_and_terminate(moto: Any, home: Path, ssh_user: Any) -> None:
     from skytui.clouds.base import ClusterState
 
@@ -197,11 +205,12 @@ async def test_provision_spot_and_on_demand_then_state_and_terminate(moto: Any, 
 
     assert await cloud.list_clusters() == ["pool-cpu-w1", "train-1-0-1"]
     assert await cloud.cluster_state(spot) is ClusterState.UP
-    # A reclaimed spot node: the cluster is partly gone, then gone.
+    # A reclaimed spot node: the cluster is partly gone, then gone (seen within
+    # a poll period: one DescribeInstances per region serves every cluster there).
     ec2().terminate_instances(InstanceIds=[spot.nodes[1].instance_id])
-    assert await cloud.cluster_state(spot) is ClusterState.PARTIAL
+    await state_becomes(cloud, spot, ClusterState.PARTIAL)
     ec2().terminate_instances(InstanceIds=[spot.nodes[0].instance_id])
-    assert await cloud.cluster_state(spot) is ClusterState.GONE
+    await state_becomes(cloud, spot, ClusterState.GONE)
     await cloud.terminate("train-1-0-1", spot)  # already gone: no error
 
     # By name alone (the leak sweep's way): only this install's instances.

@@ -139,7 +139,7 @@ def make(paths: Paths, config: Config) -> AWSCloud:
 class AWSCloud:
     name = NAME
     absolute_mounts = True  # a VM of its own
-    state_poll_s = 5.0  # a DescribeInstances per job every 5 s stays far below EC2's rate limits
+    state_poll_s = 5.0  # one DescribeInstances per region per 5 s, shared by every job there
 
     def __init__(self, paths: Paths, config: AWSInfraConfig) -> None:
         self.paths = paths
@@ -149,6 +149,8 @@ class AWSCloud:
         self._clients_lock = threading.Lock()  # a boto3 session is not thread-safe
         self._region_locks: dict[str, asyncio.Lock] = {}
         self._ready: dict[str, tuple[str, str, str]] = {}  # region -> (image, root device, security group)
+        self._state_locks: dict[str, asyncio.Lock] = {}
+        self._state_cache: dict[str, tuple[float, set[str]]] = {}  # region -> (when, live instance ids)
 
     # ----------------------------------------------------------------- clients
 
@@ -363,18 +365,38 @@ class AWSCloud:
             raise aws_ec2.translate(exc, region=region, action="DescribeInstances") from None
         return found
 
+    async def _live_ids(self, region: str, *, newer_than: float = 0.0) -> set[str]:
+        """This install's pending or running instances in a region. Every job
+        in the region shares one DescribeInstances per poll period, so a
+        thousand jobs cost what one does against EC2's rate limits."""
+        lock = self._state_locks.setdefault(region, asyncio.Lock())
+        async with lock:  # concurrent askers wait for the one call in flight
+            cached = self._state_cache.get(region)
+            if cached is not None and cached[0] > newer_than and time.monotonic() - cached[0] < self.state_poll_s * 0.8:
+                return cached[1]
+            found = await self._describe(region, [
+                {"Name": "tag:skytui-owner", "Values": [self.paths.install_id]},
+                {"Name": "instance-state-name", "Values": ["pending", "running"]},
+            ])
+            live = {str(i["InstanceId"]) for i in found}
+            self._state_cache[region] = (time.monotonic(), live)
+            return live
+
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
         ids = [node.instance_id for node in handle.nodes]
         if not ids or handle.region is None:
             return ClusterState.GONE
         try:
-            found = await self._describe(handle.region, [{"Name": "instance-id", "Values": ids}])
+            asked = time.monotonic()
+            alive = await self._live_ids(handle.region)
+            if not all(instance_id in alive for instance_id in ids):
+                # A shared answer may predate this cluster: only a fresh one may call it gone.
+                alive = await self._live_ids(handle.region, newer_than=asked)
         except CloudError as exc:
             # Only EC2 can say a machine is gone; not being able to ask is not
             # an answer, and a job must not be torn down over an API hiccup.
             log.warning("cannot tell whether %s is up: %s", handle.name, exc)
             return ClusterState.UP
-        alive = {str(i["InstanceId"]) for i in found if i["State"]["Name"] in ("pending", "running")}
         up = sum(1 for instance_id in ids if instance_id in alive)
         if up == len(ids):
             return ClusterState.UP
@@ -393,6 +415,7 @@ class AWSCloud:
         regions = [handle.region] if handle is not None and handle.region else self.regions
 
         async def in_region(region: str) -> None:
+            self._state_cache.pop(region, None)  # what it said is about to change
             found = await self._describe(region, self._owned({"Name": "tag:skytui-cluster", "Values": [cluster_name]}))
             ids = {str(i["InstanceId"]) for i in found}
             if handle is not None and handle.region == region:
