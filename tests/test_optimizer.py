@@ -109,3 +109,27 @@ def test_infeasible_says_what_was_asked_and_what_exists(
     assert said in message
     assert "this machine" in message and "H100" in message  # what the infra does offer
     assert "--infra" in message  # what to change
+
+
+def test_free_places_tie_to_listed_hosts_then_this_machine_then_kubernetes(home: Path) -> None:
+    """A task that names no infra goes to ssh hosts listed for skytui, else
+    this machine, before a Kubernetes cluster merely found in a kubeconfig."""
+    from skytui.clouds.base import InstanceOffer
+
+    class Free:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def offers(self, request: Any) -> list[InstanceOffer]:
+            return [InstanceOffer(cloud=self.name, instance_type="x", cpus=4, memory_gb=8, region="r")]
+
+        def describe(self) -> str:
+            return self.name
+
+    def chosen(*names: str) -> str:
+        clouds: dict[str, Any] = {name: Free(name) for name in names}
+        return plan_task(task({}), clouds).offers[0].cloud
+
+    assert chosen("kubernetes", "local", "ssh") == "ssh"
+    assert chosen("kubernetes", "local") == "local"
+    assert chosen("kubernetes", "aws") == "kubernetes"

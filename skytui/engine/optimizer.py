@@ -81,14 +81,11 @@ def plan_task(task: Task, clouds: Mapping[str, Cloud]) -> Plan:
         offers: list[InstanceOffer] = []
         for cloud in clouds.values():
             offers.extend(cloud.offers(candidate))
-        per_candidate.append(sorted(offers, key=lambda o: (o.price_per_hour, o.infra, o.instance_type)))
+        per_candidate.append(sorted(offers, key=_rank))
     if ordered:
         ranked = [offer for offers in per_candidate for offer in offers]
     else:
-        ranked = sorted(
-            (offer for offers in per_candidate for offer in offers),
-            key=lambda o: (o.price_per_hour, o.infra, o.instance_type),
-        )
+        ranked = sorted((offer for offers in per_candidate for offer in offers), key=_rank)
     first_of_each: dict[tuple[str, str | None, str | None, str, bool], InstanceOffer] = {}
     for offer in ranked:
         first_of_each.setdefault(_offer_key(offer), offer)
@@ -101,6 +98,16 @@ def plan_task(task: Task, clouds: Mapping[str, Cloud]) -> Plan:
             "Lower the request, or name an infra that has it (e.g. --infra sim), or enable more (`skytui check`)."
         )
     return Plan(offers=unique, num_nodes=task.num_nodes)
+
+
+# Equal prices (the free ones, mostly) go to the hosts listed for skytui in its
+# own config first, then this machine, then a Kubernetes cluster found through
+# a kubeconfig that may be there for other reasons, then clouds.
+_TIE_ORDER = {"ssh": 0, "local": 1, "kubernetes": 2}
+
+
+def _rank(offer: InstanceOffer) -> tuple[float, int, str, str]:
+    return (offer.price_per_hour, _TIE_ORDER.get(offer.cloud, 3), offer.infra, offer.instance_type)
 
 
 def _offer_key(offer: InstanceOffer) -> tuple[str, str | None, str | None, str, bool]:

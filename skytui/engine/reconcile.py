@@ -16,6 +16,7 @@ import functools
 import logging
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from skytui.clouds.base import ClusterHandle
 from skytui.clouds.local import LocalCloud
@@ -67,6 +68,9 @@ class Reconciler:
             self.store.close()
             return
         loop = asyncio.get_running_loop()
+        # Cloud SDKs are blocking and run in threads (a Kubernetes exec per
+        # phase poll, EC2 calls): the default pool (cpus + 4) would queue them.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="sdk"))
         loop.add_signal_handler(signal.SIGUSR1, self.wake)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
@@ -77,7 +81,7 @@ class Reconciler:
         while not self._stopping.is_set():
             try:
                 await self.reconcile()
-            except Exception:  # noqa: BLE001 - a DB hiccup must not kill the daemon
+            except Exception:
                 log.exception("reconcile failed; retrying")
             now = time.monotonic()
             if now - last_node_check > NODE_HOST_CHECK_S:
@@ -111,7 +115,7 @@ class Reconciler:
         spec, secrets = await self.store.job_spec(job.id)
         try:
             tasks = load_tasks(spec, secrets)
-        except Exception as exc:  # noqa: BLE001 - a stored spec this version cannot read
+        except Exception as exc:
             log.exception("job %s: unreadable spec", job.id)
             for row in await self.store.tasks(job.id):
                 if not row.status_enum.is_terminal:
@@ -141,7 +145,7 @@ class Reconciler:
             return
         try:
             await hosts[0].ensure_node_host()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("the local node host could not be started")
 
     async def sweep_leaks(self) -> None:
@@ -156,7 +160,7 @@ class Reconciler:
         for name, cloud in self.clouds.items():
             try:
                 on_infra[name] = await cloud.list_clusters()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("cannot list clusters on %s", name)
         owned: set[str] = set()
         for row in await self.store.live_clusters():
@@ -171,7 +175,7 @@ class Reconciler:
             log.info("sweeping %s: its job has finished", row.name)
             try:
                 await row_cloud.terminate(row.name, ClusterHandle.from_json(row.handle) if row.handle_json else None)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("could not terminate %s", row.name)
                 continue
             await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATED, end_reason="swept: no live owner")
@@ -179,7 +183,10 @@ class Reconciler:
             for name in names:
                 if name not in owned:
                     log.info("sweeping %s on %s: no record owns it", name, cloud_name)
-                    await self.clouds[cloud_name].terminate(name, None)
+                    try:
+                        await self.clouds[cloud_name].terminate(name, None)
+                    except Exception:
+                        log.exception("could not terminate %s on %s; the next sweep retries", name, cloud_name)
 
     async def shutdown(self) -> None:
         log.info("controller stopping; jobs keep running on their nodes")
