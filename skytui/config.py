@@ -26,6 +26,8 @@ config.yaml mirrors the `jobs:` section of SkyPilot's config:
         hosts:
           - {name: box1, host: 10.0.0.5, port: 22, user: me, identity_file: ~/.ssh/id_ed25519,
              resources: {cpus: 32, memory: 128, accelerators: {A100: 2}}}
+        known_hosts_file: ~/.ssh/known_hosts   # trusted; otherwise pinned at first contact
+        unreachable_grace_s: 120  # a silent host keeps its jobs this long
       aws:                    # on when boto3 finds credentials; `enabled: false` turns it off
         regions: [us-east-1, us-west-2]
         ssh_user: ubuntu
@@ -38,6 +40,8 @@ config.yaml mirrors the `jobs:` section of SkyPilot's config:
         contexts: [gke-a100, on-prem]   # contexts are regions
         namespace: default
         image: python:3.11-slim
+        provision_timeout_s: 600      # image pulls included
+        unschedulable_timeout_s: 30   # "no node fits" this long: try elsewhere
     tui:
       keymap: {jobs.cancel: ctrl+x}   # remap any binding by its id
 
