@@ -209,6 +209,18 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
             os.kill(pid, signal.SIGKILL)
 
 
+def events(env: Env, job_id: int) -> list[str]:
+    """A job's events as `kind:to_status:message` lines, read from the DB."""
+    from skytui.config import Paths
+    from skytui.engine.store import Store
+
+    store = Store(Paths(env.home).db_url)
+    try:
+        return [f"{e.kind}:{e.to_status or ''}:{e.message or ''}" for e in store.events(job_id=job_id)]
+    finally:
+        store.close()
+
+
 async def until(pilot: Any, predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
     """For pilot tests: let the app run until `predicate()` holds (its frames,
     workers and timers go on meanwhile); fails the test on timeout."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST_CONFIG, Env, wait_for
+from conftest import FAST_CONFIG, Env, events, wait_for
 from infra.ec2_faults import EC2Faults
 from infra.sshd import free_port
 
@@ -356,17 +356,6 @@ def job_instances(job_id: int, region: str = REGION) -> list[dict[str, Any]]:
 def running_instance(job_id: int, region: str = REGION) -> str:
     live = [i["InstanceId"] for i in job_instances(job_id, region) if i["State"]["Name"] == "running"]
     return live[0] if len(live) == 1 else ""
-
-
-def events(env: Env, job_id: int) -> list[str]:
-    from skytui.config import Paths
-    from skytui.engine.store import Store
-
-    store = Store(Paths(env.home).db_url)
-    try:
-        return [f"{e.kind}:{e.to_status or ''}:{e.message or ''}" for e in store.events(job_id=job_id)]
-    finally:
-        store.close()
 
 
 def test_job_on_aws_recovers_when_its_instance_is_terminated(env: Env, moto: Any, ssh_user: Any) -> None:

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import FAST_CONFIG, Env, wait_for
+from conftest import FAST_CONFIG, Env, events, wait_for
 from infra.fake_gce import FakeGCE
 
 pytestmark = pytest.mark.timeout(300)
@@ -375,6 +374,7 @@ async def test_instances_that_never_answer_ssh_are_deleted(
     import sys
 
     from infra.sshd import RELAY, free_port
+
     from skytui.clouds import gcp
     from skytui.clouds.base import CapacityError
 
@@ -393,17 +393,6 @@ BLOCK_ONCE = """\
 echo "task id $SKYPILOT_TASK_ID as $(whoami)"
 if [ ! -f {flag} ]; then touch {flag}; sleep 600; fi
 echo done"""
-
-
-def events(env: Env, job_id: int) -> list[str]:
-    from skytui.config import Paths
-    from skytui.engine.store import Store
-
-    store = Store(Paths(env.home).db_url)
-    try:
-        return [f"{e.kind}:{e.to_status or ''}:{e.message or ''}" for e in store.events(job_id=job_id)]
-    finally:
-        store.close()
 
 
 def test_job_on_gcp_runs_over_ssh_and_recovers_from_a_preemption(

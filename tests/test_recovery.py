@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import FAST_CONFIG, Env, wait_for
+from conftest import FAST_CONFIG, Env, events, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -73,17 +72,6 @@ def inventory(env: Env) -> list[str]:
 
 def assert_no_leaks(env: Env) -> None:
     wait_for(lambda: not inventory(env), 30, 0.1, "every machine to be torn down")
-
-
-def events(env: Env, job_id: int) -> list[str]:
-    from skytui.config import Paths
-    from skytui.engine.store import Store
-
-    store = Store(Paths(env.home).db_url)
-    try:
-        return [f"{e.kind}:{e.to_status or ''}:{e.message or ''}" for e in store.events(job_id=job_id)]
-    finally:
-        store.close()
 
 
 def preempt(env: Env, job_id: int, *extra: str) -> None:
