@@ -408,3 +408,35 @@ def test_job_fails_over_from_aws_to_sim_when_aws_runs_dry(env: Env, faults: EC2F
     assert {(REGION, ""), (OTHER_REGION, "InsufficientInstanceCapacity")} <= tried  # aws was asked, and was dry
     assert env.log(job).decode().rstrip().endswith("done")
     assert_no_instances(*regions)
+
+
+# F4: a cancel in any phase leaves nothing running on the cloud.
+
+
+def test_cancel_during_setup_leaves_no_instance(env: Env, moto: Any, ssh_user: Any) -> None:
+    env.config(aws_config(ssh_user, regions=[REGION]))
+    authorize_vm_key(env, ssh_user)
+    job = env.launch(env.write("job.yaml", (
+        f"name: slow\nresources: {{infra: aws/{REGION}, cpus: 2}}\n"
+        "setup: echo installing; sleep 600\nrun: echo never\n"
+    )))
+    wait_for(lambda: b"installing" in env.log(job), 90, what="setup to start on the instance")
+    assert job_instances(job) and env.job(job)["status"] == "STARTING"
+    env.cli("jobs", "cancel", "-y", str(job), check=True)
+    env.wait_status(job, "CANCELLED", timeout=60)
+    wait_for(lambda: not live_skytui_instances(REGION), 30, 0.2, "the instance to be terminated")
+    assert not [pid for pid in ssh_user.processes() if b"sleep 600" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert "never" not in env.log(job).decode()
+
+
+def test_cancel_while_provisioning_leaves_no_instance(env: Env, moto: Any, ssh_user: Any) -> None:
+    # The instance runs but its sshd never answers (a dead proxy port): the
+    # launch is stuck waiting for it when the cancel comes.
+    env.config(aws_config(ssh_user, regions=[REGION]).replace(
+        ssh_user.proxy_command, ssh_user.proxy_command.rsplit(" ", 1)[0] + f" {free_port()}"))
+    job = env.launch(env.write("job.yaml", f"name: stuck\nresources: {{infra: aws/{REGION}, cpus: 2}}\nrun: echo x\n"))
+    wait_for(lambda: running_instance(job), 60, 0.2, "the instance to be running")
+    assert env.job(job)["status"] == "STARTING"
+    env.cli("jobs", "cancel", "-y", str(job), check=True)
+    env.wait_status(job, "CANCELLED", timeout=60)
+    wait_for(lambda: not live_skytui_instances(REGION), 30, 0.2, "the instance to be terminated")
