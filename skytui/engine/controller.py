@@ -574,8 +574,8 @@ class JobController:
     async def _sync_files(self, cluster: _Cluster, idx: int, task: Task) -> None:
         try:
             await sync_task_files(
-                cluster.nodes, task, task_idx=idx, absolute_mounts=cluster.cloud.absolute_mounts,
-                staging=self._staging(),
+                cluster.nodes, task, absolute_mounts=cluster.cloud.absolute_mounts,
+                staging=self._staging(), staging_part=f"task-{idx}" if idx else "",
             )
         except FileSyncError as exc:
             raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc

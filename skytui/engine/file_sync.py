@@ -137,11 +137,9 @@ class StagingArea:
             self._bucket = open_bucket(self.url)
         return self._bucket
 
-    def task_root(self, task_idx: int) -> BucketURL:
-        """`task_idx`: a pipeline's task, or (for a pool) its version, always > 0."""
-        if self.root.prefix.rsplit("/", 1)[-1].startswith("pool-"):
-            return self.root.child(f"v{task_idx}")
-        return self.root if task_idx == 0 else self.root.child(f"task-{task_idx}")
+    def part_root(self, part: str) -> BucketURL:
+        """`part`: "" for a job's first task, `task-<k>` for a later one, `v<version>` for a pool."""
+        return self.root.child(part) if part else self.root
 
     @staticmethod
     def key_of(transfer: Transfer) -> str:
@@ -151,9 +149,9 @@ class StagingArea:
             return f"local-file-mounts/{transfer.index}"
         return f"tmp-files/{transfer.index}"
 
-    async def ensure_uploaded(self, task_idx: int, transfers: Sequence[Transfer]) -> dict[str, list[list[object]]]:
+    async def ensure_uploaded(self, part: str, transfers: Sequence[Transfer]) -> dict[str, list[list[object]]]:
         """Upload the task's local files unless a complete upload is there; {key: [[relative, mode]]}."""
-        root = self.task_root(task_idx)
+        root = self.part_root(part)
         manifest_url = root.child("tmp-files", "manifest.json")
         manifest = await self.bucket.get_json(manifest_url)
         if isinstance(manifest, dict):
@@ -169,9 +167,9 @@ class StagingArea:
         await self.bucket.put_json(manifest_url, manifest)
         return manifest
 
-    def signed(self, task_idx: int, transfer: Transfer, manifest: dict[str, list[list[object]]]) -> list[SignedObject]:
+    def signed(self, part: str, transfer: Transfer, manifest: dict[str, list[list[object]]]) -> list[SignedObject]:
         key = self.key_of(transfer)
-        base = self.task_root(task_idx).child(key)
+        base = self.part_root(part).child(key)
         return [
             SignedObject(str(relative), int(str(mode)), self.bucket.sign(base.child(str(relative)) if relative else base))
             for relative, mode in manifest.get(key, [])
@@ -236,11 +234,12 @@ def _mount_command(transfer: Transfer) -> str:
 
 
 async def sync_task_files(
-    nodes: Sequence[Node], task: Task, *, task_idx: int, absolute_mounts: bool,
-    staging: StagingArea | None,
+    nodes: Sequence[Node], task: Task, *, absolute_mounts: bool,
+    staging: StagingArea | None, staging_part: str = "",
 ) -> None:
-    """Put the task's files on every node. FileSyncError: cannot be done as
-    asked; NodeError: a node could not be reached (the caller decides)."""
+    """Put the task's files on every node (through `staging`, under
+    `staging_part`, when set). FileSyncError: cannot be done as asked;
+    NodeError: a node could not be reached (the caller decides)."""
     if not nodes:
         return
     workdir = nodes[0].info.path(WORKDIR)
@@ -250,7 +249,7 @@ async def sync_task_files(
         if not Path(transfer.source).expanduser().exists() and staging is None:
             raise FileSyncError(f"{transfer.label}: {transfer.source} no longer exists on this machine")
     try:
-        manifest = await staging.ensure_uploaded(task_idx, local) if staging and local else {}
+        manifest = await staging.ensure_uploaded(staging_part, local) if staging and local else {}
         copies = {id(t): await _bucket_objects(t) for t in transfers if t.kind == "bucket-copy"}
     except PrecheckError as exc:
         raise FileSyncError(str(exc)) from exc
@@ -260,7 +259,7 @@ async def sync_task_files(
             target = node.info.path(WORKDIR) if transfer.kind == "workdir" else transfer.target
             if transfer.kind in ("workdir", "local"):
                 if staging is not None:
-                    await _fetch(node, target, staging.signed(task_idx, transfer, manifest), transfer.label)
+                    await _fetch(node, target, staging.signed(staging_part, transfer, manifest), transfer.label)
                 else:
                     source = Path(transfer.source).expanduser()
                     if target.startswith("/"):

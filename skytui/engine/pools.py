@@ -451,8 +451,9 @@ class PoolManager:
         try:
             await node.connect()
             version = next((w.version for w in await self.store.workers(pool) if w.id == worker_id), 1)
-            await sync_task_files([node], task, task_idx=version, absolute_mounts=cloud.absolute_mounts,
-                                  staging=self._staging(pool) if has_local_files(task) else None)
+            await sync_task_files([node], task, absolute_mounts=cloud.absolute_mounts,
+                                  staging=self._staging(pool) if has_local_files(task) else None,
+                                  staging_part=f"v{version}")
             if not task.setup:
                 return None
             phase_id = f"pool-{worker_cluster_name(pool, worker_id)}-setup"
