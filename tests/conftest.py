@@ -221,6 +221,17 @@ def events(env: Env, job_id: int) -> list[str]:
         store.close()
 
 
+async def state_becomes(cloud: Any, handle: Any, state: Any) -> None:
+    """Until a cloud says `state` of a cluster: clouds answer from one listing
+    shared per poll period, so a change shows within about `state_poll_s`."""
+    import asyncio
+
+    deadline = time.monotonic() + 3 * cloud.state_poll_s
+    while (now := await cloud.cluster_state(handle)) is not state:
+        assert time.monotonic() < deadline, f"{handle.name} still {now}, expected {state}"
+        await asyncio.sleep(0.2)
+
+
 async def until(pilot: Any, predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
     """For pilot tests: let the app run until `predicate()` holds (its frames,
     workers and timers go on meanwhile); fails the test on timeout."""

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST_CONFIG, Env, events, wait_for
+from conftest import FAST_CONFIG, Env, events, state_becomes, wait_for
 from infra.ec2_faults import EC2Faults
 from infra.sshd import free_port
 
@@ -143,13 +142,6 @@ def test_check_without_boto3_says_what_to_install(monkeypatch: pytest.MonkeyPatc
 
 
 # ---------------------------------------------------------------- provision
-
-
-async def state_becomes(cloud: Any, handle: Any, state: ClusterState) -> None:
-    deadline = time.monotonic() + 3 * cloud.state_poll_s
-    while (now := await cloud.cluster_state(handle)) is not state:
-        assert time.monotonic() < deadline, f"{handle.name} still {now}, expected {state}"
-        await asyncio.sleep(0.2)
 
 
 async def test_provision_spot_and_on_demand_then_state_and_terminate(moto: Any, home: Path, ssh_user: Any) -> None:

@@ -12,6 +12,7 @@ Every test ends with the fake's inventory empty.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST_CONFIG, Env, events, wait_for
+from conftest import FAST_CONFIG, Env, events, state_becomes, wait_for
 from infra.fake_gce import FakeGCE
 
 pytestmark = pytest.mark.timeout(300)
@@ -234,12 +235,13 @@ async def test_spot_provision_state_preemption_and_terminate(
     assert (code, out.strip()) == (0, ssh_user.name)
 
     assert await cloud.cluster_state(handle) is ClusterState.UP
+    await asyncio.sleep(cloud.state_poll_s)  # the shared answer has aged: the next call asks the API
     gce.fail_next(3)  # the API hiccups: a running job's machine is never declared gone on a guess
     assert await cloud.cluster_state(handle) is ClusterState.UP
     assert await cloud.list_clusters() == ["train-1-0-1"]
     gce.preempt(name)
     gce.fail_next(1)  # asked again, then answered
-    assert await cloud.cluster_state(handle) is ClusterState.GONE
+    await state_becomes(cloud, handle, ClusterState.GONE)
     assert await cloud.list_clusters() == ["train-1-0-1"]  # a reclaimed VM still costs its disk: swept
 
     await cloud.terminate("train-1-0-1", handle)
@@ -279,7 +281,7 @@ async def test_on_demand_cluster_of_two_partial_loss_and_terminate_by_label(
 
     assert await cloud.cluster_state(handle) is ClusterState.UP
     gce.preempt(handle.nodes[1].instance_id)
-    assert await cloud.cluster_state(handle) is ClusterState.PARTIAL
+    await state_becomes(cloud, handle, ClusterState.PARTIAL)
     await cloud.terminate("pool-gpu-w3", None)  # no handle: found by its labels
     assert gce.inventory() == []
     assert loopback_only == []

@@ -149,7 +149,7 @@ def guest_accelerators(entry: CatalogEntry, zone: str) -> list[dict[str, Any]]:
 class GCPCloud:
     name = NAME
     # Each state check is one GET per node: cheap, but an API quota.
-    state_poll_s = 5.0
+    state_poll_s = 5.0  # one aggregated list per 5 s, shared by every job
     absolute_mounts = True  # a VM of its own
 
     def __init__(self, paths: Paths, config: GCPInfraConfig, found: Found, project: str) -> None:
@@ -159,6 +159,8 @@ class GCPCloud:
         self.found = found
         self.ssh_user = config.ssh_user or DEFAULT_SSH_USER
         self.api = ComputeAPI(found.credentials, project, config.api_endpoint)
+        self._state_lock = asyncio.Lock()
+        self._state_cache: tuple[float, dict[str, str]] | None = None  # (when, name -> status)
 
     # ----------------------------------------------------------------- offers
 
@@ -340,26 +342,40 @@ class GCPCloud:
 
     # -------------------------------------------------------------- lifecycle
 
+    async def _statuses(self, *, newer_than: float = 0.0) -> dict[str, str]:
+        """Instance name -> status of every instance of this install. Every job
+        shares one aggregated list per poll period, so a thousand jobs cost
+        what one does against the project's read quota."""
+        async with self._state_lock:  # concurrent askers wait for the one call in flight
+            cached = self._state_cache
+            if cached is not None and cached[0] > newer_than and time.monotonic() - cached[0] < self.state_poll_s * 0.8:
+                return cached[1]
+            found = await self._retrying(self.api.labelled, {"skytui-owner": self.paths.install_id})
+            statuses = {view.name: view.status for view in found}
+            self._state_cache = (time.monotonic(), statuses)
+            return statuses
+
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
-        zone = handle.zone or ""
-        results = await asyncio.gather(
-            *(self._retrying(self.api.get, zone, node.instance_id) for node in handle.nodes), return_exceptions=True
-        )
-        down = 0
-        for node, result in zip(handle.nodes, results):
-            if isinstance(result, BaseException):
-                if not is_transient(result):
-                    raise classify(result, f"gcp/{zone}") from None
-                # The API cannot say now: the machine is not known to be gone,
-                # and only the infra may declare it so (SSH tells the rest).
-                log.warning("gcp: cannot read %s: %s; taking it as up", node.instance_id, type(result).__name__)
-            elif result is None or result.status != "RUNNING":
-                # Only RUNNING runs the job: a reclaimed, stopped, suspended or
-                # repairing VM (its processes died with its host) is not up.
-                down += 1
+        names = [node.instance_id for node in handle.nodes]
+        try:
+            asked = time.monotonic()
+            statuses = await self._statuses()
+            if any(statuses.get(name) != "RUNNING" for name in names):
+                # A shared answer may predate this cluster: only a fresh one may call it down.
+                statuses = await self._statuses(newer_than=asked)
+        except Exception as exc:  # noqa: BLE001 - sorted below: transient or not
+            if not is_transient(exc):
+                raise classify(exc, "gcp") from None
+            # The API cannot say now: the machine is not known to be gone,
+            # and only the infra may declare it so (SSH tells the rest).
+            log.warning("gcp: cannot read the state of %s: %s; taking it as up", handle.name, type(exc).__name__)
+            return ClusterState.UP
+        # Only RUNNING runs the job: a reclaimed, stopped, suspended or
+        # repairing VM (its processes died with its host) is not up; nor is one not listed.
+        down = sum(1 for name in names if statuses.get(name) != "RUNNING")
         if down == 0:
             return ClusterState.UP
-        return ClusterState.GONE if down == len(handle.nodes) else ClusterState.PARTIAL
+        return ClusterState.GONE if down == len(names) else ClusterState.PARTIAL
 
     async def _delete_all(self, targets: list[tuple[str, str]]) -> None:
         results = await asyncio.gather(
@@ -373,6 +389,7 @@ class GCPCloud:
             raise CloudError(f"gcp: could not delete {shown}")
 
     async def terminate(self, cluster_name: str, handle: ClusterHandle | None) -> None:
+        self._state_cache = None  # what it said is about to change
         targets: set[tuple[str, str]] = set()
         if handle is not None and handle.zone:
             targets.update((handle.zone, node.instance_id) for node in handle.nodes)
