@@ -380,6 +380,7 @@ class KubernetesCloud:
         self._clients: dict[str, Any] = {}
         self._shapes: dict[str, tuple[float, list[NodeShape]]] = {}
         self._shape_errors: dict[str, str] = {}
+        self._refreshing: set[str] = set()  # contexts whose node list a thread is reading
         self._pod_contexts: dict[str, str] = {}  # pod name -> context, as found
 
     # ------------------------------------------------------------- clients
@@ -421,31 +422,50 @@ class KubernetesCloud:
     # -------------------------------------------------------------- offers
 
     def node_shapes(self, context: str, *, max_age_s: float = OFFERS_TTL_S) -> list[NodeShape]:
-        """Distinct shapes of the context's schedulable nodes (cached)."""
+        """Distinct shapes of the context's schedulable nodes. Asked from the
+        optimizer, which is synchronous and runs on the controller's event
+        loop: a stale answer is served at once while a thread refreshes it;
+        only the very first question of a context waits for the API."""
         with self._lock:
             cached = self._shapes.get(context)
-        if cached is not None and time.monotonic() - cached[0] < max_age_s:
-            return cached[1]
+            stale = cached is None or time.monotonic() - cached[0] >= max_age_s
+            refresh = stale and cached is not None and context not in self._refreshing
+            if refresh:
+                self._refreshing.add(context)
+        if cached is None:
+            return self._fetch_shapes(context)
+        if refresh:
+            threading.Thread(target=self._fetch_shapes, args=(context,), name=f"k8s-nodes-{context}",
+                             daemon=True).start()
+        return cached[1]
+
+    def _fetch_shapes(self, context: str) -> list[NodeShape]:
         try:
-            nodes = self._core(context).list_node(_request_timeout=LIST_NODES_TIMEOUT).items
-        except Exception as exc:  # noqa: BLE001 - an unreachable cluster offers nothing now
-            self._shape_errors[context] = str(_cloud_error(exc, context, "list nodes"))
-            log.warning("%s", self._shape_errors[context])
-            return cached[1] if cached is not None else []
-        shapes: list[NodeShape] = []
-        for node in nodes:
-            if node.spec is not None and node.spec.unschedulable:
-                continue  # cordoned
             try:
-                shape = node_shape(node)
-            except (ValueError, AttributeError):
-                continue
-            if shape not in shapes:
-                shapes.append(shape)
-        with self._lock:
-            self._shapes[context] = (time.monotonic(), shapes)
-        self._shape_errors.pop(context, None)
-        return shapes
+                nodes = self._core(context).list_node(_request_timeout=LIST_NODES_TIMEOUT).items
+            except Exception as exc:  # noqa: BLE001 - an unreachable cluster offers nothing now
+                self._shape_errors[context] = str(_cloud_error(exc, context, "list nodes"))
+                log.warning("%s", self._shape_errors[context])
+                with self._lock:
+                    cached = self._shapes.get(context)
+                return cached[1] if cached is not None else []
+            shapes: list[NodeShape] = []
+            for node in nodes:
+                if node.spec is not None and node.spec.unschedulable:
+                    continue  # cordoned
+                try:
+                    shape = node_shape(node)
+                except (ValueError, AttributeError):
+                    continue
+                if shape not in shapes:
+                    shapes.append(shape)
+            with self._lock:
+                self._shapes[context] = (time.monotonic(), shapes)
+            self._shape_errors.pop(context, None)
+            return shapes
+        finally:
+            with self._lock:
+                self._refreshing.discard(context)
 
     def describe(self) -> str:
         parts = []
