@@ -45,7 +45,10 @@ config.yaml mirrors the `jobs:` section of SkyPilot's config:
     tui:
       keymap: {jobs.cancel: ctrl+x}   # remap any binding by its id
 
-`jobs.bucket: s3://my-bucket` sends workdirs and file_mounts through a bucket.
+`jobs.bucket: s3://my-bucket` (or gs://…) sends workdirs and file_mounts
+through a bucket. A private endpoint comes from each SDK's own setting
+(AWS_ENDPOINT_URL for S3, STORAGE_EMULATOR_HOST for GCS); gs:// needs
+credentials that can sign URLs (a service account key, or IAM signBlob).
 """
 
 from __future__ import annotations

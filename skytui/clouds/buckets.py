@@ -15,7 +15,7 @@ import asyncio
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -198,66 +198,192 @@ class S3Bucket:
 
 
 class GCSBucket:
-    """gs:// through google-cloud-storage. Signing URLs needs credentials that
-    can sign (a service account key, or the IAM signBlob permission)."""
+    """gs:// through google-cloud-storage, with Application Default Credentials.
+
+    The endpoint is the library's own choice: storage.googleapis.com, or
+    STORAGE_EMULATOR_HOST (scheme included) for a private endpoint or an
+    emulator; signed URLs name that same endpoint, so nodes fetch from where
+    this machine uploads. Signing needs credentials that can sign: a service
+    account key, or an impersonated service account (signing through IAM
+    signBlob). Credentials are read on first use, in a thread: on a VM that
+    may ask the metadata server."""
+
+    _SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
+    _PARALLEL = 8  # objects uploaded or deleted at once: GCS takes one HTTP call per object
 
     def __init__(self, bucket: str) -> None:
         try:
-            from google.cloud import storage
+            import google.cloud.storage  # noqa: F401
         except ImportError as exc:
             raise PrecheckError("gs:// buckets need google-cloud-storage: pip install 'skytui[gcp]'") from exc
+        import threading
+
+        self.bucket = bucket
+        self._handle: Any = None  # the SDK's Bucket, once credentials are found
+        self._opening = threading.Lock()
+
+    # ------------------------------------------------------------ plumbing
+
+    def _open(self) -> Any:
+        """The SDK's bucket handle. Blocking (reads credentials): call it in a thread."""
+        with self._opening:
+            if self._handle is None:
+                self._handle = self._connect()
+            return self._handle
+
+    def _connect(self) -> Any:
+        import google.auth
+        from google.auth.credentials import Signing
+        from google.auth.exceptions import DefaultCredentialsError
+        from google.cloud import storage
+
+        where = f"gs://{self.bucket}"
         try:
-            self._bucket: Any = storage.Client().bucket(bucket)
-        except Exception as exc:  # noqa: BLE001 - google.auth raises several kinds
+            credentials, project = google.auth.default(scopes=[self._SCOPE])
+        except DefaultCredentialsError:
+            # Its message can quote a key file's parse error: say only what to do.
+            key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+            found = (f"GOOGLE_APPLICATION_CREDENTIALS ({key_file}) is not a usable credentials file" if key_file
+                     else "no GCP credentials found on this machine")
             raise PrecheckError(
-                f"gs://{bucket}: no usable GCP credentials ({type(exc).__name__}); "
-                "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
+                f"{where}: {found}; set GOOGLE_APPLICATION_CREDENTIALS to a service account key file "
+                "(nodes fetch through signed URLs, which need credentials that can sign)"
             ) from None
+        if not isinstance(credentials, Signing):
+            cannot_sign = {  # what google.auth finds that holds no key to sign with
+                "google.oauth2.credentials": "user credentials (gcloud auth application-default login)",
+                "google.auth.compute_engine.credentials": "the VM's metadata-server credentials",
+                "google.auth.external_account": "workload identity federation credentials",
+            }
+            kind = cannot_sign.get(type(credentials).__module__, type(credentials).__name__)
+            raise PrecheckError(
+                f"{where}: the GCP credentials found are {kind}, which cannot sign the URLs nodes fetch from; "
+                "signing needs a service account key (GOOGLE_APPLICATION_CREDENTIALS=key.json) or an impersonated "
+                "service account, which signs through IAM signBlob (`gcloud auth application-default login "
+                "--impersonate-service-account SA`, with roles/iam.serviceAccountTokenCreator on SA)"
+            )
+        # Credentials passed explicitly: with STORAGE_EMULATOR_HOST set the library
+        # would otherwise go anonymous, and anonymous credentials cannot sign.
+        return storage.Client(project=project, credentials=credentials).bucket(self.bucket)
+
+    @staticmethod
+    def _problem(exc: Exception, where: BucketURL) -> PrecheckError | None:
+        """The user-facing error for a failure that retrying cannot fix."""
+        from google.api_core import exceptions as api
+        from google.auth.exceptions import RefreshError
+
+        if isinstance(exc, PrecheckError):
+            return exc
+        if isinstance(exc, api.NotFound):  # an object's 404 is handled where it can happen
+            return PrecheckError(f"{where}: bucket {where.bucket!r} does not exist")
+        if isinstance(exc, (api.Forbidden, api.Unauthorized)):
+            return PrecheckError(f"{where}: access denied ({exc.code}); check the credentials' permissions on the bucket")
+        if isinstance(exc, RefreshError) and not exc.retryable:
+            return PrecheckError(f"{where}: the GCP credentials were refused when asking for an access token; "
+                                 "check that the service account key is still valid")
+        return None
+
+    async def _call(self, where: BucketURL, fn: Callable[[Any], Any]) -> Any:
+        """`fn(bucket handle)` in a thread, its permanent failures as PrecheckError."""
+        try:
+            return await asyncio.to_thread(lambda: fn(self._open()))
+        except Exception as exc:
+            problem = self._problem(exc, where)
+            if problem is not None:
+                raise problem from None  # the SDK's message may quote request details
+            raise
+
+    async def _each(self, calls: list[Callable[[], Awaitable[None]]]) -> None:
+        """Run the calls, _PARALLEL at a time; the first failure cancels the rest."""
+        gate = asyncio.Semaphore(self._PARALLEL)
+
+        async def gated(call: Callable[[], Awaitable[None]]) -> None:
+            async with gate:
+                await call()
+
+        tasks = [asyncio.ensure_future(gated(call)) for call in calls]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    @staticmethod
+    def _names(bucket: Any, prefix: str, limit: int | None = None) -> list[str]:
+        # The client follows nextPageToken itself; only names are asked for.
+        blobs = bucket.list_blobs(prefix=prefix, max_results=limit, fields="items(name),nextPageToken", timeout=60)
+        return [blob.name for blob in blobs]
+
+    # ------------------------------------------------------------ protocol
 
     async def upload(self, local: Path, dest: BucketURL) -> list[tuple[str, int]]:
-        uploaded: list[tuple[str, int]] = []
-        for path, relative, mode in await asyncio.to_thread(lambda: list(local_files(local))):
+        files = await asyncio.to_thread(lambda: list(local_files(local)))
+
+        def sender(path: Path, relative: str) -> Callable[[], Awaitable[None]]:
             key = dest.child(relative).prefix if relative else dest.prefix
-            await asyncio.to_thread(self._bucket.blob(key).upload_from_filename, str(path), timeout=300)
-            uploaded.append((relative, mode))
-        return uploaded
+            # The library picks a multipart upload up to 8 MiB and a resumable one above.
+            return lambda: self._call(dest, lambda b: b.blob(key).upload_from_filename(str(path), timeout=300))
+
+        await self._each([sender(path, relative) for path, relative, _ in files])
+        return [(relative, mode) for _, relative, mode in files]
 
     async def put_json(self, dest: BucketURL, data: Any) -> None:
-        await asyncio.to_thread(self._bucket.blob(dest.prefix).upload_from_string, json.dumps(data),
-                                content_type="application/json", timeout=60)
+        await self._call(dest, lambda b: b.blob(dest.prefix).upload_from_string(
+            json.dumps(data), content_type="application/json", timeout=60))
 
     async def get_json(self, src: BucketURL) -> Any | None:
         from google.api_core.exceptions import NotFound
 
-        try:
-            text = await asyncio.to_thread(self._bucket.blob(src.prefix).download_as_text, timeout=60)
-        except NotFound:
-            return None
-        return json.loads(text)
+        def read(bucket: Any) -> bytes | None:
+            try:
+                data: bytes = bucket.blob(src.prefix).download_as_bytes(timeout=60)
+                return data
+            except NotFound:
+                # No such object, or no such bucket? A listing 404s only for the latter.
+                self._names(bucket, src.prefix, limit=1)
+                return None
+
+        data = await self._call(src, read)
+        return None if data is None else json.loads(data)
 
     async def list(self, src: BucketURL) -> list[str]:
         directory = f"{src.prefix}/" if src.prefix else ""
-        names = await asyncio.to_thread(lambda: [b.name for b in self._bucket.list_blobs(prefix=directory, timeout=60)])
+        names = await self._call(src, lambda b: self._names(b, directory))
         relative = [name[len(directory):] for name in names if not name.endswith("/")]
         if relative or not src.prefix:
             return relative
-        exists = await asyncio.to_thread(self._bucket.blob(src.prefix).exists, timeout=60)
+        exists = await self._call(src, lambda b: b.blob(src.prefix).exists(timeout=60))
         return [""] if exists else []
 
     def sign(self, src: BucketURL) -> str:
         from datetime import timedelta
 
-        url: str = self._bucket.blob(src.prefix).generate_signed_url(
-            version="v4", expiration=timedelta(seconds=SIGNED_URL_TTL_S), method="GET"
+        bucket = self._open()  # already open: every caller lists or uploads first
+        url: str = bucket.blob(src.prefix).generate_signed_url(
+            version="v4", expiration=timedelta(seconds=SIGNED_URL_TTL_S), method="GET",
+            api_access_endpoint=bucket.client.api_endpoint,  # the endpoint the client uses, emulator included
         )
         return url
 
     async def delete(self, src: BucketURL) -> int:
+        from google.api_core.exceptions import NotFound
+
         directory = f"{src.prefix}/" if src.prefix else ""
-        blobs = await asyncio.to_thread(lambda: list(self._bucket.list_blobs(prefix=directory, timeout=60)))
-        for blob in blobs:
-            await asyncio.to_thread(blob.delete, timeout=60)
-        return len(blobs)
+        names = await self._call(src, lambda b: self._names(b, directory))
+
+        def remover(name: str) -> Callable[[], Awaitable[None]]:
+            def remove(bucket: Any) -> None:
+                try:
+                    bucket.blob(name).delete(timeout=60)
+                except NotFound:
+                    pass  # already gone: deleting twice is fine
+
+            return lambda: self._call(src, remove)
+
+        await self._each([remover(name) for name in names])
+        return len(names)
 
 
 def open_bucket(url: BucketURL) -> Bucket:

@@ -208,14 +208,16 @@ async def _fetch(node: Node, target: str, objects: list[SignedObject], label: st
     await _run(node, fetch_command(target), f"{label}: fetching into {target}", input=fetch_input(objects))
 
 
-async def _bucket_objects(transfer: Transfer) -> tuple[Bucket, BucketURL, list[SignedObject]]:
+async def _bucket_objects(transfer: Transfer) -> list[SignedObject]:
     url = BucketURL.parse(transfer.source)
     bucket = open_bucket(url)
     names = await bucket.list(url)
     if not names:
         raise FileSyncError(f"{transfer.label}: {url} is empty or does not exist")
-    objects = [SignedObject(name, 0o644, bucket.sign(url.child(name) if name else url)) for name in names]
-    return bucket, url, objects
+    # Signing is CPU (an RSA signature per GCS object) or even a call to IAM: not on the event loop.
+    return await asyncio.to_thread(
+        lambda: [SignedObject(name, 0o644, bucket.sign(url.child(name) if name else url)) for name in names]
+    )
 
 
 def _mount_command(transfer: Transfer) -> str:
@@ -248,9 +250,16 @@ async def sync_task_files(
     for transfer in local:
         if not Path(transfer.source).expanduser().exists() and staging is None:
             raise FileSyncError(f"{transfer.label}: {transfer.source} no longer exists on this machine")
+    # What nodes fetch, signed once for all of them.
+    fetches: dict[int, list[SignedObject]] = {}
     try:
-        manifest = await staging.ensure_uploaded(staging_part, local) if staging and local else {}
-        copies = {id(t): await _bucket_objects(t) for t in transfers if t.kind == "bucket-copy"}
+        if staging is not None and local:
+            manifest = await staging.ensure_uploaded(staging_part, local)
+            for transfer in local:
+                fetches[id(transfer)] = await asyncio.to_thread(staging.signed, staging_part, transfer, manifest)
+        for transfer in transfers:
+            if transfer.kind == "bucket-copy":
+                fetches[id(transfer)] = await _bucket_objects(transfer)
     except PrecheckError as exc:
         raise FileSyncError(str(exc)) from exc
 
@@ -259,14 +268,14 @@ async def sync_task_files(
             target = node.info.path(WORKDIR) if transfer.kind == "workdir" else transfer.target
             if transfer.kind in ("workdir", "local"):
                 if staging is not None:
-                    await _fetch(node, target, staging.signed(staging_part, transfer, manifest), transfer.label)
+                    await _fetch(node, target, fetches[id(transfer)], transfer.label)
                 else:
                     source = Path(transfer.source).expanduser()
                     if target.startswith("/"):
                         await _run(node, _prepare_command(target, is_dir=source.is_dir()), f"{transfer.label}: preparing")
                     await node.upload(str(source), target)
             elif transfer.kind == "bucket-copy":
-                await _fetch(node, target, copies[id(transfer)][2], transfer.label)
+                await _fetch(node, target, fetches[id(transfer)], transfer.label)
             else:
                 await _run(node, _mount_command(transfer), f"mount {transfer.label}", timeout=120)
 
