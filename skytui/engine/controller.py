@@ -796,7 +796,7 @@ class JobController:
             for row in await self.store.live_clusters(self.job.id):
                 await self._stop_and_collect(row)
                 await self._teardown(row, reason="cancelled by user")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported on the job, not raised
             log.exception("job %s: cleanup after cancel failed", self.job.id)
             for row in await self.store.tasks(self.job.id):
                 if row.status_enum is S.CANCELLING:
@@ -856,7 +856,7 @@ class JobController:
     async def _fail_controller(self, reason: str) -> None:
         try:
             await self._teardown_all(reason=reason)
-        except Exception:
+        except Exception:  # noqa: BLE001
             log.exception("job %s: teardown after a controller error failed", self.job.id)
             reason += "; resources may have leaked"
         for row in await self.store.tasks(self.job.id):

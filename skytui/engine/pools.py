@@ -240,7 +240,7 @@ class PoolManager:
             try:
                 for pool in await self.store.pools():
                     await self._reconcile(pool)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a DB hiccup must not stop the pools
                 log.exception("pool reconcile failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
@@ -394,7 +394,7 @@ class PoolManager:
             if worker is not None:
                 await self._terminate_worker(worker, WorkerStatus.TERMINATED, "launch cancelled")
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a worker's failure must not stop its pool
             log.exception("pool %s: worker %s failed to launch", pool, worker_id)
             self._launch_failed(state)
             worker = next((w for w in await self.store.workers(pool) if w.id == worker_id), None)

@@ -81,7 +81,7 @@ class Reconciler:
         while not self._stopping.is_set():
             try:
                 await self.reconcile()
-            except Exception:
+            except Exception:  # noqa: BLE001 - a DB hiccup must not kill the daemon
                 log.exception("reconcile failed; retrying")
             now = time.monotonic()
             if now - last_node_check > NODE_HOST_CHECK_S:
@@ -115,7 +115,7 @@ class Reconciler:
         spec, secrets = await self.store.job_spec(job.id)
         try:
             tasks = load_tasks(spec, secrets)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a stored spec this version cannot read
             log.exception("job %s: unreadable spec", job.id)
             for row in await self.store.tasks(job.id):
                 if not row.status_enum.is_terminal:
@@ -145,7 +145,7 @@ class Reconciler:
             return
         try:
             await hosts[0].ensure_node_host()
-        except Exception:
+        except Exception:  # noqa: BLE001
             log.exception("the local node host could not be started")
 
     async def sweep_leaks(self) -> None:
@@ -160,7 +160,7 @@ class Reconciler:
         for name, cloud in self.clouds.items():
             try:
                 on_infra[name] = await cloud.list_clusters()
-            except Exception:
+            except Exception:  # noqa: BLE001
                 log.exception("cannot list clusters on %s", name)
         owned: set[str] = set()
         for row in await self.store.live_clusters():
@@ -175,7 +175,7 @@ class Reconciler:
             log.info("sweeping %s: its job has finished", row.name)
             try:
                 await row_cloud.terminate(row.name, ClusterHandle.from_json(row.handle) if row.handle_json else None)
-            except Exception:
+            except Exception:  # noqa: BLE001
                 log.exception("could not terminate %s", row.name)
                 continue
             await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATED, end_reason="swept: no live owner")
@@ -185,7 +185,7 @@ class Reconciler:
                     log.info("sweeping %s on %s: no record owns it", name, cloud_name)
                     try:
                         await self.clouds[cloud_name].terminate(name, None)
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - one unreachable infra must not stop the sweep
                         log.exception("could not terminate %s on %s; the next sweep retries", name, cloud_name)
 
     async def shutdown(self) -> None:
