@@ -139,12 +139,16 @@ class S3Bucket:
             raise
 
     async def upload(self, local: Path, dest: BucketURL) -> list[tuple[str, int]]:
-        uploaded: list[tuple[str, int]] = []
-        for path, relative, mode in await asyncio.to_thread(lambda: list(local_files(local))):
-            key = dest.child(relative).prefix if relative else dest.prefix
-            await self._call(dest, self._s3.upload_file, str(path), self.bucket, key)
-            uploaded.append((relative, mode))
-        return uploaded
+        files = await asyncio.to_thread(lambda: list(local_files(local)))
+        gate = asyncio.Semaphore(8)  # one request per object: a workdir of small files wants several at once
+
+        async def put(path: Path, relative: str) -> None:
+            async with gate:
+                key = dest.child(relative).prefix if relative else dest.prefix
+                await self._call(dest, self._s3.upload_file, str(path), self.bucket, key)
+
+        await asyncio.gather(*(put(path, relative) for path, relative, _ in files))
+        return [(relative, mode) for _, relative, mode in files]
 
     async def put_json(self, dest: BucketURL, data: Any) -> None:
         await self._call(dest, self._s3.put_object, Bucket=self.bucket, Key=dest.prefix,
