@@ -381,6 +381,8 @@ class KubernetesCloud:
         self._shapes: dict[str, tuple[float, list[NodeShape]]] = {}
         self._shape_errors: dict[str, str] = {}
         self._refreshing: set[str] = set()  # contexts whose node list a thread is reading
+        self._state_locks: dict[str, asyncio.Lock] = {}
+        self._state_cache: dict[str, tuple[float, dict[str, Any]]] = {}  # context -> (when, pods by name)
         self._pod_contexts: dict[str, str] = {}  # pod name -> context, as found
 
     # ------------------------------------------------------------- clients
@@ -695,19 +697,38 @@ class KubernetesCloud:
 
     # ---------------------------------------------------------------- state
 
+    async def _pods(self, context: str, *, newer_than: float = 0.0) -> dict[str, Any]:
+        """Pod name -> pod, of this install in a context. Every job there shares
+        one list per poll period: the API server sees one call, not one per job."""
+        lock = self._state_locks.setdefault(context, asyncio.Lock())
+        async with lock:  # concurrent askers wait for the one call in flight
+            cached = self._state_cache.get(context)
+            if cached is not None and cached[0] > newer_than and time.monotonic() - cached[0] < self.state_poll_s * 0.8:
+                return cached[1]
+            pods = await asyncio.to_thread(self._list_blocking, context, self._selector())
+            by_name = {pod.metadata.name: pod for pod in pods}
+            self._state_cache[context] = (time.monotonic(), by_name)
+            return by_name
+
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
         context = handle.region or (self.contexts[0] if self.contexts else "")
+
+        def up(pods: dict[str, Any]) -> int:
+            return sum(1 for info in handle.nodes if _is_up(pods.get(info.host), info.instance_id))
+
         try:
-            pods = await asyncio.to_thread(self._list_blocking, context, self._selector(handle.name))
+            asked = time.monotonic()
+            running = up(await self._pods(context))
+            if running < len(handle.nodes):
+                # A shared answer may predate this cluster: only a fresh one may call it gone.
+                running = up(await self._pods(context, newer_than=asked))
         except Exception as exc:  # noqa: BLE001
             # Only the API can say a pod is gone; not hearing from it is not that.
             log.warning("%s; taking %s as still up", _cloud_error(exc, context, "read pods"), handle.name)
             return ClusterState.UP
-        by_name = {pod.metadata.name: pod for pod in pods}
-        up = sum(1 for info in handle.nodes if _is_up(by_name.get(info.host), info.instance_id))
-        if up == len(handle.nodes):
+        if running == len(handle.nodes):
             return ClusterState.UP
-        return ClusterState.PARTIAL if up else ClusterState.GONE
+        return ClusterState.PARTIAL if running else ClusterState.GONE
 
     def _delete_blocking(self, context: str, cluster: str) -> None:
         from kubernetes.client.rest import ApiException
@@ -729,6 +750,7 @@ class KubernetesCloud:
         contexts = [handle.region] if handle is not None and handle.region in self.contexts else self.contexts
         errors = []
         for context in contexts:
+            self._state_cache.pop(context, None)  # what it said is about to change
             try:
                 await asyncio.to_thread(self._delete_blocking, context, cluster_name)
             except Exception as exc:  # noqa: BLE001 - reported after the other contexts
