@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 from shutil import rmtree
@@ -148,6 +149,30 @@ def test_job_runs_end_to_end_on_a_host_and_leaves_nothing(env: Env, ssh_user: An
     assert stat.S_IMODE(pinned.stat().st_mode) == 0o600
     assert_inventory_empty(env, ssh_user)
     assert not job_processes(ssh_user, "bash")
+
+
+def test_file_mounts_land_where_the_task_says_on_a_host(env: Env, ssh_user: Any, tmp_path: Path) -> None:
+    """On a machine of its own, `/x` is /x (not inside a sandbox), a directory
+    lands as that directory (not nested in it), and `~/x` is in the login's home."""
+    env.config(ssh_config(ssh_user, tmp_path / "no_known_hosts"))
+    (env.tmp / "shards" / "sub").mkdir(parents=True)
+    env.write("shards/a.txt", "shard a\n")
+    env.write("shards/sub/b.txt", "shard b\n")
+    env.write("settings.yaml", "lr: 0.1\n")
+    outside = ssh_user.home.parent / f"{ssh_user.name}-data"  # outside the home, writable by the login
+    outside.mkdir()
+    shutil.chown(outside, ssh_user.name)
+    task = env.write("mounts.yaml", (
+        f"file_mounts:\n  {outside}/shards: ./shards\n  {outside}/conf/settings.yaml: ./settings.yaml\n"
+        "  ~/cfg/settings.yaml: ./settings.yaml\n"
+    ) + task_yaml(f"cat {outside}/shards/a.txt {outside}/shards/sub/b.txt {outside}/conf/settings.yaml "
+                  "~/cfg/settings.yaml", name="mounts"))
+    job_id = env.launch(task)
+    env.wait_status(job_id, "SUCCEEDED", timeout=90)
+    assert env.log(job_id).decode().split("\n")[:4] == ["shard a", "shard b", "lr: 0.1", "lr: 0.1"]
+    assert sorted(p.name for p in (outside / "shards").iterdir()) == ["a.txt", "sub"]
+    assert (ssh_user.home / "cfg" / "settings.yaml").read_text() == "lr: 0.1\n"
+    shutil.rmtree(outside)
 
 
 def test_cancel_kills_the_job_on_the_host(env: Env, ssh_user: Any, tmp_path: Path) -> None:

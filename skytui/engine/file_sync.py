@@ -271,9 +271,17 @@ async def sync_task_files(
                     await _fetch(node, target, fetches[id(transfer)], transfer.label)
                 else:
                     source = Path(transfer.source).expanduser()
-                    if target.startswith("/"):
-                        await _run(node, _prepare_command(target, is_dir=source.is_dir()), f"{transfer.label}: preparing")
-                    await node.upload(str(source), target)
+                    if not target.startswith("/"):
+                        await node.upload(str(source), target)
+                        continue
+                    # Outside the login's home the target is made first (sudo if need be);
+                    # SFTP would put a directory *into* an existing one, so its entries go one by one.
+                    await _run(node, _prepare_command(target, is_dir=source.is_dir()), f"{transfer.label}: preparing")
+                    if source.is_dir():
+                        for child in sorted(source.iterdir()):
+                            await node.upload(str(child), f"{target.rstrip('/')}/{child.name}")
+                    else:
+                        await node.upload(str(source), target)
             elif transfer.kind == "bucket-copy":
                 await _fetch(node, target, fetches[id(transfer)], transfer.label)
             else:
