@@ -11,8 +11,8 @@ their output by byte offset. Clouds know nothing of the engine.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
