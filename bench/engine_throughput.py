@@ -39,10 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
-import math
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -60,8 +57,19 @@ if str(REPO) not in sys.path:
 # Never the real home, never a shared DB: set before anything reads them.
 os.environ.pop("SKYTUI_DB_URL", None)
 
+from harness import (
+    GlobalTimeout,
+    cpu_seconds,
+    fmt_ratio,
+    machine,
+    own_cpu,
+    pct,
+    read_pid,
+    rss_bytes,
+    stop_everything,
+    system_cpu,
+)
 from skytui.client import Client
-from skytui.clouds.local import LocalCloud
 from skytui.clouds.local_layout import STATE_FILE
 from skytui.config import Paths
 from skytui.engine import daemon
@@ -90,81 +98,10 @@ QUEUE_POLL_S = 0.2
 MIB = 1024 * 1024
 
 
-class GlobalTimeout(Exception):
-    pass
-
-
 # ------------------------------------------------------------------ machine
 
 
-def machine() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / MIB:.1f} GiB"
-                break
-    return (
-        f"nproc={os.cpu_count()} cpu={model!r} mem={mem} "
-        f"python={platform.python_version()} kernel={platform.release()}"
-    )
-
-
 # ------------------------------------------------------------ /proc samplers
-
-
-def rss_bytes(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def cpu_seconds(pid: int, *, children: bool = False) -> float | None:
-    """utime + stime of a process (its threads), or of its reaped children."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw.rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    first = 13 if children else 11
-    return (int(fields[first]) + int(fields[first + 1])) / ticks
-
-
-def system_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine, from /proc/stat."""
-    try:
-        parts = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return 0.0, 0.0
-    values = [int(v) for v in parts[:8]]
-    idle = values[3] + values[4]  # idle + iowait
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (sum(values) - idle) / ticks, sum(values) / ticks
-
-
-def own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system  # this process and its threads (not the daemons: they are not waited for)
-
-
-def read_pid(path: Path, key: str | None = None) -> int | None:
-    try:
-        text = path.read_text()
-        return int(json.loads(text)[key]) if key else int(text.strip())
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 @dataclass
@@ -221,25 +158,6 @@ class Sampler:
 # ----------------------------------------------------------------- helpers
 
 
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
-
-
-def fmt_ratio(x: float) -> str:
-    if math.isnan(x):
-        return "n/a"
-    if x >= 10:
-        return f"{x:,.0f}x"
-    if x >= 1:
-        return f"{x:.1f}x"
-    return f"{x:.3g}x"
-
-
 def fresh_home(root: Path, name: str) -> Paths:
     p = Paths(root / name)
     p.ensure()
@@ -279,20 +197,6 @@ def measure_submit_only(root: Path, n: int, yaml_path: Path) -> dict[str, float]
             client.close()
             shutil.rmtree(p.home, ignore_errors=True)
     return out
-
-
-def kill_leftovers(home: Path) -> None:
-    """Job processes (detached by design) that we started inside our temp home."""
-    me = os.getpid()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == me:
-            continue
-        with contextlib.suppress(OSError):
-            cwd = os.readlink(proc / "cwd")
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-            if cwd.startswith(str(home)) or str(home) in cmdline:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(proc.name), signal.SIGKILL)
 
 
 # ------------------------------------------------------------------- the run
@@ -462,19 +366,6 @@ def run_bench(args: argparse.Namespace, root: Path, run: Run) -> None:
             client.close()
         finally:
             stop_everything(p)
-
-
-def stop_everything(p: Paths) -> None:
-    with contextlib.suppress(Exception):
-        daemon.stop_controller(p, timeout=30)
-    host_pid = read_pid(p.nodes / STATE_FILE, "pid")
-    with contextlib.suppress(Exception):
-        LocalCloud(p).stop_node_host()
-    if host_pid is not None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and rss_bytes(host_pid) is not None:
-            time.sleep(0.05)
-    kill_leftovers(p.home)
 
 
 # ------------------------------------------------------------------- report

@@ -79,7 +79,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import signal
@@ -100,9 +99,23 @@ if str(REPO) not in sys.path:
 # Never the real home, never a shared DB: set before anything reads them.
 os.environ.pop("SKYTUI_DB_URL", None)
 
+from harness import (
+    GlobalTimeout,
+    Terminated,
+    cpu_seconds,
+    fmt_ratio,
+    machine,
+    own_cpu,
+    pct,
+    processes_in,
+    read_pid,
+    rss_bytes,
+    sandboxes_left,
+    stop_everything,
+    system_cpu,
+)
 from skytui.client import Client
-from skytui.clouds.local import LocalCloud
-from skytui.clouds.local_layout import NODE_MARKER, STATE_FILE
+from skytui.clouds.local_layout import STATE_FILE
 from skytui.config import Paths
 from skytui.engine import daemon
 from skytui.engine.status import TERMINAL, TaskStatus
@@ -134,14 +147,6 @@ WORKER_RE = re.compile(r"worker (\d+)")
 STAMP_RE = re.compile(r"^skytui-bench (start|end) (\d+(?:[.,]\d+)?)(?: rank (\d+))?", re.MULTILINE)
 
 
-class GlobalTimeout(Exception):
-    pass
-
-
-class Terminated(Exception):
-    pass
-
-
 class Stalled(Exception):
     """No job finished for --stall-s while jobs wait and workers idle (a lost dispatch)."""
 
@@ -169,78 +174,7 @@ def job_yaml(job_seconds: float) -> str:
 # ------------------------------------------------------------------ machine
 
 
-def machine() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / MIB:.1f} GiB"
-                break
-    load = "?"
-    with contextlib.suppress(OSError):
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return (
-        f"nproc={os.cpu_count()} cpu={model!r} mem={mem} loadavg={load} "
-        f"python={platform.python_version()} kernel={platform.release()}"
-    )
-
-
 # ------------------------------------------------------------ /proc samplers
-
-
-def rss_bytes(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def cpu_seconds(pid: int | None, *, children: bool = False) -> float | None:
-    """utime + stime of a process (its threads), or of its reaped children."""
-    if pid is None:
-        return None
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw.rsplit(")", 1)[1].split()
-    first = 13 if children else 11
-    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
-
-
-def system_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine, from /proc/stat."""
-    try:
-        parts = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return 0.0, 0.0
-    values = [int(v) for v in parts[:8]]
-    idle = values[3] + values[4]  # idle + iowait
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (sum(values) - idle) / ticks, sum(values) / ticks
-
-
-def own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system  # the CLI calls are ours too
-
-
-def read_pid(path: Path, key: str | None = None) -> int | None:
-    try:
-        text = path.read_text()
-        return int(json.loads(text)[key]) if key else int(text.strip())
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 @dataclass
@@ -307,7 +241,7 @@ class PhaseClock:
         self._host0 = cpu_seconds(sampler.nodehost_pid)
         self._kids0 = cpu_seconds(sampler.nodehost_pid, children=True)
         self._host_pid = sampler.nodehost_pid
-        self._own0 = own_cpu()
+        self._own0 = own_cpu(children=True)
         self._sys0 = system_cpu()
 
     def stop(self) -> Phase:
@@ -325,32 +259,13 @@ class PhaseClock:
                 ph.nodehost_s = h1 - ((self._host0 or 0.0) if same else 0.0)
             if k1 is not None:
                 ph.nodehost_children_s = k1 - ((self._kids0 or 0.0) if same else 0.0)
-        ph.bench_s = own_cpu() - self._own0
+        ph.bench_s = own_cpu(children=True) - self._own0
         sys1 = system_cpu()
         ph.sys_busy_s, ph.sys_total_s = sys1[0] - self._sys0[0], sys1[1] - self._sys0[1]
         return ph
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
-
-
-def fmt_ratio(x: float) -> str:
-    if math.isnan(x):
-        return "n/a"
-    if x >= 10:
-        return f"{x:,.0f}x"
-    if x >= 1:
-        return f"{x:.1f}x"
-    return f"{x:.3g}x"
 
 
 def ms(x: float) -> str:
@@ -391,45 +306,6 @@ def cli(p: Paths, *argv: str, timeout: float) -> subprocess.CompletedProcess[str
             f"`skytui {' '.join(argv)}` exited {result.returncode}: {(result.stderr or result.stdout).strip()[-800:]}"
         )
     return result
-
-
-def sandboxes_left(p: Paths) -> list[str]:
-    """Every sandbox with a node marker (any infra): a machine still standing."""
-    if not p.nodes.is_dir():
-        return []
-    return sorted(e.name for e in p.nodes.iterdir() if (e / NODE_MARKER).is_file())
-
-
-def processes_in(root: Path, *, exclude: int) -> list[int]:
-    """Processes whose cwd is under `root`, or started with HOME under it."""
-    found = []
-    prefix = str(root)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == exclude:
-            continue
-        with contextlib.suppress(OSError):
-            cwd = os.readlink(proc / "cwd")
-            if cwd.startswith(prefix):
-                found.append(int(proc.name))
-                continue
-            env = (proc / "environ").read_bytes().split(b"\0")
-            if any(e.startswith(b"HOME=" + prefix.encode()) for e in env):
-                found.append(int(proc.name))
-    return found
-
-
-def kill_leftovers(home: Path) -> None:
-    """Job processes (detached by design) that we started inside our temp home."""
-    me = os.getpid()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == me:
-            continue
-        with contextlib.suppress(OSError):
-            cwd = os.readlink(proc / "cwd")
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-            if cwd.startswith(str(home)) or str(home) in cmdline:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(proc.name), signal.SIGKILL)
 
 
 class _NoDaemonClient(Client):
@@ -628,10 +504,10 @@ def run_bench(args: argparse.Namespace, root: Path, run: Run) -> None:
             print(f"  all {args.workers} workers READY after {run.pool_ready_s:.1f}s", flush=True)
 
         # How busy is the machine without us (the controller idles, workers wait)?
-        b0, c0, o0 = system_cpu(), cpu_seconds(info.pid) or 0.0, own_cpu()
+        b0, c0, o0 = system_cpu(), cpu_seconds(info.pid) or 0.0, own_cpu(children=True)
         h0 = cpu_seconds(sampler.nodehost_pid) or 0.0
         time.sleep(1.0)
-        b1, c1, o1 = system_cpu(), cpu_seconds(info.pid) or 0.0, own_cpu()
+        b1, c1, o1 = system_cpu(), cpu_seconds(info.pid) or 0.0, own_cpu(children=True)
         h1 = cpu_seconds(sampler.nodehost_pid) or 0.0
         if b1[1] > b0[1]:
             ours = (c1 - c0) + (o1 - o0) + (h1 - h0)
@@ -746,19 +622,6 @@ def check_stall(client: Client, pending: list[int], stall_s: float) -> None:
             f"stalled: no job finished for {stall_s:g} s; {len(pending)} job(s) PENDING {pending[:10]} "
             f"while READY worker(s) {idle} are idle" + (f"; {', '.join(held[:8])}" if held else "")
         )
-
-
-def stop_everything(p: Paths) -> None:
-    with contextlib.suppress(Exception):
-        daemon.stop_controller(p, timeout=30)
-    host_pid = read_pid(p.nodes / STATE_FILE, "pid")
-    with contextlib.suppress(Exception):
-        LocalCloud(p).stop_node_host()
-    if host_pid is not None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and rss_bytes(host_pid) is not None:
-            time.sleep(0.05)
-    kill_leftovers(p.home)
 
 
 # ------------------------------------------------------------------- report

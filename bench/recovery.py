@@ -66,10 +66,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import math
 import os
-import platform
 import random
 import shutil
 import signal
@@ -88,10 +85,24 @@ if str(REPO) not in sys.path:
 # Never the real home, never a shared DB: set before anything reads them.
 os.environ.pop("SKYTUI_DB_URL", None)
 
+from harness import (
+    GlobalTimeout,
+    Terminated,
+    cpu_seconds,
+    fmt_ratio,
+    machine,
+    own_cpu,
+    pct,
+    processes_in,
+    read_pid,
+    rss_bytes,
+    sandboxes_left,
+    stop_everything,
+    system_cpu,
+)
 from skytui.client import Client
 from skytui.clouds import sandboxes as sandboxes_mod
-from skytui.clouds.local import LocalCloud
-from skytui.clouds.local_layout import NODE_MARKER, STATE_FILE
+from skytui.clouds.local_layout import STATE_FILE
 from skytui.config import Paths
 from skytui.engine import daemon
 from skytui.engine.status import TERMINAL, TaskStatus
@@ -129,89 +140,10 @@ RECOVERING = TaskStatus.RECOVERING.value
 CANCELLED = TaskStatus.CANCELLED.value
 
 
-class GlobalTimeout(Exception):
-    pass
-
-
-class Terminated(Exception):
-    pass
-
-
 # ------------------------------------------------------------------ machine
 
 
-def machine() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / MIB:.1f} GiB"
-                break
-    load = "?"
-    with contextlib.suppress(OSError):
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return (
-        f"nproc={os.cpu_count()} cpu={model!r} mem={mem} loadavg={load} "
-        f"python={platform.python_version()} kernel={platform.release()}"
-    )
-
-
 # ------------------------------------------------------------ /proc samplers
-
-
-def rss_bytes(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def cpu_seconds(pid: int | None, *, children: bool = False) -> float | None:
-    """utime + stime of a process (its threads), or of its reaped children."""
-    if pid is None:
-        return None
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw.rsplit(")", 1)[1].split()
-    first = 13 if children else 11
-    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
-
-
-def system_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine, from /proc/stat."""
-    try:
-        parts = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return 0.0, 0.0
-    values = [int(v) for v in parts[:8]]
-    idle = values[3] + values[4]  # idle + iowait
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (sum(values) - idle) / ticks, sum(values) / ticks
-
-
-def own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def read_pid(path: Path, key: str | None = None) -> int | None:
-    try:
-        text = path.read_text()
-        return int(json.loads(text)[key]) if key else int(text.strip())
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 @dataclass
@@ -305,25 +237,6 @@ class PhaseClock:
 # ----------------------------------------------------------------- helpers
 
 
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
-
-
-def fmt_ratio(x: float) -> str:
-    if math.isnan(x):
-        return "n/a"
-    if x >= 10:
-        return f"{x:,.0f}x"
-    if x >= 1:
-        return f"{x:.1f}x"
-    return f"{x:.3g}x"
-
-
 def write_config(p: Paths, args: argparse.Namespace) -> None:
     """config.yaml (format in skytui/config.py)."""
     p.config_file.write_text(
@@ -338,45 +251,6 @@ def write_config(p: Paths, args: argparse.Namespace) -> None:
         "  recovery:\n"
         f"    backoff_initial_s: {args.backoff_initial_s}\n"
     )
-
-
-def sandboxes_left(p: Paths) -> list[str]:
-    """Every sandbox with a node marker (any infra): a machine still standing."""
-    if not p.nodes.is_dir():
-        return []
-    return sorted(e.name for e in p.nodes.iterdir() if (e / NODE_MARKER).is_file())
-
-
-def processes_in(root: Path, *, exclude: int) -> list[int]:
-    """Processes whose cwd is under `root`, or started with HOME under it."""
-    found = []
-    prefix = str(root)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == exclude:
-            continue
-        with contextlib.suppress(OSError):
-            cwd = os.readlink(proc / "cwd")
-            if cwd.startswith(prefix):
-                found.append(int(proc.name))
-                continue
-            env = (proc / "environ").read_bytes().split(b"\0")
-            if any(e.startswith(b"HOME=" + prefix.encode()) for e in env):
-                found.append(int(proc.name))
-    return found
-
-
-def kill_leftovers(home: Path) -> None:
-    """Job processes (detached by design) that we started inside our temp home."""
-    me = os.getpid()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == me:
-            continue
-        with contextlib.suppress(OSError):
-            cwd = os.readlink(proc / "cwd")
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-            if cwd.startswith(str(home)) or str(home) in cmdline:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(proc.name), signal.SIGKILL)
 
 
 class EventLog:
@@ -757,19 +631,6 @@ def count_relaunches(run: Run, log: EventLog) -> None:
             1 for job_id in run.job_ids for a in log.client.store.attempts(job_id)
             if a.end_reason and a.end_reason.startswith("no capacity")
         )
-
-
-def stop_everything(p: Paths) -> None:
-    with contextlib.suppress(Exception):
-        daemon.stop_controller(p, timeout=30)
-    host_pid = read_pid(p.nodes / STATE_FILE, "pid")
-    with contextlib.suppress(Exception):
-        LocalCloud(p).stop_node_host()
-    if host_pid is not None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and rss_bytes(host_pid) is not None:
-            time.sleep(0.05)
-    kill_leftovers(p.home)
 
 
 # ------------------------------------------------------------------- report
