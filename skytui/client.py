@@ -239,7 +239,7 @@ class Client:
         """Every infra: enabled or not and why, and what an enabled one offers (`skytui check`)."""
         config = load_config(self.paths)
         statuses = infra_statuses(self.paths, config)
-        clouds = enabled_clouds(self.paths, config)
+        clouds = enabled_clouds(self.paths, config, statuses)
         report: list[tuple[InfraStatus, str | None]] = []
         for status in statuses:
             cloud = clouds.get(status.name) if status.enabled else None

@@ -51,7 +51,9 @@ def infra_statuses(paths: Paths, config: Config) -> list[InfraStatus]:
     return statuses
 
 
-def enabled_clouds(paths: Paths, config: Config) -> dict[str, Cloud]:
+def enabled_clouds(paths: Paths, config: Config, statuses: list[InfraStatus] | None = None) -> dict[str, Cloud]:
+    """The Cloud of every enabled infra; `statuses` from infra_statuses() spare detecting again."""
+    enabled = {status.name: status.enabled for status in statuses or []}
     clouds: dict[str, Cloud] = {}
     if config.infra.local.enabled:
         clouds["local"] = LocalCloud(paths, provision_delay_s=config.infra.local.provision_delay_s)
@@ -59,9 +61,11 @@ def enabled_clouds(paths: Paths, config: Config) -> dict[str, Cloud]:
     # offers nothing to a task that does not name it unless enabled in config.
     clouds["sim"] = SimCloud(paths, config.infra.sim)
     for name in PROVIDERS:
-        if detect_provider(name, paths, config).enabled:
+        if name not in enabled:
+            enabled[name] = detect_provider(name, paths, config).enabled
+        if enabled[name]:
             try:
                 clouds[name] = _provider(name).make(paths, config)  # type: ignore[attr-defined]
-            except Exception:
+            except Exception:  # noqa: BLE001 - one broken provider must not take the others down
                 log.exception("%s is enabled but could not be set up", name)
     return clouds

@@ -300,7 +300,10 @@ async def discard_staging(staging: StagingArea) -> None:
     """Delete an ended job's (or a pool's) files from the bucket; a failure is logged, not raised."""
     try:
         count = await staging.discard()
-    except Exception:
+    except PrecheckError as exc:  # the bucket is gone or refused: nothing of ours to delete there
+        log.warning("could not delete the staged files in %s: %s", staging.root, exc)
+        return
+    except Exception:  # noqa: BLE001 - cleanup must not fail the job's ending
         log.exception("could not delete the staged files in %s", staging.root)
         return
     if count:
