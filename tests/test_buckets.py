@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -182,3 +183,66 @@ def test_a_pools_workdir_goes_through_the_bucket_and_goes_with_the_pool(env: Env
     assert f"{root}v1/workdir/model.txt" in keys(STAGE, root)
     env.cli("jobs", "pool", "down", "warm", "-y", check=True)
     wait_for(lambda: not keys(STAGE, root), 60, what="the pool's staged files to be deleted")
+
+
+# ------------------------------------------------ nothing outside the target
+
+
+def written_anywhere(root: Path, payload: bytes) -> list[Path]:
+    """Every file under `root` holding `payload`."""
+    return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and payload in p.read_bytes()]
+
+
+def test_bucket_keys_that_leave_their_target_fail_setup_name_the_keys_and_write_nothing(
+    env: Env, moto: Any
+) -> None:
+    client = s3()
+    client.create_bucket(Bucket=DATA)
+    client.put_object(Bucket=DATA, Key="evil/ok.txt", Body=b"fine\n")
+    # From ~/copied on the node: the sandbox's parent (on an ssh host, the
+    # user's real home), and the node's home beside the target.
+    client.put_object(Bucket=DATA, Key="evil/../../.bashrc", Body=b"PWNED-BASHRC\n")
+    client.put_object(Bucket=DATA, Key="evil/../x", Body=b"PWNED-X\n")
+    env.config(FAST_CONFIG)
+    job = env.launch(env.write("job.yaml", (
+        f"name: evil\nfile_mounts:\n  ~/copied: s3://{DATA}/evil\nrun: cat ~/copied/ok.txt; cat ~/x\n"
+    )))
+    done = env.wait_status(job, "FAILED_SETUP", "FAILED_PRECHECKS", "FAILED", "SUCCEEDED", timeout=60)
+    reason = done["tasks"][0]["failure_reason"]
+    assert "file_mounts['~/copied']" in reason
+    assert "'evil/../../.bashrc'" in reason and "'evil/../x'" in reason
+    assert "X-Amz" not in reason
+    assert not (env.home / "nodes" / ".bashrc").exists()
+    assert written_anywhere(env.tmp.parent, b"PWNED") == []
+    assert b"fine" not in env.log(job)  # the run never started
+    assert done["status"] == "FAILED_SETUP"
+
+
+def test_bucket_keys_that_resolve_inside_are_copied_where_they_resolve(env: Env, moto: Any) -> None:
+    client = s3()
+    client.create_bucket(Bucket=DATA)
+    client.put_object(Bucket=DATA, Key="good/./a.txt", Body=b"A\n")
+    client.put_object(Bucket=DATA, Key="good/sub/../b.txt", Body=b"B\n")
+    client.put_object(Bucket=DATA, Key="good/sub/c.txt", Body=b"C\n")
+    env.config(FAST_CONFIG)
+    job = env.launch(env.write("job.yaml", (
+        f"name: good\nfile_mounts:\n  ~/copied: s3://{DATA}/good\n"
+        "run: cat ~/copied/a.txt ~/copied/b.txt ~/copied/sub/c.txt\n"
+    )))
+    env.wait_status(job, "SUCCEEDED", timeout=60)
+    assert env.log(job).decode().split() == ["A", "B", "C"]
+
+
+def test_a_destination_that_escapes_the_sandbox_fails_setup_and_writes_nothing(env: Env, moto: Any) -> None:
+    use_bucket(env)  # local files then travel through the bucket and are fetched on the node
+    secret = env.write("payload.txt", "PWNED-DESTINATION\n")
+    job = env.launch(env.write("job.yaml", (
+        f"name: climb\nfile_mounts:\n  /../../escaped.txt: {secret}\nrun: echo ran\n"
+    )))
+    done = env.wait_status(job, "FAILED_SETUP", "FAILED_PRECHECKS", "FAILED", "SUCCEEDED", timeout=60)
+    reason = done["tasks"][0]["failure_reason"]
+    assert "file_mounts['/../../escaped.txt']" in reason and "outside the node's home" in reason
+    assert not (env.home / "escaped.txt").exists()
+    assert [p for p in written_anywhere(env.tmp.parent, b"PWNED") if p != secret] == []
+    assert b"ran" not in env.log(job)
+    assert done["status"] == "FAILED_SETUP"

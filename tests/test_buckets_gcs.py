@@ -182,6 +182,22 @@ def test_a_missing_bucket_fails_prechecks_and_names_it(
     assert not gcs.buckets  # nothing was created on the way
 
 
+def test_object_names_that_leave_their_target_fail_setup_and_nothing_is_fetched(env: Env, gcs: FakeGCS) -> None:
+    gcs.create_bucket(DATA)
+    gcs.put_object(DATA, "evil/ok.txt", b"fine\n")
+    gcs.put_object(DATA, "evil/../../.bashrc", b"PWNED\n")
+    env.config(config())
+    job = env.launch(env.write("job.yaml", (
+        f"name: evil\nfile_mounts:\n  ~/copied: {{source: gs://{DATA}/evil, mode: COPY}}\nrun: cat ~/copied/ok.txt\n"
+    )))
+    done = env.wait_status(job, "FAILED_SETUP", "FAILED_PRECHECKS", "FAILED", "SUCCEEDED", timeout=60)
+    reason = done["tasks"][0]["failure_reason"]
+    assert "file_mounts['~/copied']" in reason and "'evil/../../.bashrc'" in reason
+    assert "GET signed" not in gcs.calls  # refused before any node fetched anything
+    assert not (env.home / "nodes" / ".bashrc").exists()
+    assert done["status"] == "FAILED_SETUP"
+
+
 # ----------------------------------------------- the bucket class on its own
 
 

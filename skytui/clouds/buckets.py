@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,66 @@ from skytui.clouds.base import PrecheckError
 SCHEMES = {"s3": "S3", "gs": "GCS"}
 SIGNED_URL_TTL_S = 6 * 3600  # long enough for a slow download, short enough to be worthless later
 MANIFEST = "manifest.json"
+# The node's fetch script exits with this, having written nothing, when a
+# path it was given would land outside its target.
+FETCH_REFUSED_EXIT = 4
+# Backslashes are separators to some tools; control characters would break
+# the fetch script's one-line-per-object input (tab, newline) or cannot be in
+# a file name at all (NUL).
+_UNSAFE_KEY_CHARS = re.compile(r"[\\\x00-\x1f\x7f]")
+
+
+class UnsafeKeyError(PrecheckError):
+    """Object keys that would be written outside the directory they are copied into."""
+
+    def __init__(self, where: BucketURL, keys: list[str]) -> None:
+        self.keys = keys
+        shown = ", ".join(repr(key) for key in keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        super().__init__(
+            f"{where}: refusing to copy object key(s) that are not plain paths inside the target "
+            f"(climbing out with '..', absolute, or holding a backslash or a control character): {shown}"
+        )
+
+
+def resolve_below(path: str) -> str | None:
+    """`path`, taken relative to a base directory, with `.`, empty parts and
+    `..` folded away: "" for the base itself, None when it leads out of the
+    base (absolute, or more `..` than parts above them) or holds a NUL."""
+    if path.startswith("/") or "\x00" in path:
+        return None
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part != "..":
+            parts.append(part)
+        elif parts:
+            parts.pop()
+        else:
+            return None
+    return "/".join(parts)
+
+
+def place_of_key(name: str) -> str | None:
+    """Where an object listed as `name` (its key relative to the listed
+    prefix) lands, relative to the target; None when not strictly inside it.
+    "" (the object *is* the prefix) is the caller's case, not a place."""
+    if _UNSAFE_KEY_CHARS.search(name):
+        return None
+    return resolve_below(name) or None  # "." or "a/.." would be the target itself
+
+
+def places_in_target(src: BucketURL, names: list[str]) -> list[str]:
+    """Where each of `src.list()`'s names lands, relative to the target (""
+    for the one object that is the target). UnsafeKeyError names every key
+    that would land outside: nothing is fetched then, so nothing half-happens."""
+    if names == [""]:
+        return [""]
+    places = [place_of_key(name) for name in names]
+    unsafe = [name for name, place in zip(names, places) if place is None]
+    if unsafe:
+        raise UnsafeKeyError(src, [f"{src.prefix}/{name}" if src.prefix else name for name in unsafe])
+    return [place for place in places if place is not None]
 
 
 @dataclass(frozen=True)
@@ -399,17 +460,36 @@ def open_bucket(url: BucketURL) -> Bucket:
 # Reads `mode<TAB>relative<TAB>url` lines on stdin and fetches each object
 # into the target directory, 8 at a time; python3 where the image has it,
 # curl otherwise. Errors name the file and the HTTP status, never the URL.
+# The controller already refused names that leave the target; the node checks
+# again before fetching anything, where its symlinks can be seen, and exits
+# FETCH_REFUSED_EXIT having written nothing if one would.
 _FETCH_PY = r"""
 import concurrent.futures, os, sys, urllib.request, urllib.error
 target = sys.argv[1]
 jobs = [line.rstrip("\n").split("\t", 2) for line in sys.stdin if line.strip()]
-def fetch(job):
+root = os.path.realpath(target)
+def place(rel):
+    if not rel:
+        return target if len(jobs) == 1 else None
+    parts = rel.split("/")
+    if (rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts)
+            or any(ord(c) < 32 or c == "\x7f" for c in rel)):
+        return None
+    path = os.path.realpath(os.path.join(root, rel))
+    return path if path != root and os.path.commonpath([root, path]) == root else None
+places = [place(rel) for _, rel, _ in jobs]
+refused = [rel for (_, rel, _), path in zip(jobs, places) if path is None]
+for rel in refused[:10]:
+    print(f"refusing {rel!r}: it would be written outside {target}", file=sys.stderr)
+if refused:
+    sys.exit(%(refused)d)
+def fetch(job, path):
     mode, rel, url = job
-    path = os.path.join(target, rel) if rel else target
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     for attempt in range(4):
         try:
-            with urllib.request.urlopen(url, timeout=120) as response, open(path + ".part", "wb") as out:
+            part = os.open(path + ".part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(part, "wb") as out, urllib.request.urlopen(url, timeout=120) as response:
                 while True:
                     chunk = response.read(1 << 20)
                     if not chunk:
@@ -426,22 +506,50 @@ def fetch(job):
             error = type(exc).__name__
     return f"{rel or os.path.basename(path)}: {error}"
 with concurrent.futures.ThreadPoolExecutor(8) as pool:
-    failures = [f for f in pool.map(fetch, jobs) if f]
+    failures = [f for f in pool.map(fetch, jobs, places) if f]
 for failure in failures[:10]:
     print("cannot fetch " + failure, file=sys.stderr)
 sys.exit(1 if failures else 0)
-"""
+""" % {"refused": FETCH_REFUSED_EXIT}
 
+# Lines are split by hand: with IFS=<tab>, `read` would merge the two tabs
+# around an empty relative path. `realpath -m` (GNU) sees symlinks; where it
+# is missing, only the names are checked.
 _FETCH_SH = r"""
 T={target}
 if command -v python3 >/dev/null 2>&1; then exec python3 -c {py} "$T"; fi
+tab="$(printf '\t')"
+list="$(cat)"
+if base="$(realpath -m -- "$T" 2>/dev/null)"; then resolve=1; base="${{base%/}}"; else resolve=0; fi
+inside() {{
+  case "$1" in /*|*\\*|*//*|./*|*/./*|*/.|.|../*|*/../*|*/..|..|*[[:cntrl:]]*) return 1 ;; esac
+  [ "$resolve" = 1 ] || return 0
+  r="$(realpath -m -- "$T/$1" 2>/dev/null)" || return 1
+  case "$r" in "$base"/?*) return 0 ;; esac
+  return 1
+}}
+n=0; single=0; refused=0
+while IFS= read -r line; do
+  case "$line" in *"$tab"*"$tab"*) ;; *) continue ;; esac
+  rest="${{line#*"$tab"}}"; rel="${{rest%%"$tab"*}}"; n=$((n + 1))
+  if [ -z "$rel" ]; then single=1
+  elif ! inside "$rel"; then echo "refusing '$rel': it would be written outside $T" >&2; refused=1; fi
+done <<LIST
+$list
+LIST
+if [ "$single" = 1 ] && [ "$n" -gt 1 ]; then echo "refusing '': it would be written outside $T" >&2; refused=1; fi
+[ "$refused" = 0 ] || exit {refused}
 status=0
-while IFS="$(printf '\t')" read -r mode rel url; do
+while IFS= read -r line; do
+  case "$line" in *"$tab"*"$tab"*) ;; *) continue ;; esac
+  mode="${{line%%"$tab"*}}"; rest="${{line#*"$tab"}}"; rel="${{rest%%"$tab"*}}"; url="${{rest#*"$tab"}}"
   [ -n "$url" ] || continue
   if [ -n "$rel" ]; then p="$T/$rel"; else p="$T"; fi
   mkdir -p "$(dirname "$p")"
-  if curl -fsSL --retry 3 -o "$p" "$url" 2>/dev/null; then chmod "$mode" "$p"; else echo "cannot fetch ${{rel:-$p}}" >&2; status=1; fi
-done
+  if curl -fsSL --path-as-is --retry 3 -o "$p" "$url" 2>/dev/null; then chmod "$mode" "$p"; else echo "cannot fetch ${{rel:-$p}}" >&2; status=1; fi
+done <<LIST
+$list
+LIST
 exit $status
 """
 
@@ -451,7 +559,9 @@ def fetch_command(target: str) -> str:
     (a directory; or the file itself for one object with relative path "")."""
     import shlex
 
-    return _FETCH_SH.format(target=shlex.quote(target), py=shlex.quote(_FETCH_PY))
+    # "" is the login's home itself: "$T/$rel" must not become "/$rel".
+    return _FETCH_SH.format(target=shlex.quote(target or "."), py=shlex.quote(_FETCH_PY),
+                            refused=FETCH_REFUSED_EXIT)
 
 
 def fetch_input(objects: list[SignedObject]) -> str:

@@ -21,6 +21,7 @@ mounted (MOUNT, MOUNT_CACHED) where the node has a mount tool.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shlex
 from collections.abc import Sequence
@@ -30,12 +31,17 @@ from typing import Literal
 
 from skytui.clouds.base import Node, PrecheckError
 from skytui.clouds.buckets import (
+    FETCH_REFUSED_EXIT,
     Bucket,
     BucketURL,
     SignedObject,
+    UnsafeKeyError,
     fetch_command,
     fetch_input,
     open_bucket,
+    place_of_key,
+    places_in_target,
+    resolve_below,
 )
 from skytui.spec import FileMount, Task
 
@@ -57,6 +63,11 @@ class FileSyncError(Exception):
     """The files cannot be provided as the task asks (FAILED_PRECHECKS)."""
 
 
+class UnsafePathError(FileSyncError):
+    """A bucket key or a file_mounts destination would be written outside
+    its target (FAILED_SETUP). Raised before anything is written."""
+
+
 @dataclass(frozen=True)
 class Transfer:
     kind: Literal["workdir", "local", "bucket-copy", "bucket-mount"]
@@ -74,6 +85,20 @@ def node_target(target: str, *, absolute_mounts: bool) -> str:
     if target.startswith("/"):
         return target if absolute_mounts else target.lstrip("/")
     return target
+
+
+def confined_target(transfer: Transfer) -> Transfer:
+    """`transfer` with its destination normalised; UnsafePathError when a
+    relative one (in the login's home: every destination on this machine's
+    sandboxes) climbs out of that home with `..`."""
+    if transfer.kind == "workdir" or transfer.target.startswith("/"):
+        return transfer  # the workdir's place is ours; an absolute path is on a machine of its own
+    where = resolve_below(transfer.target)
+    if where is None:
+        raise UnsafePathError(
+            f"{transfer.label}: the destination leads outside the node's home directory; refusing to write there"
+        )
+    return dataclasses.replace(transfer, target=where)
 
 
 def plan_transfers(task: Task, *, workdir: str, absolute_mounts: bool) -> list[Transfer]:
@@ -170,9 +195,18 @@ class StagingArea:
     def signed(self, part: str, transfer: Transfer, manifest: dict[str, list[list[object]]]) -> list[SignedObject]:
         key = self.key_of(transfer)
         base = self.part_root(part).child(key)
+        entries = [(str(relative), int(str(mode))) for relative, mode in manifest.get(key, [])]
+        # The manifest is read back from the bucket, where anyone who can write
+        # there could have edited it: its paths get the same check as any key.
+        unsafe = [relative for relative, _ in entries if relative and place_of_key(relative) != relative]
+        if unsafe:
+            raise UnsafePathError(
+                f"{transfer.label}: the staged manifest in {base} lists path(s) that are not plain paths "
+                f"inside the target: {', '.join(map(repr, unsafe[:5]))}"
+            )
         return [
-            SignedObject(str(relative), int(str(mode)), self.bucket.sign(base.child(str(relative)) if relative else base))
-            for relative, mode in manifest.get(key, [])
+            SignedObject(relative, mode, self.bucket.sign(base.child(relative) if relative else base))
+            for relative, mode in entries
         ]
 
     async def discard(self) -> int:
@@ -205,7 +239,14 @@ async def _run(node: Node, command: str, what: str, *, input: str | None = None,
 async def _fetch(node: Node, target: str, objects: list[SignedObject], label: str) -> None:
     is_dir = not (len(objects) == 1 and objects[0].relative == "")
     await _run(node, _prepare_command(target, is_dir=is_dir), f"{label}: preparing {target}")
-    await _run(node, fetch_command(target), f"{label}: fetching into {target}", input=fetch_input(objects))
+    status, _, err = await node.run(fetch_command(target), timeout=3600.0, input=fetch_input(objects))
+    if status == FETCH_REFUSED_EXIT:
+        # The node saw a path leave the target (a symlink there, say) and fetched nothing.
+        raise UnsafePathError(f"{label}: refused on {node.info.host}: {err.strip()[-500:]}")
+    if status != 0:
+        # The stderr of the fetch never holds a URL (see buckets._FETCH_PY).
+        raise FileSyncError(f"{label}: fetching into {target} failed on {node.info.host}: "
+                            f"{err.strip()[-500:] or f'exit {status}'}")
 
 
 async def _bucket_objects(transfer: Transfer) -> list[SignedObject]:
@@ -214,10 +255,15 @@ async def _bucket_objects(transfer: Transfer) -> list[SignedObject]:
     names = await bucket.list(url)
     if not names:
         raise FileSyncError(f"{transfer.label}: {url} is empty or does not exist")
+    try:
+        places = places_in_target(url, names)
+    except UnsafeKeyError as exc:
+        raise UnsafePathError(f"{transfer.label}: {exc}") from exc
     # Signing is CPU (an RSA signature per GCS object) or even a call to IAM: not on the event loop.
-    return await asyncio.to_thread(
-        lambda: [SignedObject(name, 0o644, bucket.sign(url.child(name) if name else url)) for name in names]
-    )
+    return await asyncio.to_thread(lambda: [
+        SignedObject(place, 0o644, bucket.sign(url.child(name) if name else url))
+        for name, place in zip(names, places)
+    ])
 
 
 def _mount_command(transfer: Transfer) -> str:
@@ -240,12 +286,14 @@ async def sync_task_files(
     staging: StagingArea | None, staging_part: str = "",
 ) -> None:
     """Put the task's files on every node (through `staging`, under
-    `staging_part`, when set). FileSyncError: cannot be done as asked;
-    NodeError: a node could not be reached (the caller decides)."""
+    `staging_part`, when set). FileSyncError: cannot be done as asked
+    (UnsafePathError: a key or a destination would land outside its target,
+    and nothing was written); NodeError: a node could not be reached (the
+    caller decides)."""
     if not nodes:
         return
     workdir = nodes[0].info.path(WORKDIR)
-    transfers = plan_transfers(task, workdir=workdir, absolute_mounts=absolute_mounts)
+    transfers = [confined_target(t) for t in plan_transfers(task, workdir=workdir, absolute_mounts=absolute_mounts)]
     local = [t for t in transfers if t.kind in ("workdir", "local")]
     for transfer in local:
         if not Path(transfer.source).expanduser().exists() and staging is None:
