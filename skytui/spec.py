@@ -20,6 +20,7 @@ import difflib
 import math
 import os
 import re
+import stat
 import warnings as _warnings
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,7 +41,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from skytui._yaml_lines import YamlDocument, YamlProblem, load_documents
+from skytui._yaml_lines import (
+    MAX_BYTES,
+    YamlDocument,
+    YamlProblem,
+    load_documents,
+    too_large_message,
+)
 
 __all__ = [
     "AcceleratorRequest",
@@ -83,6 +90,17 @@ _GPU_MEMORY = re.compile(rf"^({_NUMBER})\s*GB\+$", re.IGNORECASE)
 _ACCELERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _PORT_RANGE = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
 REDACTED = "<redacted>"
+# Sane upper bounds. Beyond them a request is a typo or an attack, and a
+# number this module lets through must fit a 64-bit SQLite integer and stay
+# finite through float(): 10**400 does not.
+MAX_CPUS = 100_000
+MAX_MEMORY_GB = 1_000_000  # about a petabyte
+MAX_ACCELERATORS = 10_000  # per node
+MAX_NUM_NODES = 10_000
+MAX_DISK_GB = 1_000_000
+MAX_RESTARTS = 1_000_000
+MAX_WHOLE = 1_000_000_000  # counts and durations with no natural bound
+_NUL_MESSAGE = "contains a NUL character (\\0), which no command, name or value can hold"
 
 # Legacy spellings SkyPilot still reads; error locations that name the new
 # key are walked back to the key the user actually wrote.
@@ -222,12 +240,12 @@ def _legacy_infra(cloud: Any, region: Any, zone: Any) -> str:
 def parse_cpus(value: Any) -> str:
     """4 -> "4", "4+" -> "4+", 0.5 -> "0.5"; anything else is refused."""
     if _is_number(value):
-        if value <= 0:
-            raise _fail(f"must be positive, got {value}")
+        _check_size(value, MAX_CPUS, "CPUs")
         return str(value)
     if isinstance(value, str):
         match = _CPUS.match(value.strip())
         if match and float(match.group(1)) > 0:
+            _check_size(float(match.group(1)), MAX_CPUS, "CPUs")
             return match.group(1) + match.group(2)
     raise _fail(f"{value!r} is not a CPU count: expected a positive number, optionally with '+' (e.g. 4, '4+')")
 
@@ -235,17 +253,34 @@ def parse_cpus(value: Any) -> str:
 def parse_memory(value: Any) -> str:
     """16 -> "16", "16+", "32GB+", "4x" (GB per CPU); anything else is refused."""
     if _is_number(value):
-        if value <= 0:
-            raise _fail(f"must be positive, got {value}")
+        _check_size(value, MAX_MEMORY_GB, "GB")
         return str(value)
     if isinstance(value, str):
         match = _MEMORY.match(value.strip())
         if match and float(match.group(1)) > 0 and not (match.group(2) and match.group(3) == "x"):
-            return value.strip().replace(" ", "")
+            memory = value.strip().replace(" ", "")
+            _check_size(_memory_parts(memory)[0], MAX_MEMORY_GB, "GB")
+            return memory
     raise _fail(
         f"{value!r} is not a memory size: expected a positive number of GB, "
         "optionally with a unit and '+' (e.g. 16, '16+', '32GB+') or 'x' for GB per CPU (e.g. '4x')"
     )
+
+
+def _check_size(value: float, maximum: float, unit: str) -> None:
+    """A positive, finite size no larger than `maximum`."""
+    if isinstance(value, float) and math.isnan(value):
+        raise _fail("must be a number, got NaN")
+    if value <= 0:
+        raise _fail(f"must be positive, got {_short(value)}")
+    if value > maximum:  # also infinity
+        raise _fail(f"must be at most {maximum} {unit}, got {_short(value)}")
+
+
+def _short(value: float) -> str:
+    """A number as the user wrote it, unless it is absurdly long."""
+    text = str(value)
+    return text if len(text) <= 20 else f"{float(value):.3g}"
 
 
 def _memory_parts(memory: str) -> tuple[float, str]:
@@ -267,8 +302,12 @@ def _parse_count(text: str, whole: str) -> float:
 
 
 def _check_count(count: float, whole: str) -> float:
-    if not math.isfinite(count) or count <= 0:
+    if math.isnan(count):
+        raise _fail(f"{whole!r} is not a valid accelerator: the count must be a number, not NaN")
+    if count <= 0:
         raise _fail(f"{whole!r} is not a valid accelerator: the count must be positive")
+    if count > MAX_ACCELERATORS:  # also infinity
+        raise _fail(f"{whole!r} is not a valid accelerator: at most {MAX_ACCELERATORS} per node")
     if count > 1 and not count.is_integer():
         raise _fail(f"{whole!r} is not a valid accelerator: a count above 1 must be a whole number")
     return count
@@ -303,6 +342,8 @@ def _accelerator_by_memory(parts: list[str], memory_at: int, whole: str) -> Acce
     if manufacturer is not None and not _ACCELERATOR_NAME.match(manufacturer):
         raise _fail(f"{whole!r} is not a valid accelerator: {parts[0]!r} is not a manufacturer name")
     memory = float(_GPU_MEMORY.match(parts[memory_at]).group(1))  # type: ignore[union-attr]
+    if not 0 < memory <= MAX_MEMORY_GB:
+        raise _fail(f"{whole!r} is not a valid accelerator: the memory must be from 0 to {MAX_MEMORY_GB} GB")
     count = _parse_count(parts[memory_at + 1], whole) if len(parts) > memory_at + 1 else 1.0
     return AcceleratorRequest(name=None, count=count, min_memory_gb=memory, manufacturer=manufacturer)
 
@@ -427,7 +468,7 @@ class JobRecovery(_SpecModel):
     """`resources.job_recovery`: what to do on preemption and on user errors."""
 
     strategy: str | None = None  # None: the default, EAGER_NEXT_REGION
-    max_restarts_on_errors: Annotated[int, Strict(), Field(ge=0)] = 0
+    max_restarts_on_errors: Annotated[int, Strict(), Field(ge=0, le=MAX_RESTARTS)] = 0
     recover_on_exit_codes: list[Annotated[int, Strict(), Field(ge=0, le=255)]] = Field(default_factory=list)
 
     @model_validator(mode="before")
@@ -512,7 +553,7 @@ class Resources(_SpecModel):
     accelerators_ordered: bool = False
     instance_type: str | None = None
     use_spot: Annotated[bool, Strict()] | None = None
-    disk_size: Annotated[int, Strict(), Field(gt=0)] | None = None
+    disk_size: Annotated[int, Strict(), Field(gt=0, le=MAX_DISK_GB)] | None = None
     disk_tier: str | None = None
     ports: list[str] = Field(default_factory=list)
     image_id: str | dict[str, str] | None = None
@@ -628,8 +669,8 @@ class Resources(_SpecModel):
         if value is None or isinstance(value, bool):
             return value
         if _is_number(value) and isinstance(value, int):
-            if value < 0:
-                raise _fail("idle minutes must be 0 or more")
+            if not 0 <= value <= MAX_WHOLE:
+                raise _fail(f"idle minutes must be from 0 to {MAX_WHOLE}")
             return value
         if isinstance(value, dict):
             return _check_autostop_mapping(value)
@@ -780,8 +821,9 @@ def _check_autostop_mapping(value: dict[Any, Any]) -> dict[Any, Any]:
     for key, item in value.items():
         if key not in allowed:
             raise _fail("unknown field", key, suggestion=_suggest(key, allowed))
-        if key == "idle_minutes" and not (isinstance(item, int) and not isinstance(item, bool) and item >= 0):
-            raise _fail("must be a whole number of minutes, 0 or more", key)
+        whole_minutes = isinstance(item, int) and not isinstance(item, bool) and 0 <= item <= MAX_WHOLE
+        if key == "idle_minutes" and not whole_minutes:
+            raise _fail(f"must be a whole number of minutes, from 0 to {MAX_WHOLE}", key)
         if key == "down" and not isinstance(item, bool):
             raise _fail("must be true or false", key)
         if key == "wait_for" and item not in _AUTOSTOP_WAIT_FOR:
@@ -859,9 +901,9 @@ class PoolSpec(_SpecModel):
     workers: Annotated[int, Strict(), Field(ge=0, le=10_000)] | None = None
     min_workers: Annotated[int, Strict(), Field(ge=0, le=10_000)] | None = None
     max_workers: Annotated[int, Strict(), Field(ge=1, le=10_000)] | None = None
-    queue_length_threshold: Annotated[int, Strict(), Field(ge=1)] | None = None
-    upscale_delay_seconds: Annotated[float, Field(ge=0)] | None = None
-    downscale_delay_seconds: Annotated[float, Field(ge=0)] | None = None
+    queue_length_threshold: Annotated[int, Strict(), Field(ge=1, le=MAX_WHOLE)] | None = None
+    upscale_delay_seconds: Annotated[float, Field(ge=0, le=MAX_WHOLE, allow_inf_nan=False)] | None = None
+    downscale_delay_seconds: Annotated[float, Field(ge=0, le=MAX_WHOLE, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -901,7 +943,7 @@ class Task(_SpecModel):
 
     name: str | None = None
     workdir: str | dict[str, str] | None = None
-    num_nodes: Annotated[int, Strict(), Field(ge=1)] = 1
+    num_nodes: Annotated[int, Strict(), Field(ge=1, le=MAX_NUM_NODES)] = 1
     resources: Resources = Field(default_factory=Resources)
     envs: dict[str, str] = Field(default_factory=dict)
     # repr=False keeps secret values out of repr()/str() of the task and of
@@ -1098,12 +1140,7 @@ def parse_env_flag(value: str) -> tuple[str, str]:
 
 def read_env_file(path: str) -> dict[str, str]:
     """A dotenv file: KEY=VALUE lines, optional `export`, # comments, quotes."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(path, None, "--env-file", "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(path, None, "--env-file", f"cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
+    text = read_text_file(path, "--env-file")
     values: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         entry = _env_file_line(line)
@@ -1112,6 +1149,8 @@ def read_env_file(path: str) -> dict[str, str]:
         if entry is False:
             # Never echo the line: env files hold secrets.
             raise SpecError(path, number, "--env-file", "expected KEY=VALUE")
+        if "\0" in entry[1]:
+            raise SpecError(path, number, "--env-file", f"{entry[0]}: {_NUL_MESSAGE}")
         values[entry[0]] = entry[1]
     return values
 
@@ -1147,6 +1186,7 @@ def _flag_error(flag: str, exc: PydanticCustomError) -> SpecError:
 
 
 def _check_overrides(overrides: Overrides) -> _CheckedOverrides:
+    _refuse_nul_in_flags(overrides)
     checked = _CheckedOverrides()
     if overrides.name is not None:
         if not overrides.name.strip() or "\n" in overrides.name:
@@ -1162,10 +1202,24 @@ def _check_overrides(overrides: Overrides) -> _CheckedOverrides:
             target[key] = value
     checked.resources = _check_resource_flags(overrides)
     if overrides.num_nodes is not None:
-        if overrides.num_nodes < 1:
-            raise SpecError("", None, "--num-nodes", f"must be 1 or more, got {overrides.num_nodes}")
+        if not 1 <= overrides.num_nodes <= MAX_NUM_NODES:
+            message = f"must be from 1 to {MAX_NUM_NODES}, got {_short(overrides.num_nodes)}"
+            raise SpecError("", None, "--num-nodes", message)
         checked.num_nodes = overrides.num_nodes
     return checked
+
+
+def _refuse_nul_in_flags(overrides: Overrides) -> None:
+    """Flags typed in the TUI or passed by code may carry a NUL (argv cannot)."""
+    flags: list[tuple[str, Any]] = [
+        ("--name", overrides.name), ("--env-file", overrides.env_file), ("--infra", overrides.infra),
+        ("--gpus", overrides.gpus), ("--cpus", overrides.cpus), ("--memory", overrides.memory),
+    ]
+    flags += [("--env", f"{key}={value}") for key, value in overrides.envs.items()]
+    flags += [("--secret", f"{key}={value}") for key, value in overrides.secrets.items()]
+    for flag, value in flags:
+        if isinstance(value, str) and "\0" in value:
+            raise SpecError("", None, flag, _NUL_MESSAGE)
 
 
 def _check_resource_flags(overrides: Overrides) -> dict[str, Any]:
@@ -1212,15 +1266,7 @@ def _override_resources(resources: Resources, update: dict[str, Any]) -> Resourc
 def load_pipeline(path: str | os.PathLike[str], overrides: Overrides | None = None) -> Pipeline:
     """Read a task or pipeline YAML file; SpecError on any invalid input."""
     file = os.fspath(path)
-    try:
-        text = Path(file).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(file, None, "(file)", "no such file") from None
-    except UnicodeDecodeError:
-        raise SpecError(file, None, "(file)", "not a UTF-8 text file") from None
-    except OSError as exc:
-        raise SpecError(file, None, "(file)", f"cannot read it: {exc.strerror or exc}") from None
-    return load_pipeline_text(text, file, overrides)
+    return load_pipeline_text(read_text_file(file, "(file)"), file, overrides)
 
 
 def load_pipeline_text(text: str, file: str, overrides: Overrides | None = None) -> Pipeline:
@@ -1257,10 +1303,7 @@ class PoolDefinition:
 def load_pool(path: str | os.PathLike[str], overrides: Overrides | None = None) -> PoolDefinition:
     """Read a pool YAML; SpecError (file, line, field) on anything a pool cannot be."""
     file = os.fspath(path)
-    try:
-        text = Path(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(file, None, "(file)", f"cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
+    text = read_text_file(file, "(file)")
     checked = _check_overrides(overrides or Overrides())
     documents = _read_documents(text, file)
     if len(documents) != 1:
@@ -1295,6 +1338,33 @@ def load_pool(path: str | os.PathLike[str], overrides: Overrides | None = None) 
                          "job_recovery belongs to the jobs launched into the pool, not to the pool")
     name = task.name or Path(file).stem
     return PoolDefinition(task=task.model_copy(update={"name": name}), spec=task.pool, source=file)
+
+
+def read_text_file(file: str, field: str) -> str:
+    """A UTF-8 text file of at most MAX_BYTES; SpecError naming `field` otherwise.
+
+    Only MAX_BYTES + 1 bytes are ever read, so /dev/zero or a huge file is
+    refused at once instead of filling memory.
+    """
+    try:
+        with open(file, "rb") as stream:
+            data = stream.read(MAX_BYTES + 1)
+            status = os.fstat(stream.fileno())
+    except FileNotFoundError:
+        raise SpecError(file, None, field, "no such file") from None
+    except OSError as exc:
+        raise SpecError(file, None, field, f"cannot read it: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL in the path itself
+        raise SpecError(file.replace("\0", "\\0"), None, field, "not a valid path") from None
+    if len(data) > MAX_BYTES:
+        size = status.st_size if stat.S_ISREG(status.st_mode) and status.st_size > MAX_BYTES else None
+        raise SpecError(file, None, field, too_large_message(size))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(file, None, field, "not a UTF-8 text file") from None
+    # What text-mode reading did before: universal newlines.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _read_documents(text: str, file: str) -> list[YamlDocument]:
@@ -1497,6 +1567,7 @@ _FRIENDLY_MESSAGES = {
     "greater_than": "must be more than {gt}",
     "less_than_equal": "must be at most {le}",
     "less_than": "must be less than {lt}",
+    "finite_number": "must be a finite number, not NaN or infinity",
 }
 
 

@@ -611,12 +611,35 @@ def test_bad_env_flag(monkeypatch: pytest.MonkeyPatch, value: str, text: str) ->
         (Overrides(num_nodes=0), "--num-nodes", None),
         (Overrides(envs={"BAD KEY": "x"}), "--env", None),
         (Overrides(name=" "), "--name", None),
+        # NaN, infinity, overflow and NUL from the command line (or the TUI's launch form)
+        (Overrides(cpus="nan"), "--cpus", None),
+        (Overrides(cpus="1" + "0" * 400), "--cpus", None),
+        (Overrides(memory="inf"), "--memory", None),
+        (Overrides(memory="99999999999999999999TB"), "--memory", None),
+        (Overrides(gpus="H100:nan"), "--gpus", None),
+        (Overrides(gpus="H100:inf"), "--gpus", None),
+        (Overrides(gpus="H100:1" + "0" * 400), "--gpus", None),
+        (Overrides(gpus="1" + "0" * 400 + "GB+"), "--gpus", None),
+        (Overrides(num_nodes=99999999999999999999999), "--num-nodes", None),
+        (Overrides(envs={"A": "x\0y"}), "--env", None),
+        (Overrides(secrets={"TOKEN": f"{SECRET}\0"}), "--secret", None),
+        (Overrides(name="job\0"), "--name", None),
+        (Overrides(infra="aws\0"), "--infra", None),
     ],
 )
 def test_bad_flags(tmp_path: Path, overrides: Overrides, flag: str, suggestion: str | None) -> None:
     err = error(tmp_path, "run: ls\n", overrides)
     assert (err.field, err.line, err.file, err.suggestion) == (flag, None, "", suggestion)
     assert str(err).startswith(f"{flag}: ")
+    assert SECRET not in str(err) and "\0" not in str(err)
+
+
+def test_nul_in_an_env_file_names_the_line_not_the_value(tmp_path: Path) -> None:
+    env_file = tmp_path / "nul.env"
+    env_file.write_text(f"A=1\nTOKEN={SECRET}\0tail\n")
+    err = error(tmp_path, "run: ls\n", Overrides(env_file=str(env_file)))
+    assert (err.file, err.line, err.field) == (str(env_file), 2, "--env-file")
+    assert "NUL" in err.message and SECRET not in str(err)
 
 
 def test_missing_env_file(tmp_path: Path) -> None:
@@ -802,6 +825,63 @@ def test_invalid_values(tmp_path: Path, text: str, field: str, line: int) -> Non
     err = error(tmp_path, text)
     assert (err.field, err.line) == (field, line), str(err)
     assert str(err).startswith(f"{tmp_path / 'task.yaml'}:{line}: {field}: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "line", "says"),
+    [
+        ("resources:\n  cpus: .nan\n", "resources.cpus", 2, "NaN"),
+        ("resources:\n  cpus: .inf\n", "resources.cpus", 2, "at most 100000"),
+        ("resources:\n  cpus: 99999999999999999999999\n", "resources.cpus", 2, "at most 100000"),
+        ("resources:\n  cpus: '1" + "0" * 400 + "+'\n", "resources.cpus", 2, "at most 100000"),
+        ("resources:\n  memory: .inf\n", "resources.memory", 2, "at most 1000000 GB"),
+        ("resources:\n  memory: -.inf\n", "resources.memory", 2, "positive"),
+        ("resources:\n  memory: .nan\n", "resources.memory", 2, "NaN"),
+        ("resources:\n  memory: 99999999999999TB+\n", "resources.memory", 2, "at most 1000000 GB"),
+        ("resources:\n  accelerators: {H100: .nan}\n", "resources.accelerators.H100", 2, "NaN"),
+        ("resources:\n  accelerators: 'H100:99999999999999999999999'\n", "resources.accelerators", 2, "at most"),
+        ("resources:\n  accelerators: 1" + "0" * 400 + "GB+\n", "resources.accelerators", 2, "memory"),
+        ("resources:\n  disk_size: 99999999999999999999999\n", "resources.disk_size", 2, "at most"),
+        ("resources:\n  autostop: 99999999999999999999999\n", "resources.autostop", 2, "idle minutes"),
+        ("resources:\n  autostop: {idle_minutes: 99999999999999999999999}\n", "resources.autostop.idle_minutes", 2,
+         "minutes"),
+        ("resources:\n  job_recovery: {max_restarts_on_errors: 99999999999999999999999}\n",
+         "resources.job_recovery.max_restarts_on_errors", 2, "at most"),
+        ("num_nodes: 99999999999999999999999\n", "num_nodes", 1, "at most 10000"),
+        ("num_nodes: 1" + "0" * 5000 + "\n", "num_nodes", 1, "not a valid value"),
+        ('run: "echo \\0"\n', "run", 1, "NUL"),
+        ('setup: "echo \\0"\n', "setup", 1, "NUL"),
+        ('name: "a\\0b"\n', "name", 1, "NUL"),
+        ('envs:\n  A: "x\\0"\n', "envs.A", 2, "NUL"),
+        ('workdir: "./x\\0"\n', "workdir", 1, "NUL"),
+        ('resources:\n  labels: {team: "a\\0"}\n', "resources.labels.team", 2, "NUL"),
+        ('resources:\n  image_id: "docker:x\\0"\n', "resources.image_id", 2, "NUL"),
+        ('file_mounts:\n  "/d\\0": s3://b/x\n', "file_mounts", 2, "a key contains a NUL"),
+    ],
+)
+def test_nan_infinity_overflow_and_nul_are_refused(
+    tmp_path: Path, text: str, field: str, line: int, says: str
+) -> None:
+    err = error(tmp_path, text + ("run: ls\n" if "run:" not in text else ""))
+    assert (err.field, err.line) == (field, line), str(err)
+    assert says in err.message, str(err)
+    assert "\0" not in str(err)
+
+
+def test_pool_delays_must_be_finite(tmp_path: Path) -> None:
+    from skytui.spec import load_pool
+
+    path = write(tmp_path, "pool: {max_workers: 2, upscale_delay_seconds: .inf}\n", "pool.yaml")
+    with pytest.raises(SpecError) as info:
+        load_pool(path)
+    assert (info.value.field, info.value.line) == ("pool.upscale_delay_seconds", 1), str(info.value)
+
+
+def test_sizes_within_the_bounds_still_load(tmp_path: Path) -> None:
+    res = resources(tmp_path, "cpus: 100000\nmemory: 1000000\naccelerators: H100:8\ndisk_size: 1000000\n")
+    assert (res.cpus, res.memory, res.disk_size) == ("100000", "1000000", 1000000)
+    assert load_task(tmp_path, "num_nodes: 10000\nrun: ls\n").num_nodes == 10000
+    assert load_task(tmp_path, "envs: {RATE: .nan}\nrun: ls\n").envs == {"RATE": "nan"}  # a string, as SkyPilot
 
 
 def test_yaml_anchors_and_merge_keys(tmp_path: Path) -> None:
