@@ -13,6 +13,7 @@ config.yaml mirrors the `jobs:` section of SkyPilot's config:
       local:
         enabled: true
         provision_delay_s: 0  # rehearse slow provisioning
+        nodehost_idle_exit_s: 600  # the node host exits after serving no node this long
       sim:                    # simulated clouds; `--infra sim` works even when disabled
         enabled: false        # true: the optimizer may pick sim for any task
         clouds: [aws, gcp]    # whose catalogs it mirrors
@@ -53,14 +54,16 @@ credentials that can sign URLs (a service account key, or IAM signBlob).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from skytui._yaml_lines import YamlProblem, load_file
 
 
 class ConfigError(ValueError):
@@ -95,6 +98,9 @@ class LocalInfraConfig(_Strict):
     enabled: bool = True
     # Rehearse slow provisioning on this machine (seconds before nodes exist).
     provision_delay_s: float = Field(default=0.0, ge=0.0, le=3600.0)
+    # The node host (shared by local and sim nodes) exits once it has served
+    # no node for this long: nothing stays behind from a finished session.
+    nodehost_idle_exit_s: float = Field(default=600.0, ge=1.0, le=7 * 86400.0)
 
 
 class SimRegionConfig(_Strict):
@@ -241,7 +247,7 @@ class Paths:
             return self.install_id_file.read_text().strip()
         except FileNotFoundError:
             pass
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         candidate = secrets.token_hex(4)
         try:
             fd = os.open(self.install_id_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -254,12 +260,66 @@ class Paths:
     def ensure(self) -> None:
         """Create the state tree with owner-only permissions, whatever the umask."""
         for directory in (self.home, self.logs, self.job_logs, self.keys, self.nodes):
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(directory, 0o700)
 
     @property
     def db_url(self) -> str:
         return os.environ.get("SKYTUI_DB_URL") or f"sqlite:///{self.db_file}"
+
+
+# The umask of the person who started skytui, recorded by the first skytui
+# process (CLI, TUI or daemon) before it tightens its own, and inherited by
+# every process it starts: jobs on local and sim nodes get it back.
+USER_UMASK_ENV = "SKYTUI_USER_UMASK"
+PRIVATE_UMASK = 0o077
+
+
+def restrict_umask() -> int:
+    """Make everything this process creates owner-only (0600 files, 0700
+    folders), whatever the user's umask; returns the user's umask.
+
+    Call it first thing in every entry point (CLI, TUI, daemon, node host).
+    The state directory holds secrets, logs and an SSH server's authorized
+    keys: a permissive umask must never widen them.
+    """
+    previous = os.umask(PRIVATE_UMASK)
+    if _parse_umask(os.environ.get(USER_UMASK_ENV)) is None:
+        os.environ[USER_UMASK_ENV] = f"{previous:04o}"
+    return user_umask()
+
+
+def user_umask() -> int:
+    """The user's own umask, for the processes skytui runs on their behalf
+    (jobs on local and sim nodes): `Popen(..., umask=user_umask())`."""
+    recorded = _parse_umask(os.environ.get(USER_UMASK_ENV))
+    if recorded is not None:
+        return recorded
+    current = os.umask(PRIVATE_UMASK)  # reading the umask means setting it
+    os.umask(current)
+    return current
+
+
+def _parse_umask(raw: str | None) -> int | None:
+    try:
+        value = int(raw or "", 8)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 0o777 else None
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replace `path` atomically with `data`, readable by its owner only, even
+    when a wider file was there before or the umask is 000."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # A fresh file (never a leftover, nor through a link planted there): the
+    # 0600 of O_CREAT then holds from the first byte.
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 def skytui_home() -> Path:
@@ -276,9 +336,12 @@ def load_config(p: Paths | None = None) -> Config:
     if not p.config_file.exists():
         return Config()
     try:
-        raw: Any = yaml.safe_load(p.config_file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p.config_file}: {exc}") from exc
+        raw: Any = load_file(p.config_file) or {}
+    except YamlProblem as exc:
+        line = f":{exc.line}" if exc.line else ""
+        raise ConfigError(f"{p.config_file}{line}: {exc.message}") from None
+    except OSError as exc:
+        raise ConfigError(f"{p.config_file}: cannot read it: {exc.strerror}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p.config_file}: expected a mapping at the top level")
     try:

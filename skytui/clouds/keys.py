@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import asyncssh
+
+from skytui.config import write_private
 
 
 def ensure_keypair(private_path: Path) -> asyncssh.SSHKey:
@@ -13,14 +14,11 @@ def ensure_keypair(private_path: Path) -> asyncssh.SSHKey:
     if private_path.exists():
         return asyncssh.read_private_key(str(private_path))
     key = asyncssh.generate_private_key("ssh-ed25519", comment="skytui")
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = private_path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.export_private_key())
-    os.replace(tmp, private_path)
-    pub = private_path.with_name(private_path.name + ".pub")
-    pub.write_bytes(key.export_public_key())
+    private_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private(private_path, key.export_private_key())
+    # Public, but it names the key that opens the node host: owner-only too,
+    # so nobody else can swap it.
+    write_private(private_path.with_name(private_path.name + ".pub"), key.export_public_key())
     return key
 
 

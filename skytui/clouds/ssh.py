@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from skytui._yaml_lines import YamlProblem, load_file
 from skytui.clouds.base import InfraStatus, PrecheckError
 from skytui.config import Config, Paths, SSHHost, SSHInfraConfig
 
@@ -62,11 +62,12 @@ def load_hosts(paths: Paths, config: SSHInfraConfig) -> list[SSHHost]:
     if config.hosts_file:
         path = _hosts_file_path(paths, config.hosts_file)
         try:
-            raw: Any = yaml.safe_load(path.read_text()) or {}
+            raw: Any = load_file(path) or {}
         except OSError as exc:
             raise PrecheckError(f"{path}: cannot read the ssh hosts file: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise PrecheckError(f"{path}: not valid YAML: {exc}") from None
+        except YamlProblem as exc:
+            line = f":{exc.line}" if exc.line else ""
+            raise PrecheckError(f"{path}{line}: not valid YAML: {exc.message}") from None
         if not isinstance(raw, dict):
             raise PrecheckError(f"{path}: expected a mapping `hosts: [...]` at the top level")
         try:

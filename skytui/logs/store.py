@@ -5,11 +5,17 @@ One file per task and node rank, `logs/jobs/<job>/<task>.log` (rank 0) and
 byte as the job printed it. Where each phase starts is recorded in the DB
 (log segments), so the file needs no markers and its size alone tells how
 much of the current phase has been copied.
+
+Logs hold whatever jobs print (tokens, data), so every log file is 0600 and
+every log folder 0700, whatever the umask: create them through
+`open_private_append`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import BinaryIO
 
 
 def job_log_dir(job_logs: Path, job_id: int) -> Path:
@@ -31,3 +37,19 @@ def file_size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def open_private_append(path: Path) -> BinaryIO:
+    """Open a log for appending (binary), its folder 0700 and the file 0600.
+
+    The mode is set on the open file too: a log created by an older skytui
+    under a permissive umask is narrowed the next time it is written.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab")
