@@ -2,9 +2,11 @@
 
 A local node is a sandbox directory served by the node host (nodehost.py), a
 separate process this module starts on demand and that outlives whoever
-started it. The controller reaches local nodes over SSH exactly as it reaches
-cloud VMs. "The cloud API" here is the file system: provisioning makes the
-sandboxes, terminating kills their process groups and removes them.
+started it, until it has served no node for `infra.local.nodehost_idle_exit_s`
+(or its directory is gone); the next call that needs it starts a fresh one.
+The controller reaches local nodes over SSH exactly as it reaches cloud VMs.
+"The cloud API" here is the file system: provisioning makes the sandboxes,
+terminating kills their process groups and removes them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from skytui.clouds.base import ClusterHandle, ClusterState, InstanceOffer, NodeInfo
+from skytui.clouds.base import (
+    Accepted,
+    ClusterHandle,
+    ClusterState,
+    InstanceOffer,
+    NodeInfo,
+)
 from skytui.clouds.sandboxes import SandboxHost
 from skytui.config import Paths
 
@@ -58,6 +66,13 @@ def _local_gpus() -> dict[str, float]:
         if words:
             gpus[words[0]] = gpus.get(words[0], 0) + 1
     return gpus
+
+
+def stop_nodehost_if_idle(paths: Paths, timeout: float = 10.0) -> bool:
+    """For `controller stop`: stop the node host if it serves no node (no
+    sandbox of local or sim, no open connection); True if one was running and
+    has now exited. A node host with nodes keeps serving them. Blocking."""
+    return SandboxHost(paths, "local").stop_node_host_if_idle(timeout)
 
 
 class LocalCloud:
@@ -118,9 +133,12 @@ class LocalCloud:
         self.sandboxes.stop_node_host()
 
     async def provision(
-        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None
+        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None,
+        accepted: Accepted | None = None,
     ) -> ClusterHandle:
         await self.sandboxes.ensure_node_host()
+        if accepted is not None:
+            await accepted()  # this machine never runs out: the delay rehearses the boot
         if self.provision_delay_s:
             await asyncio.sleep(self.provision_delay_s)
         nodes = await self.sandboxes.create(cluster_name, num_nodes, {})

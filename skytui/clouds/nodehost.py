@@ -9,29 +9,41 @@ accepted, and only for a node that exists.
 
 Detached phases escape into their own sessions (setsid), so stopping the node
 host never kills a job; commands still attached to a channel die with it.
+
+Nothing has to stop it: it exits by itself once its directory is gone, and
+once it has served no node (no sandbox, no connection) for `--idle-exit-s`.
+Whoever needs it next starts a fresh one (sandboxes.ensure_node_host).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import fcntl
 import json
 import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
 from skytui.clouds.local_layout import LOCK_FILE, NODE_MARKER, STATE_FILE
+from skytui.config import write_private
 
 # What a fresh VM login would have; nothing of the controller's own environment
 # (credentials, SKYTUI_HOME) leaks into jobs.
 _INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
+
+# How often the node host looks at its directory (gone? nodes due for reclaim? idle?).
+WATCH_EVERY_S = 0.5
+# A node host started while the previous one is still shutting down waits this
+# long for the lock instead of giving up: whoever started it is waiting for it.
+LOCK_WAIT_S = 15.0
+DEFAULT_IDLE_EXIT_S = 600.0
 
 
 def sandbox_of(root: Path, user: str) -> Path | None:
@@ -43,9 +55,20 @@ def sandbox_of(root: Path, user: str) -> Path | None:
 
 
 class _Server(asyncssh.SSHServer):
-    def __init__(self, root: Path, authorized: list[asyncssh.SSHKey]) -> None:
-        self._root = root
-        self._authorized = {key.public_data for key in authorized}
+    """One per TCP connection (asyncssh calls the factory on accept)."""
+
+    def __init__(self, host: NodeHost, authorized: set[bytes]) -> None:
+        self._host = host
+        self._authorized = authorized
+        self._conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        self._host.connection_opened(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._conn is not None:
+            self._host.connection_closed(self._conn)
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -54,16 +77,45 @@ class _Server(asyncssh.SSHServer):
         return True
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        return key.public_data in self._authorized and sandbox_of(self._root, username) is not None
+        return key.public_data in self._authorized and sandbox_of(self._host.root, username) is not None
 
 
 class NodeHost:
-    def __init__(self, root: Path, host_key: Path, authorized_keys: Path) -> None:
+    def __init__(self, root: Path, host_key: Path, authorized_keys: Path, *, job_umask: int = 0o022) -> None:
         self.root = root
         self.host_key = host_key
         self.authorized_keys = authorized_keys
+        # The node host keeps its own files owner-only; jobs get the login's usual umask.
+        self.job_umask = job_umask
         self._children: set[asyncio.subprocess.Process] = set()
+        self._connections: set[asyncssh.SSHServerConnection] = set()
         self._server: asyncssh.SSHAcceptor | None = None
+        self._last_busy = time.monotonic()
+
+    # ------------------------------------------------------------- idleness
+
+    def connection_opened(self, conn: asyncssh.SSHServerConnection) -> None:
+        # Any TCP connection counts, even a bare liveness probe: whoever probes
+        # is about to log in, so it restarts the idle clock.
+        self._connections.add(conn)
+        self._last_busy = time.monotonic()
+
+    def connection_closed(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._connections.discard(conn)
+        self._last_busy = time.monotonic()
+
+    def idle_for(self, nodes: int, scanned_at: float) -> float | None:
+        """How long the node host had served nothing when `nodes` were counted
+        at `scanned_at`; None while it serves a node (running job or not) or
+        a connection. Measured from the scan's start, not now: a node is made
+        just after a login (or probe) asked for it, so one the scan missed
+        had that login after the scan began, and the measure sees it."""
+        if nodes or self._connections:
+            self._last_busy = time.monotonic()
+            return None
+        return max(0.0, scanned_at - self._last_busy)
+
+    # ------------------------------------------------------------- sessions
 
     def _env(self, user: str, home: Path, extra: Any) -> dict[str, str]:
         env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
@@ -81,12 +133,18 @@ class NodeHost:
             process.stderr.write(b"skytui node host: exec only, on an existing node\n")
             process.exit(1)
             return
-        proc = await asyncio.create_subprocess_exec(
-            "bash", "-c", process.command,
-            cwd=home, env=self._env(user, home, process.env),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "bash", "-c", process.command,
+                cwd=home, env=self._env(user, home, process.env),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+                umask=self.job_umask,
+            )
+        except OSError as exc:  # the node was destroyed since the login
+            process.stderr.write(f"skytui node host: cannot run on {user}: {exc}\n".encode())
+            process.exit(1)
+            return
         self._children.add(proc)
         feeder = asyncio.create_task(self._feed_stdin(process, proc))
         try:
@@ -140,10 +198,12 @@ class NodeHost:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "no such node")
         return asyncssh.SFTPServer(chan, chroot=os.fsencode(home))
 
+    # ------------------------------------------------------------ lifecycle
+
     async def start(self, port: int = 0) -> int:
-        authorized = list(asyncssh.read_public_key_list(str(self.authorized_keys)))
+        authorized = {key.public_data for key in asyncssh.read_public_key_list(str(self.authorized_keys))}
         self._server = await asyncssh.create_server(
-            lambda: _Server(self.root, authorized),
+            lambda: _Server(self, authorized),
             "127.0.0.1",
             port,
             server_host_keys=[str(self.host_key)],
@@ -158,87 +218,236 @@ class NodeHost:
         )
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def stop(self) -> None:
-        for proc in list(self._children):
-            self._kill_group(proc)
+    def stop_listening(self) -> None:
+        """No new connection from here on (synchronous, so that an idle
+        verdict and the close happen with no connection slipping in between)."""
         if self._server is not None:
             self._server.close()
+
+    async def stop(self) -> None:
+        self.stop_listening()
+        for proc in list(self._children):
+            self._kill_group(proc)
+        for conn in list(self._connections):
+            conn.abort()
+        if self._server is not None:
             await self._server.wait_closed()
 
 
-async def reclaim_due_nodes(root: Path, stop: asyncio.Event, every_s: float = 0.5) -> None:
-    """The simulated clouds' clock: destroy each node whose marker names a
+# ------------------------------------------------------------- housekeeping
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which directory `path` is (device, inode), or None if it is gone: a
+    directory deleted and made again at the same path is someone else's."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _node_dirs(root: Path, identity: tuple[int, int] | None) -> list[Path] | None:
+    """The nodes (sandboxes with a marker) under root; None if root is gone."""
+    if _identity(root) != identity:
+        return None
+    try:
+        entries = list(os.scandir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return [Path(e.path) for e in entries if os.path.isfile(os.path.join(e.path, NODE_MARKER))]
+
+
+class Reclaimer:
+    """The simulated clouds' clock: destroys each node whose marker names a
     `reclaim_at` time (a sim spot node drew one at provisioning) once it has
     passed, watched or not, as a cloud reclaims a spot VM."""
-    from skytui.clouds.sandboxes import destroy_sandbox
 
-    reclaim_at: dict[str, float | None] = {}  # markers are written once: read each once
-    while not stop.is_set():
-        now = time.time()
-        present = set()
-        for entry in root.iterdir():
-            present.add(entry.name)
-            if entry.name not in reclaim_at:
+    def __init__(self) -> None:
+        self._reclaim_at: dict[str, float | None] = {}  # markers are written once: read each once
+
+    def _due(self, nodes: list[Path], now: float) -> list[Path]:
+        due = []
+        for node in nodes:
+            if node.name not in self._reclaim_at:
                 try:
-                    reclaim_at[entry.name] = json.loads((entry / NODE_MARKER).read_text()).get("reclaim_at")
+                    self._reclaim_at[node.name] = json.loads((node / NODE_MARKER).read_text()).get("reclaim_at")
                 except (OSError, ValueError):
-                    continue  # not a node, or not written yet
-            due = reclaim_at[entry.name]
-            if due is not None and due <= now:
-                print(f"reclaiming {entry.name} (spot preemption due at {due:.0f})", flush=True)
-                await asyncio.to_thread(destroy_sandbox, entry, 1.0)
-                reclaim_at[entry.name] = None
-        for gone in set(reclaim_at) - present:
-            del reclaim_at[gone]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
+                    continue  # not written yet, or just destroyed
+            at = self._reclaim_at[node.name]
+            if at is not None and at <= now:
+                due.append(node)
+        for gone in set(self._reclaim_at) - {node.name for node in nodes}:
+            del self._reclaim_at[gone]
+        return due
+
+    async def reclaim_due(self, nodes: list[Path]) -> None:
+        from skytui.clouds.sandboxes import destroy_sandbox
+
+        due = await asyncio.to_thread(self._due, nodes, time.time())
+        for node in due:
+            print(f"reclaiming {node.name} (spot preemption due at {self._reclaim_at[node.name]:.0f})", flush=True)
+            await asyncio.to_thread(destroy_sandbox, node, 1.0)
+            self._reclaim_at[node.name] = None
+
+
+class Watch:
+    """Why the node host should stop serving, checked every WATCH_EVERY_S:
+    its directory is gone, or it has served no node for idle_exit_s (at once
+    when asked with SIGUSR1: `controller stop`)."""
+
+    def __init__(self, root: Path, host: NodeHost, idle_exit_s: float) -> None:
+        self.root = root
+        self.host = host
+        self.idle_exit_s = idle_exit_s
+        self._identity = _identity(root)
+        # Requests to exit now if idle, and how many of them a verdict answered:
+        # one that came during a scan is answered by the next scan, not this one.
+        self._asked = 0
+        self._answered = 0
+        self._wake = asyncio.Event()
+        self._reclaimer = Reclaimer()
+
+    def ask_exit_if_idle(self) -> None:
+        """SIGUSR1 (`controller stop`): exit at once if no node is served."""
+        self._asked += 1
+        self._wake.set()
+
+    async def until_done(self, stop: asyncio.Event) -> str:
+        """Runs until the node host should exit; says why. An idle verdict
+        stops the listener with no await in between: a connection is either
+        counted before the verdict or refused after it."""
+        while not stop.is_set():
+            asked_so_far = self._asked
+            scanned_at = time.monotonic()
+            nodes = await asyncio.to_thread(_node_dirs, self.root, self._identity)
+            if nodes is None:
+                return f"{self.root} is gone"
+            await self._reclaimer.reclaim_due(nodes)
+            idle = self.host.idle_for(len(nodes), scanned_at)
+            asked = asked_so_far > self._answered
+            if idle and (idle >= self.idle_exit_s or asked):
+                # Withdrawn first: whoever finds the port closed from here on
+                # finds no state either, and starts a successor at once.
+                _withdraw_state(self.root)
+                self.host.stop_listening()
+                return "asked to exit while serving no node" if asked else f"served no node for {idle:.0f}s"
+            if idle is None:
+                self._answered = asked_so_far  # serving: those requests are answered
+            if self._asked > self._answered:
+                continue  # asked during the scan, or something ended during it: look again
+            self._wake.clear()
+            await _first_of(stop.wait(), self._wake.wait(), timeout=WATCH_EVERY_S)
+        return "asked to stop"
+
+
+async def _first_of(*waits: Any, timeout: float) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+# -------------------------------------------------------------- the process
 
 
 def _write_state(root: Path, port: int) -> None:
-    tmp = root / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "port": port, "host": "127.0.0.1"}))
-    os.replace(tmp, root / STATE_FILE)
+    write_private(root / STATE_FILE, json.dumps({"pid": os.getpid(), "port": port, "host": "127.0.0.1"}).encode())
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    root = Path(args.root)
-    host = NodeHost(root, Path(args.host_key), Path(args.authorized_keys))
-    port = await host.start(args.port)
-    _write_state(root, port)
-    print(f"node host pid {os.getpid()} serving {root} on 127.0.0.1:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    reclaimer = asyncio.create_task(reclaim_due_nodes(root, stop))
-    await stop.wait()
-    await reclaimer
-    await host.stop()
+def _withdraw_state(root: Path) -> None:
+    """Stop advertising this node host, so that whoever looks next starts a new one."""
     try:
         state = json.loads((root / STATE_FILE).read_text())
         if state.get("pid") == os.getpid():
             (root / STATE_FILE).unlink()
     except (OSError, ValueError):
         pass
-    return 0
+
+
+async def _serve(args: argparse.Namespace, job_umask: int) -> int:
+    root = Path(args.root)
+    host = NodeHost(root, Path(args.host_key), Path(args.authorized_keys), job_umask=job_umask)
+    port = await host.start(args.port)
+    stop = asyncio.Event()
+    watch = Watch(root, host, args.idle_exit_s)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Before the state file names this pid: SIGUSR1's default action is death.
+    loop.add_signal_handler(signal.SIGUSR1, watch.ask_exit_if_idle)
+    _write_state(root, port)
+    print(f"node host pid {os.getpid()} serving {root} on 127.0.0.1:{port}"
+          f" (exits after {args.idle_exit_s:g}s serving no node)", flush=True)
+    watcher = asyncio.create_task(watch.until_done(stop))
+    code = 0
+    try:
+        reason = await watcher
+    except Exception:  # noqa: BLE001 - a dead watcher must take the server down with it
+        print("node host watcher failed; exiting:\n" + traceback.format_exc(), flush=True)
+        reason, code = "its watcher failed", 1
+    _withdraw_state(root)
+    await host.stop()
+    print(f"node host pid {os.getpid()} exiting: {reason}", flush=True)
+    return code
+
+
+def _lock(root: Path, wait_s: float) -> int | None:
+    """Hold the directory's node host lock (an fd kept until exit), waiting
+    for a predecessor that is shutting down; None if another one serves."""
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline or _state_is_live(root):
+                os.close(fd)
+                return None
+            time.sleep(0.1)
+
+
+def _state_is_live(root: Path) -> bool:
+    """Another node host advertises itself: it serves, this one is not needed."""
+    try:
+        pid = int(json.loads((root / STATE_FILE).read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return pid != os.getpid()
+
+
+def _umask(text: str) -> int:
+    value = int(text, 8)
+    if not 0 <= value <= 0o777:
+        raise ValueError(text)
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything the node host itself writes is owner-only, whatever the umask
+    # it was started with; the jobs it runs get the user's umask back (the one
+    # it was started with, unless its starter, itself restricted, names it).
+    inherited_umask = os.umask(0o077)
     parser = argparse.ArgumentParser(prog="skytui-nodehost")
     parser.add_argument("--root", required=True, help="the nodes directory")
     parser.add_argument("--host-key", required=True)
     parser.add_argument("--authorized-keys", required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--idle-exit-s", type=float, default=DEFAULT_IDLE_EXIT_S,
+                        help="exit after serving no node (no sandbox, no connection) this long")
+    parser.add_argument("--job-umask", type=_umask, default=None, help="octal, e.g. 022")
     args = parser.parse_args(argv)
+    job_umask = inherited_umask if args.job_umask is None else args.job_umask
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if _lock(root, LOCK_WAIT_S) is None:
         print("another node host already serves this directory", file=sys.stderr)
         return 0
-    return asyncio.run(_serve(args))
+    return asyncio.run(_serve(args, job_umask))
 
 
 if __name__ == "__main__":

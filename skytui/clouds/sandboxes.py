@@ -32,7 +32,15 @@ from skytui.clouds.local_layout import (
     STATE_FILE,
     TERMINATING_FLAG,
 )
-from skytui.config import Paths
+from skytui.config import (
+    ConfigError,
+    LocalInfraConfig,
+    Paths,
+    load_config,
+    user_umask,
+    write_private,
+)
+from skytui.logs.store import open_private_append
 
 if TYPE_CHECKING:
     from skytui.clouds.sshnode import SSHNode
@@ -48,22 +56,44 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _process_exited(pid: int) -> bool:
+    """Gone, or a zombie: a node host this process spawned stays one until
+    the next subprocess call reaps it, yet it serves nothing."""
+    if not _pid_alive(pid):
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
 class SandboxHost:
     """The node host and the sandboxes of one infra (`local` or `sim`)."""
 
-    def __init__(self, paths: Paths, infra: str) -> None:
+    def __init__(self, paths: Paths, infra: str, *, idle_exit_s: float | None = None) -> None:
         self.paths = paths
         self.infra = infra
+        # None: config.yaml's infra.local.nodehost_idle_exit_s, read when starting one.
+        self.idle_exit_s = idle_exit_s
         self.client_key_path = paths.keys / "id_ed25519"
         self.host_key_path = paths.keys / "nodehost_host_key"
         self._start_lock = asyncio.Lock()
+
+    def _advertised_pid(self) -> int | None:
+        """The pid in the node host's state file, if that process still runs."""
+        try:
+            pid = int(json.loads((self.paths.nodes / STATE_FILE).read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return None if _process_exited(pid) else pid
 
     def _node_host_state(self) -> dict[str, int] | None:
         try:
             state = json.loads((self.paths.nodes / STATE_FILE).read_text())
         except (OSError, ValueError):
             return None
-        if not _pid_alive(int(state["pid"])):
+        if _process_exited(int(state["pid"])):
             return None
         try:
             with socket.create_connection(("127.0.0.1", int(state["port"])), timeout=2):
@@ -73,7 +103,8 @@ class SandboxHost:
         return {"pid": int(state["pid"]), "port": int(state["port"])}
 
     async def ensure_node_host(self, timeout: float = 20.0) -> int:
-        """The node host's port, starting the node host if it is not running."""
+        """The node host's port, starting the node host if it is not running
+        (or is exiting: a successor waits for it to finish, then serves)."""
         async with self._start_lock:
             state = await asyncio.to_thread(self._node_host_state)
             if state is not None:
@@ -100,23 +131,32 @@ class SandboxHost:
         client_key = ensure_keypair(self.client_key_path)
         ensure_keypair(self.host_key_path)
         authorized = self.paths.keys / "nodehost_authorized_keys"
-        authorized.write_text(public_key_line(client_key) + "\n")
-        with contextlib.suppress(FileNotFoundError):
-            (self.paths.nodes / STATE_FILE).unlink()
-        log = open(self.paths.logs / "nodehost.log", "ab")  # noqa: SIM115 - handed to the child
-        try:
+        write_private(authorized, (public_key_line(client_key) + "\n").encode())
+        # The state file stays: if a node host still serves (another process
+        # started one a moment ago), the new one sees it and leaves, and the
+        # caller's wait finds the live one.
+        with open_private_append(self.paths.logs / "nodehost.log") as log:
             subprocess.Popen(
                 [
                     sys.executable, "-m", "skytui.clouds.nodehost",
                     "--root", str(self.paths.nodes),
                     "--host-key", str(self.host_key_path),
                     "--authorized-keys", str(authorized),
+                    "--idle-exit-s", f"{self._idle_exit_s():g}",
+                    # Ours may be restricted (owner-only files); jobs get the user's.
+                    "--job-umask", f"{user_umask():03o}",
                 ],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True, close_fds=True,
             )
-        finally:
-            log.close()
+
+    def _idle_exit_s(self) -> float:
+        if self.idle_exit_s is not None:
+            return self.idle_exit_s
+        try:
+            return load_config(self.paths).infra.local.nodehost_idle_exit_s
+        except ConfigError:
+            return LocalInfraConfig().nodehost_idle_exit_s
 
     def stop_node_host(self) -> None:
         """For tests and `controller stop --all`: jobs on nodes keep running."""
@@ -124,6 +164,27 @@ class SandboxHost:
         if state is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(state["pid"], signal.SIGTERM)
+
+    def stop_node_host_if_idle(self, timeout: float = 10.0) -> bool:
+        """Ask the node host to exit now if it serves no node (no sandbox of
+        any infra, no connection); True once it has exited. It judges for
+        itself, so a node made or a login begun meanwhile keeps it up.
+        Blocking: for the CLI, not for an event loop."""
+        if any(self.paths.nodes.glob(f"*/{NODE_MARKER}")):
+            return False  # nodes of some infra are up: the answer is known, no need to wait for it
+        pid = self._advertised_pid()  # no probe: a probe is a connection, and would keep it up
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _process_exited(pid):
+                return True
+            time.sleep(0.05)
+        return False
 
     # -------------------------------------------------------------- sandboxes
 
@@ -159,7 +220,7 @@ class SandboxHost:
             sandbox = self._sandbox(cluster_name, rank)
             sandbox.mkdir(mode=0o700, parents=True, exist_ok=True)
             marker = {**meta, "infra": self.infra, "cluster": cluster_name, "rank": rank, "created_at": time.time()}
-            (sandbox / NODE_MARKER).write_text(json.dumps(marker))
+            write_private(sandbox / NODE_MARKER, json.dumps(marker).encode())
             nodes.append(
                 NodeInfo(
                     rank=rank, host="127.0.0.1", port=port, user=sandbox.name,
@@ -253,7 +314,7 @@ def destroy_sandbox(sandbox: Path, grace_s: float = 5.0) -> None:
     # Down from the first moment: a job that dies of the SIGTERM below must
     # read as a lost machine, never as a failure of its own.
     with contextlib.suppress(OSError):
-        (sandbox / TERMINATING_FLAG).touch()
+        (sandbox / TERMINATING_FLAG).touch(mode=0o600)
     groups = _phase_pids(sandbox)
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
