@@ -10,6 +10,8 @@ import math
 import os
 import platform
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -170,3 +172,67 @@ def stop_everything(p: Paths) -> None:
         while time.monotonic() < deadline and rss_bytes(host_pid) is not None:
             time.sleep(0.05)
     kill_leftovers(p.home)
+
+
+# ------------------------------------------------------------- chaos helpers
+
+
+def _proc_bytes(pid: int, name: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return b""
+
+
+def is_our_process(pid: int, home: Path, needle: str) -> bool:
+    """Whether `pid` is a live skytui process of this home whose command line
+    contains `needle`: never signal a stranger that reused a pid. A zombie has
+    an empty command line, so it never matches."""
+    cmdline = _proc_bytes(pid, "cmdline")
+    if needle.encode() not in cmdline:
+        return False
+    marker = f"SKYTUI_HOME={home}".encode()
+    return str(home).encode() in cmdline or marker in _proc_bytes(pid, "environ").split(b"\0")
+
+
+def kill_home_processes(home: Path) -> list[int]:
+    """SIGKILL every process of this skytui home: its controller daemons and
+    node host (SKYTUI_HOME in their environment or the home on their command
+    line) and the jobs (cwd or HOME under it). Returns the pids signalled."""
+    me = os.getpid()
+    marker = f"SKYTUI_HOME={home}".encode()
+    killed = []
+    for pid in [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]:
+        if pid == me:
+            continue
+        env = _proc_bytes(pid, "environ").split(b"\0")
+        if marker in env or str(home).encode() in _proc_bytes(pid, "cmdline"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    kill_leftovers(home)
+    return killed
+
+
+def skytui_argv() -> list[str]:
+    """The `skytui` command a user would type, from this venv."""
+    script = Path(sys.executable).parent / "skytui"
+    if script.is_file():
+        return [sys.executable, str(script)]
+    return [sys.executable, "-c", "import sys; from skytui.cli import main; sys.exit(main())"]
+
+
+def run_cli(home: Path, *argv: str, timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`skytui ARGV` against this home (never a shared DB); with `check`, a
+    non-zero exit raises with what it printed."""
+    env = {**os.environ, "SKYTUI_HOME": str(home)}
+    env.pop("SKYTUI_DB_URL", None)
+    result = subprocess.run(
+        [*skytui_argv(), *argv], check=False, env=env, capture_output=True, text=True,
+        timeout=max(1.0, timeout), stdin=subprocess.DEVNULL,
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"`skytui {' '.join(argv)}` exited {result.returncode}: {(result.stderr or result.stdout).strip()[-800:]}"
+        )
+    return result

@@ -618,7 +618,7 @@ async def interactive(
     from skytui.widgets.log_view import LogView
 
     stats = classes["stats"]
-    app = classes["BenchTUI"](client=classes["TimedClient"](paths()))
+    app = classes["BenchTUI"](client=classes["TimedClient"](paths()), supervise=False)
     keys: dict[str, list[float]] = {}
     RESULTS["keys"] = keys
     misses: dict[str, int] = {}

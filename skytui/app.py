@@ -27,6 +27,7 @@ from skytui.config import ConfigError, load_config
 from skytui.engine.status import TERMINAL_NAMES
 from skytui.screens.jobs import JobsScreen
 from skytui.screens.pools import PoolsScreen
+from skytui.widgets.controller_banner import UP, ControllerState
 
 if TYPE_CHECKING:
     from skytui.screens.job import JobScreen
@@ -40,6 +41,8 @@ GC_AT_THE_LATEST = 5.0
 """A collection is done after this many seconds even if keys keep coming."""
 NO_AUTOMATIC_FULL_GC = 1 << 30
 """A third GC threshold Python never reaches: it leaves full collections to the app."""
+SUPERVISE_EVERY_S = 2.0
+"""How often the app checks that the controller lives (a lock probe: cheap)."""
 
 class SkyTUI(App[None]):
     """Managed jobs at the keyboard."""
@@ -56,16 +59,20 @@ class SkyTUI(App[None]):
 
     jobs_revision: reactive[int] = reactive(0, init=False)
     """Bumped whenever `jobs` changed; screens watch it."""
+    controller: reactive[ControllerState] = reactive(UP, init=False)
+    """The controller as last checked; banners watch it."""
 
     def __init__(
         self, client: Client | None = None, *, clock: Clock = time.time, poll_interval: float = 0.25,
-        follow: bool = True,
+        follow: bool = True, supervise: bool | None = None,
     ) -> None:
         super().__init__()
         self.client = client or Client()
-        self.clock = clock
+        self._wall_clock = clock
         self.poll_interval = poll_interval
         self._follow = follow
+        self._supervise = follow if supervise is None else supervise
+        """Restart a dead controller that has work (off for a frozen, fixed-clock app)."""
         self.jobs: dict[int, JobView] = {}
         """Every job the app knows, by id: the queue's source of truth on screen."""
         self.last_changed: frozenset[int] | None = None
@@ -88,6 +95,8 @@ class SkyTUI(App[None]):
         except ConfigError as exc:
             self.notify(f"config.yaml: {exc}; using the default keys", severity="error")
         self.follow_queue()
+        if self._supervise:
+            self.supervise_controller()
         # Full collections are the app's to schedule (`collect_garbage`);
         # Python keeps collecting the young generations on its own.
         self._gc_thresholds = gc.get_threshold()
@@ -130,6 +139,47 @@ class SkyTUI(App[None]):
         now = time.monotonic()
         if now - self._input_at > GC_SPACING or now - self._collected_at > GC_AT_THE_LATEST:
             self.collect_garbage()
+
+    def clock(self) -> float:
+        """Now, for everything shown: while the controller is out, the moment
+        it was found so, so that no RUNNING clock ticks on as if it were live."""
+        now = self._wall_clock()
+        state = self.controller
+        return min(now, state.since) if state.is_out and state.since is not None else now
+
+    @work(thread=True, exclusive=True, group="controller", name="controller supervisor")
+    def supervise_controller(self) -> None:
+        """At start and every few seconds: a controller that died while it has
+        work is started again, and the screens say so meanwhile."""
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            state = self._check_controller(self.controller)
+            if state != self.controller and not worker.is_cancelled:
+                self.call_from_thread(self._controller_changed, state)
+            time.sleep(SUPERVISE_EVERY_S)
+
+    def _check_controller(self, last: ControllerState) -> ControllerState:
+        """One look (in the supervisor's thread): the state to show now."""
+        client = self.client
+        if client.controller_info().running:
+            return UP
+        if not client.store.has_unfinished_work():
+            return ControllerState("idle")
+        since = last.since if last.is_out else self._wall_clock()
+        self.call_from_thread(self._controller_changed, ControllerState("restarting", since))
+        try:
+            info = client.revive_controller()
+        except RuntimeError as exc:
+            return ControllerState("down", since, str(exc))
+        if info is not None:
+            self.call_from_thread(
+                self.notify, f"The controller had stopped; restarted it (pid {info.pid}).", title="Controller",
+            )
+        return UP
+
+    def _controller_changed(self, state: ControllerState) -> None:
+        # The screens' one-second ticks read `clock()`: durations freeze and thaw with it.
+        self.controller = state
 
     @work(thread=True, exclusive=True, group="queue-feed", name="queue feed")
     def follow_queue(self) -> None:

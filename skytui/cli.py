@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from skytui.client import Client, JobView
-from skytui.config import ConfigError
+from skytui.config import ConfigError, restrict_umask
 from skytui.engine.optimizer import InfeasibleError, Plan, considered_rows
 from skytui.engine.status import TERMINAL, TaskStatus
 from skytui.engine.store import EventRow, StoreError
@@ -49,6 +49,12 @@ EXIT_USAGE = 2
 EXIT_CANCELLED = 3
 EXIT_INTERRUPTED = 130
 
+# Job IDs are SQLite integers: anything larger cannot name a job.
+MAX_ID = 2**63 - 1
+# Copies of a job per launch, and workers per pool (the pool spec's own bound).
+MAX_NUM_JOBS = 10_000
+MAX_WORKERS = 10_000
+
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -72,6 +78,34 @@ def _fail_usage(message: str) -> NoReturn:
     raise UsageError(message)
 
 
+def _confirm(question: str) -> bool:
+    """Ask on stdout, read the answer from stdin, terminal or not (as
+    SkyPilot's click.confirm does): empty or y/yes is yes; anything else, or
+    end of input (a script that pipes nothing, `< /dev/null`), is no."""
+    sys.stdout.write(f"{question} [Y/n]: ")
+    sys.stdout.flush()
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    if not line or not sys.stdin.isatty():
+        sys.stdout.write("\n")  # no terminal echoed the answer: finish the prompt's line
+    return bool(line) and line.strip().lower() in ("", "y", "yes")
+
+
+def _aborted(what: str) -> int:
+    err.print(f"Aborted: {what}.")
+    return EXIT_FAILED
+
+
+def _job_id(text: str) -> int:
+    """argparse type of a job ID: a whole number that can be a stored ID."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job ID (a whole number)") from None
+    if not 1 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job ID (job IDs start at 1)")
+    return value
+
+
 # ------------------------------------------------------------------ parsers
 
 
@@ -80,8 +114,10 @@ def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--pool", help="run on a pool's workers")
     parser.add_argument("--num-jobs", type=int, default=1, help="submit N copies (SKYPILOT_JOB_RANK 0..N-1)")
     parser.add_argument("--infra", help="cloud[/region[/zone]], e.g. local")
-    parser.add_argument("--use-spot", action="store_true", default=None, help="use spot instances")
-    parser.add_argument("--no-use-spot", dest="use_spot", action="store_false", help="use on-demand instances")
+    # Both at once is a contradiction, not "the last one wins": argparse refuses it (exit 2).
+    spot = parser.add_mutually_exclusive_group()
+    spot.add_argument("--use-spot", action="store_true", default=None, help="use spot instances")
+    spot.add_argument("--no-use-spot", dest="use_spot", action="store_false", help="use on-demand instances")
     parser.add_argument("--gpus", help="accelerators, e.g. H100:8")
     parser.add_argument("--cpus", help="vCPUs, e.g. 4 or 4+")
     parser.add_argument("--memory", help="memory in GB, e.g. 16+")
@@ -115,14 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     logs = jobs.add_parser("logs", help="print and follow a job's logs (Ctrl-C detaches)")
-    logs.add_argument("job_id", nargs="?", type=int)
+    logs.add_argument("job_id", nargs="?", type=_job_id)
     logs.add_argument("-n", "--name")
     logs.add_argument("--task", type=int, help="only this task of a pipeline (0-based)")
     logs.add_argument("--no-follow", dest="follow", action="store_false")
     logs.add_argument("--controller", action="store_true", help="the controller's log of the job")
 
     cancel = jobs.add_parser("cancel", help="cancel managed jobs")
-    cancel.add_argument("job_ids", nargs="*", type=int)
+    cancel.add_argument("job_ids", nargs="*", type=_job_id)
     cancel.add_argument("-n", "--name")
     cancel.add_argument("-p", "--pool")
     cancel.add_argument("-a", "--all", action="store_true", help="every job in progress")
@@ -156,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sim_command", required=True
     )
     preempt = sim.add_parser("preempt", help="reclaim a job's sim machine now, as a spot preemption")
-    preempt.add_argument("job_id", type=int)
+    preempt.add_argument("job_id", type=_job_id)
     preempt.add_argument("--task", type=int, default=None, help="pipeline task index (default: the current one)")
     stockout = sim.add_parser("stockout", help="make a sim region run out of capacity, or recover")
     stockout.add_argument("region", help="e.g. aws/us-east-1, us-east-1, aws (every aws region) or all")
@@ -186,9 +222,13 @@ def _parse_secret(item: str) -> tuple[str, str]:
         raise SpecError("", None, "--secret", exc.message.replace("--env", "--secret")) from None
 
 
+def _check_num_jobs(args: argparse.Namespace) -> None:
+    if not 1 <= args.num_jobs <= MAX_NUM_JOBS:
+        _fail_usage(f"--num-jobs: must be from 1 to {MAX_NUM_JOBS}")
+
+
 def _load_and_plan(client: Client, file: str, args: argparse.Namespace) -> tuple[Pipeline, list[Plan]]:
-    if args.num_jobs < 1:
-        _fail_usage("--num-jobs: must be 1 or more")
+    _check_num_jobs(args)
     if args.priority is not None and not -1000 <= args.priority <= 1000:
         _fail_usage("--priority: must be between -1000 and 1000")
     pipeline = load_pipeline(file, _overrides(args))
@@ -199,8 +239,7 @@ def _load_and_plan(client: Client, file: str, args: argparse.Namespace) -> tuple
 
 def _load_for_pool(client: Client, file: str, args: argparse.Namespace) -> Pipeline:
     """A job for a pool runs its `run` on the pool's workers: no placement to plan."""
-    if args.num_jobs < 1:
-        _fail_usage("--num-jobs: must be 1 or more")
+    _check_num_jobs(args)
     pipeline = load_pipeline(file, _overrides(args))
     if len(pipeline.tasks) != 1:
         _fail_usage("--pool: a pool runs single-task jobs, not pipelines")
@@ -239,11 +278,10 @@ def cmd_launch(client: Client, file: str, args: argparse.Namespace, *, follow: b
         out.print("Dry run: nothing submitted.")
         return EXIT_OK
     # `skytui --run` is for scripts and quick runs: it never asks.
-    if not args.yes and sys.stdin.isatty() and not getattr(args, "run", None):
-        answer = input(f"Launching managed job {pipeline.name!r}. Proceed? [Y/n] ").strip().lower()
-        if answer not in ("", "y", "yes"):
-            out.print("Aborted: nothing submitted.")
-            return EXIT_OK
+    if not args.yes and not getattr(args, "run", None):
+        what = f"{args.num_jobs} managed jobs" if args.num_jobs > 1 else "managed job"
+        if not _confirm(f"Launching {what} {pipeline.name!r}. Proceed?"):
+            return _aborted("nothing submitted")
     try:
         job_ids = client.submit(pipeline, pool=args.pool, num_jobs=args.num_jobs, priority=args.priority)
     except ValueError as exc:
@@ -320,7 +358,7 @@ def follow_job(client: Client, job_id: int, *, task_idx: int | None, follow: boo
                 return exit_code_for(status) if finished else EXIT_OK
             if follow and time.monotonic() - last_controller_check > 5:
                 last_controller_check = time.monotonic()
-                _ensure_controller_for(client, view)
+                revive_controller(client)
             message = _waiting_message(view)
             if spinner is not None:
                 if message and not spinner_on:
@@ -343,16 +381,23 @@ def follow_job(client: Client, job_id: int, *, task_idx: int | None, follow: boo
         return EXIT_INTERRUPTED
 
 
-def _ensure_controller_for(client: Client, view: JobView) -> None:
-    """An unfinished job needs a controller: start one if it died."""
-    if not client.controller_info().running:
-        err.print(f"The controller is not running; starting it to carry on with job {view.job.id}.")
-        client.ensure_controller()
+def revive_controller(client: Client) -> None:
+    """Jobs go on only with a controller: one that died while it has work is
+    started again, and the user is told (on stderr: --json stays clean)."""
+    try:
+        info = client.revive_controller()
+    except RuntimeError as exc:
+        err.print(Text(f"Warning: the controller is not running and would not start: {exc}", style="yellow"))
+        return
+    if info is not None:
+        err.print(f"The controller was not running; restarted it (pid {info.pid}) to carry on with the work in progress.")
 
 
 def _event_lines(event: EventRow, view: JobView) -> list[str | Text]:
     if event.kind == "placement":
         return [Text(f"⚙︎ {event.message}", style="dim")]
+    if event.kind == "capacity" or (event.kind == "status" and event.to_status == "PENDING" and event.message):
+        return [Text(f"⚙︎ {event.message}", style="dim")]  # a round of capacity search found none
     if event.kind == "status" and event.to_status in ("STARTING", "RUNNING", "RECOVERING"):
         task = next((t for t in view.tasks if t.task_idx == event.task_idx), None)
         name = f" task {task.task_idx} ({task.name})" if task and view.is_pipeline else ""
@@ -381,9 +426,6 @@ def cmd_queue(client: Client, args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps({"jobs": [v.to_json(now) for v in views]}) + "\n")
         return EXIT_OK
     out.print(in_progress_summary(views))
-    if any(v.status not in TERMINAL for v in views) and not client.controller_info().running:
-        err.print("Warning: jobs are in progress but the controller is not running; "
-                  "start it with `skytui controller start`.")
     if not views:
         return EXIT_OK
     table = Table(box=None, pad_edge=False, header_style="bold")
@@ -456,11 +498,8 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     if not ids:
         out.print("No in-progress managed jobs to cancel.")
         return EXIT_OK
-    if not args.yes and sys.stdin.isatty():
-        answer = input(f"Cancel managed job(s) {', '.join(map(str, ids))}? [Y/n] ").strip().lower()
-        if answer not in ("", "y", "yes"):
-            out.print("Aborted.")
-            return EXIT_OK
+    if not args.yes and not _confirm(f"Cancelling managed job(s) {', '.join(map(str, ids))}. Proceed?"):
+        return _aborted("nothing cancelled")
     accepted = client.cancel(ids)
     skipped = sorted(set(ids) - set(accepted))
     if accepted:
@@ -479,8 +518,13 @@ def cmd_controller(client: Client, args: argparse.Namespace) -> int:
         info = client.ensure_controller()
         out.print(f"Controller running (pid {info.pid}).")
     elif command == "stop":
-        stopped = client.stop_controller()
+        try:
+            stopped = client.stop_controller()
+        except RuntimeError as exc:  # it ignored SIGTERM until the deadline
+            return _controller_did_not_stop(client, exc)
         out.print("Controller stopped; jobs keep running on their nodes." if stopped else "Controller is not running.")
+        if client.stop_idle_node_host():
+            out.print("The local node host served no node: stopped it too.")
     elif command == "status":
         info = client.controller_info()
         out.print(f"Controller running (pid {info.pid})." if info.running else "Controller is not running.")
@@ -488,6 +532,18 @@ def cmd_controller(client: Client, args: argparse.Namespace) -> int:
     elif command == "logs":
         return _print_file(client.controller_log_path(), follow=args.follow)
     return EXIT_OK
+
+
+def _controller_did_not_stop(client: Client, exc: RuntimeError) -> int:
+    info = client.controller_info()
+    if not info.running:  # it went just after the deadline
+        out.print("Controller stopped; jobs keep running on their nodes.")
+        return EXIT_OK
+    err.print(
+        f"Error: {exc}; jobs keep running on their nodes. Run `skytui controller stop` again, "
+        f"or end it with `kill -9 {info.pid}` (a restarted controller picks every job up)."
+    )
+    return EXIT_FAILED
 
 
 def cmd_check(client: Client, as_json: bool) -> int:
@@ -518,9 +574,13 @@ def cmd_check(client: Client, as_json: bool) -> int:
 def cmd_pool(client: Client, args: argparse.Namespace) -> int:
     try:
         if args.pool_command == "apply":
-            if args.workers is not None and args.workers < 0:
-                _fail_usage("--workers: must be 0 or more")
+            if args.workers is not None and not 0 <= args.workers <= MAX_WORKERS:
+                _fail_usage(f"--workers: must be from 0 to {MAX_WORKERS}")
+            if args.file is None and args.workers is None:
+                _fail_usage("give a pool YAML, or --workers N to resize an existing pool")
             definition = load_pool(args.file) if args.file else None
+            if not args.yes and not _confirm(_apply_question(args)):
+                return _aborted("the pool is unchanged")
             version, outcome = client.apply_pool(args.pool_name, definition, args.workers)
             what = {
                 "created": "created", "resized": "resized in place", "updated": "updated: new workers "
@@ -530,6 +590,10 @@ def cmd_pool(client: Client, args: argparse.Namespace) -> int:
                       f"See `skytui jobs pool status {args.pool_name}`.")
             return EXIT_OK
         if args.pool_command == "down":
+            if not client.pools(args.name):
+                _fail_usage(f"no pool {args.name!r}")
+            if not args.yes and not _confirm(f"Terminating pool {args.name!r} and its workers. Proceed?"):
+                return _aborted("the pool is unchanged")
             client.pool_down(args.name)
             out.print(f"Pool {args.name!r} is shutting down; its workers are being terminated.")
             return EXIT_OK
@@ -566,6 +630,12 @@ def cmd_pool(client: Client, args: argparse.Namespace) -> int:
     out.print()
     out.print(workers)
     return EXIT_OK
+
+
+def _apply_question(args: argparse.Namespace) -> str:
+    if args.file is None:
+        return f"Resizing pool {args.pool_name!r} to {args.workers} worker(s). Proceed?"
+    return f"Applying {args.file} to pool {args.pool_name!r}. Proceed?"
 
 
 def cmd_sim(client: Client, args: argparse.Namespace) -> int:
@@ -611,6 +681,8 @@ def cmd_validate(client: Client, files: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # a process of its own (not a caller's in-process use): files it makes are owner-only
+        restrict_umask()
     parser = build_parser()
     args = parser.parse_args(argv)
     client = Client()
@@ -624,6 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_tui()
         if args.command == "jobs":
+            if args.jobs_command != "launch":  # a launch starts the controller when it submits
+                revive_controller(client)
             if args.jobs_command == "launch":
                 return cmd_launch(client, args.file, args, follow=True)
             if args.jobs_command == "queue":

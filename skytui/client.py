@@ -177,6 +177,23 @@ class Client:
     def stop_controller(self) -> bool:
         return daemon.stop_controller(self.paths)
 
+    def stop_idle_node_host(self) -> bool:
+        """After `controller stop`: the local/sim node host goes too when it
+        serves no node (one with nodes keeps serving their jobs). True if it was stopped."""
+        from skytui.clouds.local import stop_nodehost_if_idle
+
+        return stop_nodehost_if_idle(self.paths)
+
+    def revive_controller(self) -> daemon.ControllerInfo | None:
+        """Start the controller again if it is dead while it has work (a job
+        in progress, a pool); the new one when it was, else None. Cheap when
+        it runs: a lock probe, no DB read. RuntimeError if it will not start."""
+        if not self.paths.home.exists():
+            return None  # nothing has ever run here (and a bad command must write nothing)
+        if daemon.controller_info(self.paths).running or not self.store.has_unfinished_work():
+            return None
+        return daemon.start_controller(self.paths)
+
     # ------------------------------------------------------------- launching
 
     def plan(self, pipeline: Pipeline) -> list[Plan]:
@@ -456,14 +473,8 @@ class LogFollower:
         self.tail_bytes = tail_bytes
         self._sources: dict[tuple[int, int], _Source] = {}
         self._shown_attempt: dict[int, int] = {}
-        # A job that prints its own secret still never shows it: the stored
-        # log stays byte-exact, what is displayed is redacted. Longest first,
-        # so a secret containing another is replaced whole.
-        _, secrets = client.store.job_spec(job_id)
-        self._secrets = sorted(
-            {v for per_task in secrets.values() for v in per_task.values() if len(v) >= 3},
-            key=len, reverse=True,
-        )
+        # A secret the job printed is already masked in the stored log
+        # (logs/sync.py): clients never read secrets.
 
     def _segments(self) -> list[SegmentRow]:
         return self.client.store.segments(self.job_id, self.task_idx)
@@ -559,13 +570,7 @@ class LogFollower:
             parts.append(source.pending)
             source.pending = b""
         prefix = self._prefix(segment, tasks)
-        return [f"{prefix} {self._redact(part.decode('utf-8', errors='replace'))}" for part in parts]
-
-    def _redact(self, line: str) -> str:
-        for secret in self._secrets:
-            if secret in line:
-                line = line.replace(secret, "<redacted>")
-        return line
+        return [f"{prefix} {part.decode('utf-8', errors='replace')}" for part in parts]
 
     @staticmethod
     def _prefix(segment: SegmentRow, tasks: dict[int, TaskRow]) -> str:

@@ -55,6 +55,17 @@ def _segments(env: Env, job_id: int) -> list[tuple[int, str, int]]:
     )
 
 
+def _provisioning(env: Env, job_id: int) -> bool:
+    """A machine is being asked for (the task waits PENDING until a place says yes)."""
+    db = sqlite3.connect(env.home / "state.db")
+    try:
+        return bool(db.execute(
+            "select 1 from clusters where job_id = ? and status = 'PROVISIONING'", (job_id,)
+        ).fetchone())
+    finally:
+        db.close()
+
+
 def _restart_and_finish(env: Env, job_id: int) -> dict[str, object]:
     env.cli("controller", "start", check=True)
     job = env.wait_status(job_id, "SUCCEEDED", "FAILED", "FAILED_SETUP", "FAILED_CONTROLLER", timeout=90)
@@ -66,7 +77,7 @@ def _restart_and_finish(env: Env, job_id: int) -> dict[str, object]:
 def test_kill_while_provisioning(env: Env) -> None:
     env.config("infra:\n  local:\n    provision_delay_s: 3\n")
     job_id = env.launch(env.write("t.yaml", _task_yaml(0.01, 0.01)))
-    wait_for(lambda: env.job(job_id)["status"] == "STARTING", 30, what="STARTING")
+    wait_for(lambda: _provisioning(env, job_id), 30, what="its machine asked for")
     _kill_controller(env)
     _restart_and_finish(env, job_id)
     assert env.log(job_id) == _expected_log()

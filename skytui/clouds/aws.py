@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from skytui.clouds import aws_ec2
 from skytui.clouds.base import (
+    Accepted,
     CapacityError,
     CloudError,
     ClusterHandle,
@@ -270,7 +271,8 @@ class AWSCloud:
         return params
 
     async def provision(
-        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None
+        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None,
+        accepted: Accepted | None = None,
     ) -> ClusterHandle:
         if offer.region is None:
             raise PrecheckError("an aws offer needs a region")
@@ -289,6 +291,8 @@ class AWSCloud:
             raise
         ids = [str(instance["InstanceId"]) for instance in created]
         try:
+            if accepted is not None:
+                await accepted()  # EC2 granted the capacity; booting takes the time
             instances = await self._wait_running(region, ids, offer.instance_type)
             nodes = await self._nodes(instances)
         except BaseException as exc:

@@ -11,7 +11,7 @@ their output by byte offset. Clouds know nothing of the engine.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -124,6 +124,10 @@ class ClusterHandle:
         )
 
 
+Accepted = Callable[[], Awaitable[None]]
+"""Told by `Cloud.provision` when the infra has said yes (see there)."""
+
+
 class ClusterState(str, enum.Enum):
     UP = "UP"          # every node is up
     PARTIAL = "PARTIAL"  # some node is gone
@@ -138,6 +142,8 @@ class PhaseState:
     pid: int | None
     exit_code: int | None
     alive: bool | None  # None when not checked
+    ended_at: float | None = None
+    """When the phase ended by the node's own clock (read once it has)."""
 
     @property
     def finished(self) -> bool:
@@ -201,12 +207,17 @@ class Cloud(Protocol):
         ...
 
     async def provision(
-        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None
+        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None,
+        accepted: Accepted | None = None,
     ) -> ClusterHandle:
         """Bring up `num_nodes` machines, reachable, or raise CapacityError
         (try elsewhere) or PrecheckError (never works). `labels` say who owns
         the machines (skytui-job/skytui-task, or skytui-pool/skytui-worker);
-        tag them with these, plus the cluster name and the install id."""
+        tag them with these, plus the cluster name and the install id.
+        `accepted` is awaited once the infra has said yes (capacity granted,
+        the machines on their way), before waiting for them to boot: the
+        caller's task is STARTING from then, PENDING before. An infra that
+        cannot tell leaves it to the caller, who counts the return as yes."""
         ...
 
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState: ...

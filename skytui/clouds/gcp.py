@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from skytui.clouds.base import (
+    Accepted,
     CapacityError,
     CloudError,
     ClusterHandle,
@@ -32,7 +33,14 @@ from skytui.clouds.base import (
     PrecheckError,
 )
 from skytui.clouds.catalog import CatalogEntry, load_catalog, matching_entries, price_of
-from skytui.clouds.gcp_api import API_TIMEOUT_S, OPERATION_TIMEOUT_S, ComputeAPI, InstanceView, classify, is_transient
+from skytui.clouds.gcp_api import (
+    API_TIMEOUT_S,
+    OPERATION_TIMEOUT_S,
+    ComputeAPI,
+    InstanceView,
+    classify,
+    is_transient,
+)
 from skytui.clouds.gcp_auth import FIX as CREDENTIALS_FIX
 from skytui.clouds.gcp_auth import CredentialsError, Found, find_credentials
 from skytui.config import Config, GCPInfraConfig, Paths
@@ -246,7 +254,8 @@ class GCPCloud:
         return body
 
     async def provision(
-        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None
+        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None,
+        accepted: Accepted | None = None,
     ) -> ClusterHandle:
         entry = self._entry(offer)
         # A zone runs dry on its own: without a zone asked for, try each of the region's.

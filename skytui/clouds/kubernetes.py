@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from skytui._yaml_lines import YamlProblem, load_file
 from skytui.clouds.base import (
+    Accepted,
     CapacityError,
     CloudError,
     ClusterHandle,
@@ -125,8 +125,8 @@ def _read_kubeconfig() -> tuple[_KubeConfig | None, str]:
         if not path.is_file():
             continue
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+            data = load_file(path) or {}
+        except (OSError, YamlProblem) as exc:
             problems.append(f"{path}: {type(exc).__name__}")
             continue
         if not isinstance(data, dict):
@@ -588,7 +588,8 @@ class KubernetesCloud:
         ).items)
 
     async def provision(
-        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None
+        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None,
+        accepted: Accepted | None = None,
     ) -> ClusterHandle:
         context = offer.region or (self.contexts[0] if self.contexts else "")
         if context not in self.contexts:

@@ -4,9 +4,11 @@ A node driver only needs a way to run a command with stdin (an SSH channel, a
 Kubernetes exec) and to read files; these scripts do the rest on the node:
 
 `<phases>/<id>/`: `pid` (the process-group leader), `out.log` (stdout and
-stderr), `exit_code` (written when the phase ends). A `lock` directory makes
-starting a phase exactly-once, so a controller that crashed mid-start can
-simply start again. Secrets travel in a 0600 env file that the phase deletes
+stderr), `started_at` and `ended_at` (the node's own clock, epoch seconds, so
+that durations do not depend on when a controller looked), `exit_code`
+(written when the phase ends, after `ended_at`). `owner` makes starting a
+phase exactly-once, so a controller that crashed mid-start can simply start
+again (see _LAUNCHER). Secrets travel in a 0600 env file that the phase deletes
 once read; they never appear on a command line.
 """
 
@@ -23,6 +25,7 @@ import shlex
 WRAPPER = r"""
 trap 'true' TERM INT HUP
 echo $$ > "$D/pid.tmp" && mv "$D/pid.tmp" "$D/pid"
+date +%s.%N > "$D/started_at" 2>/dev/null
 set -a; . "$D/env"; set +a; rm -f "$D/env"
 cd "$HOME/$PHASE_CWD" 2>/dev/null || cd "$HOME"
 if [ -n "${SKYTUI_LOG_SINK:-}" ] && [ -w "$SKYTUI_LOG_SINK" ]; then
@@ -32,31 +35,53 @@ else
   bash "$D/script.sh" > "$D/out.log" 2>&1 < /dev/null
   rc=$?
 fi
+date +%s.%N > "$D/ended_at" 2>/dev/null
 echo $rc > "$D/exit.tmp" && mv "$D/exit.tmp" "$D/exit_code"
 """
 
-# Runs in one exec: take the lock (exactly once), write the script and the
-# env file from stdin (so secrets never touch a command line), and launch the
-# wrapper in its own session. `$!` is the wrapper's pid: setsid only forks
-# for a group leader, and a background job of a shell without job control is
-# not one. Both the launcher and the wrapper record it, so it is on disk when
-# the launch returns, and even if the launcher died right after the fork.
-# A phase started earlier answers with the recorded pid.
+# Runs in one exec, exactly-once whatever dies when:
+# * the whole input (script, env, an end mark) is read and decoded before
+#   anything is taken, so a channel dropped mid-send leaves nothing behind;
+# * the start is owned through `owner`, a symlink naming the launcher's pid
+#   (made in one step, so it names its owner from the start). A launcher that
+#   died holding it before the wrapper was on its own leaves no pid: the next
+#   start takes over once that launcher is gone. So does one whose wrapper was
+#   killed before it read its env (the user's script never began);
+# * `$!` is the wrapper's pid: setsid only forks for a group leader, and a
+#   background job of a shell without job control is not one. Both the
+#   launcher and the wrapper record it, so it is on disk when the launch
+#   returns, and even if the launcher died right after the fork.
+# A phase started earlier answers with the recorded pid (`lock`: one started
+# by an older skytui).
 _LAUNCHER = r"""
 D="$HOME/{phases}/{phase_id}"
 mkdir -p "$D"
-if mkdir "$D/lock" 2>/dev/null; then
-  IFS= read -r script; IFS= read -r env
-  printf %s "$script" | base64 -d > "$D/script.sh"
-  (umask 077; printf %s "$env" | base64 -d > "$D/env")
+IFS= read -r script && IFS= read -r env && IFS= read -r end && [ "$end" = {end} ] || {{
+  echo "the phase's input was cut short" >&2; exit 3; }}
+T="$D/in.$$"; rm -rf "$T"; mkdir "$T"
+printf %s "$script" | base64 -d > "$T/script.sh" && (umask 077; printf %s "$env" | base64 -d > "$T/env") || {{
+  rm -rf "$T"; echo "the phase's input is not base64" >&2; exit 3; }}
+take() {{
+  ln -s "$$" "$D/owner" 2>/dev/null || return 1
+  mv "$T/script.sh" "$D/script.sh"; mv "$T/env" "$D/env"; rm -rf "$T"
   D="$D" PHASE_CWD={cwd} setsid bash -c {wrapper} > /dev/null 2>&1 < /dev/null &
   echo $! > "$D/pid.launcher" && mv "$D/pid.launcher" "$D/pid"
   echo $!
   exit 0
-fi
+}}
+[ -e "$D/lock" ] || take
 for _ in $(seq 1 200); do [ -s "$D/pid" ] && break; sleep 0.02; done
+if [ ! -e "$D/lock" ] && [ ! -e "$D/exit_code" ]; then
+  p=$(cat "$D/pid" 2>/dev/null); o=$(readlink "$D/owner" 2>/dev/null)
+  if {{ [ -z "$p" ] && ! kill -0 "${{o:-none}}" 2>/dev/null; }} || \
+     {{ [ -n "$p" ] && [ -e "$D/env" ] && ! kill -0 "$p" 2>/dev/null; }}; then
+    rm -f "$D/pid" "$D/owner"; take
+  fi
+fi
+rm -rf "$T"
 cat "$D/pid" 2>/dev/null
 """
+_END_MARK = "end-of-phase-input"
 
 
 def env_file(env: dict[str, str]) -> str:
@@ -67,6 +92,7 @@ def launcher_command(phases_dir: str, phase_id: str, cwd: str | None) -> str:
     """The command that starts a phase; feed it `launcher_input` on stdin."""
     return _LAUNCHER.format(
         phases=phases_dir, phase_id=phase_id, cwd=shlex.quote(cwd or ""), wrapper=shlex.quote(WRAPPER),
+        end=_END_MARK,
     )
 
 
@@ -74,6 +100,7 @@ def launcher_input(script: str, env: dict[str, str]) -> str:
     return (
         base64.b64encode(script.encode()).decode() + "\n"
         + base64.b64encode(env_file(env).encode()).decode() + "\n"
+        + _END_MARK + "\n"
     )
 
 
@@ -98,6 +125,16 @@ def kill_command(phase_dir: str, pid: int, grace_s: float) -> str:
         f'D="$HOME/{phase_dir}"; '
         f'[ -e "$D/exit_code" ] || {{ echo 137 > "$D/exit.tmp" && mv "$D/exit.tmp" "$D/exit_code"; }}; exit 0'
     )
+
+
+def parse_node_time(text: str | None) -> float | None:
+    """A `started_at`/`ended_at` stamp; None where the node's `date` has no
+    %N (busybox prints it literally) or the file is not there."""
+    try:
+        return float(text.strip()) if text else None
+    except ValueError:
+        head = text.strip().split(".", 1)[0] if text else ""
+        return float(head) if head.isdigit() else None
 
 
 def parse_exit_code(text: str | None) -> int | None:

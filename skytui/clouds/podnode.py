@@ -37,6 +37,7 @@ from skytui.clouds.phase_scripts import (
     launcher_command,
     launcher_input,
     parse_exit_code,
+    parse_node_time,
 )
 
 log = logging.getLogger(__name__)
@@ -280,18 +281,22 @@ class PodNode:
         script = (
             f'D={d}; e=$(cat "$D/exit_code" 2>/dev/null); p=$(cat "$D/pid" 2>/dev/null); a=; {liveness}'
             f't=; [ -e "$HOME"/{shlex.quote(TERMINATING_MARK)} ] && t=1; '
-            f'printf "%s\\n%s\\n%s\\n%s\\n" "$e" "$p" "$a" "$t"'
+            f'w=$(cat "$D/ended_at" 2>/dev/null); '
+            f'printf "%s\\n%s\\n%s\\n%s\\n%s\\n" "$e" "$p" "$a" "$t" "$w"'
         )
         _, out, _ = await self.run(script, timeout=30)
-        lines = (out.splitlines() + ["", "", "", ""])[:4]
+        lines = (out.splitlines() + ["", "", "", "", ""])[:5]
         code = parse_exit_code(lines[0])
+        ended_at = parse_node_time(lines[4]) if code is not None else None
         pid = int(lines[1]) if lines[1].strip().isdigit() else None
         if lines[3] == "1" and code not in (None, 0):
             return PhaseState(started=True, pid=pid, exit_code=None, alive=None)
         if not check_alive:
-            return PhaseState(started=True if code is not None else None, pid=None, exit_code=code, alive=None)
+            return PhaseState(started=True if code is not None else None, pid=None, exit_code=code, alive=None,
+                              ended_at=ended_at)
         alive = None if code is not None or not lines[2] else lines[2] == "1"
-        return PhaseState(started=pid is not None or code is not None, pid=pid, exit_code=code, alive=alive)
+        return PhaseState(started=pid is not None or code is not None, pid=pid, exit_code=code, alive=alive,
+                          ended_at=ended_at)
 
     async def read_phase_output(self, phase_id: str, offset: int, max_bytes: int) -> bytes:
         path = f'"$HOME"/{shlex.quote(self._phase_dir(phase_id))}/out.log'

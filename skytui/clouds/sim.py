@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skytui.clouds.base import (
+    Accepted,
     CapacityError,
     CloudError,
     ClusterHandle,
@@ -178,13 +179,13 @@ class SimCloud:
     # --------------------------------------------------------------- clusters
 
     async def provision(
-        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None
+        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None,
+        accepted: Accepted | None = None,
     ) -> ClusterHandle:
         region = offer.region or ""
-        if self.config.provision_delay_s:
-            await asyncio.sleep(self.config.provision_delay_s)
         # One provisioning at a time decides capacity, so two launches never
-        # both take the last node of a region.
+        # both take the last node of a region. A cloud says "no capacity" at
+        # once and takes its time only to boot what it said yes to: so does sim.
         async with self._provision_lock:
             market = "spot" if offer.use_spot else "on-demand"
             if self.stocked_out(region):
@@ -200,6 +201,10 @@ class SimCloud:
                 "instance_type": offer.instance_type, "reclaim_at": self._reclaim_at(region, offer.use_spot),
             }
             nodes = await self.sandboxes.create(cluster_name, num_nodes, meta)
+        if accepted is not None:
+            await accepted()
+        if self.config.provision_delay_s:
+            await asyncio.sleep(self.config.provision_delay_s)
         return ClusterHandle(
             cloud=self.name, name=cluster_name, region=region, zone=offer.zone, nodes=nodes,
             accelerators=dict(offer.accelerators), extra={"use_spot": offer.use_spot},

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import asyncssh
 
 from skytui.clouds.base import (
+    Accepted,
     CapacityError,
     CloudError,
     ClusterHandle,
@@ -450,7 +451,8 @@ class SSHCloud:
     # ------------------------------------------------------------- clusters
 
     async def provision(
-        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None
+        self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None,
+        accepted: Accepted | None = None,
     ) -> ClusterHandle:
         if offer.use_spot:
             raise PrecheckError("ssh hosts are on-demand only: they have no spot market")

@@ -21,6 +21,7 @@ from skytui.clouds.phase_scripts import (
     launcher_command,
     launcher_input,
     parse_exit_code,
+    parse_node_time,
 )
 
 
@@ -182,15 +183,30 @@ class SSHNode:
         phase_dir = self._phase_dir(phase_id)
         exit_text = await self._read_small(f"{phase_dir}/exit_code")
         exit_code = parse_exit_code(exit_text)
-        if exit_code is not None or not check_alive:
-            return PhaseState(started=True if exit_code is not None else None, pid=None, exit_code=exit_code, alive=None)
-        pid_text = await self._read_small(f"{phase_dir}/pid")
-        pid = int(pid_text) if pid_text and pid_text.strip().isdigit() else None
-        alive: bool | None = None
-        if pid is not None:
-            status, _, _ = await self.run(f"kill -0 {pid} 2>/dev/null", timeout=15)
-            alive = status == 0
-        return PhaseState(started=pid is not None, pid=pid, exit_code=exit_code, alive=alive)
+        if exit_code is not None:
+            # Read once per phase: the wrapper writes it before the exit code.
+            ended_at = parse_node_time(await self._read_small(f"{phase_dir}/ended_at"))
+            return PhaseState(started=True, pid=None, exit_code=exit_code, alive=None, ended_at=ended_at)
+        if not check_alive:
+            return PhaseState(started=None, pid=None, exit_code=None, alive=None)
+        # One exec: is the recorded process alive; if not, did it end after
+        # all (the exit code is read after the check: a phase that just ended
+        # is not taken for a vanished one), and did the user's script ever
+        # begin (the wrapper deletes its env file before it starts it).
+        _, out, _ = await self.run(
+            f'D="$HOME"/{shlex.quote(phase_dir)}; p=$(cat "$D/pid" 2>/dev/null); a=; b=1; '
+            'if [ -n "$p" ]; then if kill -0 "$p" 2>/dev/null; then a=1; else a=0; fi; fi; '
+            '[ -e "$D/env" ] && b=0; e=$(cat "$D/exit_code" 2>/dev/null); '
+            'printf "%s\\n%s\\n%s\\n%s\\n" "$p" "$a" "$b" "$e"',
+            timeout=15,
+        )
+        pid_text, alive_text, began_text, exit_text = (out.splitlines() + ["", "", "", ""])[:4]
+        pid = int(pid_text) if pid_text.strip().isdigit() else None
+        exit_code = parse_exit_code(exit_text)
+        if exit_code is not None:
+            return await self.phase_state(phase_id)  # it ended between two looks
+        alive = None if not alive_text else alive_text == "1"
+        return PhaseState(started=pid is not None and began_text == "1", pid=pid, exit_code=None, alive=alive)
 
     async def read_phase_output(self, phase_id: str, offset: int, max_bytes: int) -> bytes:
         _, sftp = await self._ensure()

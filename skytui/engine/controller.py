@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import re
+import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from skytui.clouds.base import (
     CapacityError,
@@ -37,6 +40,7 @@ from skytui.engine.file_sync import (
     WORKDIR,
     FileSyncError,
     StagingArea,
+    UnsafePathError,
     discard_staging,
     has_local_files,
     sync_task_files,
@@ -54,10 +58,11 @@ from skytui.engine.scheduler import Scheduler
 from skytui.engine.status import TaskStatus
 from skytui.engine.store import AsyncStore, ClusterRow, ClusterStatus, JobRow, TaskRow
 from skytui.logs.store import controller_log_path, file_size, task_log_path
-from skytui.logs.sync import sync_phase_output
+from skytui.logs.sync import maskable, sync_phase_output
 from skytui.spec import Task
 
 S = TaskStatus
+T = TypeVar("T")
 # Poll fast right after a phase starts (short jobs end in milliseconds), then
 # settle at one poll a second per job.
 POLL_FIRST_S = 0.05
@@ -87,17 +92,41 @@ class TaskFailed(Exception):
 
     def __init__(
         self, status: TaskStatus, reason: str, exit_code: int | None = None,
-        exit_codes: list[int] | None = None,
+        exit_codes: list[int] | None = None, ended_at: float | None = None,
     ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.exit_code = exit_code
         self.exit_codes = exit_codes
+        self.ended_at = ended_at  # by the node's clock, when its code ended
+
+
+class PhaseNeverBegan(Exception):
+    """A phase's wrapper was killed before it started the user's script (a
+    connection cut at the wrong moment): it is started again, in place."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__(f"node {rank}")
+        self.rank = rank
 
 
 class NoCapacity(Exception):
     """Every place the task may run refused it for lack of capacity, this round."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        shown = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else "")
+        super().__init__(f"no capacity in any of {len(reasons)} place(s): {shown}")
+        self.places = len(reasons)
+
+
+@dataclass(frozen=True)
+class PhaseOutcome:
+    """How a phase ended on every node: exit codes by rank, and when the last
+    node finished by its own clock (None if no node said)."""
+
+    codes: list[int]
+    ended_at: float | None = None
 
 
 @dataclass
@@ -127,6 +156,12 @@ def _short_duration(seconds: float) -> str:
     if whole < 3600:
         return f"{whole // 60}m"
     return f"{whole // 3600}h {whole % 3600 // 60}m"
+
+
+def _refusals(errors: list[str]) -> str:
+    """"2 place(s) said no (sim:aws/us-east-1: stocked out; …)": the first few, for one line."""
+    shown = "; ".join(errors[:2]) + ("; …" if len(errors) > 2 else "")
+    return f"{len(errors)} place(s) said no ({shown})"
 
 
 def cluster_name_for(task_name: str, job_id: int, task_idx: int, attempt: int) -> str:
@@ -159,6 +194,15 @@ class JobController:
         self._pool_task: Task | None = None
 
     # ------------------------------------------------------------- plumbing
+
+    @property
+    def _masked(self) -> tuple[bytes, ...]:
+        """Every secret value this job's phases see (its tasks', its pool's):
+        masked in the logs as they are stored."""
+        values = [v for task in self.tasks for v in task.secrets.values()]
+        if self._pool_task is not None:
+            values += self._pool_task.secrets.values()
+        return maskable(values)
 
     def _say(self, message: str) -> None:
         """The controller's account of this job: its own log and the daemon's."""
@@ -243,7 +287,7 @@ class JobController:
                         continue
                     if policy.max_restarts_on_errors:
                         reason = f"{reason}; {decision.why}"
-                await self._finish(idx, failure.status, reason, failure.exit_code)
+                await self._finish(idx, failure.status, reason, failure.exit_code, ran_until=failure.ended_at)
                 return failure.status
             except NodeLost as lost:
                 await self._recover_lost_machine(idx, lost)
@@ -257,7 +301,7 @@ class JobController:
         self._lost_at.pop(idx, None)  # the code failed, not the place: cheapest first again
         await self.store.transition_task(
             self.job.id, idx, S.RECOVERING, message=note, exit_code=failure.exit_code,
-            recoveries=current.recoveries + 1,
+            ran_until=failure.ended_at, recoveries=current.recoveries + 1,
             restarts_on_errors=current.restarts_on_errors + (1 if counted else 0),
         )
 
@@ -290,14 +334,15 @@ class JobController:
             await asyncio.sleep(min(FLAPPING_BACKOFF_MAX_S, 2.0 ** current.recoveries))
 
     async def _finish(
-        self, idx: int, status: TaskStatus, reason: str | None, exit_code: int | None = None
+        self, idx: int, status: TaskStatus, reason: str | None, exit_code: int | None = None,
+        *, ran_until: float | None = None,
     ) -> None:
         current = await self.store.task(self.job.id, idx)
         if current.status_enum.is_terminal:
             return
         await self.store.transition_task(
             self.job.id, idx, status, message=reason, failure_reason=reason
-            if status.is_failure else None, exit_code=exit_code,
+            if status.is_failure else None, exit_code=exit_code, ran_until=ran_until,
         )
         self._say(f"task {idx}: {status}" + (f" ({reason})" if reason else ""))
 
@@ -331,23 +376,41 @@ class JobController:
         else:  # RUNNING: the controller restarted; re-attach
             reattached = await self._reattach(row)
             if reattached is None:
-                raise NodeLost("the machine was lost while the controller was down")
+                return await self._settle_without_machine(row)
             cluster = reattached
             attempt = cluster.row.attempt_no or row.attempt
             await self._connect(cluster, give_up_after_s=None)  # its job runs: never relaunch for SSH
         if not task.run:
-            codes = [0] * len(cluster.nodes)
+            outcome = PhaseOutcome([0] * len(cluster.nodes))
         else:
-            codes = await self._run_phase(cluster, idx, attempt, "run", task.run, task)
+            outcome = await self._run_phase(cluster, idx, attempt, "run", task.run, task)
+        codes = outcome.codes
         failed = [(rank, code) for rank, code in enumerate(codes) if code != 0]
         if failed:
             rank, code = failed[0]
             where = f" on node {rank}" if len(codes) > 1 else ""
-            raise TaskFailed(S.FAILED, f"job exited with exit code {code}{where}", code, exit_codes=codes)
+            raise TaskFailed(S.FAILED, f"job exited with exit code {code}{where}", code, exit_codes=codes,
+                             ended_at=outcome.ended_at)
         await self._end_attempt(idx, "succeeded", 0)
-        await self._finish(idx, S.SUCCEEDED, None, 0)
+        await self._finish(idx, S.SUCCEEDED, None, 0, ran_until=outcome.ended_at)
         await self._teardown_all(reason="task finished")
         return S.SUCCEEDED
+
+    async def _settle_without_machine(self, row: TaskRow) -> TaskStatus:
+        """A RUNNING task whose machine is gone after a controller restart. If
+        its run had already ended (the controller died between recording the
+        exit and deciding on it), that outcome stands: a success is finished,
+        a failure goes to the restart rules. Otherwise the machine was lost
+        under it: recover."""
+        ended = next((a for a in await self.store.attempts(self.job.id, row.task_idx)
+                      if a.attempt_no == row.attempt), None)
+        if ended is None or ended.exit_code is None:
+            raise NodeLost("the machine was lost while the controller was down")
+        if ended.exit_code == 0:
+            await self._finish(row.task_idx, S.SUCCEEDED, None, 0, ran_until=ended.ended_at)
+            return S.SUCCEEDED
+        raise TaskFailed(S.FAILED, ended.end_reason or f"job exited with exit code {ended.exit_code}",
+                         ended.exit_code, exit_codes=[ended.exit_code], ended_at=ended.ended_at)
 
     async def _launch(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> tuple[_Cluster, int]:
         """Get the task a machine with setup done: re-attach or provision,
@@ -360,29 +423,19 @@ class JobController:
         while True:
             async with self.ctx.scheduler.launch_slot(on_wait=lambda why: self._waiting(idx, why)):
                 row = await self.store.task(self.job.id, idx)
-                if row.status_enum is S.PENDING:
-                    # Back from a capacity wait, a relaunch stays a recovery.
-                    again = S.RECOVERING if row.recoveries else S.STARTING
-                    await self.store.transition_task(self.job.id, idx, again, status_reason=None)
-                elif row.status_reason:
-                    await self.store.set_task_fields(self.job.id, idx, status_reason=None)
                 try:
                     cluster = await self._reattach(row) or await self._provision(row, task, policy)
                 except NoCapacity as exc:
                     wait = backoff.next_wait()
-                    why = f"{exc}; next try in {wait:.0f}s (round {backoff.rounds})"
-                    self._say(f"task {idx}: {why}")
-                    await self.store.transition_task(
-                        self.job.id, idx, S.PENDING, message=f"no capacity anywhere; retrying in {wait:.0f}s",
-                        status_reason=why,
-                    )
+                    await self._wait_for_capacity(idx, exc, wait, backoff.rounds)
                 else:
                     attempt = cluster.row.attempt_no or row.attempt
+                    await self._placed(idx)
                     await self._connect(cluster)
                     if not await self._any_phase_started(idx, attempt):
                         await self._sync_files(cluster, idx, task)
                     if task.setup:
-                        codes = await self._run_phase(cluster, idx, attempt, "setup", task.setup, task)
+                        codes = (await self._run_phase(cluster, idx, attempt, "setup", task.setup, task)).codes
                         failed = [(rank, code) for rank, code in enumerate(codes) if code != 0]
                         if failed:
                             rank, code = failed[0]
@@ -393,6 +446,37 @@ class JobController:
                     return cluster, attempt
             await asyncio.sleep(wait)
 
+    async def _placed(self, idx: int, *, keep_reason: bool = False) -> None:
+        """A place said yes: a task that waited PENDING for one starts now
+        (a relaunch stays a recovery). While its machine boots, the reason
+        ("provisioning on …") stays shown."""
+        row = await self.store.task(self.job.id, idx)
+        if row.status_enum is S.PENDING:
+            await self.store.transition_task(
+                self.job.id, idx, S.RECOVERING if row.recoveries else S.STARTING,
+                status_reason=row.status_reason if keep_reason else None,
+            )
+        elif row.status_reason and not keep_reason:
+            await self.store.set_task_fields(self.job.id, idx, status_reason=None)
+
+    async def _wait_for_capacity(self, idx: int, exc: NoCapacity, wait: float, rounds: int) -> None:
+        """One round found no place: PENDING until the next, told once per round."""
+        # The next round starts from the cheapest place again: the place that
+        # was lost is no worse than any other once every place has said no.
+        self._lost_at.pop(idx, None)
+        next_at = time.strftime("%H:%M:%S", time.localtime(time.time() + wait))
+        why = f"{exc}; round {rounds}, next at {next_at} (in {wait:.0f}s)"
+        self._say(f"task {idx}: {why}")
+        short = f"no capacity in any of {exc.places} place(s); next round at {next_at}"
+        row = await self.store.task(self.job.id, idx)
+        if row.status_enum is S.PENDING:
+            await self.store.note(self.job.id, idx, "capacity", f"round {rounds}: {why}")
+            await self.store.set_task_fields(self.job.id, idx, status_reason=short)
+        else:
+            await self.store.transition_task(
+                self.job.id, idx, S.PENDING, message=f"round {rounds}: {why}", status_reason=short,
+            )
+
     async def _launch_on_worker(self, row: TaskRow) -> tuple[_Cluster, int]:
         """A pool job: wait PENDING for an idle READY worker, then take it.
         Its setup and file_mounts are the pool's, done once per worker."""
@@ -400,6 +484,7 @@ class JobController:
         pools, pool = self.ctx.pools, self.job.pool
         assert pools is not None and pool is not None
         cluster = await self._reattach(row)
+        fresh = cluster is None
         if cluster is None:
             try:
                 lease = await pools.acquire(self.job, on_wait=lambda why: self._waiting(idx, why))
@@ -409,24 +494,45 @@ class JobController:
             cloud = self.ctx.clouds.get(lease.cluster.cloud)
             if cloud is None:
                 raise TaskFailed(S.FAILED_PRECHECKS, f"pool {pool}'s worker is on {lease.cluster.cloud}, not enabled")
-            current = await self.store.task(self.job.id, idx)
-            if current.status_enum is S.PENDING:
-                await self.store.transition_task(self.job.id, idx, S.RECOVERING if current.recoveries else S.STARTING,
-                                                 status_reason=None)
-            else:
-                await self.store.set_task_fields(self.job.id, idx, status_reason=None)
-            attempt = await self.store.start_attempt(
-                self.job.id, idx, infra=infra_label(lease.cluster.cloud, lease.cluster.region, lease.cluster.zone),
-                instance_type=lease.cluster.instance_type, use_spot=lease.cluster.use_spot,
-                message=f"attempt on pool {pool}, worker {lease.worker.id}",
-            )
             cluster = _Cluster(lease.cluster, lease.handle, cloud, nodes=pools.nodes_for(lease, cloud))
             self._clusters[lease.cluster.id] = cluster
+        current = await self.store.task(self.job.id, idx)
+        if fresh or not await self._attempt_is_on(current, cluster):
+            # A worker just taken, or taken by a controller that died before
+            # it recorded the attempt on it: the attempt there starts now.
+            attempt = await self._start_attempt_on_worker(current, cluster)
         else:
-            attempt = (await self.store.task(self.job.id, idx)).attempt
+            attempt = current.attempt
         await self._load_pool_task()
         await self._connect(cluster)
         return cluster, attempt
+
+    async def _attempt_is_on(self, task: TaskRow, cluster: _Cluster) -> bool:
+        """Whether the task's current attempt runs on this worker's machine."""
+        if not task.attempt:
+            return False
+        row = next((a for a in await self.store.attempts(self.job.id, task.task_idx)
+                    if a.attempt_no == task.attempt), None)
+        if row is None or row.ended_at is not None:
+            return False
+        # An attempt recorded before attempts named their worker: it ran here if it runs.
+        return row.cluster_id == cluster.row.id or (row.cluster_id is None and task.status_enum is S.RUNNING)
+
+    async def _start_attempt_on_worker(self, task: TaskRow, cluster: _Cluster) -> int:
+        idx, lease = task.task_idx, self._lease
+        assert lease is not None
+        if task.status_enum is S.PENDING:
+            await self.store.transition_task(self.job.id, idx, S.RECOVERING if task.recoveries else S.STARTING,
+                                             status_reason=None)
+        else:
+            await self.store.set_task_fields(self.job.id, idx, status_reason=None)
+        attempt = await self.store.start_attempt(
+            self.job.id, idx, infra=infra_label(lease.cluster.cloud, lease.cluster.region, lease.cluster.zone),
+            instance_type=lease.cluster.instance_type, use_spot=lease.cluster.use_spot,
+            message=f"attempt on pool {self.job.pool}, worker {lease.worker.id}",
+        )
+        await self.store.set_attempt_cluster(self.job.id, idx, attempt, cluster.row.id)
+        return attempt
 
     async def _load_pool_task(self) -> None:
         if self._pool_task is None and self.job.pool is not None:
@@ -456,9 +562,9 @@ class JobController:
         """The current attempt's cluster if it is still up; anything else of the
         task still standing (half-provisioned, gone under us) is torn down."""
         idx = row.task_idx
-        if row.attempt == 0:
-            return None  # nothing was provisioned yet
         if self.job.pool is not None and self.ctx.pools is not None:
+            # Even before an attempt: the controller may have died between
+            # taking a worker and recording the attempt on it.
             return await self._reattach_worker(row)
         for existing in await self.store.live_clusters(self.job.id):
             if existing.task_idx != idx:
@@ -476,11 +582,14 @@ class JobController:
                     cluster = _Cluster(existing, handle, cloud)
                     self._clusters[existing.id] = cluster
                     return cluster
+            # A machine of an earlier attempt, or one that came up just as the
+            # controller died, before its attempt was recorded: not ours to keep.
             await self._teardown(existing, reason="not usable after a controller restart")
-        # Idempotent: an attempt already ended keeps its first reason.
-        await self.store.end_attempt(
-            self.job.id, idx, row.attempt, reason="its machine was lost while the controller was down"
-        )
+        if row.attempt:
+            # Idempotent: an attempt already ended keeps its first reason.
+            await self.store.end_attempt(
+                self.job.id, idx, row.attempt, reason="its machine was lost while the controller was down"
+            )
         return None
 
     async def _reattach_worker(self, row: TaskRow) -> _Cluster | None:
@@ -500,54 +609,71 @@ class JobController:
         return cluster
 
     async def _provision(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> _Cluster:
+        """Ask each place in turn (cheapest first, as the strategy orders
+        them) until one says yes. Only a machine that came up opens an
+        attempt: its cost runs from then, and places that said no leave no
+        attempt, no log line and no record behind (NoCapacity sums them up)."""
         idx = row.task_idx
         try:
             plan = plan_task(task, self.ctx.clouds)
         except InfeasibleError as exc:
             # Infeasible now (an infra was disabled, say): fail at once, never wait PENDING.
             raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
+        offers = launch_order(plan.offers, policy.strategy, self._lost_at.get(idx))
+        base_name = cluster_name_for(row.name, self.job.id, idx, row.attempt + 1)
         errors: list[str] = []
-        for offer in launch_order(plan.offers, policy.strategy, self._lost_at.get(idx)):
+        for tried, offer in enumerate(offers):
             cloud = self.ctx.clouds[offer.cloud]
-            attempt = await self.store.start_attempt(
-                self.job.id, idx, infra=offer.infra, instance_type=offer.instance_type,
-                use_spot=offer.use_spot, price_per_hour=offer.price_per_hour * task.num_nodes,
+            # A fresh name per place (a refused one may still be winding down),
+            # and past one left over from before a controller restart.
+            name = base_name
+            if tried or await self.store.cluster_name_taken(base_name):
+                name = f"{base_name}-{secrets.token_hex(2)}"
+            market = "spot" if offer.use_spot else "on-demand"
+            await self.store.set_task_fields(
+                self.job.id, idx,
+                status_reason=f"provisioning on {offer.infra} ({offer.instance_type}, {market}); "
+                              f"place {tried + 1} of {len(offers)}",
             )
-            name = cluster_name_for(row.name, self.job.id, idx, attempt)
             cluster_id = await self.store.insert_cluster(
                 name=name, cloud=offer.cloud, region=offer.region, zone=offer.zone,
                 instance_type=offer.instance_type, use_spot=offer.use_spot,
-                num_nodes=task.num_nodes, job_id=self.job.id, task_idx=idx, attempt_no=attempt,
+                num_nodes=task.num_nodes, job_id=self.job.id, task_idx=idx, attempt_no=row.attempt + 1,
             )
-            await self.store.set_attempt_cluster(self.job.id, idx, attempt, cluster_id)
-            self._say(f"task {idx}: provisioning {name} on {offer.infra} ({offer.instance_type}, {task.num_nodes} node(s))")
+            log.debug("job %s task %s: trying %s on %s", self.job.id, idx, name, offer.infra)
             try:
                 handle = await cloud.provision(
-                    name, offer, task.num_nodes, labels={"skytui-job": str(self.job.id), "skytui-task": str(idx)}
+                    name, offer, task.num_nodes, labels={"skytui-job": str(self.job.id), "skytui-task": str(idx)},
+                    accepted=functools.partial(self._placed, idx, keep_reason=True),
                 )
             except PrecheckError as exc:
-                await self._mark_terminated(cluster_id, cloud, name, f"precheck: {exc}")
-                await self.store.end_attempt(self.job.id, idx, attempt, reason=str(exc))
+                await self._give_back(cluster_id, cloud, name)
                 raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
             except CapacityError as exc:
                 errors.append(f"{offer.infra}: {exc}")
-                await self._mark_terminated(cluster_id, cloud, name, f"no capacity: {exc}")
-                await self.store.end_attempt(self.job.id, idx, attempt, reason=f"no capacity: {exc}")
+                await self._give_back(cluster_id, cloud, name)
                 continue
             await self.store.update_cluster(cluster_id, status=ClusterStatus.UP, handle=handle.to_json())
+            refused = f"after {_refusals(errors)}" if errors else None
+            attempt = await self.store.start_attempt(
+                self.job.id, idx, infra=offer.infra, instance_type=offer.instance_type,
+                use_spot=offer.use_spot, price_per_hour=offer.price_per_hour * task.num_nodes, message=refused,
+            )
+            await self.store.set_attempt_cluster(self.job.id, idx, attempt, cluster_id)
+            self._say(f"task {idx}: {name} is up on {offer.infra} ({offer.instance_type}, {market}, "
+                      f"{task.num_nodes} node(s))" + (f", {refused}" if refused else ""))
             cluster_row = await self.store.cluster(cluster_id)
             assert cluster_row is not None
             cluster = _Cluster(cluster_row, handle, cloud)
             self._clusters[cluster_id] = cluster
             return cluster
-        shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
-        raise NoCapacity(f"no capacity in any of {len(errors)} place(s): {shown}")
+        raise NoCapacity(errors)
 
-    async def _mark_terminated(self, cluster_id: int, cloud: Cloud, name: str, reason: str) -> None:
-        try:
-            await cloud.terminate(name, None)
-        finally:
-            await self.store.update_cluster(cluster_id, status=ClusterStatus.TERMINATED, end_reason=reason)
+    async def _give_back(self, cluster_id: int, cloud: Cloud, name: str) -> None:
+        """A place said no: make sure nothing of it stands, then forget the try.
+        If terminating fails the record stays, live, for the sweep to retry."""
+        await cloud.terminate(name, None)
+        await self.store.forget_cluster(cluster_id)
 
     async def _connect(self, cluster: _Cluster, *, give_up_after_s: float | None = UNREACHABLE_GRACE_S) -> None:
         """Reach every node. A fresh machine that never answers is given up
@@ -573,14 +699,15 @@ class JobController:
 
     async def _sync_files(self, cluster: _Cluster, idx: int, task: Task) -> None:
         try:
-            await sync_task_files(
+            await self._while_up(cluster, "copying files", lambda: sync_task_files(
                 cluster.nodes, task, absolute_mounts=cluster.cloud.absolute_mounts,
                 staging=self._staging(), staging_part=f"task-{idx}" if idx else "",
-            )
+            ))
+        except UnsafePathError as exc:
+            # The bucket or the spec points outside its target: nothing was written there.
+            raise TaskFailed(S.FAILED_SETUP, str(exc)) from exc
         except FileSyncError as exc:
             raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
-        except NodeError as exc:
-            raise await self._node_trouble(cluster, exc) from exc
 
     def _staging(self) -> StagingArea | None:
         """The job's files in jobs.bucket; None without a bucket, for a pool job
@@ -630,7 +757,7 @@ class JobController:
 
     async def _run_phase(
         self, cluster: _Cluster, idx: int, attempt: int, phase: str, script: str, task: Task
-    ) -> list[int]:
+    ) -> PhaseOutcome:
         """Start (or re-attach to) a phase on every node and wait for its exit codes."""
         phase_id = phase_id_for(self.job.id, idx, attempt, phase)
         paths = [
@@ -651,26 +778,39 @@ class JobController:
             node = cluster.nodes[rank]
             return await node.start_phase(phase_id, script, self._env(cluster, idx, task, rank, phase), cwd=cwd)
 
-        try:
-            pids = await asyncio.gather(*(start(rank) for rank in range(len(cluster.nodes))))
-        except NodeError as exc:
-            raise await self._node_trouble(cluster, exc) from exc
+        pids = await self._while_up(
+            cluster, f"starting {phase}", lambda: asyncio.gather(*(start(rank) for rank in range(len(cluster.nodes)))),
+            give_up_after_s=None if phase == "run" and any(s.pid for s in segments) else UNREACHABLE_GRACE_S,
+        )
         for segment, pid in zip(segments, pids):
             if segment.pid != pid:
                 await self.store.update_segment(segment.id, pid=pid)
         if any(not s.finished for s in segments):
             self._say(f"task {idx}: {phase} started (attempt {attempt}, pid {', '.join(map(str, pids))})")
-        return await self._watch_phase(cluster, phase_id, paths, [s.start_offset for s in segments], [s.id for s in segments])
+        while True:
+            try:
+                return await self._watch_phase(
+                    cluster, phase_id, paths, [s.start_offset for s in segments], [s.id for s in segments]
+                )
+            except PhaseNeverBegan as never:
+                rank = never.rank
+                self._say(f"task {idx}: {phase} on node {rank} was killed before it began; starting it again")
+                pid = await self._while_up(cluster, f"starting {phase} again", lambda: start(rank))
+                await self.store.update_segment(segments[rank].id, pid=pid)
 
     async def _watch_phase(
         self, cluster: _Cluster, phase_id: str, paths: list[Path], starts: list[int],
         segment_ids: list[int],
-    ) -> list[int]:
+    ) -> PhaseOutcome:
         interval = POLL_FIRST_S
-        last_liveness = last_state = time.monotonic()
+        last_state = time.monotonic()
+        # The first look checks that the phase lives: after a (re)start, a pid
+        # on record may name a process that never got going.
+        last_liveness = last_state - LIVENESS_EVERY_S - 1
         state_poll_s = cluster.cloud.state_poll_s
         unreachable_since: float | None = None
         codes: list[int | None] = [None] * len(cluster.nodes)
+        ended: list[float] = []
         while True:
             check_alive = time.monotonic() - last_liveness > LIVENESS_EVERY_S
             if time.monotonic() - last_state > state_poll_s:
@@ -686,11 +826,16 @@ class JobController:
                     state = await node.phase_state(phase_id, check_alive=check_alive)
                     # Read the output after the exit code: once the code is there,
                     # everything the phase printed is on disk.
-                    await sync_phase_output(node, phase_id, paths[rank], starts[rank], drain=state.finished)
+                    await sync_phase_output(node, phase_id, paths[rank], starts[rank], drain=state.finished,
+                                            secrets=self._masked)
                     if state.finished:
                         codes[rank] = state.exit_code
+                        if state.ended_at is not None:
+                            ended.append(state.ended_at)
                         await self.store.update_segment(segment_ids[rank], finished=True)
                     elif state.alive is False:
+                        if state.started is False:
+                            raise PhaseNeverBegan(rank)
                         raise NodeLost(f"the {phase_id} process vanished on node {rank}")
                 unreachable_since = None
             except NodeError as exc:
@@ -711,15 +856,16 @@ class JobController:
                 # not by its own fault: a preemption, never a user failure.
                 raise NodeLost(f"{cluster.row.name} went down under {phase_id}")
             if all(code is not None for code in codes):
-                return [int(code) for code in codes if code is not None]
+                return PhaseOutcome([int(code) for code in codes if code is not None], max(ended, default=None))
             if any(code not in (None, 0) for code in codes):
                 # One node failed: the task has failed; stop the others, keep their output.
                 await self._kill_phase(cluster, phase_id)
                 for rank, node in enumerate(cluster.nodes):
                     if codes[rank] is None:
                         with contextlib.suppress(NodeError):
-                            await sync_phase_output(node, phase_id, paths[rank], starts[rank], drain=True)
-                return [code if code is not None else -1 for code in codes]
+                            await sync_phase_output(node, phase_id, paths[rank], starts[rank], drain=True,
+                                                    secrets=self._masked)
+                return PhaseOutcome([code if code is not None else -1 for code in codes], max(ended, default=None))
             await asyncio.sleep(interval)
             interval = min(POLL_MAX_S, interval * 1.5)
 
@@ -730,10 +876,28 @@ class JobController:
                 await node.close()
         await asyncio.sleep(1.0)
 
-    async def _node_trouble(self, cluster: _Cluster, exc: Exception) -> Exception:
-        if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
-            return NodeLost(f"{cluster.row.name} is no longer up")
-        return NodeLost(f"{cluster.row.name} unreachable for {UNREACHABLE_GRACE_S:g}s: {exc}")
+    async def _while_up(
+        self, cluster: _Cluster, what: str, action: Callable[[], Awaitable[T]],
+        *, give_up_after_s: float | None = UNREACHABLE_GRACE_S,
+    ) -> T:
+        """Do an idempotent `action` on the nodes, again after reconnecting
+        while SSH fails and the infra says the machine is up: an SSH drop
+        never relaunches a job. A fresh machine is given up after
+        `give_up_after_s` (None: never, while it is up)."""
+        deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
+        told = False
+        while True:
+            try:
+                return await action()
+            except NodeError as exc:
+                if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
+                    raise NodeLost(f"{cluster.row.name} is no longer up") from exc
+                if deadline is not None and time.monotonic() > deadline:
+                    raise NodeLost(f"{cluster.row.name} unreachable for {give_up_after_s:g}s: {exc}") from exc
+                if not told:
+                    told = True
+                    self._say(f"{cluster.row.name} is up but SSH failed while {what} ({exc}); retrying")
+                await self._reconnect(cluster)
 
     async def _kill_phase(self, cluster: _Cluster, phase_id: str) -> None:
         async def kill(node: Node) -> None:
@@ -848,7 +1012,8 @@ class JobController:
             for segment in active:
                 if segment.rank < len(cluster.nodes):
                     path = task_log_path(self.ctx.paths.job_logs, self.job.id, row.task_idx, segment.rank)
-                    await sync_phase_output(cluster.nodes[segment.rank], phase_id, path, segment.start_offset, drain=True)
+                    await sync_phase_output(cluster.nodes[segment.rank], phase_id, path, segment.start_offset, drain=True,
+                                            secrets=self._masked)
                     await self.store.update_segment(segment.id, finished=True)
         except (TimeoutError, NodeError, NodeLost) as exc:
             self._say(f"could not stop {row.name} gracefully ({exc}); terminating it")
@@ -859,9 +1024,11 @@ class JobController:
         except Exception:  # noqa: BLE001
             log.exception("job %s: teardown after a controller error failed", self.job.id)
             reason += "; resources may have leaked"
+        current = True  # the first unfinished task is the one that failed (PENDING too: waiting for a place)
         for row in await self.store.tasks(self.job.id):
             if not row.status_enum.is_terminal:
-                status = S.FAILED_CONTROLLER if row.status_enum is not S.PENDING else S.CANCELLED
+                status = S.FAILED_CONTROLLER if current else S.CANCELLED
+                current = False
                 await self.store.transition_task(
                     self.job.id, row.task_idx, status, message=reason,
                     failure_reason=reason if status is S.FAILED_CONTROLLER else None,

@@ -18,9 +18,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from skytui.config import Paths
+from skytui.config import ConfigError, Paths, restrict_umask, write_private
 from skytui.config import paths as default_paths
+from skytui.logs.store import open_private_append
 
 log = logging.getLogger("skytui.daemon")
 
@@ -60,8 +62,8 @@ def start_controller(p: Paths, timeout: float = 20.0) -> ControllerInfo:
     if info.running:
         return info
     p.ensure()
-    with open(p.controller_log, "ab") as out:
-        subprocess.Popen(
+    with open_private_append(p.controller_log) as out:
+        proc = subprocess.Popen(
             [sys.executable, "-m", "skytui.engine.daemon"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
             close_fds=True, env={**os.environ, "SKYTUI_HOME": str(p.home)},
@@ -69,10 +71,27 @@ def start_controller(p: Paths, timeout: float = 20.0) -> ControllerInfo:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = controller_info(p)
+        # The pid file is written once the controller is set up (a stale one
+        # is removed first): a pid seen here is a live, working controller.
         if info.running and info.pid is not None:
             return info
+        code = proc.poll()
+        if code is not None and not info.running:
+            # It died at start (a bad config.yaml, say): say why now, not after the timeout.
+            raise RuntimeError(f"the controller exited at start (exit {code}): {_last_line(p.controller_log)}")
         time.sleep(0.05)
     raise RuntimeError(f"the controller did not start within {timeout:g}s; see {p.controller_log}")
+
+
+def _last_line(log_file: Path) -> str:
+    """The controller log's last line: why a controller that died at start died."""
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return f"see {log_file}"
+    return lines[-1] if lines else f"see {log_file}"
 
 
 def stop_controller(p: Paths, timeout: float = 30.0) -> bool:
@@ -115,6 +134,9 @@ def _acquire_lock(p: Paths, patience_s: float = 1.0) -> int | None:
 
 
 def main() -> int:
+    # Before anything is created: the pid file, logs, the node host it starts
+    # and their files are owner-only whatever the umask it was started with.
+    restrict_umask()
     p = default_paths()
     p.ensure()
     logging.basicConfig(
@@ -136,14 +158,21 @@ def main() -> int:
     if lock_fd is None:
         log.info("another controller owns %s; exiting", p.home)
         return 0
-    pid_tmp = p.controller_pid.with_suffix(".tmp")
-    pid_tmp.write_text(str(os.getpid()))
-    os.replace(pid_tmp, p.controller_pid)
-    log.info("controller pid %s started for %s", os.getpid(), p.home)
+    # A pid file left by a controller that was killed names a dead process
+    # (or, later, someone else's): nobody may signal it while this one starts.
+    with contextlib.suppress(FileNotFoundError):
+        p.controller_pid.unlink()
     from skytui.engine.reconcile import Reconciler  # the heavy part, only in the daemon
 
     try:
-        asyncio.run(Reconciler(p).serve())
+        try:
+            reconciler = Reconciler(p)
+        except ConfigError as exc:
+            log.error("the controller cannot start: %s", exc)
+            return 1
+        write_private(p.controller_pid, str(os.getpid()).encode())
+        log.info("controller pid %s started for %s", os.getpid(), p.home)
+        asyncio.run(reconciler.serve())
     finally:
         with contextlib.suppress(OSError):
             if p.controller_pid.read_text().strip() == str(os.getpid()):

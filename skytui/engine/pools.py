@@ -54,7 +54,7 @@ from skytui.engine.store import (
     WorkerStatus,
 )
 from skytui.logs.store import file_size
-from skytui.logs.sync import sync_phase_output
+from skytui.logs.sync import maskable, sync_phase_output
 from skytui.spec import PoolSpec, Task
 
 log = logging.getLogger("skytui.pools")
@@ -464,7 +464,8 @@ class PoolManager:
             await node.start_phase(phase_id, task.setup, env, cwd=cwd)
             while True:
                 phase = await node.phase_state(phase_id)
-                await sync_phase_output(node, phase_id, log_path, start, drain=phase.finished)
+                await sync_phase_output(node, phase_id, log_path, start, drain=phase.finished,
+                                        secrets=maskable(task.secrets.values()))
                 if phase.exit_code is not None:
                     return None if phase.exit_code == 0 else f"setup failed with exit code {phase.exit_code}"
                 await asyncio.sleep(SETUP_POLL_S)

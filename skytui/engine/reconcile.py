@@ -141,7 +141,9 @@ class Reconciler:
         """Nodes of local and sim live in the node host: keep it running while
         any machine is up (its own process, so a crash there loses no job)."""
         hosts = [cloud for cloud in self.clouds.values() if isinstance(cloud, (LocalCloud, SimCloud))]
-        if not hosts or not await self.store.live_clusters():
+        names = {cloud.name for cloud in hosts}
+        # Only its own machines need it: with just cloud VMs up, an idle host may go.
+        if not hosts or not any(c.cloud in names for c in await self.store.live_clusters()):
             return
         try:
             await hosts[0].ensure_node_host()

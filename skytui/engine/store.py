@@ -13,9 +13,12 @@ nothing here leans on SQLite beyond the connection set-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,10 +51,12 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import make_url
 
 from skytui.engine.status import (
     IN_PROGRESS,
     TERMINAL,
+    TERMINAL_NAMES,
     IllegalTransition,
     TaskStatus,
     can_transition,
@@ -59,6 +64,7 @@ from skytui.engine.status import (
 )
 
 SCHEMA_VERSION = 3
+_NO_SECRETS = "{}"  # what an erased secrets_json holds
 CONTROLLER_LOCK_KEY = 0x5C7_7001  # the PostgreSQL advisory lock that names the controller
 
 metadata = MetaData()
@@ -468,6 +474,9 @@ def _sqlite_setup(engine: Engine, *, immediate: bool) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Erased secrets are overwritten with zeros, not left in free space
+        # (in the page, or on the freelist) for anyone reading the file.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -475,13 +484,91 @@ def _sqlite_setup(engine: Engine, *, immediate: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _sqlite_file(url: str) -> str | None:
+    """The DB file of a SQLite URL (None: in memory)."""
+    database = make_url(url).database
+    return database if database and database != ":memory:" else None
+
+
+def _create_private(path: str) -> None:
+    """Create the DB file 0600 before SQLite does (it would use 0644 minus
+    the umask); its -wal and -shm then take the same mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+class _WalScrubber:
+    """Truncates the SQLite WAL soon after secrets were erased.
+
+    An erased value's old page image stays in the WAL until a checkpoint
+    copies the WAL back and truncates it. One TRUNCATE checkpoint per
+    `delay_s` covers every erasure in between, so thousands of jobs ending
+    cost a few checkpoints, on a timer thread, off the controller's path.
+    """
+
+    def __init__(self, db_file: str, delay_s: float) -> None:
+        self.db_file = db_file
+        self.delay_s = delay_s
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._pending = False
+
+    def soon(self) -> None:
+        with self._lock:
+            self._pending = True
+            if self._timer is None:
+                self._timer = threading.Timer(self.delay_s, self._on_timer)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def now(self) -> bool:
+        """Checkpoint and truncate the WAL; False if readers kept it busy."""
+        try:
+            conn = sqlite3.connect(self.db_file, timeout=5.0, isolation_level=None)
+        except sqlite3.Error:
+            return False
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return busy == 0
+        except sqlite3.Error:
+            return False
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Cancel the timer; a scrub still owed is done now."""
+        with self._lock:
+            owed, self._pending = self._pending, False
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if owed:
+            self.now()
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+            if not self._pending:
+                return
+            self._pending = False
+        if not self.now():
+            self.soon()  # a long reader held the WAL: try again later
+
+
 class Store:
     """Typed access to the state DB. Thread-safe; each call is one transaction."""
+
+    # How long erasures are batched before the WAL is truncated (SQLite).
+    SECRETS_SCRUB_DELAY_S = 2.0
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._controller_lock: Connection | None = None
+        self._db_file = _sqlite_file(url) if self.is_sqlite else None
+        self._wal_scrubber = _WalScrubber(self._db_file, self.SECRETS_SCRUB_DELAY_S) if self._db_file else None
+        if self._db_file:
+            _create_private(self._db_file)
         if self.is_sqlite:
             # Pooled: opening a connection (and its PRAGMAs) per call cost
             # more than the queries. A checked-out connection stays with one
@@ -500,6 +587,8 @@ class Store:
         self._protect_files()
 
     def close(self) -> None:
+        if self._wal_scrubber is not None:
+            self._wal_scrubber.close()
         if self._controller_lock is not None:
             self._controller_lock.close()
             self._controller_lock = None
@@ -513,16 +602,40 @@ class Store:
         daemon's flock on its state directory cannot see the others: a session
         advisory lock can. On SQLite the flock is the lock (one file, one host).
         """
-        if self.is_sqlite:
-            return True
-        conn = self._writer.connect()
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": CONTROLLER_LOCK_KEY}).scalar()
-        conn.commit()
-        if not got:
-            conn.close()
-            return False
-        self._controller_lock = conn
+        if not self.is_sqlite:
+            conn = self._writer.connect()
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": CONTROLLER_LOCK_KEY}).scalar()
+            conn.commit()
+            if not got:
+                conn.close()
+                return False
+            self._controller_lock = conn
+        self._erase_leftover_secrets()
         return True
+
+    def _erase_leftover_secrets(self) -> None:
+        """At controller start: erase the secrets of every ended job and
+        downed pool that still has some (an older skytui kept them), and
+        truncate the WAL (a crash may have come before its scrub)."""
+        with self._write() as conn:
+            conn.execute(
+                update(jobs_table)
+                .where(jobs_table.c.status.in_(TERMINAL_NAMES), jobs_table.c.secrets_json != _NO_SECRETS)
+                .values(secrets_json=_NO_SECRETS)
+            )
+            conn.execute(
+                update(pools_table)
+                .where(pools_table.c.down_requested_at.is_not(None), pools_table.c.secrets_json != _NO_SECRETS)
+                .values(secrets_json=_NO_SECRETS)
+            )
+        if self._wal_scrubber is not None:
+            self._wal_scrubber.now()
+
+    def _secrets_erased(self) -> None:
+        """Called inside the erasing transaction: the WAL still holds the old
+        page until the scrubber's checkpoint, which waits for this commit."""
+        if self._wal_scrubber is not None:
+            self._wal_scrubber.soon()
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -569,12 +682,11 @@ class Store:
             )
 
     def _protect_files(self) -> None:
-        if not self.is_sqlite:
+        if self._db_file is None:
             return
-        path = self.url.removeprefix("sqlite:///")
         for suffix in ("", "-wal", "-shm"):
             try:
-                os.chmod(path + suffix, 0o600)
+                os.chmod(self._db_file + suffix, 0o600)
             except FileNotFoundError:
                 pass
 
@@ -652,6 +764,7 @@ class Store:
         *,
         message: str | None = None,
         expect: TaskStatus | None = None,
+        ran_until: float | None = None,
         **values: Any,
     ) -> bool:
         """Compare-and-set a task's status, with its event and the job status.
@@ -659,6 +772,9 @@ class Store:
         Raises IllegalTransition for a change outside the table (a terminal
         status is never overwritten). Returns False when `expect` is given and
         the task is no longer in it (another writer got there first).
+        `ran_until`: when the run ended by the node's clock, which closes the
+        running stretch instead of the moment the controller noticed (it may
+        have been down meanwhile).
         """
         now = time.time()
         with self._write() as conn:
@@ -678,11 +794,14 @@ class Store:
                 changes["run_started_at"] = now
                 if row.started_at is None:
                     changes["started_at"] = now
+            ended = now
+            if ran_until is not None and row.run_started_at is not None:
+                ended = min(now, max(row.run_started_at, ran_until))  # a skewed node clock stays in bounds
             if current is TaskStatus.RUNNING and row.run_started_at is not None:
-                changes["job_duration_s"] = row.job_duration_s + (now - row.run_started_at)
+                changes["job_duration_s"] = row.job_duration_s + (ended - row.run_started_at)
                 changes["run_started_at"] = None
             if to in TERMINAL:
-                changes["ended_at"] = now
+                changes["ended_at"] = ended
                 changes.setdefault("status_reason", None)
             result = conn.execute(
                 update(tasks_table)
@@ -723,8 +842,9 @@ class Store:
             ).scalars()
         ]
         status = job_status(statuses)
+        finished = all(s in TERMINAL for s in statuses)
         # A failed pipeline reads FAILED (its failing task), not CANCELLED (its tail).
-        if all(s in TERMINAL for s in statuses):
+        if finished:
             failures = [s for s in statuses if s.is_failure]
             status = failures[0] if failures else status
         conn.execute(
@@ -732,6 +852,20 @@ class Store:
             .where(jobs_table.c.id == job_id)
             .values(status=status.value, ended_at=now if status in TERMINAL else None)
         )
+        if finished:
+            self._erase_job_secrets(conn, job_id)
+
+    def _erase_job_secrets(self, conn: Connection, job_id: int) -> None:
+        """Every task has ended, so nothing will run with the secrets again:
+        they go in the transaction that ends the job, and no crash can leave
+        an ended job holding them."""
+        erased = conn.execute(
+            update(jobs_table)
+            .where(jobs_table.c.id == job_id, jobs_table.c.secrets_json != _NO_SECRETS)
+            .values(secrets_json=_NO_SECRETS)
+        ).rowcount
+        if erased:
+            self._secrets_erased()
 
     def set_task_fields(self, job_id: int, task_idx: int, **values: Any) -> None:
         """Non-status bookkeeping (reason shown while waiting, placement)."""
@@ -765,6 +899,12 @@ class Store:
                 message=message,
             )
         )
+
+    def note(self, job_id: int, task_idx: int | None, kind: str, message: str) -> None:
+        """An event that changes no status (a round of capacity search that
+        found none, say): what the job's timeline and followers show."""
+        with self._write() as conn:
+            self._event(conn, job_id, task_idx, kind, message=message)
 
     # ---------------------------------------------------------------- intents
 
@@ -829,6 +969,15 @@ class Store:
         if not rows:
             return [], event_id
         return sorted({r.job_id for r in rows if r.job_id is not None}), max(r.id for r in rows)
+
+    def has_unfinished_work(self) -> bool:
+        """Whether a controller is needed: a job in progress, or a pool (its
+        workers are kept, and its `down` carried out, by the controller)."""
+        in_progress = [s.value for s in IN_PROGRESS]
+        with self._read() as conn:
+            if conn.execute(select(jobs_table.c.id).where(jobs_table.c.status.in_(in_progress)).limit(1)).first():
+                return True
+            return conn.execute(select(pools_table.c.name).limit(1)).first() is not None
 
     def latest_job_id(self) -> int | None:
         with self._read() as conn:
@@ -1086,6 +1235,18 @@ class Store:
         with self._write() as conn:
             conn.execute(update(clusters_table).where(clusters_table.c.id == cluster_id).values(**values))
 
+    def cluster_name_taken(self, name: str) -> bool:
+        """Whether a machine was ever recorded under this name (names are unique)."""
+        with self._read() as conn:
+            return conn.execute(select(clusters_table.c.id).where(clusters_table.c.name == name)).first() is not None
+
+    def forget_cluster(self, cluster_id: int) -> None:
+        """Drop the record of a machine that was asked for and never came
+        (the cloud said no, and terminating the name confirmed nothing is
+        left): a job waiting out a stock-out tries places every round, forever."""
+        with self._write() as conn:
+            conn.execute(delete(clusters_table).where(clusters_table.c.id == cluster_id))
+
     def cluster(self, cluster_id: int) -> ClusterRow | None:
         with self._read() as conn:
             row = conn.execute(select(clusters_table).where(clusters_table.c.id == cluster_id)).first()
@@ -1185,11 +1346,15 @@ class Store:
             ).scalars().all()
             if unfinished:
                 return list(unfinished)
-            conn.execute(
+            # A pool going down launches no worker again: its secrets go now,
+            # not when the last worker is gone.
+            erased = conn.execute(
                 update(pools_table)
                 .where(pools_table.c.name == name, pools_table.c.down_requested_at.is_(None))
-                .values(down_requested_at=time.time())
-            )
+                .values(down_requested_at=time.time(), secrets_json=_NO_SECRETS)
+            ).rowcount
+            if erased:
+                self._secrets_erased()
             self._event(conn, None, None, "pool", message=f"pool {name}: down requested")
             return []
 

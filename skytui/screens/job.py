@@ -25,6 +25,7 @@ from skytui.engine.status import TERMINAL_NAMES
 from skytui.engine.store import AttemptRow, EventRow
 from skytui.format import readable_cost, readable_duration, status_style
 from skytui.screens.base import SkyScreen
+from skytui.widgets.controller_banner import ControllerBanner
 from skytui.widgets.footer import QuietFooter
 from skytui.widgets.log_view import LogView
 
@@ -84,6 +85,7 @@ class JobScreen(SkyScreen):
         """The app's CSS revision when this screen last restyled itself."""
 
     def compose(self) -> ComposeResult:
+        yield ControllerBanner()
         yield Static("", id="job-title")
         with Horizontal(id="job-body"):
             with Vertical(id="job-left"):

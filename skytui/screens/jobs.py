@@ -26,6 +26,7 @@ from skytui.client import JobView
 from skytui.engine.status import TERMINAL_NAMES, TaskStatus
 from skytui.format import QUEUE_COLUMNS, in_progress_summary, queue_lines, readable_cost
 from skytui.screens.base import SkyScreen
+from skytui.widgets.controller_banner import ControllerBanner
 from skytui.widgets.footer import QuietFooter
 from skytui.widgets.job_table import Column, JobTable, TableRow
 
@@ -178,6 +179,7 @@ class JobsScreen(SkyScreen):
         """What each header Static shows: an update re-lays out the screen, so only on change."""
 
     def compose(self) -> ComposeResult:
+        yield ControllerBanner()
         with Horizontal(id="jobs-header"):
             yield Static("Loading jobs…", id="jobs-summary")
             yield Static("", id="jobs-view")

@@ -19,6 +19,7 @@ from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
 from skytui.screens.base import SkyScreen
+from skytui.widgets.controller_banner import ControllerBanner
 from skytui.widgets.log_view import LogView
 
 TAIL_BYTES = 4 << 20  # open at the last few MB: a 1 GB log shows at once
@@ -44,6 +45,7 @@ class LogsScreen(SkyScreen):
         self.set_reactive(LogsScreen.task_idx, task_idx)
 
     def compose(self) -> ComposeResult:
+        yield ControllerBanner()
         yield Static("", id="logs-title")
         yield LogView(id="logs-view")
         yield Input(placeholder="search (enter: find, n/N: next/previous, esc: close)", id="logs-search")

@@ -21,6 +21,7 @@ from textual.worker import get_current_worker
 from skytui.client import PoolView
 from skytui.format import readable_ago, readable_duration
 from skytui.screens.base import SkyScreen
+from skytui.widgets.controller_banner import ControllerBanner
 
 REFRESH_S = 1.0
 POOL_COLUMNS = ("NAME", "VERSION", "UPTIME", "STATUS", "WORKERS", "JOBS WAITING", "JOBS RUNNING")
@@ -44,6 +45,7 @@ class PoolsScreen(SkyScreen):
         self.selected_pool: str | None = None
 
     def compose(self) -> ComposeResult:
+        yield ControllerBanner()
         yield Static("Pools", id="pools-title")
         yield DataTable(id="pools-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="workers-title")
