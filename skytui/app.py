@@ -156,7 +156,10 @@ class SkyTUI(App[None]):
             state = self._check_controller(self.controller)
             if state != self.controller and not worker.is_cancelled:
                 self.call_from_thread(self._controller_changed, state)
-            time.sleep(SUPERVISE_EVERY_S)
+            # In short naps: quitting waits for this thread to notice.
+            deadline = time.monotonic() + SUPERVISE_EVERY_S
+            while not worker.is_cancelled and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def _check_controller(self, last: ControllerState) -> ControllerState:
         """One look (in the supervisor's thread): the state to show now."""
@@ -166,7 +169,8 @@ class SkyTUI(App[None]):
         if not client.store.has_unfinished_work():
             return ControllerState("idle")
         since = last.since if last.is_out else self._wall_clock()
-        self.call_from_thread(self._controller_changed, ControllerState("restarting", since))
+        if last.phase != "down":  # a restart that failed stays shown, with its reason, while it is retried
+            self.call_from_thread(self._controller_changed, ControllerState("restarting", since))
         try:
             info = client.revive_controller()
         except RuntimeError as exc:

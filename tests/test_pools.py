@@ -197,6 +197,17 @@ def test_cancel_a_pool_job_during_its_recovery(fast_env: Env) -> None:
     wait_for(lambda: not status(env), 30, 0.2, "the pool to be gone")
 
 
+def test_a_worker_whose_cheapest_place_is_stocked_out_lands_on_the_next(fast_env: Env) -> None:
+    env = fast_env
+    env.cli("sim", "stockout", "aws/us-east-1", "on", check=True)  # the cheapest place for this spec
+    apply(env, "-p", "p", str(pool_yaml(env, workers=1, infra="sim", extra="  cpus: 2+\n  use_spot: true\n")))
+    pool = wait_ready(env, 1)
+    [worker] = pool["workers"]
+    assert worker["id"] == 1 and worker["infra"] != "sim:aws/us-east-1"  # its first launch, elsewhere
+    env.cli("jobs", "pool", "down", "p", "-y", check=True)
+    wait_for(lambda: not status(env), 30, 0.2, "the pool to be gone")
+
+
 @pytest.mark.parametrize(
     ("text", "field"),
     [

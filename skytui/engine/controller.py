@@ -681,21 +681,10 @@ class JobController:
         when the infra says it is gone."""
         if not cluster.nodes:
             cluster.nodes = [cluster.cloud.node(info) for info in cluster.handle.nodes]
-        deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
-        told = False
-        while True:
-            try:
-                await asyncio.gather(*(node.connect() for node in cluster.nodes))
-                return
-            except NodeError as exc:
-                if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
-                    raise NodeLost(f"{cluster.row.name} is gone") from exc
-                if deadline is not None and time.monotonic() > deadline:
-                    raise NodeLost(f"{cluster.row.name} unreachable: {exc}") from exc
-                if not told:
-                    told = True
-                    self._say(f"{cluster.row.name} is up but unreachable ({exc}); waiting for it")
-                await asyncio.sleep(1.0)
+        await self._while_up(
+            cluster, "connecting", lambda: asyncio.gather(*(node.connect() for node in cluster.nodes)),
+            give_up_after_s=give_up_after_s,
+        )
 
     async def _sync_files(self, cluster: _Cluster, idx: int, task: Task) -> None:
         try:

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,7 +92,10 @@ def _last_line(log_file: Path) -> str:
             lines = f.read().decode(errors="replace").strip().splitlines()
     except OSError:
         return f"see {log_file}"
-    return lines[-1] if lines else f"see {log_file}"
+    if not lines:
+        return f"see {log_file}"
+    # "2026-12-03 19:13:57,426 ERROR skytui.daemon: the controller cannot start: …": the message.
+    return re.sub(r"^\S+ \S+ [A-Z]+ [\w.]+: ", "", lines[-1])
 
 
 def stop_controller(p: Paths, timeout: float = 30.0) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 
 from skytui.clouds.base import (
     CapacityError,
+    Cloud,
     CloudError,
     ClusterHandle,
     ClusterState,
@@ -404,6 +405,12 @@ class PoolManager:
             state.launching.pop(worker_id, None)
             self._wake.set()
 
+    async def _give_back(self, cluster_id: int, cloud: Cloud, name: str) -> None:
+        """A place said no: nothing of it may stand, and its record goes, so
+        the worker's name is free for the next place (a worker keeps one name)."""
+        await cloud.terminate(name, None)
+        await self.store.forget_cluster(cluster_id)
+
     async def _bring_up(self, pool: str, worker_id: int, task: Task) -> str | None:
         """Provision a worker and run the pool's setup on it; the reason on failure."""
         try:
@@ -428,12 +435,10 @@ class PoolManager:
                     )
                 except CapacityError as exc:
                     errors.append(f"{offer.infra}: {exc}")
-                    await cloud.terminate(name, None)
-                    await self.store.update_cluster(cluster_id, status=ClusterStatus.TERMINATED, end_reason=str(exc))
+                    await self._give_back(cluster_id, cloud, name)  # the next place takes the same name
                     continue
                 except CloudError as exc:
-                    await cloud.terminate(name, None)
-                    await self.store.update_cluster(cluster_id, status=ClusterStatus.TERMINATED, end_reason=str(exc))
+                    await self._give_back(cluster_id, cloud, name)
                     return f"cannot provision on {offer.infra}: {exc}"
                 await self.store.update_cluster(cluster_id, status=ClusterStatus.UP, handle=handle.to_json())
                 return await self._set_up(pool, worker_id, task, cloud, handle)
