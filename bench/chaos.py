@@ -1291,10 +1291,11 @@ def report_faults(run: Run, args: argparse.Namespace) -> None:
         print(f"    missed job {pre.job_id}: {pre.last_refusal or 'never due (it finished first)'}")
     restarted = [k for k in run.kills if k.down_s is not None]
     downs = [k.down_s for k in restarted if k.down_s is not None]
+    by_bench = sum(k.restarted_by_bench for k in run.kills)
     print(f"  controller SIGKILLs: {len(run.kills)} (every {args.kill_every_s:g} s); "
           f"controller processes seen: {len(run.controller_pids)}; restarted by "
-          + ("the bench (`skytui controller start`, RESTART_EXPLICITLY)" if args.restart == "explicit"
-             else "the client alone") + f": {sum(k.restarted_by_bench for k in run.kills)}")
+          + (f"the bench (`skytui controller start`, RESTART_EXPLICITLY): {by_bench}" if args.restart == "explicit"
+             else f"client contact alone: {len(restarted) - by_bench}"))
     if downs:
         print(f"    kill -> next controller up: p50 {pct(downs, 50):.2f} s, max {max(downs):.2f} s "
               f"({len(downs)}/{len(run.kills)} came back)")
