@@ -152,7 +152,7 @@ class SkyTUI(App[None]):
         """At start and every few seconds: a controller that died while it has
         work is started again, and the screens say so meanwhile."""
         worker = get_current_worker()
-        while not worker.is_cancelled:
+        while not worker.is_cancelled and self.is_running:
             state = self._check_controller(self.controller)
             if state != self.controller and not worker.is_cancelled:
                 self.call_from_thread(self._controller_changed, state)
@@ -168,6 +168,8 @@ class SkyTUI(App[None]):
             return UP
         if not client.store.has_unfinished_work():
             return ControllerState("idle")
+        if not self.is_running:
+            return last  # quitting: never start a controller on the way out
         since = last.since if last.is_out else self._wall_clock()
         if last.phase != "down":  # a restart that failed stays shown, with its reason, while it is retried
             self.call_from_thread(self._controller_changed, ControllerState("restarting", since))

@@ -55,6 +55,8 @@ async def until(pilot: Any, predicate: Callable[[], object], what: str, timeout:
         await pilot.pause(0.05)
 
 
+# These tests play the controller themselves, writing through `store`: the
+# app must not start a real one (`supervise=False`) that would run their jobs.
 @pytest.fixture
 def store(home: Path) -> Iterator[Store]:
     db = Store(paths().db_url)
@@ -84,7 +86,7 @@ def queue(app: SkyTUI) -> tuple[JobsScreen, JobTable]:
 
 async def test_cursor_stays_on_its_job_while_rows_are_patched(store: Store) -> None:
     ids = submit(store, "job", 80)
-    app = SkyTUI(poll_interval=POLL)
+    app = SkyTUI(poll_interval=POLL, supervise=False)
     async with app.run_test(size=SIZE) as pilot:
         screen, table = queue(app)
         await until(pilot, lambda: len(table.rows) == 80, "the queue")
@@ -110,7 +112,7 @@ async def test_cursor_stays_on_its_job_while_rows_are_patched(store: Store) -> N
 
 async def test_a_job_appears_when_it_starts_matching_the_filter(store: Store) -> None:
     ids = submit(store, "alpha", 5) + submit(store, "bravo", 5)
-    app = SkyTUI(poll_interval=POLL)
+    app = SkyTUI(poll_interval=POLL, supervise=False)
     async with app.run_test(size=SIZE) as pilot:
         _screen, table = queue(app)
         await until(pilot, lambda: len(table.rows) == 10, "the queue")
@@ -129,7 +131,7 @@ async def test_typing_a_filter_keeps_exactly_the_matching_jobs(store: Store) -> 
     names = ["eval-a", "sweep", "eval-b", "evolve", "data"]
     for name in names:
         submit(store, name)
-    app = SkyTUI(poll_interval=POLL)
+    app = SkyTUI(poll_interval=POLL, supervise=False)
     async with app.run_test(size=SIZE) as pilot:
         _screen, table = queue(app)
         await until(pilot, lambda: len(table.rows) == 5, "the queue")
@@ -183,7 +185,7 @@ class FrameLog(SkyTUI):
 async def test_opening_one_job_then_another_never_shows_the_first(store: Store) -> None:
     apple = _running_with_log(store, "apple", ["apple says hi"])
     banana = _running_with_log(store, "banana", ["banana says hi"])
-    app = FrameLog(poll_interval=POLL)
+    app = FrameLog(poll_interval=POLL, supervise=False)
     async with app.run_test(size=SIZE) as pilot:
         _screen, table = queue(app)
         await until(pilot, lambda: len(table.rows) == 2, "the queue")
@@ -217,7 +219,7 @@ def footer_key_objects() -> int:
 
 async def test_the_footer_keys_come_back_after_the_filter_closes(store: Store) -> None:
     submit(store, "job", 3)
-    app = SkyTUI(poll_interval=POLL)
+    app = SkyTUI(poll_interval=POLL, supervise=False)
     async with app.run_test(size=SIZE) as pilot:
         _screen, table = queue(app)
         await until(pilot, lambda: len(table.rows) == 3, "the queue")
@@ -246,7 +248,7 @@ async def test_the_app_hands_back_pythons_gc_settings(store: Store) -> None:
     keys); whatever runs after it in the process gets Python's own back."""
     submit(store, "job")
     before = gc.get_threshold()
-    app = SkyTUI(poll_interval=POLL)
+    app = SkyTUI(poll_interval=POLL, supervise=False)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.loaded, "the queue")
         assert gc.get_threshold()[2] > before[2]
