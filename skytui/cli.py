@@ -28,7 +28,9 @@ from skytui.engine.status import TERMINAL, TaskStatus
 from skytui.engine.store import EventRow, StoreError
 from skytui.format import (
     QUEUE_COLUMNS,
+    id_ranges,
     in_progress_summary,
+    jobs_phrase,
     queue_lines,
     readable_ago,
     readable_duration,
@@ -286,8 +288,7 @@ def cmd_launch(client: Client, file: str, args: argparse.Namespace, *, follow: b
         job_ids = client.submit(pipeline, pool=args.pool, num_jobs=args.num_jobs, priority=args.priority)
     except ValueError as exc:
         _fail_usage(str(exc))
-    ids = ", ".join(map(str, job_ids))
-    out.print(f"Managed job {ids} submitted ({pipeline.name}).")
+    out.print(f"Managed {jobs_phrase(job_ids)} submitted ({pipeline.name}).")
     if not follow or args.detach_run or len(job_ids) > 1:
         out.print(f"Follow its logs with: skytui jobs logs {job_ids[0]}")
         return EXIT_OK
@@ -491,21 +492,21 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     if args.job_ids:
         missing = [i for i in args.job_ids if client.job(i) is None]
         if missing:
-            _fail_usage(f"no managed job {', '.join(map(str, missing))}")
+            _fail_usage(f"no managed job {id_ranges(missing)}")
         ids = list(args.job_ids)
     else:
         ids = client.in_progress_ids(name=args.name, pool=args.pool)
     if not ids:
         out.print("No in-progress managed jobs to cancel.")
         return EXIT_OK
-    if not args.yes and not _confirm(f"Cancelling managed job(s) {', '.join(map(str, ids))}. Proceed?"):
+    if not args.yes and not _confirm(f"Cancelling managed {jobs_phrase(ids)}. Proceed?"):
         return _aborted("nothing cancelled")
     accepted = client.cancel(ids)
     skipped = sorted(set(ids) - set(accepted))
     if accepted:
-        out.print(f"Cancelling managed job(s) {', '.join(map(str, accepted))}.")
+        out.print(f"Cancelling managed {jobs_phrase(accepted)}.")
     if skipped:
-        out.print(f"Already finished or being cancelled: {', '.join(map(str, skipped))}.")
+        out.print(f"Already finished or being cancelled: {id_ranges(skipped)}.")
     return EXIT_OK
 
 
@@ -696,7 +697,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_tui()
         if args.command == "jobs":
-            if args.jobs_command != "launch":  # a launch starts the controller when it submits
+            # A launch starts the controller when it submits, and a cancel when
+            # something is left for it to stop: reviving it first would only let
+            # it start the very jobs about to be cancelled.
+            if args.jobs_command not in ("launch", "cancel"):
                 revive_controller(client)
             if args.jobs_command == "launch":
                 return cmd_launch(client, args.file, args, follow=True)

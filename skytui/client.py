@@ -245,11 +245,35 @@ class Client:
 
     # -------------------------------------------------------------- cancelling
 
+    # How long `cancel` waits for the controller to take the jobs it owns
+    # (those that had started something) out of PENDING.
+    CANCEL_SETTLE_S = 5.0
+
     def cancel(self, job_ids: Sequence[int]) -> list[int]:
+        """Cancel jobs; returns the ids accepted (in progress, not already
+        being cancelled), ascending.
+
+        One transaction records every intent and ends the jobs that never
+        started (PENDING with nothing provisioned) CANCELLED at once, as
+        SkyPilot's `jobs cancel` does for pending jobs: they have nothing to
+        tear down, so no controller round trip is needed, and the store's
+        compare-and-set makes sure the controller never starts them after.
+        The controller stops the others; the few of those still PENDING (a
+        machine being asked for) are waited for briefly, so that nothing the
+        user cancelled still reads PENDING when this returns.
+        """
         accepted = self.store.request_cancel(job_ids)
-        if accepted:
-            self.ensure_controller()
-            daemon.wake_controller(self.paths)
+        if not accepted:
+            return accepted
+        waiting = self.store.pending_among(accepted)
+        if self.store.cancel_requested():
+            self.ensure_controller()  # jobs left to stop need it
+        # A running controller also stops the coroutines of jobs that ended here.
+        daemon.wake_controller(self.paths)
+        deadline = time.monotonic() + self.CANCEL_SETTLE_S
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+            waiting = self.store.pending_among(waiting)
         return accepted
 
     def infra_report(self) -> list[tuple[InfraStatus, str | None]]:
@@ -371,11 +395,7 @@ class Client:
         return resolved, set_stockout(self.paths.sim_state, resolved, on)
 
     def in_progress_ids(self, *, name: str | None = None, pool: str | None = None) -> list[int]:
-        jobs = self.store.jobs(in_progress_only=True)
-        return sorted(
-            j.id for j in jobs
-            if (name is None or j.name == name) and (pool is None or j.pool == pool)
-        )
+        return self.store.in_progress_job_ids(name=name, pool=pool)
 
     # ----------------------------------------------------------------- reading
 

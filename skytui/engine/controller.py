@@ -56,7 +56,7 @@ from skytui.engine.recovery import (
 )
 from skytui.engine.scheduler import Scheduler
 from skytui.engine.status import TaskStatus
-from skytui.engine.store import AsyncStore, ClusterRow, ClusterStatus, JobRow, TaskRow
+from skytui.engine.store import AsyncStore, CancelRequested, ClusterRow, ClusterStatus, JobRow, TaskRow
 from skytui.logs.store import controller_log_path, file_size, task_log_path
 from skytui.logs.sync import maskable, sync_phase_output
 from skytui.spec import Task
@@ -216,12 +216,17 @@ class JobController:
         self._asyncio_task = asyncio.create_task(self.run(), name=f"job-{self.job.id}")
         return self._asyncio_task
 
-    def request_stop(self, reason: Literal["user", "shutdown"]) -> None:
+    def request_stop(self, reason: Literal["user", "shutdown"], *, force: bool = False) -> None:
+        """Stop the coroutine: a user's cancel, or the controller stopping.
+
+        A cancel in progress finishes its cleanup undisturbed, unless `force`
+        (the controller is stopping and waited long enough): the cancel is
+        durable in the DB, and the next controller carries it on."""
         if self._asyncio_task is None or self._asyncio_task.done():
             return
-        if self.stop_reason == "user":
-            return  # a cancel in progress finishes its cleanup undisturbed
-        self.stop_reason = reason
+        if self.stop_reason == "user" and not force:
+            return
+        self.stop_reason = "shutdown" if force else reason
         self._asyncio_task.cancel()
 
     # ------------------------------------------------------------------ run
@@ -234,6 +239,11 @@ class JobController:
                 await self._cancel()
                 return
             await self._run_tasks()
+        except CancelRequested:
+            # Its cancel came as it was about to start something (a machine,
+            # a worker); the store refused that, so there is nothing to stop.
+            self.stop_reason = "user"
+            await self._cancel()
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self.stop_reason != "user" or current is None:
@@ -423,6 +433,8 @@ class JobController:
         while True:
             async with self.ctx.scheduler.launch_slot(on_wait=lambda why: self._waiting(idx, why)):
                 row = await self.store.task(self.job.id, idx)
+                if row.status_enum.is_terminal:
+                    raise CancelRequested(self.job.id)  # cancelled while it waited for the slot
                 try:
                     cluster = await self._reattach(row) or await self._provision(row, task, policy)
                 except NoCapacity as exc:

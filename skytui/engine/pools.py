@@ -46,6 +46,7 @@ from skytui.engine.optimizer import InfeasibleError, plan_task
 from skytui.engine.recovery import CapacityBackoff
 from skytui.engine.store import (
     AsyncStore,
+    CancelRequested,
     ClusterRow,
     ClusterStatus,
     JobRow,
@@ -186,14 +187,23 @@ class PoolManager:
             state.waiters.clear()
             return
         for worker in self._dispatchable(row, await self.store.workers(pool)):
-            while state.waiters and state.waiters[0].future.done():
-                heapq.heappop(state.waiters)
-            if not state.waiters:
-                return
-            # Off the queue before any await: a job arriving meanwhile (acquire
-            # does not take the lock) must not be popped in this one's place.
-            waiter = heapq.heappop(state.waiters)
-            if not await self.store.assign_worker(worker.id, waiter.job_id):
+            while True:
+                while state.waiters and state.waiters[0].future.done():
+                    heapq.heappop(state.waiters)
+                if not state.waiters:
+                    return
+                # Off the queue before any await: a job arriving meanwhile (acquire
+                # does not take the lock) must not be popped in this one's place.
+                waiter = heapq.heappop(state.waiters)
+                try:
+                    assigned = await self.store.assign_worker(worker.id, waiter.job_id)
+                except CancelRequested as exc:
+                    # Cancelled while it waited: this worker goes to the next waiter.
+                    if not waiter.future.done():
+                        waiter.future.set_exception(exc)
+                    continue
+                break
+            if not assigned:
                 heapq.heappush(state.waiters, waiter)
                 continue  # taken or no longer READY since the read
             lease = await self.lease_of(waiter.job_id)

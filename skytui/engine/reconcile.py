@@ -17,6 +17,7 @@ import logging
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from skytui.clouds.base import ClusterHandle
 from skytui.clouds.local import LocalCloud
@@ -34,6 +35,10 @@ log = logging.getLogger("skytui.reconcile")
 TICK_S = 0.5
 SWEEP_EVERY_S = 300.0
 NODE_HOST_CHECK_S = 15.0
+# `controller stop` waits for the daemon (daemon.stop_controller): it must be
+# gone well within that, with thousands of jobs mid-way.
+SHUTDOWN_GRACE_S = 3.0
+SHUTDOWN_FORCE_S = 2.0
 
 
 class Reconciler:
@@ -93,26 +98,65 @@ class Reconciler:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
             self._wake.clear()
-        await pools
+        await self._stop_pools(pools)
         await self.shutdown()
 
+    async def _stop_pools(self, pools: asyncio.Task[None]) -> None:
+        """The pools' loop ends at its next pass; one caught in a long step
+        (a worker's teardown) is interrupted, as a crash would: a restart
+        picks its workers up."""
+        done, _ = await asyncio.wait([pools], timeout=SHUTDOWN_GRACE_S)
+        if not done:
+            pools.cancel()
+            await asyncio.wait([pools], timeout=SHUTDOWN_FORCE_S)
+
     async def reconcile(self) -> None:
-        for job_id in await self.store.cancel_requested():
+        await self._deliver_cancels()
+        free = self.scheduler.free_running_slots(len(self.active))
+        if free and not self._stopping.is_set():
+            await self._start_jobs(await self.store.runnable_jobs(set(self.active), free))
+
+    async def _deliver_cancels(self) -> None:
+        """Cancel intents: jobs that never started end CANCELLED in one batch;
+        a job with a coroutine is stopped by it; the rest (something of them
+        was started before a restart) get a coroutine that cleans them up."""
+        requested = await self.store.cancel_requested()
+        idle = [job_id for job_id in requested if job_id not in self.active]
+        cancelled = set(await self.store.cancel_unstarted(idle)) if idle else set()
+        to_start: list[int] = []
+        for job_id in requested:
             controller = self.active.get(job_id)
             if controller is not None:
                 controller.request_stop("user")
-            else:
-                # A cancel never waits for a running slot.
-                job = await self.store.job(job_id)
-                if job is not None:
-                    await self._start_job(job)
-        free = self.scheduler.free_running_slots(len(self.active))
-        if free:
-            for job in await self.store.runnable_jobs(set(self.active), free):
-                await self._start_job(job)
+            elif job_id not in cancelled:
+                to_start.append(job_id)  # a cancel never waits for a running slot
+        if to_start:
+            await self._start_jobs(await self.store.jobs_by_ids(to_start))
+        if self.active:
+            # Cancelled by a client while its coroutine waited for a launch
+            # slot or a worker (it had started nothing): that coroutine ends.
+            for job_id in await self.store.cancelled_among(list(self.active)):
+                controller = self.active.get(job_id)
+                if controller is not None:
+                    controller.request_stop("user")
 
-    async def _start_job(self, job: JobRow) -> None:
-        spec, secrets = await self.store.job_spec(job.id)
+    async def _start_jobs(self, jobs: list[JobRow]) -> None:
+        """A coroutine for each job; their specs are read in one go, so that
+        a thousand starts cost one store call, not a thousand."""
+        if not jobs:
+            return
+        specs = await self.store.job_specs([job.id for job in jobs])
+        for job in jobs:
+            if self._stopping.is_set():
+                return  # `controller stop` is not kept waiting by a long batch
+            if job.id in self.active or job.id not in specs:
+                continue
+            spec, secrets = specs[job.id]
+            await self._start_job(job, spec, secrets)
+            if len(self.active) % 100 == 0:
+                await asyncio.sleep(0)  # parsing specs is CPU: let the started ones (and signals) run
+
+    async def _start_job(self, job: JobRow, spec: dict[str, Any], secrets: dict[str, dict[str, str]]) -> None:
         try:
             tasks = load_tasks(spec, secrets)
         except Exception as exc:  # noqa: BLE001 - a stored spec this version cannot read
@@ -165,8 +209,11 @@ class Reconciler:
             except Exception:  # noqa: BLE001
                 log.exception("cannot list clusters on %s", name)
         owned: set[str] = set()
-        for row in await self.store.live_clusters():
-            owner = await self.store.job(row.job_id) if row.job_id is not None else None
+        live = await self.store.live_clusters()
+        owners = {job.id: job for job in await self.store.jobs_by_ids(
+            sorted({row.job_id for row in live if row.job_id is not None}))}
+        for row in live:
+            owner = owners.get(row.job_id) if row.job_id is not None else None
             if row.pool is not None or (owner is not None and TaskStatus(owner.status) in IN_PROGRESS):
                 owned.add(row.name)  # pool workers are reconciled by their pool
                 continue
@@ -191,10 +238,29 @@ class Reconciler:
                         log.exception("could not terminate %s on %s; the next sweep retries", name, cloud_name)
 
     async def shutdown(self) -> None:
+        """Stop every coroutine and exit within `SHUTDOWN_GRACE_S` +
+        `SHUTDOWN_FORCE_S`: jobs keep running on their nodes.
+
+        Coroutines stop at once, except those carrying out a user's cancel,
+        which get the grace period to finish; after it they are interrupted
+        too. Nothing is lost: the cancel is in the DB (the intent, the task
+        CANCELLING, the machine TERMINATING) and the next controller carries
+        it on, as it does after a crash.
+        """
         log.info("controller stopping; jobs keep running on their nodes")
         for controller in list(self.active.values()):
             controller.request_stop("shutdown")
+        await self._wait_for_coroutines(SHUTDOWN_GRACE_S)
+        if self._tasks:
+            log.info("%d cancel(s) still in progress; the next controller finishes them", len(self._tasks))
+            for controller in list(self.active.values()):
+                controller.request_stop("shutdown", force=True)
+            await self._wait_for_coroutines(SHUTDOWN_FORCE_S)
+        if self._tasks:
+            log.warning("%d job coroutine(s) did not stop; leaving them", len(self._tasks))
+        self.store.close()
+
+    async def _wait_for_coroutines(self, timeout: float) -> None:
         tasks = list(self._tasks.values())
         if tasks:
-            await asyncio.wait(tasks, timeout=60)
-        self.store.close()
+            await asyncio.wait(tasks, timeout=timeout)

@@ -241,6 +241,17 @@ class StoreError(RuntimeError):
     """The DB cannot be used (newer schema, unreachable)."""
 
 
+class CancelRequested(RuntimeError):
+    """Nothing new may start for this job: its cancel was requested, or it
+    has ended (a PENDING job cancelled before it started). Raised by the
+    writes that start something (a machine recorded, a pool worker taken), in
+    the transaction that checks it, so a cancel racing a launch always wins."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"job {job_id} was cancelled")
+        self.job_id = job_id
+
+
 # ---------------------------------------------------------------- row records
 
 R = TypeVar("R")
@@ -264,6 +275,30 @@ def _columns(table: Table, cls: type) -> list[Any]:
 
 # Past this many ids, reading the whole table beats a giant IN (...) clause.
 _IN_LIMIT = 500
+
+
+def _chunks(ids: Sequence[int], size: int = _IN_LIMIT) -> Iterator[list[int]]:
+    """Ids in slices small enough for one IN (...) clause on any backend."""
+    for start in range(0, len(ids), size):
+        yield list(ids[start:start + size])
+
+
+def _event_values(
+    job_id: int | None,
+    task_idx: int | None,
+    kind: str,
+    *,
+    from_status: TaskStatus | None = None,
+    to_status: TaskStatus | None = None,
+    message: str | None = None,
+    at: float | None = None,
+) -> dict[str, Any]:
+    """One events row, for a single insert or a batch."""
+    return {
+        "job_id": job_id, "task_idx": task_idx, "at": at if at is not None else time.time(), "kind": kind,
+        "from_status": from_status.value if from_status else None,
+        "to_status": to_status.value if to_status else None, "message": message,
+    }
 
 
 @dataclass(frozen=True)
@@ -744,6 +779,19 @@ class Store:
                 self._event(conn, job_id, None, "submitted", message=f"job {name!r} submitted", at=now)
         return job_ids
 
+    def job_specs(self, job_ids: Sequence[int]) -> dict[int, tuple[dict[str, Any], dict[str, dict[str, str]]]]:
+        """`job_spec` of many jobs in a few reads (the controller starting a
+        thousand coroutines at once)."""
+        out: dict[int, tuple[dict[str, Any], dict[str, dict[str, str]]]] = {}
+        with self._read() as conn:
+            for chunk in _chunks(sorted(set(job_ids))):
+                for row in conn.execute(
+                    select(jobs_table.c.id, jobs_table.c.spec_json, jobs_table.c.secrets_json)
+                    .where(jobs_table.c.id.in_(chunk))
+                ):
+                    out[row.id] = json.loads(row.spec_json), json.loads(row.secrets_json)
+        return out
+
     def job_spec(self, job_id: int) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
         """The stored spec and its secrets: for the controller only."""
         with self._read() as conn:
@@ -868,11 +916,16 @@ class Store:
             self._secrets_erased()
 
     def set_task_fields(self, job_id: int, task_idx: int, **values: Any) -> None:
-        """Non-status bookkeeping (reason shown while waiting, placement)."""
+        """Non-status bookkeeping (reason shown while waiting, placement) of a
+        task still in progress: a task cancelled under its coroutine keeps no
+        stale "waiting for a launch slot"."""
         with self._write() as conn:
             conn.execute(
                 update(tasks_table)
-                .where(tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx)
+                .where(
+                    tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx,
+                    tasks_table.c.status.notin_(TERMINAL_NAMES),
+                )
                 .values(**values)
             )
 
@@ -890,13 +943,8 @@ class Store:
     ) -> None:
         conn.execute(
             insert(events_table).values(
-                job_id=job_id,
-                task_idx=task_idx,
-                at=at if at is not None else time.time(),
-                kind=kind,
-                from_status=from_status.value if from_status else None,
-                to_status=to_status.value if to_status else None,
-                message=message,
+                **_event_values(job_id, task_idx, kind, from_status=from_status, to_status=to_status,
+                                message=message, at=at)
             )
         )
 
@@ -909,24 +957,108 @@ class Store:
     # ---------------------------------------------------------------- intents
 
     def request_cancel(self, job_ids: Sequence[int]) -> list[int]:
-        """Record cancel intents; returns the ids that were still in progress."""
+        """Record cancel intents, all in one transaction; returns the ids
+        (sorted) that were in progress and not already being cancelled.
+
+        Jobs that never started (see `_cancel_unstarted`) have nothing to tear
+        down and end CANCELLED in this same transaction: `jobs cancel` of
+        10,000 PENDING jobs is one commit, not 10,000 controller coroutines.
+        The rest are the controller's to stop (it reads the intents).
+        """
         now = time.time()
+        in_progress = [s.value for s in IN_PROGRESS]
         accepted: list[int] = []
         with self._write() as conn:
-            for job_id in job_ids:
-                result = conn.execute(
+            for chunk in _chunks(sorted(set(job_ids))):
+                accepted += conn.execute(
                     update(jobs_table)
                     .where(
-                        jobs_table.c.id == job_id,
-                        jobs_table.c.status.in_([s.value for s in IN_PROGRESS]),
+                        jobs_table.c.id.in_(chunk),
+                        jobs_table.c.status.in_(in_progress),
                         jobs_table.c.cancel_requested_at.is_(None),
                     )
                     .values(cancel_requested_at=now)
-                )
-                if result.rowcount:
-                    accepted.append(job_id)
-                    self._event(conn, job_id, None, "cancel_requested", message="cancel requested", at=now)
+                    .returning(jobs_table.c.id)
+                ).scalars().all()
+            accepted.sort()
+            if accepted:
+                conn.execute(insert(events_table), [
+                    _event_values(job_id, None, "cancel_requested", message="cancel requested", at=now)
+                    for job_id in accepted
+                ])
+                self._cancel_unstarted(conn, accepted, now)
         return accepted
+
+    def cancel_unstarted(self, job_ids: Sequence[int]) -> list[int]:
+        """The controller's batch for cancel intents it finds on jobs that
+        never started and have no coroutine: CANCELLED in one transaction."""
+        with self._write() as conn:
+            return self._cancel_unstarted(conn, sorted(set(job_ids)), time.time())
+
+    def _cancel_unstarted(self, conn: Connection, job_ids: Sequence[int], now: float) -> list[int]:
+        """PENDING -> CANCELLED, with every task's event, for the jobs among
+        `job_ids` that never started: every task PENDING at attempt 0, no
+        machine recorded live, no pool worker held. Returns their ids.
+
+        The conditions are checked in the UPDATE itself, against the job rows
+        it locks: the controller records a machine or takes a worker for a
+        job only after checking, under the same lock, that it is neither
+        cancelled nor ended (`_lock_startable_job`). So either the job is
+        cancelled here and nothing ever starts for it, or something has
+        started and the controller's coroutine cancels it (CANCELLING, teardown).
+        """
+        pending = TaskStatus.PENDING.value
+        cancelled: list[int] = []
+        for chunk in _chunks(job_ids):
+            cancelled += conn.execute(
+                update(jobs_table)
+                .where(
+                    jobs_table.c.id.in_(chunk),
+                    jobs_table.c.status == pending,
+                    ~exists().where(
+                        tasks_table.c.job_id == jobs_table.c.id,
+                        (tasks_table.c.status != pending) | (tasks_table.c.attempt != 0),
+                    ),
+                    ~exists().where(
+                        clusters_table.c.job_id == jobs_table.c.id,
+                        clusters_table.c.status.in_(ClusterStatus.LIVE),
+                    ),
+                    ~exists().where(pool_workers_table.c.job_id == jobs_table.c.id),
+                )
+                # Nothing will run with the secrets again: they go in this transaction.
+                .values(status=TaskStatus.CANCELLED.value, ended_at=now, secrets_json=_NO_SECRETS)
+                .returning(jobs_table.c.id)
+            ).scalars().all()
+        if not cancelled:
+            return []
+        cancelled.sort()
+        ended_tasks: list[tuple[int, int]] = []
+        for chunk in _chunks(cancelled):
+            ended_tasks += [(row.job_id, row.task_idx) for row in conn.execute(
+                update(tasks_table)
+                .where(tasks_table.c.job_id.in_(chunk), tasks_table.c.status == pending)
+                .values(status=TaskStatus.CANCELLED.value, ended_at=now, status_reason=None)
+                .returning(tasks_table.c.job_id, tasks_table.c.task_idx)
+            )]
+        conn.execute(insert(events_table), [
+            _event_values(job_id, task_idx, "status", from_status=TaskStatus.PENDING,
+                          to_status=TaskStatus.CANCELLED, message="cancelled by user", at=now)
+            for job_id, task_idx in sorted(ended_tasks)
+        ])
+        self._secrets_erased()
+        return cancelled
+
+    @staticmethod
+    def _lock_startable_job(conn: Connection, job_id: int) -> None:
+        """Lock the job's row and raise CancelRequested if it may not start
+        anything new (see `_cancel_unstarted`, which takes the same lock)."""
+        row = conn.execute(
+            select(jobs_table.c.status, jobs_table.c.cancel_requested_at)
+            .where(jobs_table.c.id == job_id)
+            .with_for_update()
+        ).first()
+        if row is not None and (row.cancel_requested_at is not None or row.status in TERMINAL_NAMES):
+            raise CancelRequested(job_id)
 
     def cancel_requested(self) -> list[int]:
         with self._read() as conn:
@@ -938,6 +1070,34 @@ class Store:
                     )
                 ).scalars()
             )
+
+    def cancelled_among(self, job_ids: Sequence[int]) -> list[int]:
+        """Which of these jobs were cancelled and have ended: a coroutine the
+        controller started for one of them (it waited for a launch slot or a
+        worker when its cancel ended it) has nothing left to do."""
+        found: list[int] = []
+        with self._read() as conn:
+            for chunk in _chunks(sorted(job_ids)):
+                found += conn.execute(
+                    select(jobs_table.c.id).where(
+                        jobs_table.c.id.in_(chunk),
+                        jobs_table.c.cancel_requested_at.is_not(None),
+                        jobs_table.c.status.in_(TERMINAL_NAMES),
+                    )
+                ).scalars().all()
+        return found
+
+    def pending_among(self, job_ids: Sequence[int]) -> list[int]:
+        """Which of these jobs are still PENDING."""
+        found: list[int] = []
+        with self._read() as conn:
+            for chunk in _chunks(sorted(job_ids)):
+                found += conn.execute(
+                    select(jobs_table.c.id).where(
+                        jobs_table.c.id.in_(chunk), jobs_table.c.status == TaskStatus.PENDING.value
+                    )
+                ).scalars().all()
+        return found
 
     # ---------------------------------------------------------------- queries
 
@@ -954,10 +1114,10 @@ class Store:
         return [_record(JobRow, r) for r in rows]
 
     def jobs_by_ids(self, job_ids: Sequence[int]) -> list[JobRow]:
-        if not job_ids:
-            return []
+        rows: list[Any] = []
         with self._read() as conn:
-            rows = conn.execute(select(*_columns(jobs_table, JobRow)).where(jobs_table.c.id.in_(list(job_ids)))).all()
+            for chunk in _chunks(list(job_ids)):
+                rows += conn.execute(select(*_columns(jobs_table, JobRow)).where(jobs_table.c.id.in_(chunk))).all()
         return [_record(JobRow, r) for r in rows]
 
     def job_ids_changed_after(self, event_id: int) -> tuple[list[int], int]:
@@ -969,6 +1129,17 @@ class Store:
         if not rows:
             return [], event_id
         return sorted({r.job_id for r in rows if r.job_id is not None}), max(r.id for r in rows)
+
+    def in_progress_job_ids(self, *, name: str | None = None, pool: str | None = None) -> list[int]:
+        """The ids of the jobs in progress (of a name, of a pool), ascending:
+        what `jobs cancel -a/-n/-p` names, without reading whole rows."""
+        query = select(jobs_table.c.id).where(jobs_table.c.status.in_([s.value for s in IN_PROGRESS]))
+        if name is not None:
+            query = query.where(jobs_table.c.name == name)
+        if pool is not None:
+            query = query.where(jobs_table.c.pool == pool)
+        with self._read() as conn:
+            return list(conn.execute(query.order_by(jobs_table.c.id)).scalars())
 
     def has_unfinished_work(self) -> bool:
         """Whether a controller is needed: a job in progress, or a pool (its
@@ -995,12 +1166,17 @@ class Store:
             return [_record(JobRow, r) for r in conn.execute(query).all()]
 
     def runnable_jobs(self, exclude: set[int], limit: int) -> list[JobRow]:
-        """In-progress jobs without a coroutine: resumed ones first, then by priority."""
+        """In-progress jobs without a coroutine: resumed ones first, then by
+        priority. A job whose cancel was requested is not among them: the
+        controller starts its coroutine only to cancel it."""
         if limit <= 0:
             return []
         query = (
             select(*_columns(jobs_table, JobRow))
-            .where(jobs_table.c.status.in_([s.value for s in IN_PROGRESS]))
+            .where(
+                jobs_table.c.status.in_([s.value for s in IN_PROGRESS]),
+                jobs_table.c.cancel_requested_at.is_(None),
+            )
             .order_by(
                 # A job any of whose tasks has started (a pipeline between
                 # tasks included) resumes before new jobs take the slots.
@@ -1208,8 +1384,13 @@ class Store:
         attempt_no: int | None = None, pool: str | None = None,
         worker_id: int | None = None,
     ) -> int:
-        """Record a machine before it is asked for, so a crash can never leak it."""
+        """Record a machine before it is asked for, so a crash can never leak it.
+
+        A job's machine is refused (CancelRequested) once its cancel was
+        requested: nothing starts for a job being cancelled."""
         with self._write() as conn:
+            if job_id is not None:
+                self._lock_startable_job(conn, job_id)
             return int(
                 conn.execute(
                     insert(clusters_table).values(
@@ -1390,8 +1571,10 @@ class Store:
             conn.execute(update(pool_workers_table).where(pool_workers_table.c.id == worker_id).values(**values))
 
     def assign_worker(self, worker_id: int, job_id: int) -> bool:
-        """Give an idle READY worker to a job; False if it was taken or is no longer READY."""
+        """Give an idle READY worker to a job; False if it was taken or is no
+        longer READY. CancelRequested if the job's cancel was requested."""
         with self._write() as conn:
+            self._lock_startable_job(conn, job_id)
             result = conn.execute(
                 update(pool_workers_table)
                 .where(
