@@ -86,6 +86,16 @@ def test_pending_jobs_end_cancelled_in_the_request(store: Store) -> None:
         assert store.job_spec(job_id)[1] == {}  # its secrets went with it
 
 
+def test_cancelling_a_scattered_set_cancels_exactly_that_set(store: Store) -> None:
+    job_ids = submit(store, num_jobs=1500)
+    chosen = job_ids[:2] + job_ids[3:1400:2] + job_ids[1400:1450]  # runs of 2, singles, a span
+    assert store.request_cancel(chosen + [job_ids[-1] + 5]) == sorted(chosen)
+    cancelled = {job.id for job in store.jobs() if job.status == "CANCELLED"}
+    assert cancelled == set(chosen)
+    assert store.pending_among(job_ids) == sorted(set(job_ids) - set(chosen))
+    assert len(store.job_specs(chosen)) == len(chosen) == len(store.jobs_by_ids(chosen))
+
+
 def test_a_job_that_started_something_is_left_to_the_controller(store: Store) -> None:
     waiting, provisioning, started = submit(store, num_jobs=3)
     machine(store, provisioning, "m-provisioning")  # PENDING, its machine being asked for

@@ -78,6 +78,9 @@ FLAPPING_BACKOFF_MAX_S = 60.0
 
 log = logging.getLogger("skytui.controller")
 
+# Why a job's coroutine is asked to stop (JobController.request_stop).
+StopReason = Literal["user", "shutdown", "ended"]
+
 
 class NodeLost(Exception):
     """The machine under a phase is gone (or its process vanished)."""
@@ -179,7 +182,7 @@ class JobController:
         self.job = job
         self.tasks = tasks
         self.store = ctx.store
-        self.stop_reason: Literal["user", "shutdown"] | None = None
+        self.stop_reason: StopReason | None = None
         self._asyncio_task: asyncio.Task[None] | None = None
         self._clusters: dict[int, _Cluster] = {}
         self._controller_log = controller_log_path(ctx.paths.job_logs, job.id)
@@ -216,8 +219,10 @@ class JobController:
         self._asyncio_task = asyncio.create_task(self.run(), name=f"job-{self.job.id}")
         return self._asyncio_task
 
-    def request_stop(self, reason: Literal["user", "shutdown"], *, force: bool = False) -> None:
-        """Stop the coroutine: a user's cancel, or the controller stopping.
+    def request_stop(self, reason: StopReason, *, force: bool = False) -> None:
+        """Stop the coroutine: a user's cancel, the controller stopping, or
+        "ended": its job was cancelled before it started anything (it waited
+        for a launch slot or a worker), so there is nothing to clean up.
 
         A cancel in progress finishes its cleanup undisturbed, unless `force`
         (the controller is stopping and waited long enough): the cancel is
@@ -226,6 +231,8 @@ class JobController:
             return
         if self.stop_reason == "user" and not force:
             return
+        if reason == "ended" and (self._clusters or self._lease is not None):
+            reason = "user"  # it holds something after all: the full cancel cleans it up
         self.stop_reason = "shutdown" if force else reason
         self._asyncio_task.cancel()
 

@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -48,6 +48,9 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
+    null,
+    or_,
     select,
     text,
     update,
@@ -278,10 +281,28 @@ def _columns(table: Table, cls: type) -> list[Any]:
 _IN_LIMIT = 500
 
 
-def _chunks(ids: Sequence[int], size: int = _IN_LIMIT) -> Iterator[list[int]]:
-    """Ids in slices small enough for one IN (...) clause on any backend."""
-    for start in range(0, len(ids), size):
-        yield list(ids[start:start + size])
+_EVENT_COLUMNS = ["job_id", "task_idx", "at", "kind", "from_status", "to_status", "message"]
+
+
+def _id_clauses(column: Any, ids: Iterable[int]) -> Iterator[Any]:
+    """`column` among `ids` in as little SQL as it takes: each run of
+    consecutive ids is one BETWEEN (`cancel -a` of 10,000 jobs is `id BETWEEN
+    1 AND 10000`), the rest go in IN lists, and each clause stays small
+    enough for any backend. Empty `ids`: no clause at all."""
+    ordered = sorted(set(ids))
+    runs: list[tuple[int, int]] = []
+    for job_id in ordered:
+        if runs and job_id == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], job_id)
+        else:
+            runs.append((job_id, job_id))
+    for start in range(0, len(runs), _IN_LIMIT):
+        part = runs[start:start + _IN_LIMIT]
+        clauses = [column.between(first, last) for first, last in part if last - first >= 2]
+        singles = [i for first, last in part if last - first < 2 for i in range(first, last + 1)]
+        if singles:
+            clauses.append(column.in_(singles))
+        yield clauses[0] if len(clauses) == 1 else or_(*clauses)
 
 
 def _event_values(
@@ -805,10 +826,9 @@ class Store:
         thousand coroutines at once)."""
         out: dict[int, tuple[dict[str, Any], dict[str, dict[str, str]]]] = {}
         with self._read() as conn:
-            for chunk in _chunks(sorted(set(job_ids))):
+            for among in _id_clauses(jobs_table.c.id, job_ids):
                 for row in conn.execute(
-                    select(jobs_table.c.id, jobs_table.c.spec_json, jobs_table.c.secrets_json)
-                    .where(jobs_table.c.id.in_(chunk))
+                    select(jobs_table.c.id, jobs_table.c.spec_json, jobs_table.c.secrets_json).where(among)
                 ):
                     out[row.id] = json.loads(row.spec_json), json.loads(row.secrets_json)
         return out
@@ -983,38 +1003,35 @@ class Store:
 
         Jobs that never started (see `_cancel_unstarted`) have nothing to tear
         down and end CANCELLED in this same transaction: `jobs cancel` of
-        10,000 PENDING jobs is one commit, not 10,000 controller coroutines.
+        10,000 PENDING jobs is one commit of a few statements (ids go as
+        ranges, events are written by the DB), not 10,000 controller coroutines.
         The rest are the controller's to stop (it reads the intents).
         """
         now = time.time()
         in_progress = [s.value for s in IN_PROGRESS]
         accepted: list[int] = []
         with self._write() as conn:
-            for chunk in _chunks(sorted(set(job_ids))):
+            for among in _id_clauses(jobs_table.c.id, job_ids):
                 accepted += conn.execute(
                     update(jobs_table)
-                    .where(
-                        jobs_table.c.id.in_(chunk),
-                        jobs_table.c.status.in_(in_progress),
-                        jobs_table.c.cancel_requested_at.is_(None),
-                    )
+                    .where(among, jobs_table.c.status.in_(in_progress), jobs_table.c.cancel_requested_at.is_(None))
                     .values(cancel_requested_at=now)
                     .returning(jobs_table.c.id)
                 ).scalars().all()
             accepted.sort()
-            if accepted:
-                conn.execute(insert(events_table), [
-                    _event_values(job_id, None, "cancel_requested", message="cancel requested", at=now)
-                    for job_id in accepted
-                ])
-                self._cancel_unstarted(conn, accepted, now)
+            for among in _id_clauses(jobs_table.c.id, accepted):
+                conn.execute(insert(events_table).from_select(_EVENT_COLUMNS, select(
+                    jobs_table.c.id, null(), literal(now, Float), literal("cancel_requested"), null(), null(),
+                    literal("cancel requested"),
+                ).where(among).order_by(jobs_table.c.id)))
+            self._cancel_unstarted(conn, accepted, now)
         return accepted
 
     def cancel_unstarted(self, job_ids: Sequence[int]) -> list[int]:
         """The controller's batch for cancel intents it finds on jobs that
         never started and have no coroutine: CANCELLED in one transaction."""
         with self._write() as conn:
-            return self._cancel_unstarted(conn, sorted(set(job_ids)), time.time())
+            return self._cancel_unstarted(conn, job_ids, time.time())
 
     def _cancel_unstarted(self, conn: Connection, job_ids: Sequence[int], now: float) -> list[int]:
         """PENDING -> CANCELLED, with every task's event, for the jobs among
@@ -1030,11 +1047,11 @@ class Store:
         """
         pending = TaskStatus.PENDING.value
         cancelled: list[int] = []
-        for chunk in _chunks(job_ids):
+        for among in _id_clauses(jobs_table.c.id, job_ids):
             cancelled += conn.execute(
                 update(jobs_table)
                 .where(
-                    jobs_table.c.id.in_(chunk),
+                    among,
                     jobs_table.c.status == pending,
                     ~exists().where(
                         tasks_table.c.job_id == jobs_table.c.id,
@@ -1053,19 +1070,18 @@ class Store:
         if not cancelled:
             return []
         cancelled.sort()
-        ended_tasks: list[tuple[int, int]] = []
-        for chunk in _chunks(cancelled):
-            ended_tasks += [(row.job_id, row.task_idx) for row in conn.execute(
-                update(tasks_table)
-                .where(tasks_table.c.job_id.in_(chunk), tasks_table.c.status == pending)
+        for among in _id_clauses(tasks_table.c.job_id, cancelled):
+            # The events first, of the very rows the UPDATE below changes
+            # (same predicate, same transaction, the jobs locked).
+            ending = (among, tasks_table.c.status == pending)
+            conn.execute(insert(events_table).from_select(_EVENT_COLUMNS, select(
+                tasks_table.c.job_id, tasks_table.c.task_idx, literal(now, Float), literal("status"),
+                literal(pending), literal(TaskStatus.CANCELLED.value), literal("cancelled by user"),
+            ).where(*ending).order_by(tasks_table.c.job_id, tasks_table.c.task_idx)))
+            conn.execute(
+                update(tasks_table).where(*ending)
                 .values(status=TaskStatus.CANCELLED.value, ended_at=now, status_reason=None)
-                .returning(tasks_table.c.job_id, tasks_table.c.task_idx)
-            )]
-        conn.execute(insert(events_table), [
-            _event_values(job_id, task_idx, "status", from_status=TaskStatus.PENDING,
-                          to_status=TaskStatus.CANCELLED, message="cancelled by user", at=now)
-            for job_id, task_idx in sorted(ended_tasks)
-        ])
+            )
         self._secrets_erased()
         return cancelled
 
@@ -1093,17 +1109,17 @@ class Store:
             )
 
     def cancelled_among(self, job_ids: Sequence[int]) -> list[int]:
-        """Which of these jobs were cancelled and have ended: a coroutine the
-        controller started for one of them (it waited for a launch slot or a
-        worker when its cancel ended it) has nothing left to do."""
+        """Which of these jobs were cancelled and have ended CANCELLED: a
+        coroutine the controller started for one of them (it waited for a
+        launch slot or a worker when its cancel ended it) has nothing left to do."""
         found: list[int] = []
         with self._read() as conn:
-            for chunk in _chunks(sorted(job_ids)):
+            for among in _id_clauses(jobs_table.c.id, job_ids):
                 found += conn.execute(
                     select(jobs_table.c.id).where(
-                        jobs_table.c.id.in_(chunk),
+                        among,
                         jobs_table.c.cancel_requested_at.is_not(None),
-                        jobs_table.c.status.in_(TERMINAL_NAMES),
+                        jobs_table.c.status == TaskStatus.CANCELLED.value,
                     )
                 ).scalars().all()
         return found
@@ -1112,11 +1128,9 @@ class Store:
         """Which of these jobs are still PENDING."""
         found: list[int] = []
         with self._read() as conn:
-            for chunk in _chunks(sorted(job_ids)):
+            for among in _id_clauses(jobs_table.c.id, job_ids):
                 found += conn.execute(
-                    select(jobs_table.c.id).where(
-                        jobs_table.c.id.in_(chunk), jobs_table.c.status == TaskStatus.PENDING.value
-                    )
+                    select(jobs_table.c.id).where(among, jobs_table.c.status == TaskStatus.PENDING.value)
                 ).scalars().all()
         return found
 
@@ -1137,8 +1151,8 @@ class Store:
     def jobs_by_ids(self, job_ids: Sequence[int]) -> list[JobRow]:
         rows: list[Any] = []
         with self._read() as conn:
-            for chunk in _chunks(list(job_ids)):
-                rows += conn.execute(select(*_columns(jobs_table, JobRow)).where(jobs_table.c.id.in_(chunk))).all()
+            for among in _id_clauses(jobs_table.c.id, job_ids):
+                rows += conn.execute(select(*_columns(jobs_table, JobRow)).where(among)).all()
         return [_record(JobRow, r) for r in rows]
 
     def job_ids_changed_after(self, event_id: int) -> tuple[list[int], int]:
@@ -1699,9 +1713,17 @@ class AsyncStore:
     """The Store for the controller's event loop: every call runs in a worker
     thread, so a slow fsync never stalls the loop. `await astore.job(1)`."""
 
-    def __init__(self, store: Store, max_threads: int = 4) -> None:
+    def __init__(self, store: Store, max_threads: int = 4, *, owns_store: bool = True) -> None:
         self.sync = store
+        self._owns_store = owns_store
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="store")
+
+    def lane(self, max_threads: int = 1) -> AsyncStore:
+        """Another queue onto the same Store. Calls made through it never
+        wait behind the calls queued here: the controller's own loop (cancel
+        intents, new jobs, stopping) stays prompt while thousands of job
+        coroutines keep this queue long. Closing it leaves the Store open."""
+        return AsyncStore(self.sync, max_threads, owns_store=False)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.sync, name)
@@ -1713,5 +1735,8 @@ class AsyncStore:
         return call
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        self.sync.close()
+        # Calls still queued belong to coroutines that were stopped: drop them
+        # (thousands may be queued), finish only those already running.
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._owns_store:
+            self.sync.close()
