@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import threading
 import time
@@ -42,6 +43,8 @@ NODE_HOST_CHECK_S = 15.0
 SHUTDOWN_GRACE_S = 1.5
 SHUTDOWN_FORCE_S = 1.0
 EXIT_LEFTOVERS_S = 1.0
+# However busy the loop, the process is gone this long after a stop signal.
+STOP_DEADLINE_S = 7.0
 SDK_THREAD_PREFIX = "sdk"
 
 
@@ -69,6 +72,7 @@ class Reconciler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_sweep = self._last_node_check = 0.0
         self._sdk: ThreadPoolExecutor | None = None
+        self._stop_deadline = threading.Event()  # set by the stop signal; see _exit_at_deadline
 
     def run(self) -> bool:
         """Serve until stopped, then exit promptly: True if everything ended,
@@ -126,9 +130,26 @@ class Reconciler:
         store calls can fill that pipe and drop the signal; this flag, read
         every tick, cannot be dropped."""
         self._stop_signalled = True
+        self._stop_deadline.set()
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 self._loop.call_soon_threadsafe(self.stop)
+
+    def _exit_at_deadline(self) -> None:
+        """A thread: `STOP_DEADLINE_S` after a stop signal, if the process is
+        still here (a loop saturated by thousands of jobs can be slow to wind
+        down), it leaves at once. That is safe by design: every transition is
+        durable before it is acted on, so the next controller carries on as
+        after a `kill -9`."""
+        self._stop_deadline.wait()
+        time.sleep(STOP_DEADLINE_S)
+        log.warning("still stopping %gs after the signal; exiting now, the next controller carries on",
+                    STOP_DEADLINE_S)
+        with contextlib.suppress(OSError):
+            if self.paths.controller_pid.read_text().strip() == str(os.getpid()):
+                self.paths.controller_pid.unlink()
+        logging.shutdown()
+        os._exit(0)
 
     async def serve(self) -> None:
         if not await self.store.hold_controller_lock():
@@ -143,6 +164,8 @@ class Reconciler:
         loop.set_default_executor(self._sdk)
         loop.add_signal_handler(signal.SIGUSR1, self.wake)
         self._loop = loop
+        # Started before the handler can fire: a signal handler must not start threads.
+        threading.Thread(target=self._exit_at_deadline, name="stop-deadline", daemon=True).start()
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         await self._supervise_node_host()

@@ -1057,11 +1057,16 @@ class Store:
                         tasks_table.c.job_id == jobs_table.c.id,
                         (tasks_table.c.status != pending) | (tasks_table.c.attempt != 0),
                     ),
-                    ~exists().where(
-                        clusters_table.c.job_id == jobs_table.c.id,
-                        clusters_table.c.status.in_(ClusterStatus.LIVE),
+                    # Uncorrelated: each list is read once, not once per job
+                    # (clusters has no index on job_id).
+                    jobs_table.c.id.not_in(
+                        select(clusters_table.c.job_id).where(
+                            clusters_table.c.status.in_(ClusterStatus.LIVE), clusters_table.c.job_id.is_not(None)
+                        )
                     ),
-                    ~exists().where(pool_workers_table.c.job_id == jobs_table.c.id),
+                    jobs_table.c.id.not_in(
+                        select(pool_workers_table.c.job_id).where(pool_workers_table.c.job_id.is_not(None))
+                    ),
                 )
                 # Nothing will run with the secrets again: they go in this transaction.
                 .values(status=TaskStatus.CANCELLED.value, ended_at=now, secrets_json=_NO_SECRETS)
