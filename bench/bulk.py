@@ -59,10 +59,16 @@ if str(REPO) not in sys.path:
 # Never the real home, never a shared DB: set before anything reads them.
 os.environ.pop("SKYTUI_DB_URL", None)
 
-from harness import GlobalTimeout, fmt_ratio, kill_home_processes, machine, stop_everything  # noqa: E402
+from harness import (
+    GlobalTimeout,
+    fmt_ratio,
+    kill_home_processes,
+    machine,
+    stop_everything,
+)
 
-from skytui.config import Paths  # noqa: E402
-from skytui.engine.store import Store, events_table  # noqa: E402
+from skytui.config import Paths
+from skytui.engine.store import Store
 
 TASK_YAML = "name: bulk\nresources:\n  infra: local\nrun: sleep 600\n"
 
@@ -104,7 +110,9 @@ class Home:
         self.paths = Paths(root / name)
         self.paths.ensure()
         (self.paths.home / "config.yaml").write_text(config)
-        self.env = {**os.environ, "SKYTUI_HOME": str(self.paths.home)}
+        # The commands run this checkout's skytui, whatever the venv has installed.
+        python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        self.env = {**os.environ, "SKYTUI_HOME": str(self.paths.home), "PYTHONPATH": python_path}
         if pycache is not None:
             self.env.pop("PYTHONDONTWRITEBYTECODE", None)
             self.env["PYTHONPYCACHEPREFIX"] = str(pycache)
@@ -114,7 +122,7 @@ class Home:
         started = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "skytui.cli", *argv], env=self.env, capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL, check=False,
+            timeout=timeout, stdin=subprocess.DEVNULL, check=False, cwd=self.paths.home,
         )
         return time.perf_counter() - started, proc
 
@@ -139,17 +147,17 @@ def status_counts(store: Store) -> dict[str, int]:
     return counts
 
 
-def starts_after(store: Store, since: float) -> int:
-    """Jobs that left PENDING (started) after `since`."""
-    from sqlalchemy import func, select
-
-    with store._read() as conn:  # noqa: SLF001 - a read-only count for the report
-        return int(conn.execute(
-            select(func.count(func.distinct(events_table.c.job_id))).where(
-                events_table.c.kind == "status", events_table.c.from_status == "PENDING",
-                events_table.c.to_status.in_(["STARTING", "RECOVERING"]), events_table.c.at > since,
-            )
-        ).scalar_one())
+def starts_after(store: Store, event_id: int) -> int:
+    """Jobs that left PENDING (started) in the events after `event_id`."""
+    started: set[int] = set()
+    while batch := store.events(after_id=event_id):
+        for event in batch:
+            if event.kind == "status" and event.from_status == "PENDING" and event.to_status in (
+                "STARTING", "RECOVERING",
+            ):
+                started.add(event.job_id or 0)
+        event_id = batch[-1].id
+    return len(started)
 
 
 def wait_until(predicate: object, timeout: float, interval: float = 0.2) -> bool:
@@ -193,7 +201,7 @@ def run_bench(args: argparse.Namespace, root: Path, fig: Figures) -> None:
 
             progress("jobs cancel -a")
             fig.cancel_s, out = many.must("jobs", "cancel", "-a", "-y")
-            returned = time.time()
+            returned, last_event = time.time(), store.last_event_id()
             fig.pending_after_cancel = status_counts(store).get("PENDING", 0)
             fig.cancel_line = next((ln for ln in out.splitlines() if ln.startswith("Cancelling")), "")
             one.must("jobs", "cancel", "-a", "-y")
@@ -206,7 +214,7 @@ def run_bench(args: argparse.Namespace, root: Path, fig: Figures) -> None:
             wait_until(lambda: all_cancelled() and False, returned + args.settle_s - time.time())
             fig.pending_after_settle = status_counts(store).get("PENDING", 0)
             wait_until(all_cancelled, returned + args.cancel_wait_s - time.time())
-            fig.started_after_cancel = starts_after(store, returned)
+            fig.started_after_cancel = starts_after(store, last_event)
         finally:
             store.close()
 

@@ -1,8 +1,11 @@
 """The one API the TUI and the headless CLI use: submit, cancel, queue, events, logs.
 
 Clients read state and write intents through the store, then wake the
-controller (starting it if needed); they never change a job's status
-themselves. Logs are read from the local log store, which the controller
+controller (starting it if needed). The one status they change is a cancel of
+a job that never started (PENDING, nothing provisioned): it ends CANCELLED in
+the transaction that records the intent, as SkyPilot's `jobs cancel` does, so
+cancelling 10,000 queued jobs needs no controller round trip; see
+`Client.cancel`. Logs are read from the local log store, which the controller
 fills from the nodes.
 """
 

@@ -56,7 +56,14 @@ from skytui.engine.recovery import (
 )
 from skytui.engine.scheduler import Scheduler
 from skytui.engine.status import TaskStatus
-from skytui.engine.store import AsyncStore, CancelRequested, ClusterRow, ClusterStatus, JobRow, TaskRow
+from skytui.engine.store import (
+    AsyncStore,
+    CancelRequested,
+    ClusterRow,
+    ClusterStatus,
+    JobRow,
+    TaskRow,
+)
 from skytui.logs.store import controller_log_path, file_size, task_log_path
 from skytui.logs.sync import maskable, sync_phase_output
 from skytui.spec import Task

@@ -187,22 +187,10 @@ class PoolManager:
             state.waiters.clear()
             return
         for worker in self._dispatchable(row, await self.store.workers(pool)):
-            while True:
-                while state.waiters and state.waiters[0].future.done():
-                    heapq.heappop(state.waiters)
-                if not state.waiters:
-                    return
-                # Off the queue before any await: a job arriving meanwhile (acquire
-                # does not take the lock) must not be popped in this one's place.
-                waiter = heapq.heappop(state.waiters)
-                try:
-                    assigned = await self.store.assign_worker(worker.id, waiter.job_id)
-                except CancelRequested as exc:
-                    # Cancelled while it waited: this worker goes to the next waiter.
-                    if not waiter.future.done():
-                        waiter.future.set_exception(exc)
-                    continue
-                break
+            offered = await self._offer_to_first_waiter(worker, state)
+            if offered is None:
+                return
+            waiter, assigned = offered
             if not assigned:
                 heapq.heappush(state.waiters, waiter)
                 continue  # taken or no longer READY since the read
@@ -215,6 +203,24 @@ class PoolManager:
                     heapq.heappush(state.waiters, waiter)
                 continue
             waiter.future.set_result(lease)
+
+    async def _offer_to_first_waiter(self, worker: WorkerRow, state: _PoolState) -> tuple[_Waiter, bool] | None:
+        """Give `worker` to the first job still waiting: (its waiter, whether
+        the DB gave it the worker), or None when no job waits. A job whose
+        cancel came while it waited is told so, and the worker goes to the next."""
+        while True:
+            while state.waiters and state.waiters[0].future.done():
+                heapq.heappop(state.waiters)
+            if not state.waiters:
+                return None
+            # Off the queue before any await: a job arriving meanwhile (acquire
+            # does not take the lock) must not be popped in this one's place.
+            waiter = heapq.heappop(state.waiters)
+            try:
+                return waiter, await self.store.assign_worker(worker.id, waiter.job_id)
+            except CancelRequested as exc:
+                if not waiter.future.done():
+                    waiter.future.set_exception(exc)
 
     @staticmethod
     def _dispatchable(pool: PoolRow, workers: list[WorkerRow]) -> list[WorkerRow]:

@@ -366,10 +366,11 @@ class Reconciler:
         await self._wait_for_coroutines(SHUTDOWN_GRACE_S, extra)
         if pools is not None and not pools.done():
             pools.cancel()
-        if self._tasks:
-            log.info("%d cancel(s) still in progress; the next controller finishes them", len(self._tasks))
-            for controller in list(self.active.values()):
-                controller.request_stop("shutdown", force=True)
+        cancelling = sum(1 for controller in self.active.values() if controller.stop_reason == "user")
+        if cancelling:
+            log.info("%d cancel(s) still in progress; the next controller finishes them", cancelling)
+        for controller in list(self.active.values()):
+            controller.request_stop("shutdown", force=True)
         await self._wait_for_coroutines(SHUTDOWN_FORCE_S, extra)
         if self._tasks:
             log.warning("%d job coroutine(s) did not stop; leaving them", len(self._tasks))

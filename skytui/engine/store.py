@@ -2,8 +2,9 @@
 
 Nothing else in skytui writes SQL. The DB is the contract between clients and
 the controller: clients write intents (a job, a cancel request), the controller
-writes state, and every task status change commits in the same transaction as
-its event row and the job's derived status. Status changes are compare-and-set
+writes state (save one case: a cancel ends a job that never started at once,
+see `request_cancel`), and every task status change commits in the same
+transaction as its event row and the job's derived status. Status changes are compare-and-set
 against `status.TRANSITIONS`, so a finished task is never rewritten.
 
 SQLite (WAL) by default; any SQLAlchemy URL (PostgreSQL) works, which is why
