@@ -786,40 +786,39 @@ class Store:
         priority: int = 0,
         num_jobs: int = 1,
     ) -> list[int]:
-        """Queue `num_jobs` copies (SKYPILOT_JOB_RANK 0..N-1) in one transaction."""
+        """Queue `num_jobs` copies (SKYPILOT_JOB_RANK 0..N-1) in one transaction.
+
+        Each table gets one batched insert (ids come back in rank order), so
+        10,000 copies cost a few statements, not 30,000."""
         now = time.time()
         spec_json, secrets_json = json.dumps(spec), json.dumps(secrets)
-        job_ids: list[int] = []
         with self._write() as conn:
-            for rank in range(num_jobs):
-                job_id = int(
-                    conn.execute(
-                        insert(jobs_table).values(
-                            name=name, pool=pool, status=TaskStatus.PENDING.value,
-                            priority=priority, submitted_at=now, job_rank=rank,
-                            num_jobs=num_jobs, source=source, spec_json=spec_json,
-                            secrets_json=secrets_json,
-                        )
-                    ).inserted_primary_key[0]  # type: ignore[index]
-                )
-                job_ids.append(job_id)
-                conn.execute(
-                    insert(tasks_table),
+            job_ids = [
+                int(job_id) for job_id in conn.execute(
+                    insert(jobs_table).returning(jobs_table.c.id, sort_by_parameter_order=True),
                     [
                         dict(
-                            job_id=job_id,
-                            task_idx=idx,
-                            name=task.name,
-                            status=TaskStatus.PENDING.value,
-                            skypilot_task_id=task.skypilot_task_id.replace("{job_id}", str(job_id)),
-                            requested=task.requested,
-                            num_nodes=task.num_nodes,
-                            submitted_at=now,
+                            name=name, pool=pool, status=TaskStatus.PENDING.value, priority=priority,
+                            submitted_at=now, job_rank=rank, num_jobs=num_jobs, source=source,
+                            spec_json=spec_json, secrets_json=secrets_json,
                         )
-                        for idx, task in enumerate(tasks)
+                        for rank in range(num_jobs)
                     ],
+                ).scalars()
+            ]
+            conn.execute(insert(tasks_table), [
+                dict(
+                    job_id=job_id, task_idx=idx, name=task.name, status=TaskStatus.PENDING.value,
+                    skypilot_task_id=task.skypilot_task_id.replace("{job_id}", str(job_id)),
+                    requested=task.requested, num_nodes=task.num_nodes, submitted_at=now,
                 )
-                self._event(conn, job_id, None, "submitted", message=f"job {name!r} submitted", at=now)
+                for job_id in job_ids
+                for idx, task in enumerate(tasks)
+            ])
+            conn.execute(insert(events_table), [
+                _event_values(job_id, None, "submitted", message=f"job {name!r} submitted", at=now)
+                for job_id in job_ids
+            ])
         return job_ids
 
     def job_specs(self, job_ids: Sequence[int]) -> dict[int, tuple[dict[str, Any], dict[str, dict[str, str]]]]:
