@@ -213,3 +213,20 @@ def test_cancel_while_jobs_are_being_launched_lets_none_start_afterwards(env: En
 
 def paths_db_url(env: Env) -> str:
     return f"sqlite:///{env.home / 'state.db'}"
+
+
+def test_controller_stop_in_the_middle_of_cancels_leaves_them_to_the_next_one(env: Env) -> None:
+    """`controller stop` right after `cancel -a` of running jobs stops cleanly
+    (the cancels in flight are cut short, not waited for); the next controller
+    finishes every one of them and leaves no machine up."""
+    env.config("jobs:\n  controller:\n    max_running: 12\n")
+    task = env.write("wait.yaml", "name: wait\nresources:\n  infra: local\nrun: sleep 600\n")
+    env.cli("jobs", "launch", "-y", "-d", str(task), "--num-jobs", "30", check=True)
+    wait_for(lambda: sum(j["status"] == "RUNNING" for j in env.queue()) >= 6, 90, 0.3, "jobs RUNNING")
+    env.cli("jobs", "cancel", "-a", "-y", check=True)
+    stopped = env.cli("controller", "stop", check=True)
+    assert "Traceback" not in stopped.stdout + stopped.stderr
+    assert "Controller stopped" in stopped.stdout
+    # The next command revives a controller for the unfinished cancels.
+    wait_for(lambda: all(j["status"] == "CANCELLED" for j in env.queue()), 90, 0.5, "every job CANCELLED")
+    wait_for(lambda: not list((env.home / "nodes").glob("*/.skytui-node.json")), 60, 0.5, "every machine gone")
