@@ -262,6 +262,7 @@ class Reconciler:
             if job.id in self.active or job.id not in specs:
                 continue
             spec, secrets = specs[job.id]
+            self.pools.expect(job)  # pool jobs get their workers in queue order, whichever coroutine is quicker
             await self._start_job(job, spec, secrets)
             if len(self.active) % 100 == 0:
                 await asyncio.sleep(0)  # parsing specs is CPU: let the started ones (and signals) run
@@ -286,6 +287,7 @@ class Reconciler:
 
     def _job_done(self, job_id: int, _task: object = None) -> None:
         self.active.pop(job_id, None)
+        self.pools.forget(job_id)
         task = self._tasks.pop(job_id, None)
         if task is not None and not task.cancelled() and task.exception() is not None:
             log.error("job %s: controller task died: %r", job_id, task.exception())
