@@ -120,6 +120,7 @@ from skytui.config import Paths
 from skytui.engine import daemon
 from skytui.engine.status import TERMINAL, TaskStatus
 from skytui.engine.store import WorkerStatus
+from skytui.format import parse_id_ranges
 from skytui.logs.store import task_log_path
 from skytui.spec import load_pipeline, load_pool
 
@@ -524,7 +525,7 @@ def run_bench(args: argparse.Namespace, root: Path, run: Run) -> None:
         line = next((ln for ln in out.splitlines() if ln.startswith("Managed job")), None)
         if line is None:
             raise RuntimeError(f"`jobs launch` printed no job ids: {out.strip()[-400:]}")
-        run.job_ids = [int(x) for x in line.split(" submitted")[0].removeprefix("Managed job ").split(", ")]
+        run.job_ids = parse_id_ranges(line.split(" submitted")[0].split(" ", 2)[2])  # "Managed jobs 1-2000"
         if len(run.job_ids) != run.n:
             raise RuntimeError(f"`jobs launch --num-jobs {run.n}` returned {len(run.job_ids)} ids")
         first = client.store.job(run.job_ids[0])

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -23,25 +23,25 @@ from rich.text import Text
 
 from skytui.client import Client, JobView
 from skytui.config import ConfigError, restrict_umask
-from skytui.engine.optimizer import InfeasibleError, Plan, considered_rows
 from skytui.engine.status import TERMINAL, TaskStatus
 from skytui.engine.store import EventRow, StoreError
 from skytui.format import (
     QUEUE_COLUMNS,
+    id_ranges,
     in_progress_summary,
+    jobs_phrase,
     queue_lines,
     readable_ago,
     readable_duration,
     status_text,
 )
-from skytui.spec import (
-    Overrides,
-    Pipeline,
-    SpecError,
-    load_pipeline,
-    load_pool,
-    parse_env_flag,
-)
+
+if TYPE_CHECKING:
+    from skytui.engine.optimizer import Plan
+    from skytui.spec import Overrides, Pipeline
+
+# The spec models and the optimizer load only for the commands that read a
+# YAML or plan a launch: `jobs queue` must not pay for them.
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -206,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> Overrides:
+    from skytui.spec import Overrides, parse_env_flag
+
     envs = dict(parse_env_flag(item) for item in args.env)
     secrets = dict(_parse_secret(item) for item in args.secret)
     return Overrides(
@@ -216,6 +218,8 @@ def _overrides(args: argparse.Namespace) -> Overrides:
 
 
 def _parse_secret(item: str) -> tuple[str, str]:
+    from skytui.spec import SpecError, parse_env_flag
+
     try:
         return parse_env_flag(item)
     except SpecError as exc:
@@ -228,6 +232,8 @@ def _check_num_jobs(args: argparse.Namespace) -> None:
 
 
 def _load_and_plan(client: Client, file: str, args: argparse.Namespace) -> tuple[Pipeline, list[Plan]]:
+    from skytui.spec import load_pipeline
+
     _check_num_jobs(args)
     if args.priority is not None and not -1000 <= args.priority <= 1000:
         _fail_usage("--priority: must be between -1000 and 1000")
@@ -239,6 +245,8 @@ def _load_and_plan(client: Client, file: str, args: argparse.Namespace) -> tuple
 
 def _load_for_pool(client: Client, file: str, args: argparse.Namespace) -> Pipeline:
     """A job for a pool runs its `run` on the pool's workers: no placement to plan."""
+    from skytui.spec import load_pipeline
+
     _check_num_jobs(args)
     pipeline = load_pipeline(file, _overrides(args))
     if len(pipeline.tasks) != 1:
@@ -257,6 +265,8 @@ def _load_for_pool(client: Client, file: str, args: argparse.Namespace) -> Pipel
 
 
 def print_plans(pipeline: Pipeline, plans: list[Plan]) -> None:
+    from skytui.engine.optimizer import considered_rows
+
     for task, plan in zip(pipeline.tasks, plans):
         label = f" for task {task.name!r}" if pipeline.is_pipeline else ""
         out.print(f"Considered resources{label} ({plan.num_nodes} node{'s' if plan.num_nodes > 1 else ''}):")
@@ -286,8 +296,7 @@ def cmd_launch(client: Client, file: str, args: argparse.Namespace, *, follow: b
         job_ids = client.submit(pipeline, pool=args.pool, num_jobs=args.num_jobs, priority=args.priority)
     except ValueError as exc:
         _fail_usage(str(exc))
-    ids = ", ".join(map(str, job_ids))
-    out.print(f"Managed job {ids} submitted ({pipeline.name}).")
+    out.print(f"Managed {jobs_phrase(job_ids)} submitted ({pipeline.name}).")
     if not follow or args.detach_run or len(job_ids) > 1:
         out.print(f"Follow its logs with: skytui jobs logs {job_ids[0]}")
         return EXIT_OK
@@ -420,11 +429,13 @@ def _print_outcome(view: JobView) -> None:
 
 
 def cmd_queue(client: Client, args: argparse.Namespace) -> int:
-    views = client.queue(skip_finished=args.skip_finished, limit=None if args.all else 50)
-    now = time.time()
+    limit = None if args.all else 50
     if args.json:
-        sys.stdout.write(json.dumps({"jobs": [v.to_json(now) for v in views]}) + "\n")
+        document = client.queue_document(skip_finished=args.skip_finished, limit=limit)
+        sys.stdout.write(json.dumps(document) + "\n")
         return EXIT_OK
+    views = client.queue(skip_finished=args.skip_finished, limit=limit)
+    now = time.time()
     out.print(in_progress_summary(views))
     if not views:
         return EXIT_OK
@@ -491,21 +502,21 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     if args.job_ids:
         missing = [i for i in args.job_ids if client.job(i) is None]
         if missing:
-            _fail_usage(f"no managed job {', '.join(map(str, missing))}")
+            _fail_usage(f"no managed job {id_ranges(missing)}")
         ids = list(args.job_ids)
     else:
         ids = client.in_progress_ids(name=args.name, pool=args.pool)
     if not ids:
         out.print("No in-progress managed jobs to cancel.")
         return EXIT_OK
-    if not args.yes and not _confirm(f"Cancelling managed job(s) {', '.join(map(str, ids))}. Proceed?"):
+    if not args.yes and not _confirm(f"Cancelling managed {jobs_phrase(ids)}. Proceed?"):
         return _aborted("nothing cancelled")
     accepted = client.cancel(ids)
     skipped = sorted(set(ids) - set(accepted))
     if accepted:
-        out.print(f"Cancelling managed job(s) {', '.join(map(str, accepted))}.")
+        out.print(f"Cancelling managed {jobs_phrase(accepted)}.")
     if skipped:
-        out.print(f"Already finished or being cancelled: {', '.join(map(str, skipped))}.")
+        out.print(f"Already finished or being cancelled: {id_ranges(skipped)}.")
     return EXIT_OK
 
 
@@ -578,6 +589,8 @@ def cmd_pool(client: Client, args: argparse.Namespace) -> int:
                 _fail_usage(f"--workers: must be from 0 to {MAX_WORKERS}")
             if args.file is None and args.workers is None:
                 _fail_usage("give a pool YAML, or --workers N to resize an existing pool")
+            from skytui.spec import load_pool
+
             definition = load_pool(args.file) if args.file else None
             if not args.yes and not _confirm(_apply_question(args)):
                 return _aborted("the pool is unchanged")
@@ -653,6 +666,9 @@ def cmd_sim(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_validate(client: Client, files: Sequence[str]) -> int:
+    from skytui.engine.optimizer import InfeasibleError
+    from skytui.spec import Pipeline, SpecError, load_pipeline, load_pool
+
     invalid = 0
     for file in files:
         try:
@@ -680,6 +696,20 @@ def cmd_validate(client: Client, files: Sequence[str]) -> int:
 # -------------------------------------------------------------------- main
 
 
+def _input_error_message(exc: ValueError) -> str | None:
+    """What to print for an invalid YAML or flag (SpecError) or a request no
+    infra can run (InfeasibleError); None for any other ValueError. Their
+    modules load only in the commands that read a spec, so only such a
+    command can have raised one: a module not loaded means not one of them."""
+    spec = sys.modules.get("skytui.spec")
+    if spec is not None and isinstance(exc, spec.SpecError):
+        return f"Error: {exc}"
+    optimizer = sys.modules.get("skytui.engine.optimizer")
+    if optimizer is not None and isinstance(exc, optimizer.InfeasibleError):
+        return f"Error: infeasible: {exc}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # a process of its own (not a caller's in-process use): files it makes are owner-only
         restrict_umask()
@@ -696,7 +726,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_tui()
         if args.command == "jobs":
-            if args.jobs_command != "launch":  # a launch starts the controller when it submits
+            # A launch starts the controller when it submits, and a cancel when
+            # something is left for it to stop: reviving it first would only let
+            # it start the very jobs about to be cancelled.
+            if args.jobs_command not in ("launch", "cancel"):
                 revive_controller(client)
             if args.jobs_command == "launch":
                 return cmd_launch(client, args.file, args, follow=True)
@@ -717,17 +750,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return cmd_validate(client, args.files)
         parser.error("unknown command")
-    except SpecError as exc:
-        err.print(Text(f"Error: {exc}"))
-        return EXIT_USAGE
-    except InfeasibleError as exc:
-        err.print(Text(f"Error: infeasible: {exc}"))
-        return EXIT_USAGE
     except UsageError as exc:
         err.print(Text(f"Error: {exc}"))
         return EXIT_USAGE
     except (ConfigError, StoreError) as exc:
         err.print(Text(f"Error: {exc}"))
+        return EXIT_USAGE
+    except ValueError as exc:
+        message = _input_error_message(exc)
+        if message is None:
+            raise
+        err.print(Text(message))
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -1,8 +1,11 @@
 """The one API the TUI and the headless CLI use: submit, cancel, queue, events, logs.
 
 Clients read state and write intents through the store, then wake the
-controller (starting it if needed); they never change a job's status
-themselves. Logs are read from the local log store, which the controller
+controller (starting it if needed). The one status they change is a cancel of
+a job that never started (PENDING, nothing provisioned): it ends CANCELLED in
+the transaction that records the intent, as SkyPilot's `jobs cancel` does, so
+cancelling 10,000 queued jobs needs no controller round trip; see
+`Client.cancel`. Logs are read from the local log store, which the controller
 fills from the nodes.
 """
 
@@ -17,14 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skytui.clouds.base import InfraStatus, infra_label
-from skytui.clouds.registry import enabled_clouds, infra_statuses
 from skytui.config import Paths, load_config
 from skytui.config import paths as default_paths
 from skytui.engine import daemon
-from skytui.engine.optimizer import Plan, plan_task, requested_str
 from skytui.engine.status import TaskStatus
 from skytui.engine.store import (
     AttemptRow,
@@ -42,7 +43,14 @@ from skytui.engine.store import (
     WorkerStatus,
 )
 from skytui.logs.store import controller_log_path, file_size, task_log_path
-from skytui.spec import Pipeline, PoolDefinition
+
+if TYPE_CHECKING:
+    from skytui.engine.optimizer import Plan
+    from skytui.spec import Pipeline, PoolDefinition
+
+# The optimizer, the cloud registry and the spec models load only in the
+# methods that need them: `jobs queue` and the TUI's first paint read the DB
+# and nothing else, and never pay for them (tests/test_imports.py).
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,9 @@ class Client:
 
     def plan(self, pipeline: Pipeline) -> list[Plan]:
         """Where each task would go; raises InfeasibleError before anything is written."""
+        from skytui.clouds.registry import enabled_clouds
+        from skytui.engine.optimizer import plan_task
+
         clouds = enabled_clouds(self.paths, load_config(self.paths))
         return [plan_task(task, clouds) for task in pipeline.tasks]
 
@@ -212,6 +223,8 @@ class Client:
     ) -> list[int]:
         """Queue the job (N copies with --num-jobs); the plan must have been checked
         (or, for a pool, the pool must exist: ValueError otherwise)."""
+        from skytui.engine.optimizer import requested_str
+
         if pool is not None and self.store.pool(pool) is None:
             raise ValueError(f"no pool {pool!r}; create it with `skytui jobs pool apply -p {pool} POOL.yaml`")
         now = time.time()
@@ -245,15 +258,41 @@ class Client:
 
     # -------------------------------------------------------------- cancelling
 
+    # How long `cancel` waits for the controller to take the jobs it owns
+    # (those that had started something) out of PENDING.
+    CANCEL_SETTLE_S = 5.0
+
     def cancel(self, job_ids: Sequence[int]) -> list[int]:
+        """Cancel jobs; returns the ids accepted (in progress, not already
+        being cancelled), ascending.
+
+        One transaction records every intent and ends the jobs that never
+        started (PENDING with nothing provisioned) CANCELLED at once, as
+        SkyPilot's `jobs cancel` does for pending jobs: they have nothing to
+        tear down, so no controller round trip is needed, and the store's
+        compare-and-set makes sure the controller never starts them after.
+        The controller stops the others; the few of those still PENDING (a
+        machine being asked for) are waited for briefly, so that nothing the
+        user cancelled still reads PENDING when this returns.
+        """
         accepted = self.store.request_cancel(job_ids)
-        if accepted:
-            self.ensure_controller()
-            daemon.wake_controller(self.paths)
+        if not accepted:
+            return accepted
+        waiting = self.store.pending_among(accepted)
+        if self.store.cancel_requested():
+            self.ensure_controller()  # jobs left to stop need it
+        # A running controller also stops the coroutines of jobs that ended here.
+        daemon.wake_controller(self.paths)
+        deadline = time.monotonic() + self.CANCEL_SETTLE_S
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+            waiting = self.store.pending_among(waiting)
         return accepted
 
     def infra_report(self) -> list[tuple[InfraStatus, str | None]]:
         """Every infra: enabled or not and why, and what an enabled one offers (`skytui check`)."""
+        from skytui.clouds.registry import enabled_clouds, infra_statuses
+
         config = load_config(self.paths)
         statuses = infra_statuses(self.paths, config)
         clouds = enabled_clouds(self.paths, config, statuses)
@@ -371,11 +410,7 @@ class Client:
         return resolved, set_stockout(self.paths.sim_state, resolved, on)
 
     def in_progress_ids(self, *, name: str | None = None, pool: str | None = None) -> list[int]:
-        jobs = self.store.jobs(in_progress_only=True)
-        return sorted(
-            j.id for j in jobs
-            if (name is None or j.name == name) and (pool is None or j.pool == pool)
-        )
+        return self.store.in_progress_job_ids(name=name, pool=pool)
 
     # ----------------------------------------------------------------- reading
 
@@ -390,6 +425,42 @@ class Client:
         tasks = self.store.tasks_of_jobs(ids)
         attempts = self.store.attempts_of_jobs(ids)
         return [JobView(j, tasks[j.id], attempts[j.id]) for j in jobs]
+
+    def queue_document(
+        self, *, skip_finished: bool = False, limit: int | None = None, now: float | None = None
+    ) -> dict[str, Any]:
+        """`jobs queue --json`: the document `JobView.to_json` describes, job
+        by job, built straight from the store's rows: no record objects, no
+        query per job, costs summed by the DB. At 10,000 jobs this is what
+        keeps the command within 1.5x of its cost at one job."""
+        now = time.time() if now is None else now
+        rows = self.store.queue_rows(in_progress_only=skip_finished, limit=limit, now=now)
+        wanted = {row[0] for row in rows.jobs}
+        costs = {(job_id, task_idx): dollars for job_id, task_idx, dollars in rows.costs if job_id in wanted}
+        tasks_of: dict[int, list[dict[str, Any]]] = {}
+        recoveries_of: dict[int, int] = {}
+        for (job_id, task_idx, name, status, infra, instance_type, use_spot, recoveries, restarts,
+             exit_code, failure_reason, banked_s, run_started_at) in rows.tasks:
+            if job_id not in wanted:
+                continue
+            running_s = max(0.0, now - run_started_at) if run_started_at is not None else 0.0
+            tasks_of.setdefault(job_id, []).append({
+                "task_id": task_idx, "name": name, "status": status, "infra": infra,
+                "instance_type": instance_type, "use_spot": use_spot, "recoveries": recoveries,
+                "restarts_on_errors": restarts, "exit_code": exit_code, "failure_reason": failure_reason,
+                "job_duration_s": round(banked_s + running_s, 3),
+                "cost_usd": round(costs.get((job_id, task_idx), 0.0), 4),
+            })
+            recoveries_of[job_id] = recoveries_of.get(job_id, 0) + recoveries
+        job_cost: dict[int, float] = {}
+        for (job_id, _task_idx), dollars in costs.items():
+            job_cost[job_id] = job_cost.get(job_id, 0.0) + dollars
+        return {"jobs": [
+            {"id": job_id, "name": name, "pool": pool, "status": status, "submitted_at": submitted_at,
+             "recoveries": recoveries_of.get(job_id, 0), "cost_usd": round(job_cost.get(job_id, 0.0), 4),
+             "tasks": tasks_of.get(job_id, [])}
+            for job_id, name, pool, status, submitted_at in rows.jobs
+        ]}
 
     def queue(self, *, skip_finished: bool = False, limit: int | None = None) -> list[JobView]:
         return self._views(self.store.jobs(in_progress_only=skip_finished, limit=limit))

@@ -4,7 +4,7 @@ thing the same way (SkyPilot's `sky jobs queue` wording)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -26,6 +26,45 @@ STATUS_STYLES = {
     "SUCCEEDED": "bold green",
     "CANCELLED": "yellow",
 }
+
+
+# Past this many ranges, a list of ids is cut short: a message about 10,000
+# scattered jobs stays one readable line.
+MAX_ID_RANGES = 20
+
+
+def id_ranges(ids: Iterable[int], *, max_parts: int | None = MAX_ID_RANGES) -> str:
+    """Job ids as ascending ranges: `1-5, 9, 12-20` (`1-10000`, not 10,000 ids).
+
+    With more than `max_parts` ranges (None: no limit), the first ones, `…`,
+    the last one and how many ids there are in all: `1, 3, …, 9999 (5000 ids)`.
+    """
+    ordered = sorted(set(ids))
+    parts: list[str] = []
+    start = 0
+    for i in range(1, len(ordered) + 1):
+        if i == len(ordered) or ordered[i] != ordered[i - 1] + 1:
+            first, last = ordered[start], ordered[i - 1]
+            parts.append(str(first) if first == last else f"{first}-{last}")
+            start = i
+    if max_parts is not None and len(parts) > max_parts:
+        head = max(1, max_parts - 1)
+        return f"{', '.join(parts[:head])}, …, {parts[-1]} ({len(ordered)} ids)"
+    return ", ".join(parts)
+
+
+def parse_id_ranges(text: str) -> list[int]:
+    """The ids `id_ranges` wrote (uncut): `1-3, 7` -> [1, 2, 3, 7]."""
+    ids: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        ids.extend(range(int(first), int(last or first) + 1))
+    return ids
+
+
+def jobs_phrase(ids: Sequence[int]) -> str:
+    """`job 7` or `jobs 1-10000`: the noun agrees with the count."""
+    return f"{'jobs' if len(ids) > 1 else 'job'} {id_ranges(ids)}"
 
 
 def status_style(status: str) -> str:

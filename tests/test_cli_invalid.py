@@ -219,7 +219,7 @@ def test_cancel_asks_and_only_yes_cancels(env: Env) -> None:
         assert refused.code == 1 and "Aborted" in refused.stderr, refused.stdout + refused.stderr
         assert env.job(job_id)["status"] not in ("CANCELLING", "CANCELLED")
     accepted = _answering(env, "y\n", "jobs", "cancel", str(job_id))
-    assert accepted.code == 0 and f"Cancelling managed job(s) {job_id}" in accepted.stdout
+    assert accepted.code == 0 and f"Cancelling managed job {job_id}." in accepted.stdout
     env.wait_status(job_id, "CANCELLED")
 
 

@@ -173,3 +173,35 @@ def test_headless_modules_do_not_load_textual(tmp_path: Path, module: str) -> No
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+# What a command that only reads the DB must never load: the cloud SDKs (and
+# what they pull in), SSH, the optimizer, the spec models, Textual.
+HEAVY_FOR_READS = ("boto3", "botocore", "google", "kubernetes", "asyncssh", "skytui.engine.optimizer",
+                   "skytui.clouds.registry", "skytui.spec", "textual")
+
+
+def modules_imported_by(argv: list[str], home: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run `skytui ARGV` with -X importtime; every module it imported."""
+    env = {**os.environ, "SKYTUI_HOME": str(home)}
+    env.pop("SKYTUI_DB_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "skytui.cli", *argv], capture_output=True, text=True,
+        env=env, cwd=home.parent, timeout=60, check=False, stdin=subprocess.DEVNULL,
+    )
+    loaded = {
+        line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
+    return result, loaded
+
+
+@pytest.mark.parametrize("argv", [["jobs", "queue", "--json"], ["jobs", "queue", "-a"], ["controller", "status"]])
+def test_reading_commands_load_no_cloud_sdk_ssh_or_optimizer(tmp_path: Path, argv: list[str]) -> None:
+    home = tmp_path / "home"
+    first, _ = modules_imported_by(["jobs", "queue", "--json"], home)  # creates the DB
+    assert first.returncode == 0, first.stderr[-2000:]
+    result, loaded = modules_imported_by(argv, home)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "skytui.engine.store" in loaded  # the probe sees what the command imported
+    heavy = sorted(m for m in loaded if any(violates(m, bad) for bad in HEAVY_FOR_READS))
+    assert heavy == []

@@ -262,7 +262,7 @@ def test_num_jobs_gives_each_copy_its_rank(env: Env) -> None:
         "name: shard\nresources:\n  cpus: 1+\nrun: echo \"rank $SKYPILOT_JOB_RANK of $SKYPILOT_NUM_JOBS\"\n",
     )
     result = env.cli("jobs", "launch", "-y", str(task), "--num-jobs", "3", check=True)
-    assert "Managed job 1, 2, 3 submitted" in result.stdout
+    assert "Managed jobs 1-3 submitted" in result.stdout
     for job_id in (1, 2, 3):
         env.wait_status(job_id, "SUCCEEDED")
     ranks = sorted(env.log(job_id).decode().strip() for job_id in (1, 2, 3))

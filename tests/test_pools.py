@@ -15,6 +15,8 @@ import pytest
 
 from conftest import Env, wait_for
 
+from skytui.format import parse_id_ranges
+
 pytestmark = pytest.mark.timeout(240)
 
 def pool_yaml(env: Env, *, workers: int = 2, setup: str = "echo setting up", infra: str = "local",
@@ -48,7 +50,7 @@ def wait_ready(env: Env, count: int, name: str = "p", timeout: float = 60) -> di
 def launch(env: Env, path: Path, *flags: str) -> list[int]:
     out = env.cli("jobs", "launch", "-y", "-d", str(path), *flags, check=True).stdout
     line = next(line for line in out.splitlines() if line.startswith("Managed job"))
-    return [int(part) for part in line.split(" submitted")[0].removeprefix("Managed job ").split(", ")]
+    return parse_id_ranges(line.split(" submitted")[0].split(" ", 2)[2])
 
 
 def stamped_job(env: Env, seconds: float = 1.0) -> Path:

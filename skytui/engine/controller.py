@@ -56,7 +56,14 @@ from skytui.engine.recovery import (
 )
 from skytui.engine.scheduler import Scheduler
 from skytui.engine.status import TaskStatus
-from skytui.engine.store import AsyncStore, ClusterRow, ClusterStatus, JobRow, TaskRow
+from skytui.engine.store import (
+    AsyncStore,
+    CancelRequested,
+    ClusterRow,
+    ClusterStatus,
+    JobRow,
+    TaskRow,
+)
 from skytui.logs.store import controller_log_path, file_size, task_log_path
 from skytui.logs.sync import maskable, sync_phase_output
 from skytui.spec import Task
@@ -77,6 +84,9 @@ FLAPPING_WINDOW_S = 60.0
 FLAPPING_BACKOFF_MAX_S = 60.0
 
 log = logging.getLogger("skytui.controller")
+
+# Why a job's coroutine is asked to stop (JobController.request_stop).
+StopReason = Literal["user", "shutdown", "ended"]
 
 
 class NodeLost(Exception):
@@ -179,7 +189,7 @@ class JobController:
         self.job = job
         self.tasks = tasks
         self.store = ctx.store
-        self.stop_reason: Literal["user", "shutdown"] | None = None
+        self.stop_reason: StopReason | None = None
         self._asyncio_task: asyncio.Task[None] | None = None
         self._clusters: dict[int, _Cluster] = {}
         self._controller_log = controller_log_path(ctx.paths.job_logs, job.id)
@@ -216,12 +226,21 @@ class JobController:
         self._asyncio_task = asyncio.create_task(self.run(), name=f"job-{self.job.id}")
         return self._asyncio_task
 
-    def request_stop(self, reason: Literal["user", "shutdown"]) -> None:
+    def request_stop(self, reason: StopReason, *, force: bool = False) -> None:
+        """Stop the coroutine: a user's cancel, the controller stopping, or
+        "ended": its job was cancelled before it started anything (it waited
+        for a launch slot or a worker), so there is nothing to clean up.
+
+        A cancel in progress finishes its cleanup undisturbed, unless `force`
+        (the controller is stopping and waited long enough): the cancel is
+        durable in the DB, and the next controller carries it on."""
         if self._asyncio_task is None or self._asyncio_task.done():
             return
-        if self.stop_reason == "user":
-            return  # a cancel in progress finishes its cleanup undisturbed
-        self.stop_reason = reason
+        if self.stop_reason == "user" and not force:
+            return
+        if reason == "ended" and (self._clusters or self._lease is not None):
+            reason = "user"  # it holds something after all: the full cancel cleans it up
+        self.stop_reason = "shutdown" if force else reason
         self._asyncio_task.cancel()
 
     # ------------------------------------------------------------------ run
@@ -234,6 +253,11 @@ class JobController:
                 await self._cancel()
                 return
             await self._run_tasks()
+        except CancelRequested:
+            # Its cancel came as it was about to start something (a machine,
+            # a worker); the store refused that, so there is nothing to stop.
+            self.stop_reason = "user"
+            await self._cancel()
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self.stop_reason != "user" or current is None:
@@ -423,6 +447,8 @@ class JobController:
         while True:
             async with self.ctx.scheduler.launch_slot(on_wait=lambda why: self._waiting(idx, why)):
                 row = await self.store.task(self.job.id, idx)
+                if row.status_enum.is_terminal:
+                    raise CancelRequested(self.job.id)  # cancelled while it waited for the slot
                 try:
                     cluster = await self._reattach(row) or await self._provision(row, task, policy)
                 except NoCapacity as exc:

@@ -8,7 +8,6 @@ This module stays light: every CLI call imports it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import logging
@@ -98,15 +97,24 @@ def _last_line(log_file: Path) -> str:
     return re.sub(r"^\S+ \S+ [A-Z]+ [\w.]+: ", "", lines[-1])
 
 
+STOP_RESIGNAL_S = 1.0
+
+
 def stop_controller(p: Paths, timeout: float = 30.0) -> bool:
     """SIGTERM the daemon; jobs keep running on their nodes. True if one was stopped."""
     info = controller_info(p)
     if not info.running or info.pid is None:
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
+    next_signal = 0.0
     while time.monotonic() < deadline:
+        if time.monotonic() >= next_signal:
+            # Again every second: stopping is idempotent, and a signal that
+            # reached a controller busy with thousands of jobs could have been
+            # dropped by its event loop (a full wake-up pipe).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(info.pid, signal.SIGTERM)
+            next_signal = time.monotonic() + STOP_RESIGNAL_S
         if not controller_info(p).running:
             return True
         time.sleep(0.05)
@@ -168,6 +176,7 @@ def main() -> int:
         p.controller_pid.unlink()
     from skytui.engine.reconcile import Reconciler  # the heavy part, only in the daemon
 
+    finished = True
     try:
         try:
             reconciler = Reconciler(p)
@@ -176,12 +185,17 @@ def main() -> int:
             return 1
         write_private(p.controller_pid, str(os.getpid()).encode())
         log.info("controller pid %s started for %s", os.getpid(), p.home)
-        asyncio.run(reconciler.serve())
+        finished = reconciler.run()
     finally:
         with contextlib.suppress(OSError):
             if p.controller_pid.read_text().strip() == str(os.getpid()):
                 p.controller_pid.unlink()
         os.close(lock_fd)
+    if not finished:
+        # Threads still in SDK calls would hold the exit (the interpreter joins
+        # them) while `controller stop` waits: leave now, as a crash would.
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

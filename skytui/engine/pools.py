@@ -47,6 +47,7 @@ from skytui.engine.optimizer import InfeasibleError, plan_task
 from skytui.engine.recovery import CapacityBackoff
 from skytui.engine.store import (
     AsyncStore,
+    CancelRequested,
     ClusterRow,
     ClusterStatus,
     JobRow,
@@ -65,6 +66,9 @@ SETUP_POLL_S = 0.2
 # Consecutive failed launches of a pool's workers wait longer and longer, so a
 # broken setup does not provision machines in a tight loop.
 FAILURE_BACKOFF_MAX_S = 120.0
+# How long a free worker is kept for a job started ahead of the waiting ones
+# (PoolManager.expect): a few store calls, even on a busy controller.
+ARRIVAL_GRACE_S = 2.0
 
 
 class PoolGone(Exception):
@@ -99,6 +103,9 @@ class _PoolState:
     dispatching: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The pool's spec, parsed once per version (not on every tick).
     spec: tuple[int, Task, PoolSpec] | None = None
+    # Jobs whose coroutines were just started and have not asked for a worker
+    # yet: job id -> (sort key, until when a worker is kept for them).
+    arriving: dict[int, tuple[tuple[int, int], float]] = field(default_factory=dict)
 
 
 def worker_cluster_name(pool: str, worker_id: int) -> str:
@@ -121,6 +128,22 @@ class PoolManager:
 
     # ------------------------------------------------------------ dispatch
 
+    def expect(self, job: JobRow) -> None:
+        """The controller is starting this job's coroutine. It makes a few
+        store calls before it asks for a worker, and the coroutines started
+        with it finish theirs in any order: for `ARRIVAL_GRACE_S` a free
+        worker is kept for the first of them in queue order (priority, then
+        job id), so that job 1 of `--num-jobs 3` runs first, not whichever
+        coroutine got there first."""
+        if job.pool is not None and job.status == "PENDING" and job.worker_id is None:
+            state = self._pools.setdefault(job.pool, _PoolState())
+            state.arriving[job.id] = ((-job.priority, job.id), time.monotonic() + ARRIVAL_GRACE_S)
+
+    def forget(self, job_id: int) -> None:
+        """A job's coroutine ended: no worker is kept for it."""
+        for state in self._pools.values():
+            state.arriving.pop(job_id, None)
+
     async def acquire(
         self, job: JobRow, on_wait: Callable[[str], Awaitable[None]]
     ) -> Lease:
@@ -129,6 +152,7 @@ class PoolManager:
         if await self.store.pool(job.pool) is None:
             raise PoolGone(f"pool {job.pool} does not exist (it was taken down?)")
         state = self._pools.setdefault(job.pool, _PoolState())
+        state.arriving.pop(job.id, None)
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         waiter = _Waiter((-job.priority, job.id), future, job.id)
         heapq.heappush(state.waiters, waiter)
@@ -187,14 +211,13 @@ class PoolManager:
             state.waiters.clear()
             return
         for worker in self._dispatchable(row, await self.store.workers(pool)):
-            while state.waiters and state.waiters[0].future.done():
-                heapq.heappop(state.waiters)
-            if not state.waiters:
+            if self._keep_for_arriving(pool, state):
                 return
-            # Off the queue before any await: a job arriving meanwhile (acquire
-            # does not take the lock) must not be popped in this one's place.
-            waiter = heapq.heappop(state.waiters)
-            if not await self.store.assign_worker(worker.id, waiter.job_id):
+            offered = await self._offer_to_first_waiter(worker, state)
+            if offered is None:
+                return
+            waiter, assigned = offered
+            if not assigned:
                 heapq.heappush(state.waiters, waiter)
                 continue  # taken or no longer READY since the read
             lease = await self.lease_of(waiter.job_id)
@@ -206,6 +229,44 @@ class PoolManager:
                     heapq.heappush(state.waiters, waiter)
                 continue
             waiter.future.set_result(lease)
+
+    def _keep_for_arriving(self, pool: str, state: _PoolState) -> bool:
+        """Whether a job still on its way to `acquire` comes before every
+        waiter (see `expect`); if so, dispatch again once its grace is over."""
+        now = time.monotonic()
+        for job_id, (_key, until) in list(state.arriving.items()):
+            if until <= now:
+                del state.arriving[job_id]
+        live = [waiter for waiter in state.waiters if not waiter.future.done()]
+        for waiter in live:
+            state.arriving.pop(waiter.job_id, None)  # it has arrived
+        if not state.arriving or not live:
+            return False
+        first_key, first_until = min(state.arriving.values())
+        if first_key > min(live).sort_key:
+            return False
+        asyncio.get_running_loop().call_later(
+            first_until - now, lambda: asyncio.ensure_future(self._dispatch(pool))
+        )
+        return True
+
+    async def _offer_to_first_waiter(self, worker: WorkerRow, state: _PoolState) -> tuple[_Waiter, bool] | None:
+        """Give `worker` to the first job still waiting: (its waiter, whether
+        the DB gave it the worker), or None when no job waits. A job whose
+        cancel came while it waited is told so, and the worker goes to the next."""
+        while True:
+            while state.waiters and state.waiters[0].future.done():
+                heapq.heappop(state.waiters)
+            if not state.waiters:
+                return None
+            # Off the queue before any await: a job arriving meanwhile (acquire
+            # does not take the lock) must not be popped in this one's place.
+            waiter = heapq.heappop(state.waiters)
+            try:
+                return waiter, await self.store.assign_worker(worker.id, waiter.job_id)
+            except CancelRequested as exc:
+                if not waiter.future.done():
+                    waiter.future.set_exception(exc)
 
     @staticmethod
     def _dispatchable(pool: PoolRow, workers: list[WorkerRow]) -> list[WorkerRow]:

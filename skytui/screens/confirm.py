@@ -13,6 +13,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from skytui.format import jobs_phrase
+
 
 class ConfirmCancel(ModalScreen[bool]):
     BINDINGS = [
@@ -26,10 +28,9 @@ class ConfirmCancel(ModalScreen[bool]):
         self.job_ids = job_ids
 
     def compose(self) -> ComposeResult:
-        ids = ", ".join(map(str, self.job_ids))
         noun = "jobs" if len(self.job_ids) > 1 else "job"
         with Vertical(id="confirm-dialog"):
-            yield Static(f"Cancel managed {noun} {ids}?", id="confirm-question")
+            yield Static(f"Cancel managed {jobs_phrase(self.job_ids)}?", id="confirm-question")
             yield Static(
                 "Running processes are stopped and their machines torn down. Logs are kept.",
                 id="confirm-detail",

@@ -24,7 +24,7 @@ from textual.widgets import Input, Static
 
 from skytui.client import JobView
 from skytui.engine.status import TERMINAL_NAMES, TaskStatus
-from skytui.format import QUEUE_COLUMNS, in_progress_summary, queue_lines, readable_cost
+from skytui.format import QUEUE_COLUMNS, in_progress_summary, jobs_phrase, queue_lines, readable_cost
 from skytui.screens.base import SkyScreen
 from skytui.widgets.controller_banner import ControllerBanner
 from skytui.widgets.footer import QuietFooter
@@ -542,7 +542,7 @@ class JobsScreen(SkyScreen):
         self.run_worker(
             lambda: self.tui.client.cancel(job_ids), thread=True, group="cancel", name="cancel jobs"
         )
-        self.notify(f"Cancelling job{'s' if len(job_ids) > 1 else ''} {', '.join(map(str, job_ids))}.")
+        self.notify(f"Cancelling {jobs_phrase(job_ids)}.")
 
     def action_filter(self) -> None:
         box = self.query_one("#jobs-filter", Input)

@@ -14,6 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
 from skytui.engine.optimizer import InfeasibleError, Plan, considered_rows
+from skytui.format import jobs_phrase
 from skytui.screens.base import SkyScreen
 from skytui.spec import Overrides, Pipeline, SpecError, load_pipeline, parse_env_flag
 
@@ -176,6 +177,5 @@ class LaunchScreen(SkyScreen):
         self.app.call_from_thread(self._submitted_jobs, job_ids)
 
     def _submitted_jobs(self, job_ids: list[int]) -> None:
-        ids = ", ".join(map(str, job_ids))
-        self.notify(f"Managed job {ids} submitted.")
+        self.notify(f"Managed {jobs_phrase(job_ids)} submitted.")
         self.app.pop_screen()
