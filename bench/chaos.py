@@ -139,7 +139,7 @@ from skytui.clouds.local_layout import STATE_FILE  # noqa: E402
 from skytui.config import Paths  # noqa: E402
 from skytui.engine import daemon  # noqa: E402
 from skytui.engine.status import TERMINAL, TaskStatus  # noqa: E402
-from skytui.engine.store import SegmentRow  # noqa: E402
+from skytui.engine.store import ClusterRow, SegmentRow  # noqa: E402
 from skytui.logs.store import task_log_path  # noqa: E402
 
 POOL = "chaos-pool"
@@ -157,8 +157,6 @@ TERMINAL_VALUES = {s.value for s in TERMINAL}
 LINE_RE = re.compile(r"^chaos job (\d+) task (\d+) line (\d+)$")
 FOLLOWER_PREFIX_RE = re.compile(r"^\([^)]*\) ")
 SEPARATOR = "────"
-WORKER_RE = re.compile(r"worker (\d+)")
-ATTEMPT_RE = re.compile(r"^attempt (\d+)")
 
 # Anchors (/work/shared/reference/perf_rel.md).
 ANCHOR_5031_FAILED_CONTROLLER_SHARE = 2 / 3  # F19: 100-200 spot jobs, 2/3 FAILED_CONTROLLER
@@ -811,39 +809,37 @@ def check_logs(client: Client, run: Run, args: argparse.Namespace) -> None:
         check_follower(client, plan, verdict)
 
 
-def pool_attempt_windows(client: Client, job_id: int) -> list[tuple[int, float, float]]:
-    """(worker, started, ended) of each attempt of a pool job, from its placement events."""
-    attempts = {a.attempt_no: a for a in client.store.attempts(job_id)}
-    windows = []
-    for event in client.store.events(job_id=job_id, limit=10_000):
-        if event.kind != "placement" or not event.message:
-            continue
-        worker, number = WORKER_RE.search(event.message), ATTEMPT_RE.match(event.message)
-        attempt = attempts.get(int(number.group(1))) if number else None
-        if worker and attempt:
-            windows.append((int(worker.group(1)), attempt.started_at, attempt.ended_at or math.inf))
-    return windows
+def cluster_at(rows: list[ClusterRow], name: str | None, at: float) -> ClusterRow | None:
+    """The machine of that name standing at `at`: a pool worker keeps its
+    name across replacements, so one name can have several rows."""
+    standing = [c for c in rows if c.name == name and c.created_at <= at]
+    live = [c for c in standing if c.ended_at is None or at <= c.ended_at]
+    return max(live or standing, key=lambda c: c.created_at, default=None)
 
 
 def resolve_victims(client: Client, run: Run) -> None:
     """Whose machine each preemption really took: a cluster row names its job;
-    a pool worker's belongs to the job whose attempt held that worker then."""
-    clusters = {c.name: c for c in client.store.clusters()}
-    windows: dict[int, list[tuple[int, float, float]]] = {}
+    a pool worker's belongs to the job whose attempt ran on that machine when
+    it was taken, or else to the first job handed the machine afterwards (the
+    bench aimed at a job that had just finished; the next one got a worker the
+    pool had not yet seen go)."""
+    rows = client.store.clusters()
     pooled = [p.job_id for p in run.plans if p.kind == POOLED]
+    attempts = [a for job_id in pooled for a in client.store.attempts(job_id)]
     for pre in run.preemptions:
-        row = clusters.get(pre.cluster or "")
-        if row is None or pre.fired_at is None:
+        if pre.fired_at is None:
+            continue
+        row = cluster_at(rows, pre.cluster, pre.fired_at)
+        if row is None:
             continue
         if row.worker_id is None:
             pre.victim = row.job_id
             continue
-        for job_id in pooled:
-            if job_id not in windows:
-                windows[job_id] = pool_attempt_windows(client, job_id)
-            if any(w == row.worker_id and start <= pre.fired_at <= end for w, start, end in windows[job_id]):
-                pre.victim = job_id
-                break
+        on_machine = sorted((a for a in attempts if a.cluster_id == row.id), key=lambda a: a.started_at)
+        holding = [a for a in on_machine if a.started_at <= pre.fired_at <= (a.ended_at or math.inf)]
+        after = [a for a in on_machine if a.started_at > pre.fired_at]
+        if holding or after:
+            pre.victim = (holding or after)[0].job_id
 
 
 def detection_times(client: Client, run: Run) -> None:
