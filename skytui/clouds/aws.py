@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from skytui.clouds.base import (
     NodeError,
     NodeInfo,
     PrecheckError,
+    states_one_by_one,
 )
 from skytui.clouds.catalog import load_catalog, matching_entries, price_of
 from skytui.clouds.catalog import regions as catalog_regions
@@ -385,6 +386,9 @@ class AWSCloud:
             live = {str(i["InstanceId"]) for i in found}
             self._state_cache[region] = (time.monotonic(), live)
             return live
+
+    async def cluster_states(self, handles: Sequence[ClusterHandle]) -> list[ClusterState]:
+        return await states_one_by_one(self, handles)
 
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
         ids = [node.instance_id for node in handle.nodes]

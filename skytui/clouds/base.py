@@ -10,8 +10,9 @@ their output by byte offset. Clouds know nothing of the engine.
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -177,6 +178,14 @@ class Node(Protocol):
 
     async def kill_phase(self, phase_id: str, *, grace_s: float = 5.0) -> None: ...
 
+    async def watch_phase(self, phase_id: str) -> asyncio.Event | None:
+        """An Event the node sets whenever the phase may have changed (output,
+        exit, its process gone): clear it, look, then wait on it. None for a
+        node that cannot tell: the caller looks every so often instead."""
+        ...
+
+    def unwatch_phase(self, phase_id: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class InfraStatus:
@@ -222,6 +231,11 @@ class Cloud(Protocol):
 
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState: ...
 
+    async def cluster_states(self, handles: Sequence[ClusterHandle]) -> list[ClusterState]:
+        """`cluster_state` of many clusters at once (the controller asks about
+        every running cluster of an infra together, once per state_poll_s)."""
+        ...
+
     async def terminate(self, cluster_name: str, handle: ClusterHandle | None) -> None:
         """Idempotent: terminating a gone cluster is not an error."""
         ...
@@ -231,3 +245,9 @@ class Cloud(Protocol):
         ...
 
     def node(self, info: NodeInfo) -> Node: ...
+
+
+async def states_one_by_one(cloud: Cloud, handles: Sequence[ClusterHandle]) -> list[ClusterState]:
+    """`Cloud.cluster_states` for an infra whose `cluster_state` already
+    shares one listing per period among all callers."""
+    return list(await asyncio.gather(*(cloud.cluster_state(handle) for handle in handles)))

@@ -17,7 +17,7 @@ import importlib.util
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from skytui.clouds.base import (
@@ -31,6 +31,7 @@ from skytui.clouds.base import (
     NodeError,
     NodeInfo,
     PrecheckError,
+    states_one_by_one,
 )
 from skytui.clouds.catalog import CatalogEntry, load_catalog, matching_entries, price_of
 from skytui.clouds.gcp_api import (
@@ -363,6 +364,9 @@ class GCPCloud:
             statuses = {view.name: view.status for view in found}
             self._state_cache = (time.monotonic(), statuses)
             return statuses
+
+    async def cluster_states(self, handles: Sequence[ClusterHandle]) -> list[ClusterState]:
+        return await states_one_by_one(self, handles)
 
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
         names = [node.instance_id for node in handle.nodes]

@@ -32,7 +32,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,7 @@ from skytui.clouds.base import (
     NodeError,
     NodeInfo,
     PrecheckError,
+    states_one_by_one,
 )
 from skytui.clouds.catalog import DEFAULT_CPUS_MIN, load_catalog
 from skytui.clouds.podnode import CONTAINER, TERMINATING_MARK, PodNode
@@ -710,6 +711,9 @@ class KubernetesCloud:
             by_name = {pod.metadata.name: pod for pod in pods}
             self._state_cache[context] = (time.monotonic(), by_name)
             return by_name
+
+    async def cluster_states(self, handles: Sequence[ClusterHandle]) -> list[ClusterState]:
+        return await states_one_by_one(self, handles)
 
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
         context = handle.region or (self.contexts[0] if self.contexts else "")

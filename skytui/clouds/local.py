@@ -15,7 +15,7 @@ import asyncio
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -149,6 +149,9 @@ class LocalCloud:
 
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
         return self.sandboxes.state(handle.nodes)
+
+    async def cluster_states(self, handles: Sequence[ClusterHandle]) -> list[ClusterState]:
+        return self.sandboxes.states(handles)
 
     async def terminate(self, cluster_name: str, handle: ClusterHandle | None) -> None:
         await self.sandboxes.destroy(cluster_name)

@@ -8,3 +8,7 @@ NODE_MARKER = ".skytui-node.json"  # in each sandbox: {"cluster", "rank", "creat
 STATE_FILE = "nodehost.json"  # {"pid", "port", "host"}, written once the node host listens
 LOCK_FILE = "nodehost.lock"  # held by the running node host
 TERMINATING_FLAG = ".skytui-terminating"  # in a sandbox being destroyed: no longer up
+# How long after a change of the nodes directory a listing of it is not
+# trusted from its mtime alone: file times move in kernel ticks, so two
+# changes a few milliseconds apart can leave the same mtime.
+MTIME_SETTLE_NS = 100_000_000

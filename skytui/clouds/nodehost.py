@@ -31,7 +31,15 @@ from typing import Any
 
 import asyncssh
 
-from skytui.clouds.local_layout import LOCK_FILE, NODE_MARKER, STATE_FILE
+from skytui.aio import first_of
+from skytui.clouds.local_layout import (
+    LOCK_FILE,
+    MTIME_SETTLE_NS,
+    NODE_MARKER,
+    STATE_FILE,
+)
+from skytui.clouds.nodehost_watch import PhaseWatcher, serve_watch
+from skytui.clouds.phase_watch import phases_dir_of
 from skytui.config import write_private
 
 # What a fresh VM login would have; nothing of the controller's own environment
@@ -91,6 +99,10 @@ class NodeHost:
         self._connections: set[asyncssh.SSHServerConnection] = set()
         self._server: asyncssh.SSHAcceptor | None = None
         self._last_busy = time.monotonic()
+        self.phase_watcher = PhaseWatcher()
+        # Every request served, one line each, when SKYTUI_NODEHOST_TRACE names
+        # a file: how tests count what an idle job costs its node.
+        self._trace_path = os.environ.get("SKYTUI_NODEHOST_TRACE")
 
     # ------------------------------------------------------------- idleness
 
@@ -132,6 +144,11 @@ class NodeHost:
         if home is None or process.command is None:
             process.stderr.write(b"skytui node host: exec only, on an existing node\n")
             process.exit(1)
+            return
+        phases_dir = phases_dir_of(process.command)
+        self._trace(user, "watch" if phases_dir is not None else "exec")
+        if phases_dir is not None:
+            await serve_watch(self.phase_watcher, process, home, phases_dir)
             return
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -193,10 +210,18 @@ class NodeHost:
             pass
 
     def _sftp(self, chan: asyncssh.SSHServerChannel) -> asyncssh.SFTPServer:
-        home = sandbox_of(self.root, chan.get_extra_info("username"))
+        user = chan.get_extra_info("username")
+        home = sandbox_of(self.root, user)
         if home is None:  # pragma: no cover - auth already refused unknown nodes
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "no such node")
-        return asyncssh.SFTPServer(chan, chroot=os.fsencode(home))
+        if self._trace_path is None:
+            return asyncssh.SFTPServer(chan, chroot=os.fsencode(home))
+        return _TracedSFTPServer(chan, chroot=os.fsencode(home), trace=lambda what: self._trace(user, what))
+
+    def _trace(self, user: str, what: str) -> None:
+        if self._trace_path is not None:
+            with open(self._trace_path, "a") as f:
+                f.write(f"{time.time():.3f} {user} {what}\n")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -214,7 +239,7 @@ class NodeHost:
             agent_forwarding=False,
             x11_forwarding=False,
             allow_pty=False,
-            keepalive_interval=15,
+            keepalive_interval=60,
         )
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -226,12 +251,29 @@ class NodeHost:
 
     async def stop(self) -> None:
         self.stop_listening()
+        self.phase_watcher.close()
         for proc in list(self._children):
             self._kill_group(proc)
         for conn in list(self._connections):
             conn.abort()
         if self._server is not None:
             await self._server.wait_closed()
+
+
+class _TracedSFTPServer(asyncssh.SFTPServer):
+    """Counts the file opens and stats an SFTP session makes (tracing only)."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel, *, chroot: bytes, trace: Any) -> None:
+        super().__init__(chan, chroot=chroot)
+        self._trace = trace
+
+    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        self._trace(f"sftp-open {path.decode(errors='replace')}")
+        return super().open(path, pflags, attrs)
+
+    def stat(self, path: bytes) -> object:
+        self._trace(f"sftp-stat {path.decode(errors='replace')}")
+        return super().stat(path)
 
 
 # ------------------------------------------------------------- housekeeping
@@ -247,15 +289,35 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def _node_dirs(root: Path, identity: tuple[int, int] | None) -> list[Path] | None:
-    """The nodes (sandboxes with a marker) under root; None if root is gone."""
-    if _identity(root) != identity:
-        return None
-    try:
-        entries = list(os.scandir(root))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return [Path(e.path) for e in entries if os.path.isfile(os.path.join(e.path, NODE_MARKER))]
+class NodeDirs:
+    """The nodes (sandboxes with a marker) under root, listed again only when
+    root's mtime moved: every sandbox made or destroyed moves it (see
+    sandboxes.touch_nodes_dir), so 10,000 idle nodes cost one stat a look."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._identity = _identity(root)
+        self._mtime_ns: int | None = None
+        self._nodes: list[Path] = []
+
+    def list(self) -> list[Path] | None:
+        """None if root is gone (or is another directory now)."""
+        try:
+            st = os.stat(self.root)
+        except OSError:
+            return None
+        if (st.st_dev, st.st_ino) != self._identity:
+            return None
+        if st.st_mtime_ns == self._mtime_ns:
+            return self._nodes
+        settled = time.time_ns() - st.st_mtime_ns > MTIME_SETTLE_NS
+        try:
+            entries = list(os.scandir(self.root))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        self._nodes = [Path(e.path) for e in entries if os.path.isfile(os.path.join(e.path, NODE_MARKER))]
+        self._mtime_ns = st.st_mtime_ns if settled else None  # see sandboxes.UpSandboxes
+        return self._nodes
 
 
 class Reclaimer:
@@ -300,7 +362,7 @@ class Watch:
         self.root = root
         self.host = host
         self.idle_exit_s = idle_exit_s
-        self._identity = _identity(root)
+        self._node_dirs = NodeDirs(root)
         # Requests to exit now if idle, and how many of them a verdict answered:
         # one that came during a scan is answered by the next scan, not this one.
         self._asked = 0
@@ -320,7 +382,7 @@ class Watch:
         while not stop.is_set():
             asked_so_far = self._asked
             scanned_at = time.monotonic()
-            nodes = await asyncio.to_thread(_node_dirs, self.root, self._identity)
+            nodes = await asyncio.to_thread(self._node_dirs.list)
             if nodes is None:
                 return f"{self.root} is gone"
             await self._reclaimer.reclaim_due(nodes)
@@ -337,17 +399,8 @@ class Watch:
             if self._asked > self._answered:
                 continue  # asked during the scan, or something ended during it: look again
             self._wake.clear()
-            await _first_of(stop.wait(), self._wake.wait(), timeout=WATCH_EVERY_S)
+            await first_of(stop.wait(), self._wake.wait(), timeout=WATCH_EVERY_S)
         return "asked to stop"
-
-
-async def _first_of(*waits: Any, timeout: float) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 # -------------------------------------------------------------- the process

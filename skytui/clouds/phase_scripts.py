@@ -84,6 +84,14 @@ cat "$D/pid" 2>/dev/null
 _END_MARK = "end-of-phase-input"
 
 
+# `alive PID`: the process exists and is not a zombie (kill -0 says a zombie
+# lives until its parent reaps it, and a killed phase is one for a moment).
+ALIVE_FUNCTION = (
+    'alive() { kill -0 "$1" 2>/dev/null || return 1; '
+    'local l; read -r l < "/proc/$1/stat" 2>/dev/null || return 0; l=${l##*) }; [ "${l%% *}" != Z ]; }'
+)
+
+
 def env_file(env: dict[str, str]) -> str:
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
 

@@ -298,6 +298,13 @@ class PodNode:
         return PhaseState(started=pid is not None or code is not None, pid=pid, exit_code=code, alive=alive,
                           ended_at=ended_at)
 
+    async def watch_phase(self, phase_id: str) -> None:
+        """A pod's exec cannot push yet: the controller polls it."""
+        return None
+
+    def unwatch_phase(self, phase_id: str) -> None:
+        return None
+
     async def read_phase_output(self, phase_id: str, offset: int, max_bytes: int) -> bytes:
         path = f'"$HOME"/{shlex.quote(self._phase_dir(phase_id))}/out.log'
         command = f"[ -f {path} ] || exit 0; tail -c +{offset + 1} {path} | head -c {max_bytes}"

@@ -22,12 +22,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skytui.clouds.base import PHASES_DIR, CloudError, ClusterState, NodeInfo
+from skytui.clouds.base import (
+    PHASES_DIR,
+    CloudError,
+    ClusterHandle,
+    ClusterState,
+    NodeInfo,
+)
 from skytui.clouds.local_layout import (
     LOCK_FILE,
+    MTIME_SETTLE_NS,
     NODE_MARKER,
     STATE_FILE,
     TERMINATING_FLAG,
@@ -79,6 +87,7 @@ class SandboxHost:
         self.client_key_path = paths.keys / "id_ed25519"
         self.host_key_path = paths.keys / "nodehost_host_key"
         self._start_lock = asyncio.Lock()
+        self._up_sandboxes = UpSandboxes(paths.nodes)
 
     def _advertised_pid(self) -> int | None:
         """The pid in the node host's state file, if that process still runs."""
@@ -221,6 +230,7 @@ class SandboxHost:
             sandbox.mkdir(mode=0o700, parents=True, exist_ok=True)
             marker = {**meta, "infra": self.infra, "cluster": cluster_name, "rank": rank, "created_at": time.time()}
             write_private(sandbox / NODE_MARKER, json.dumps(marker).encode())
+            touch_nodes_dir(self.paths.nodes)  # up from now: tell whoever caches the listing
             nodes.append(
                 NodeInfo(
                     rank=rank, host="127.0.0.1", port=port, user=sandbox.name,
@@ -235,6 +245,17 @@ class SandboxHost:
             return ClusterState.UP
         return ClusterState.PARTIAL if any(present) else ClusterState.GONE
 
+    def states(self, handles: Sequence[ClusterHandle]) -> list[ClusterState]:
+        """`state` of many clusters for the price of one look at the nodes
+        directory while nothing there changed (see UpSandboxes)."""
+        up = self._up_sandboxes.names()
+        answers = []
+        for handle in handles:
+            present = [node.instance_id in up for node in handle.nodes]
+            answers.append(ClusterState.UP if all(present)
+                           else ClusterState.PARTIAL if any(present) else ClusterState.GONE)
+        return answers
+
     async def destroy(self, cluster_name: str, *, grace_s: float = 5.0) -> None:
         # Reading every marker is file I/O per node: off the event loop.
         markers = await asyncio.to_thread(self.sandboxes)
@@ -248,7 +269,7 @@ class SandboxHost:
     def node(self, info: NodeInfo) -> SSHNode:
         from skytui.clouds.sshnode import SSHNode
 
-        return SSHNode(info, self.client_key_path, resolve_port=self.ensure_node_host)
+        return SSHNode(info, self.client_key_path, resolve_port=self.ensure_node_host, keepalive_interval_s=30.0)
 
 
 def _phase_pids(sandbox: Path) -> list[int]:
@@ -305,6 +326,44 @@ def _processes_of(sandbox: Path) -> list[int]:
     return found
 
 
+def touch_nodes_dir(root: Path) -> None:
+    """A sandbox came up or is going down: the nodes directory's mtime says
+    so to every UpSandboxes (a marker or flag inside a sandbox does not
+    change its parent's mtime by itself)."""
+    with contextlib.suppress(OSError):
+        os.utime(root)
+
+
+class UpSandboxes:
+    """The names of the sandboxes that are up, listed again only when the
+    nodes directory's mtime moved (every create and destroy moves it), so
+    asking about 10,000 running nodes costs one stat."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._mtime_ns: int | None = None
+        self._names: frozenset[str] = frozenset()
+
+    def names(self) -> frozenset[str]:
+        try:
+            mtime_ns = os.stat(self.root).st_mtime_ns
+        except OSError:
+            self._mtime_ns = None
+            return frozenset()
+        if mtime_ns == self._mtime_ns:
+            return self._names
+        settled = time.time_ns() - mtime_ns > MTIME_SETTLE_NS
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return frozenset()
+        self._names = frozenset(e.name for e in entries if _up(Path(e.path)))
+        # A listing taken right after a change is kept for this one answer
+        # only: a second change in the same tick would not move the mtime.
+        self._mtime_ns = mtime_ns if settled else None
+        return self._names
+
+
 def _up(sandbox: Path) -> bool:
     return (sandbox / NODE_MARKER).is_file() and not (sandbox / TERMINATING_FLAG).exists()
 
@@ -315,6 +374,7 @@ def destroy_sandbox(sandbox: Path, grace_s: float = 5.0) -> None:
     # read as a lost machine, never as a failure of its own.
     with contextlib.suppress(OSError):
         (sandbox / TERMINATING_FLAG).touch(mode=0o600)
+    touch_nodes_dir(sandbox.parent)
     groups = _phase_pids(sandbox)
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):

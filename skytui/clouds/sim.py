@@ -213,6 +213,9 @@ class SimCloud:
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
         return self.sandboxes.state(handle.nodes)
 
+    async def cluster_states(self, handles: Sequence[ClusterHandle]) -> list[ClusterState]:
+        return self.sandboxes.states(handles)
+
     async def terminate(self, cluster_name: str, handle: ClusterHandle | None) -> None:
         await self.sandboxes.destroy(cluster_name)
 

@@ -33,7 +33,7 @@ import os
 import re
 import shlex
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +51,7 @@ from skytui.clouds.base import (
     NodeError,
     NodeInfo,
     PrecheckError,
+    states_one_by_one,
 )
 from skytui.clouds.keys import public_key_line
 from skytui.clouds.phase_scripts import kill_command
@@ -503,6 +504,9 @@ class SSHCloud:
         if status != 0:
             raise CapacityError(f"cannot create {lease.workspace} on {host.name}: {err.strip()}")
         return info
+
+    async def cluster_states(self, handles: Sequence[ClusterHandle]) -> list[ClusterState]:
+        return await states_one_by_one(self, handles)
 
     async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
         ranks = {lease.rank for lease in await asyncio.to_thread(self.book.of, handle.name)}

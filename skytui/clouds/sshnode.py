@@ -17,12 +17,14 @@ import asyncssh
 
 from skytui.clouds.base import CloudError, NodeError, NodeInfo, PhaseState
 from skytui.clouds.phase_scripts import (
+    ALIVE_FUNCTION,
     kill_command,
     launcher_command,
     launcher_input,
     parse_exit_code,
     parse_node_time,
 )
+from skytui.clouds.phase_watch import PhaseWatchStream, watch_command
 
 
 class SSHNode:
@@ -36,6 +38,7 @@ class SSHNode:
         connect_timeout: float = 20.0,
         resolve_port: Callable[[], Awaitable[int]] | None = None,
         proxy_command: str | None = None,
+        keepalive_interval_s: float = 5.0,
     ) -> None:
         self.info = info
         # The local node host may have restarted on another port since the
@@ -46,8 +49,12 @@ class SSHNode:
         # A bastion or tunnel in front of the node (SkyPilot's ssh_proxy_command);
         # %h and %p are the node's address and port, as in OpenSSH.
         self._proxy_command = proxy_command
+        # How soon a silently dead connection is noticed (3 missed keepalives):
+        # a node host on 127.0.0.1 never drops silently, so its nodes ask less.
+        self._keepalive_interval_s = keepalive_interval_s
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
+        self._watch: PhaseWatchStream | None = None
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------ connection
@@ -71,7 +78,7 @@ class SSHNode:
                         known_hosts=known_hosts,
                         agent_path=None,
                         agent_forwarding=False,
-                        keepalive_interval=5,
+                        keepalive_interval=self._keepalive_interval_s,
                         keepalive_count_max=3,
                         config=[],
                         proxy_command=self._proxy_command.replace("%h", self.info.host).replace("%p", str(port))
@@ -86,6 +93,7 @@ class SSHNode:
                 raise NodeError(f"cannot reach node {self.info.user}@{self.info.host}:{self.info.port}: {exc}") from exc
 
     async def close(self) -> None:
+        self._end_watch()
         conn, self._conn, self._sftp = self._conn, None, None
         if conn is not None:
             conn.close()
@@ -103,6 +111,7 @@ class SSHNode:
 
     def _lost(self) -> None:
         """Forget a broken connection so the next call reconnects."""
+        self._end_watch()
         if self._conn is not None:
             self._conn.close()
         self._conn = None
@@ -181,6 +190,8 @@ class SSHNode:
         """The exit code once written; the pid and liveness only when asked,
         since this runs once a second for every running job."""
         phase_dir = self._phase_dir(phase_id)
+        if self._watch is not None and phase_id in self._watch.gone:
+            check_alive = True  # the node said its process is gone: see for ourselves
         exit_text = await self._read_small(f"{phase_dir}/exit_code")
         exit_code = parse_exit_code(exit_text)
         if exit_code is not None:
@@ -194,8 +205,8 @@ class SSHNode:
         # is not taken for a vanished one), and did the user's script ever
         # begin (the wrapper deletes its env file before it starts it).
         _, out, _ = await self.run(
-            f'D="$HOME"/{shlex.quote(phase_dir)}; p=$(cat "$D/pid" 2>/dev/null); a=; b=1; '
-            'if [ -n "$p" ]; then if kill -0 "$p" 2>/dev/null; then a=1; else a=0; fi; fi; '
+            f'{ALIVE_FUNCTION}; D="$HOME"/{shlex.quote(phase_dir)}; p=$(cat "$D/pid" 2>/dev/null); a=; b=1; '
+            'if [ -n "$p" ]; then if alive "$p"; then a=1; else a=0; fi; fi; '
             '[ -e "$D/env" ] && b=0; e=$(cat "$D/exit_code" 2>/dev/null); '
             'printf "%s\\n%s\\n%s\\n%s\\n" "$p" "$a" "$b" "$e"',
             timeout=15,
@@ -220,6 +231,30 @@ class SSHNode:
         except (OSError, asyncssh.Error) as exc:
             self._lost()
             raise NodeError(f"cannot read output of {phase_id}: {exc}") from exc
+
+    async def watch_phase(self, phase_id: str) -> asyncio.Event:
+        """An Event the node sets whenever the phase may have changed (see
+        phase_watch.py): clear it, look, then wait on it."""
+        if self._watch is None or self._watch.closed:
+            conn, _ = await self._ensure()
+            try:
+                process = await conn.create_process(
+                    watch_command(self.info.phases_dir), encoding="utf-8", stderr=asyncssh.DEVNULL,
+                )
+            except (OSError, asyncssh.Error) as exc:
+                self._lost()
+                raise NodeError(f"cannot watch phases on {self.info.user}: {exc}") from exc
+            self._watch = PhaseWatchStream(process)
+        return self._watch.watch(phase_id)
+
+    def unwatch_phase(self, phase_id: str) -> None:
+        if self._watch is not None:
+            self._watch.unwatch(phase_id)
+
+    def _end_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
 
     async def kill_phase(self, phase_id: str, *, grace_s: float = 5.0) -> None:
         """TERM the phase's process group, KILL it after the grace period."""

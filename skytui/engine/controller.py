@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from skytui.aio import first_of
 from skytui.clouds.base import (
     CapacityError,
     Cloud,
@@ -45,6 +46,7 @@ from skytui.engine.file_sync import (
     has_local_files,
     sync_task_files,
 )
+from skytui.engine.machine_watch import MachineWatch, MachineWatcher
 from skytui.engine.optimizer import InfeasibleError, plan_task
 from skytui.engine.pools import Lease, PoolGone, PoolManager, load_pool_task
 from skytui.engine.recovery import (
@@ -75,6 +77,9 @@ T = TypeVar("T")
 POLL_FIRST_S = 0.05
 POLL_MAX_S = 1.0
 LIVENESS_EVERY_S = 10.0
+# A node that pushes its phases' changes is still looked at this often, in
+# case a notice was lost: never needed, so rare.
+SAFETY_LOOK_S = 600.0
 # How long a freshly provisioned node may refuse SSH before the launch gives up
 # on it (a running job is never given up while its machine is up).
 UNREACHABLE_GRACE_S = 60.0
@@ -148,6 +153,7 @@ class EngineContext:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     pools: PoolManager | None = None
     bucket: str | None = None  # jobs.bucket: files go to nodes through it
+    machines: MachineWatcher = field(default_factory=MachineWatcher)
 
 
 @dataclass
@@ -817,32 +823,56 @@ class JobController:
         self, cluster: _Cluster, phase_id: str, paths: list[Path], starts: list[int],
         segment_ids: list[int],
     ) -> PhaseOutcome:
+        machine = self.ctx.machines.watch(cluster.cloud, cluster.handle)
+        try:
+            return await self._follow_phase(cluster, machine, phase_id, paths, starts, segment_ids)
+        finally:
+            self.ctx.machines.unwatch(cluster.cloud, machine)
+            for node in cluster.nodes:
+                node.unwatch_phase(phase_id)
+
+    async def _follow_phase(
+        self, cluster: _Cluster, machine: MachineWatch, phase_id: str, paths: list[Path], starts: list[int],
+        segment_ids: list[int],
+    ) -> PhaseOutcome:
+        """Look at the phase on every node whenever a node says it changed (or,
+        on a node that cannot say, every so often), until every node has an
+        exit code; the infra's word that the machine is gone ends it at once.
+        A phase that prints nothing costs nothing between two looks."""
         interval = POLL_FIRST_S
-        last_state = time.monotonic()
         # The first look checks that the phase lives: after a (re)start, a pid
-        # on record may name a process that never got going.
-        last_liveness = last_state - LIVENESS_EVERY_S - 1
-        state_poll_s = cluster.cloud.state_poll_s
+        # on record may name a process that never got going. A node that
+        # cannot push is asked again every LIVENESS_EVERY_S; one that pushes
+        # says itself when the process is gone.
+        first_look = [True] * len(cluster.nodes)
+        last_liveness = time.monotonic()
         unreachable_since: float | None = None
         codes: list[int | None] = [None] * len(cluster.nodes)
         ended: list[float] = []
         while True:
-            check_alive = time.monotonic() - last_liveness > LIVENESS_EVERY_S
-            if time.monotonic() - last_state > state_poll_s:
-                # Ask the infra, not SSH: a preempted machine can still answer
-                # for a moment, and a live one can drop its connection.
-                last_state = time.monotonic()
-                if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
-                    raise NodeLost(f"{cluster.row.name} is no longer up")
+            if machine.lost.is_set():
+                raise NodeLost(f"{cluster.row.name} is no longer up")
+            liveness_due = time.monotonic() - last_liveness > LIVENESS_EVERY_S
+            if liveness_due:
+                last_liveness = time.monotonic()
+            signals: list[asyncio.Event | None] = []
             try:
                 for rank, node in enumerate(cluster.nodes):
                     if codes[rank] is not None:
                         continue
-                    state = await node.phase_state(phase_id, check_alive=check_alive)
+                    # Cleared before the look: a change made after it wakes the wait below.
+                    signal = await node.watch_phase(phase_id)
+                    if signal is not None:
+                        signal.clear()
+                    signals.append(signal)
+                    # A node that pushes says itself when the process is gone.
+                    state = await node.phase_state(
+                        phase_id, check_alive=first_look[rank] or (signal is None and liveness_due))
                     # Read the output after the exit code: once the code is there,
                     # everything the phase printed is on disk.
                     await sync_phase_output(node, phase_id, paths[rank], starts[rank], drain=state.finished,
                                             secrets=self._masked)
+                    first_look[rank] = False
                     if state.finished:
                         codes[rank] = state.exit_code
                         if state.ended_at is not None:
@@ -862,8 +892,8 @@ class JobController:
                     unreachable_since = time.monotonic()
                     self._say(f"{cluster.row.name} is up but unreachable ({exc}); re-attaching")
                 await self._reconnect(cluster)
-            if check_alive:
-                last_liveness = time.monotonic()
+                first_look = [True] * len(cluster.nodes)
+                continue
             if any(code not in (None, 0) for code in codes) and (
                 await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP
             ):
@@ -881,8 +911,14 @@ class JobController:
                             await sync_phase_output(node, phase_id, paths[rank], starts[rank], drain=True,
                                                     secrets=self._masked)
                 return PhaseOutcome([code if code is not None else -1 for code in codes], max(ended, default=None))
-            await asyncio.sleep(interval)
-            interval = min(POLL_MAX_S, interval * 1.5)
+            if all(signal is not None for signal in signals):
+                # Every node pushes: wait for one to speak, or for the infra.
+                waits = [signal.wait() for signal in signals if signal is not None]
+                await first_of(*waits, machine.lost.wait(), timeout=SAFETY_LOOK_S)
+                interval = POLL_MAX_S
+            else:
+                await first_of(machine.lost.wait(), timeout=interval)
+                interval = min(POLL_MAX_S, interval * 1.5)
 
     async def _reconnect(self, cluster: _Cluster) -> None:
         old, cluster.nodes = cluster.nodes, [cluster.cloud.node(info) for info in cluster.handle.nodes]

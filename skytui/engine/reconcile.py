@@ -376,6 +376,7 @@ class Reconciler:
         await self._wait_for_coroutines(SHUTDOWN_FORCE_S, extra)
         if self._tasks:
             log.warning("%d job coroutine(s) did not stop; leaving them", len(self._tasks))
+        await self.ctx.machines.close()
         self.control.close()
         self.store.close()
 

@@ -1,0 +1,228 @@
+"""The node host's native side of the phase watch (phase_watch.py's protocol).
+
+One inotify instance and one pidfd per watched running phase, for every
+sandbox the node host serves: a phase that prints nothing wakes nothing.
+Events on a phase's directory say its output grew (`out.log` modified) or it
+ended (`exit_code` moved into place); its wrapper's pidfd says the process
+is gone, which without an exit code is a vanished phase (`gone`).
+
+Notices are coalesced per stream for COALESCE_S, so a phase printing a
+thousand lines a second sends a few dozen notices, not a thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skytui.clouds.inotify import (
+    IN_DELETE_SELF,
+    IN_IGNORED,
+    IN_MODIFY,
+    IN_MOVE_SELF,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    IN_Q_OVERFLOW,
+    Inotify,
+)
+
+COALESCE_S = 0.02
+_MASK = IN_MODIFY | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
+
+
+class WatchStream:
+    """One controller's watch channel: what it watches, and its pending notices."""
+
+    def __init__(self, watcher: PhaseWatcher, write: Any, phases_dir: Path) -> None:
+        self._watcher = watcher
+        self._write = write  # writes bytes to the channel
+        self.phases_dir = phases_dir
+        self.phases: set[str] = set()
+        self._pending: dict[str, str] = {}
+        self._flush: asyncio.TimerHandle | None = None
+
+    def notify(self, phase_id: str, what: str) -> None:
+        if what in ("exit", "gone"):
+            self._watcher.unsubscribe(self, phase_id)
+        # A stronger notice replaces a weaker one still waiting to go out.
+        if self._pending.get(phase_id) not in ("exit", "gone"):
+            self._pending[phase_id] = what
+        if what == "seen":
+            self.flush()  # the controller is waiting for the watch to be in place
+        elif self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(COALESCE_S, self.flush)
+
+    def flush(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if not self._pending:
+            return
+        lines = "".join(f"{phase_id} {what}\n" for phase_id, what in self._pending.items())
+        self._pending.clear()
+        with contextlib.suppress(Exception):  # a channel closing: its reader ends the stream
+            self._write(lines.encode())
+
+    def close(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+        for phase_id in list(self.phases):
+            self._watcher.unsubscribe(self, phase_id)
+
+
+@dataclass
+class _Watched:
+    """One phase directory under watch, shared by every stream watching it."""
+
+    path: Path
+    wd: int
+    streams: dict[WatchStream, str] = field(default_factory=dict)  # stream -> phase id
+    pidfd: int | None = None
+
+
+class PhaseWatcher:
+    """Every watched phase directory of the node host, on one inotify fd."""
+
+    def __init__(self) -> None:
+        self._inotify: Inotify | None = None
+        self._by_wd: dict[int, _Watched] = {}
+        self._by_path: dict[Path, _Watched] = {}
+
+    def _ensure(self) -> Inotify:
+        if self._inotify is None:
+            self._inotify = Inotify()
+            asyncio.get_running_loop().add_reader(self._inotify.fd, self._on_events)
+        return self._inotify
+
+    @property
+    def watched(self) -> int:
+        """How many phase directories are under watch (for tests and stats)."""
+        return len(self._by_path)
+
+    def subscribe(self, stream: WatchStream, phase_id: str) -> None:
+        if "/" in phase_id or phase_id in ("", ".", ".."):
+            stream.notify(phase_id, "gone")
+            return
+        path = stream.phases_dir / phase_id
+        watched = self._by_path.get(path)
+        if watched is None:
+            try:
+                wd = self._ensure().add_watch(str(path), _MASK)
+            except OSError:
+                stream.notify(phase_id, "seen")
+                stream.notify(phase_id, "gone")  # no such phase (or no watch): let the controller look
+                return
+            watched = self._by_wd.get(wd) or _Watched(path, wd)
+            self._by_wd[wd] = self._by_path[path] = watched
+        watched.streams[stream] = phase_id
+        stream.phases.add(phase_id)
+        stream.notify(phase_id, "seen")
+        if (path / "exit_code").exists():
+            stream.notify(phase_id, "exit")
+        elif watched.pidfd is None:
+            self._watch_process(watched)
+
+    def unsubscribe(self, stream: WatchStream, phase_id: str) -> None:
+        stream.phases.discard(phase_id)
+        watched = self._by_path.get(stream.phases_dir / phase_id)
+        if watched is None or watched.streams.pop(stream, None) is None or watched.streams:
+            return
+        self._forget(watched)
+
+    def _forget(self, watched: _Watched) -> None:
+        self._by_path.pop(watched.path, None)
+        self._by_wd.pop(watched.wd, None)
+        if self._inotify is not None:
+            self._inotify.remove_watch(watched.wd)
+        self._close_pidfd(watched)
+
+    def _close_pidfd(self, watched: _Watched) -> None:
+        if watched.pidfd is not None:
+            asyncio.get_running_loop().remove_reader(watched.pidfd)
+            os.close(watched.pidfd)
+            watched.pidfd = None
+
+    def _watch_process(self, watched: _Watched) -> None:
+        """A pidfd on the phase's wrapper, once its pid is on record."""
+        try:
+            pid = int((watched.path / "pid").read_text().strip())
+        except (OSError, ValueError):
+            return  # not started yet: its `pid` moving into place calls this again
+        try:
+            watched.pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._process_ended(watched)
+            return
+        except OSError:
+            return  # no pidfd here: the exit code still arrives through inotify
+        asyncio.get_running_loop().add_reader(watched.pidfd, self._process_ended, watched)
+
+    def _process_ended(self, watched: _Watched) -> None:
+        self._close_pidfd(watched)
+        # The wrapper writes its exit code before it exits: none means it was killed.
+        what = "exit" if (watched.path / "exit_code").exists() else "gone"
+        self._tell(watched, what)
+
+    def _tell(self, watched: _Watched, what: str) -> None:
+        for stream, phase_id in list(watched.streams.items()):
+            stream.notify(phase_id, what)
+
+    def _on_events(self) -> None:
+        assert self._inotify is not None
+        for event in self._inotify.read_events():
+            if event.mask & IN_Q_OVERFLOW:
+                for watched in list(self._by_path.values()):
+                    self._tell(watched, "out")  # lost track: every phase is looked at again
+                continue
+            watched = self._by_wd.get(event.wd)
+            if watched is None:
+                continue
+            if event.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
+                self._tell(watched, "gone")  # the sandbox went with it
+                if watched.path in self._by_path:
+                    self._forget(watched)
+            elif event.name == "out.log":
+                self._tell(watched, "out")
+            elif event.name == "exit_code":
+                self._tell(watched, "exit")
+            elif event.name == "pid" and watched.pidfd is None:
+                self._watch_process(watched)
+
+    def close(self) -> None:
+        for watched in list(self._by_path.values()):
+            self._forget(watched)
+        if self._inotify is not None:
+            asyncio.get_running_loop().remove_reader(self._inotify.fd)
+            self._inotify.close()
+            self._inotify = None
+
+
+async def serve_watch(watcher: PhaseWatcher, process: Any, home: Path, phases_dir: str) -> None:
+    """Serve one watch channel until the controller closes it."""
+    base = (home / phases_dir).resolve()
+    if not base.is_relative_to(home.resolve()):
+        process.stderr.write(b"skytui node host: the phases directory is outside the node\n")
+        process.exit(2)
+        return
+    stream = WatchStream(watcher, process.stdout.write, base)
+    buffer = b""
+    try:
+        while data := await process.stdin.read(65536):
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace").strip()
+                if line.startswith("+"):
+                    watcher.subscribe(stream, line[1:])
+                elif line.startswith("-"):
+                    watcher.unsubscribe(stream, line[1:])
+    except Exception:  # noqa: BLE001, S110 - a dropped channel simply ends the watch
+        pass
+    finally:
+        stream.close()
+    with contextlib.suppress(Exception):
+        process.exit(0)

@@ -1,0 +1,153 @@
+"""The node side tells the controller when a phase changed, so a running
+phase that prints nothing costs nothing.
+
+One long-lived stream per node connection: the controller writes `+<phase>`
+to start watching a phase and `-<phase>` to stop; the node answers with a
+line `<phase> <what>` whenever that phase may have changed:
+
+* `seen`: the watch is in place (always sent first, so a change made between
+  the controller's last look and the watch starting is not missed);
+* `out`: its output grew;
+* `exit`: its exit code is written (the watch ends);
+* `gone`: its process is gone without an exit code (the watch ends);
+* `* all`: the node lost track (an overflow): look at every phase.
+
+A notice is only a cue to look: the controller still reads the exit code and
+the output by offset as before, so a notice lost or doubled changes nothing
+but latency, and resuming after a drop stays byte-exact.
+
+On a VM (OpenSSH) the stream is WATCH_SCRIPT, a bash loop that looks at the
+watched phases twice a second: one loop per machine, on the machine's own
+CPU. The local node host recognises the script by its first line and serves
+it natively with inotify (nodehost_watch.py): thousands of sandboxes, no
+polling at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from skytui.clouds.phase_scripts import ALIVE_FUNCTION
+
+WATCH_MARK = "# skytui-phase-watch 1"
+WATCH_SCRIPT = WATCH_MARK + r"""
+D0="$HOME/{phases}"
+{alive}
+declare -A S
+while :; do
+  if IFS= read -r -t 0.5 line; then
+    case "$line" in
+      +*) p=${{line:1}}; S[$p]=-; echo "$p seen";;
+      -*) unset "S[${{line:1}}]";;
+    esac
+  elif [ $? -le 128 ]; then
+    exit 0
+  fi
+  for p in "${{!S[@]}}"; do
+    D="$D0/$p"
+    if [ -e "$D/exit_code" ]; then echo "$p exit"; unset "S[$p]"; continue; fi
+    pid=; [ -r "$D/pid" ] && read -r pid < "$D/pid"
+    if [ -n "$pid" ] && ! alive "$pid" && [ ! -e "$D/exit_code" ]; then
+      echo "$p gone"; unset "S[$p]"; continue
+    fi
+    s=$(stat -c %s "$D/out.log" 2>/dev/null || echo -)
+    if [ "$s" != "${{S[$p]}}" ]; then [ "${{S[$p]}}" = - ] || echo "$p out"; S[$p]=$s; fi
+  done
+done
+"""
+
+NOTICES = ("seen", "out", "exit", "gone")
+ENDING = ("exit", "gone")
+
+log = logging.getLogger("skytui.phase_watch")
+
+
+def watch_command(phases_dir: str) -> str:
+    return WATCH_SCRIPT.format(phases=phases_dir, alive=ALIVE_FUNCTION)
+
+
+def phases_dir_of(command: str) -> str | None:
+    """The phases directory a watch command names (relative to the login's
+    home), or None if `command` is not a watch."""
+    lines = command.splitlines()
+    if len(lines) < 2 or lines[0] != WATCH_MARK:
+        return None
+    head, _, rest = lines[1].partition('D0="$HOME/')
+    if head or not rest.endswith('"'):
+        return None
+    return rest[:-1]
+
+
+class PhaseWatchStream:
+    """The controller's end of one node's watch stream.
+
+    `watch(phase)` returns an Event that is set whenever the node sends a
+    notice for that phase; the caller clears it before looking, and waits on
+    it after. When the stream ends (an SSH drop), every Event is set, so each
+    waiter looks again and meets the drop itself.
+    """
+
+    def __init__(self, process: Any) -> None:
+        self._process = process  # asyncssh.SSHClientProcess[str]
+        self._signals: dict[str, asyncio.Event] = {}
+        self._watched: set[str] = set()
+        # Phases the node said are gone without an exit code: the next look
+        # at them checks the process (SSHNode.phase_state).
+        self.gone: set[str] = set()
+        self.closed = False
+        self._reader = asyncio.create_task(self._read(), name="phase-watch")
+
+    def watch(self, phase_id: str) -> asyncio.Event:
+        event = self._signals.setdefault(phase_id, asyncio.Event())
+        if self.closed:
+            event.set()
+        elif phase_id not in self._watched:
+            self._watched.add(phase_id)
+            try:
+                self._process.stdin.write(f"+{phase_id}\n")
+            except Exception:  # noqa: BLE001 - the channel closed under us: a look meets the drop
+                self._end()
+        return event
+
+    def unwatch(self, phase_id: str) -> None:
+        self._signals.pop(phase_id, None)
+        self.gone.discard(phase_id)
+        if phase_id in self._watched and not self.closed:
+            self._watched.discard(phase_id)
+            with contextlib.suppress(Exception):
+                self._process.stdin.write(f"-{phase_id}\n")
+
+    async def _read(self) -> None:
+        try:
+            async for line in self._process.stdout:
+                phase_id, _, what = line.strip().partition(" ")
+                if phase_id == "*":
+                    for event in self._signals.values():
+                        event.set()
+                    continue
+                if what in ENDING:
+                    self._watched.discard(phase_id)  # the node ended this watch
+                if what == "gone":
+                    self.gone.add(phase_id)
+                event = self._signals.get(phase_id)
+                if event is not None:
+                    event.set()
+        except Exception as exc:  # noqa: BLE001 - any end of the stream is handled the same way
+            log.debug("phase watch stream ended: %s", exc)
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        self.closed = True
+        self._watched.clear()
+        for event in self._signals.values():
+            event.set()
+
+    def close(self) -> None:
+        self._end()
+        self._reader.cancel()
+        with contextlib.suppress(Exception):
+            self._process.close()

@@ -1,0 +1,213 @@
+"""Nodes push what changed: an idle running job costs its node nothing, and
+the pushed stream picks up again after an SSH drop, byte-exact.
+
+The local node host writes one line per request it serves when
+SKYTUI_NODEHOST_TRACE names a file: that is what is counted here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Env, wait_for
+
+from skytui.clouds.base import NodeInfo
+from skytui.clouds.local import LocalCloud
+from skytui.clouds.sshnode import SSHNode
+from skytui.config import paths
+
+IDLE_WINDOW_S = 10.0
+
+
+def _requests(trace: Path, since: float = 0.0) -> list[str]:
+    if not trace.exists():
+        return []
+    return [line for line in trace.read_text().splitlines() if float(line.split(" ", 1)[0]) >= since]
+
+
+def test_an_idle_running_job_makes_no_requests_to_its_node(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = env.tmp / "trace.txt"
+    monkeypatch.setenv("SKYTUI_NODEHOST_TRACE", str(trace))
+    gate = env.tmp / "gate"
+    job_id = env.launch(env.write("idle.yaml", (
+        "name: idle\n"
+        "run: |\n"
+        "  echo started\n"
+        f"  while [ ! -e {gate} ]; do sleep 0.2; done\n"
+        "  echo finished\n"
+    )))
+    wait_for(lambda: b"started\n" in env.log(job_id), 60, what="the job to start")
+    time.sleep(1.0)  # the look that read "started" may still be answering
+    window_start = time.time()
+    time.sleep(IDLE_WINDOW_S)
+    during = [line for line in _requests(trace, window_start) if float(line.split(" ", 1)[0]) < window_start + IDLE_WINDOW_S]
+    assert during == [], f"an idle job cost its node {len(during)} request(s) in {IDLE_WINDOW_S:g}s: {during[:5]}"
+    # Not idle for want of watching: the end is noticed at once.
+    gate.touch()
+    job = env.wait_status(job_id, "SUCCEEDED", "FAILED", "FAILED_CONTROLLER", timeout=30)
+    assert job["status"] == "SUCCEEDED"
+    assert env.log(job_id) == b"started\nfinished\n"
+    assert any(line.endswith(" watch") for line in _requests(trace)), "the controller never opened a watch stream"
+
+
+def _ss_kill_works() -> bool:
+    import socket
+
+    if subprocess.run(["which", "ss"], capture_output=True).returncode != 0:
+        return False
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    peer, _ = server.accept()
+    try:
+        _reset_connections(port)
+        client.settimeout(2)
+        try:
+            client.sendall(b"x")
+            client.recv(1)
+        except OSError:
+            return True
+        return False
+    finally:
+        client.close()
+        peer.close()
+        server.close()
+
+
+def _reset_connections(port: int) -> None:
+    subprocess.run(
+        ["ss", "-K", "-t", "-n", "state", "established",
+         f"( sport = :{port} or dport = :{port} ) and src 127.0.0.1 and dst 127.0.0.1"],
+        capture_output=True, timeout=30, check=False,
+    )
+
+
+LINES = 150
+
+
+def test_the_pushed_stream_resumes_after_ssh_drops_with_no_byte_lost_or_doubled(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() != 0 or not _ss_kill_works():
+        pytest.skip("needs `ss -K` on loopback (root, CONFIG_INET_DIAG_DESTROY)")
+    trace = env.tmp / "trace.txt"
+    monkeypatch.setenv("SKYTUI_NODEHOST_TRACE", str(trace))
+    job_id = env.launch(env.write("chatty.yaml", (
+        "name: chatty\n"
+        "run: |\n"
+        f"  for i in $(seq 1 {LINES}); do echo \"line $i\"; sleep 0.04; done\n"
+    )))
+    wait_for(lambda: b"line 10\n" in env.log(job_id), 60, what="output")
+    port = json.loads((env.home / "nodes" / "nodehost.json").read_text())["port"]
+    watches_before = sum(line.endswith(" watch") for line in _requests(trace))
+    for _ in range(3):
+        _reset_connections(port)
+        time.sleep(1.0)
+    job = env.wait_status(job_id, "SUCCEEDED", "FAILED", "FAILED_CONTROLLER", timeout=90)
+    assert job["status"] == "SUCCEEDED" and job["recoveries"] == 0, job
+    assert env.log(job_id) == "".join(f"line {i}\n" for i in range(1, LINES + 1)).encode()
+    # Re-attached to a new stream, not left polling.
+    assert sum(line.endswith(" watch") for line in _requests(trace)) > watches_before
+
+
+def test_the_pushed_stream_resumes_after_the_controller_is_killed(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = env.tmp / "trace.txt"
+    monkeypatch.setenv("SKYTUI_NODEHOST_TRACE", str(trace))
+    gate = env.tmp / "gate"
+    job_id = env.launch(env.write("gated.yaml", (
+        "name: gated\n"
+        "run: |\n"
+        "  for i in $(seq 1 20); do echo \"before $i\"; done\n"
+        f"  while [ ! -e {gate} ]; do sleep 0.1; done\n"
+        "  for i in $(seq 1 20); do echo \"after $i\"; sleep 0.02; done\n"
+    )))
+    wait_for(lambda: b"before 20\n" in env.log(job_id), 60, what="output")
+    pid = env.controller_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: "not running" in env.cli("controller", "status").stdout, 10, what="controller gone")
+    watches_before = sum(line.endswith(" watch") for line in _requests(trace))
+    env.cli("controller", "start", check=True)
+    wait_for(lambda: sum(line.endswith(" watch") for line in _requests(trace)) > watches_before, 30,
+             what="the new controller to watch the phase")
+    gate.touch()
+    job = env.wait_status(job_id, "SUCCEEDED", "FAILED", "FAILED_CONTROLLER", timeout=60)
+    assert job["status"] == "SUCCEEDED" and job["recoveries"] == 0
+    expected = "".join(f"before {i}\n" for i in range(1, 21)) + "".join(f"after {i}\n" for i in range(1, 21))
+    assert env.log(job_id) == expected.encode()
+
+
+# ----------------------------------------------------- the node's two watchers
+
+
+async def _signalled(event: asyncio.Event, timeout: float = 5.0) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _exercise_watch(node: SSHNode, gate: str) -> None:
+    """What the controller relies on, on any node: a notice when output grows,
+    none while nothing happens, one at the exit, and `gone` for a process
+    killed before it could write its exit code."""
+    await node.start_phase("w1", f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second", {})
+    event = await node.watch_phase("w1")
+    assert await _signalled(event), "no `seen` notice"
+    await asyncio.sleep(1.5)  # output written before the watch began comes as `seen`, not later
+    event.clear()
+    assert not await _signalled(event, 1.5), "a notice while the phase printed nothing"
+    Path(gate).touch()
+    assert await _signalled(event), "no notice when the phase printed and ended"
+    state = await node.phase_state("w1")
+    for _ in range(50):  # a node that polls may tell of the output before the exit
+        if state.finished:
+            break
+        event.clear()
+        await _signalled(event)
+        state = await node.phase_state("w1")
+    assert state.exit_code == 0
+    assert await node.read_phase_output("w1", 0, 1 << 16) == b"first\nsecond\n"
+    node.unwatch_phase("w1")
+
+    pid = await node.start_phase("w2", "sleep 60", {})
+    event = await node.watch_phase("w2")
+    await _signalled(event)
+    event.clear()
+    await node.run(f"kill -KILL -- -{pid}")
+    assert await _signalled(event), "no notice when the phase's process was killed"
+    state = await node.phase_state("w2")
+    assert state.exit_code is None and state.alive is False
+
+
+async def test_the_node_host_pushes_changes_natively(home: Path, tmp_path: Path) -> None:
+    cloud = LocalCloud(paths())
+    handle = await cloud.provision("wn", cloud.machine, 1)
+    node = cloud.node(handle.nodes[0])
+    try:
+        await _exercise_watch(node, str(tmp_path / "gate"))
+    finally:
+        await node.close()
+        await cloud.terminate("wn", handle)
+        cloud.stop_node_host()
+
+
+async def test_a_vm_pushes_changes_from_its_bash_watcher(ssh_user: Any, tmp_path: Path) -> None:
+    info = NodeInfo(rank=0, host="127.0.0.1", port=ssh_user.port, user=ssh_user.name, internal_ip="127.0.0.1",
+                    host_key=ssh_user.host_key, instance_id="vm")
+    node = SSHNode(info, ssh_user.identity_file)
+    try:
+        await _exercise_watch(node, f"{ssh_user.home}/gate")
+    finally:
+        await node.close()
