@@ -271,7 +271,7 @@ class _TracedSFTPServer(asyncssh.SFTPServer):
         self._trace(f"sftp-open {path.decode(errors='replace')}")
         return super().open(path, pflags, attrs)
 
-    def stat(self, path: bytes) -> object:
+    def stat(self, path: bytes) -> Any:
         self._trace(f"sftp-stat {path.decode(errors='replace')}")
         return super().stat(path)
 

@@ -175,8 +175,8 @@ class PhaseWatcher:
         assert self._inotify is not None
         for event in self._inotify.read_events():
             if event.mask & IN_Q_OVERFLOW:
-                for watched in list(self._by_path.values()):
-                    self._tell(watched, "out")  # lost track: every phase is looked at again
+                for every in list(self._by_path.values()):
+                    self._tell(every, "out")  # lost track: every phase is looked at again
                 continue
             watched = self._by_wd.get(event.wd)
             if watched is None:

@@ -125,8 +125,8 @@ class PhaseWatchStream:
             async for line in self._process.stdout:
                 phase_id, _, what = line.strip().partition(" ")
                 if phase_id == "*":
-                    for event in self._signals.values():
-                        event.set()
+                    for every in self._signals.values():
+                        every.set()
                     continue
                 if what in ENDING:
                     self._watched.discard(phase_id)  # the node ended this watch

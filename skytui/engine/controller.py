@@ -19,24 +19,18 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from skytui.aio import first_of
 from skytui.clouds.base import (
-    CapacityError,
-    Cloud,
     CloudError,
     ClusterHandle,
     ClusterState,
-    Node,
+    InstanceOffer,
     NodeError,
     PrecheckError,
     infra_label,
 )
-from skytui.config import Paths, RecoveryConfig
+from skytui.engine.context import EngineContext
 from skytui.engine.file_sync import (
     WORKDIR,
     FileSyncError,
@@ -46,9 +40,17 @@ from skytui.engine.file_sync import (
     has_local_files,
     sync_task_files,
 )
-from skytui.engine.machine_watch import MachineWatch, MachineWatcher
 from skytui.engine.optimizer import InfeasibleError, plan_task
-from skytui.engine.pools import Lease, PoolGone, PoolManager, load_pool_task
+from skytui.engine.phase_runner import (
+    UNREACHABLE_GRACE_S,
+    LiveCluster,
+    NodeLost,
+    PhaseNeverBegan,
+    PhaseOutcome,
+    PhaseRunner,
+)
+from skytui.engine.pools import Lease, PoolGone, load_pool_task
+from skytui.engine.provisioner import NoCapacity, Provisioner
 from skytui.engine.recovery import (
     CapacityBackoff,
     Place,
@@ -56,10 +58,8 @@ from skytui.engine.recovery import (
     launch_order,
     restart_decision,
 )
-from skytui.engine.scheduler import Scheduler
 from skytui.engine.status import TaskStatus
 from skytui.engine.store import (
-    AsyncStore,
     CancelRequested,
     ClusterRow,
     ClusterStatus,
@@ -72,17 +72,6 @@ from skytui.spec import Task
 
 S = TaskStatus
 T = TypeVar("T")
-# Poll fast right after a phase starts (short jobs end in milliseconds), then
-# settle at one poll a second per job.
-POLL_FIRST_S = 0.05
-POLL_MAX_S = 1.0
-LIVENESS_EVERY_S = 10.0
-# A node that pushes its phases' changes is still looked at this often, in
-# case a notice was lost: never needed, so rare.
-SAFETY_LOOK_S = 600.0
-# How long a freshly provisioned node may refuse SSH before the launch gives up
-# on it (a running job is never given up while its machine is up).
-UNREACHABLE_GRACE_S = 60.0
 # A machine lost again within this long after its relaunch is retried after a
 # growing pause, not in a tight loop; any other loss is relaunched at once.
 FLAPPING_WINDOW_S = 60.0
@@ -92,10 +81,6 @@ log = logging.getLogger("skytui.controller")
 
 # Why a job's coroutine is asked to stop (JobController.request_stop).
 StopReason = Literal["user", "shutdown", "ended"]
-
-
-class NodeLost(Exception):
-    """The machine under a phase is gone (or its process vanished)."""
 
 
 class TaskFailed(Exception):
@@ -117,51 +102,8 @@ class TaskFailed(Exception):
         self.ended_at = ended_at  # by the node's clock, when its code ended
 
 
-class PhaseNeverBegan(Exception):
-    """A phase's wrapper was killed before it started the user's script (a
-    connection cut at the wrong moment): it is started again, in place."""
-
-    def __init__(self, rank: int) -> None:
-        super().__init__(f"node {rank}")
-        self.rank = rank
-
-
-class NoCapacity(Exception):
-    """Every place the task may run refused it for lack of capacity, this round."""
-
-    def __init__(self, reasons: list[str]) -> None:
-        shown = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3 else "")
-        super().__init__(f"no capacity in any of {len(reasons)} place(s): {shown}")
-        self.places = len(reasons)
-
-
-@dataclass(frozen=True)
-class PhaseOutcome:
-    """How a phase ended on every node: exit codes by rank, and when the last
-    node finished by its own clock (None if no node said)."""
-
-    codes: list[int]
-    ended_at: float | None = None
-
-
-@dataclass
-class EngineContext:
-    store: AsyncStore
-    clouds: dict[str, Cloud]
-    paths: Paths
-    scheduler: Scheduler
-    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
-    pools: PoolManager | None = None
-    bucket: str | None = None  # jobs.bucket: files go to nodes through it
-    machines: MachineWatcher = field(default_factory=MachineWatcher)
-
-
-@dataclass
-class _Cluster:
-    row: ClusterRow
-    handle: ClusterHandle
-    cloud: Cloud
-    nodes: list[Node] = field(default_factory=list)
+def _market(offer: InstanceOffer) -> str:
+    return "spot" if offer.use_spot else "on-demand"
 
 
 def _short_duration(seconds: float) -> str:
@@ -197,7 +139,7 @@ class JobController:
         self.store = ctx.store
         self.stop_reason: StopReason | None = None
         self._asyncio_task: asyncio.Task[None] | None = None
-        self._clusters: dict[int, _Cluster] = {}
+        self._clusters: dict[int, LiveCluster] = {}
         self._controller_log = controller_log_path(ctx.paths.job_logs, job.id)
         self._task_ids: list[str] = []
         # Per task: where its last machine was lost, to steer the relaunch.
@@ -409,7 +351,7 @@ class JobController:
                 return await self._settle_without_machine(row)
             cluster = reattached
             attempt = cluster.row.attempt_no or row.attempt
-            await self._connect(cluster, give_up_after_s=None)  # its job runs: never relaunch for SSH
+            await self._runner(cluster).connect(give_up_after_s=None)  # its job runs: never relaunch for SSH
         if not task.run:
             outcome = PhaseOutcome([0] * len(cluster.nodes))
         else:
@@ -442,7 +384,7 @@ class JobController:
         raise TaskFailed(S.FAILED, ended.end_reason or f"job exited with exit code {ended.exit_code}",
                          ended.exit_code, exit_codes=[ended.exit_code], ended_at=ended.ended_at)
 
-    async def _launch(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> tuple[_Cluster, int]:
+    async def _launch(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> tuple[LiveCluster, int]:
         """Get the task a machine with setup done: re-attach or provision,
         holding a launch slot; when no place has capacity, wait PENDING
         (slot given back) and try again, forever, as SkyPilot does."""
@@ -463,7 +405,7 @@ class JobController:
                 else:
                     attempt = cluster.row.attempt_no or row.attempt
                     await self._placed(idx)
-                    await self._connect(cluster)
+                    await self._runner(cluster).connect()
                     if not await self._any_phase_started(idx, attempt):
                         await self._sync_files(cluster, idx, task)
                     if task.setup:
@@ -509,7 +451,7 @@ class JobController:
                 self.job.id, idx, S.PENDING, message=f"round {rounds}: {why}", status_reason=short,
             )
 
-    async def _launch_on_worker(self, row: TaskRow) -> tuple[_Cluster, int]:
+    async def _launch_on_worker(self, row: TaskRow) -> tuple[LiveCluster, int]:
         """A pool job: wait PENDING for an idle READY worker, then take it.
         Its setup and file_mounts are the pool's, done once per worker."""
         idx = row.task_idx
@@ -526,7 +468,7 @@ class JobController:
             cloud = self.ctx.clouds.get(lease.cluster.cloud)
             if cloud is None:
                 raise TaskFailed(S.FAILED_PRECHECKS, f"pool {pool}'s worker is on {lease.cluster.cloud}, not enabled")
-            cluster = _Cluster(lease.cluster, lease.handle, cloud, nodes=pools.nodes_for(lease, cloud))
+            cluster = LiveCluster(lease.cluster, lease.handle, cloud, nodes=pools.nodes_for(lease, cloud))
             self._clusters[lease.cluster.id] = cluster
         current = await self.store.task(self.job.id, idx)
         if fresh or not await self._attempt_is_on(current, cluster):
@@ -536,10 +478,10 @@ class JobController:
         else:
             attempt = current.attempt
         await self._load_pool_task()
-        await self._connect(cluster)
+        await self._runner(cluster).connect()
         return cluster, attempt
 
-    async def _attempt_is_on(self, task: TaskRow, cluster: _Cluster) -> bool:
+    async def _attempt_is_on(self, task: TaskRow, cluster: LiveCluster) -> bool:
         """Whether the task's current attempt runs on this worker's machine."""
         if not task.attempt:
             return False
@@ -550,7 +492,7 @@ class JobController:
         # An attempt recorded before attempts named their worker: it ran here if it runs.
         return row.cluster_id == cluster.row.id or (row.cluster_id is None and task.status_enum is S.RUNNING)
 
-    async def _start_attempt_on_worker(self, task: TaskRow, cluster: _Cluster) -> int:
+    async def _start_attempt_on_worker(self, task: TaskRow, cluster: LiveCluster) -> int:
         idx, lease = task.task_idx, self._lease
         assert lease is not None
         if task.status_enum is S.PENDING:
@@ -590,7 +532,7 @@ class JobController:
 
     # -------------------------------------------------------------- cluster
 
-    async def _reattach(self, row: TaskRow) -> _Cluster | None:
+    async def _reattach(self, row: TaskRow) -> LiveCluster | None:
         """The current attempt's cluster if it is still up; anything else of the
         task still standing (half-provisioned, gone under us) is torn down."""
         idx = row.task_idx
@@ -611,7 +553,7 @@ class JobController:
                 handle = ClusterHandle.from_json(existing.handle)
                 if await cloud.cluster_state(handle) is ClusterState.UP:
                     self._say(f"task {idx}: re-attached to {existing.name}")
-                    cluster = _Cluster(existing, handle, cloud)
+                    cluster = LiveCluster(existing, handle, cloud)
                     self._clusters[existing.id] = cluster
                     return cluster
             # A machine of an earlier attempt, or one that came up just as the
@@ -624,7 +566,7 @@ class JobController:
             )
         return None
 
-    async def _reattach_worker(self, row: TaskRow) -> _Cluster | None:
+    async def _reattach_worker(self, row: TaskRow) -> LiveCluster | None:
         assert self.ctx.pools is not None
         lease = await self.ctx.pools.lease_of(self.job.id)
         cloud = self.ctx.clouds.get(lease.cluster.cloud) if lease else None
@@ -636,11 +578,11 @@ class JobController:
             return None
         self._lease = lease
         self._say(f"task {row.task_idx}: re-attached to worker {lease.worker.id} of pool {self.job.pool}")
-        cluster = _Cluster(lease.cluster, lease.handle, cloud, nodes=self.ctx.pools.nodes_for(lease, cloud))
+        cluster = LiveCluster(lease.cluster, lease.handle, cloud, nodes=self.ctx.pools.nodes_for(lease, cloud))
         self._clusters[lease.cluster.id] = cluster
         return cluster
 
-    async def _provision(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> _Cluster:
+    async def _provision(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> LiveCluster:
         """Ask each place in turn (cheapest first, as the strategy orders
         them) until one says yes. Only a machine that came up opens an
         attempt: its cost runs from then, and places that said no leave no
@@ -653,74 +595,55 @@ class JobController:
             raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
         offers = launch_order(plan.offers, policy.strategy, self._lost_at.get(idx))
         base_name = cluster_name_for(row.name, self.job.id, idx, row.attempt + 1)
-        errors: list[str] = []
-        for tried, offer in enumerate(offers):
-            cloud = self.ctx.clouds[offer.cloud]
+
+        async def name_for(tried: int) -> str:
             # A fresh name per place (a refused one may still be winding down),
             # and past one left over from before a controller restart.
-            name = base_name
             if tried or await self.store.cluster_name_taken(base_name):
-                name = f"{base_name}-{secrets.token_hex(2)}"
-            market = "spot" if offer.use_spot else "on-demand"
+                return f"{base_name}-{secrets.token_hex(2)}"
+            return base_name
+
+        async def trying(tried: int, offer: InstanceOffer) -> None:
             await self.store.set_task_fields(
                 self.job.id, idx,
-                status_reason=f"provisioning on {offer.infra} ({offer.instance_type}, {market}); "
+                status_reason=f"provisioning on {offer.infra} ({offer.instance_type}, {_market(offer)}); "
                               f"place {tried + 1} of {len(offers)}",
             )
-            cluster_id = await self.store.insert_cluster(
+
+        async def record(offer: InstanceOffer, name: str) -> int:
+            log.debug("job %s task %s: trying %s on %s", self.job.id, idx, name, offer.infra)
+            return await self.store.insert_cluster(
                 name=name, cloud=offer.cloud, region=offer.region, zone=offer.zone,
                 instance_type=offer.instance_type, use_spot=offer.use_spot,
                 num_nodes=task.num_nodes, job_id=self.job.id, task_idx=idx, attempt_no=row.attempt + 1,
             )
-            log.debug("job %s task %s: trying %s on %s", self.job.id, idx, name, offer.infra)
-            try:
-                handle = await cloud.provision(
-                    name, offer, task.num_nodes, labels={"skytui-job": str(self.job.id), "skytui-task": str(idx)},
-                    accepted=functools.partial(self._placed, idx, keep_reason=True),
-                )
-            except PrecheckError as exc:
-                await self._give_back(cluster_id, cloud, name)
-                raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
-            except CapacityError as exc:
-                errors.append(f"{offer.infra}: {exc}")
-                await self._give_back(cluster_id, cloud, name)
-                continue
-            await self.store.update_cluster(cluster_id, status=ClusterStatus.UP, handle=handle.to_json())
-            refused = f"after {_refusals(errors)}" if errors else None
-            attempt = await self.store.start_attempt(
-                self.job.id, idx, infra=offer.infra, instance_type=offer.instance_type,
-                use_spot=offer.use_spot, price_per_hour=offer.price_per_hour * task.num_nodes, message=refused,
-            )
-            await self.store.set_attempt_cluster(self.job.id, idx, attempt, cluster_id)
-            self._say(f"task {idx}: {name} is up on {offer.infra} ({offer.instance_type}, {market}, "
-                      f"{task.num_nodes} node(s))" + (f", {refused}" if refused else ""))
-            cluster_row = await self.store.cluster(cluster_id)
-            assert cluster_row is not None
-            cluster = _Cluster(cluster_row, handle, cloud)
-            self._clusters[cluster_id] = cluster
-            return cluster
-        raise NoCapacity(errors)
 
-    async def _give_back(self, cluster_id: int, cloud: Cloud, name: str) -> None:
-        """A place said no: make sure nothing of it stands, then forget the try.
-        If terminating fails the record stays, live, for the sweep to retry."""
-        await cloud.terminate(name, None)
-        await self.store.forget_cluster(cluster_id)
-
-    async def _connect(self, cluster: _Cluster, *, give_up_after_s: float | None = UNREACHABLE_GRACE_S) -> None:
-        """Reach every node. A fresh machine that never answers is given up
-        after a grace period; one running a job (give_up_after_s=None) only
-        when the infra says it is gone."""
-        if not cluster.nodes:
-            cluster.nodes = [cluster.cloud.node(info) for info in cluster.handle.nodes]
-        await self._while_up(
-            cluster, "connecting", lambda: asyncio.gather(*(node.connect() for node in cluster.nodes)),
-            give_up_after_s=give_up_after_s,
-        )
-
-    async def _sync_files(self, cluster: _Cluster, idx: int, task: Task) -> None:
         try:
-            await self._while_up(cluster, "copying files", lambda: sync_task_files(
+            placed = await Provisioner(self.store, self.ctx.clouds).provision_with_failover(
+                offers, num_nodes=task.num_nodes, labels={"skytui-job": str(self.job.id), "skytui-task": str(idx)},
+                name_for=name_for, record=record, trying=trying,
+                accepted=functools.partial(self._placed, idx, keep_reason=True),
+            )
+        except PrecheckError as exc:
+            raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
+        offer = placed.offer
+        refused = f"after {_refusals(placed.refusals)}" if placed.refusals else None
+        attempt = await self.store.start_attempt(
+            self.job.id, idx, infra=offer.infra, instance_type=offer.instance_type,
+            use_spot=offer.use_spot, price_per_hour=offer.price_per_hour * task.num_nodes, message=refused,
+        )
+        await self.store.set_attempt_cluster(self.job.id, idx, attempt, placed.cluster_id)
+        self._say(f"task {idx}: {placed.name} is up on {offer.infra} ({offer.instance_type}, {_market(offer)}, "
+                  f"{task.num_nodes} node(s))" + (f", {refused}" if refused else ""))
+        cluster_row = await self.store.cluster(placed.cluster_id)
+        assert cluster_row is not None
+        cluster = LiveCluster(cluster_row, placed.handle, self.ctx.clouds[offer.cloud])
+        self._clusters[placed.cluster_id] = cluster
+        return cluster
+
+    async def _sync_files(self, cluster: LiveCluster, idx: int, task: Task) -> None:
+        try:
+            await self._runner(cluster).while_up("copying files", lambda: sync_task_files(
                 cluster.nodes, task, absolute_mounts=cluster.cloud.absolute_mounts,
                 staging=self._staging(), staging_part=f"task-{idx}" if idx else "",
             ))
@@ -739,7 +662,7 @@ class JobController:
 
     # --------------------------------------------------------------- phases
 
-    def _env(self, cluster: _Cluster, idx: int, task: Task, rank: int, phase: str) -> dict[str, str]:
+    def _env(self, cluster: LiveCluster, idx: int, task: Task, rank: int, phase: str) -> dict[str, str]:
         ips = "\n".join(info.internal_ip for info in cluster.handle.nodes)
         gpus = sum(cluster.handle.accelerators.values())
         row_task_id = self._task_ids[idx]
@@ -776,10 +699,14 @@ class JobController:
             )
         return env
 
+    def _runner(self, cluster: LiveCluster) -> PhaseRunner:
+        return PhaseRunner(cluster, self.ctx.machines, say=self._say, secrets=self._masked)
+
     async def _run_phase(
-        self, cluster: _Cluster, idx: int, attempt: int, phase: str, script: str, task: Task
+        self, cluster: LiveCluster, idx: int, attempt: int, phase: str, script: str, task: Task
     ) -> PhaseOutcome:
-        """Start (or re-attach to) a phase on every node and wait for its exit codes."""
+        """Start (or re-attach to) a phase on every node and wait for its exit
+        codes; each node's output goes to its log, in a segment on record."""
         phase_id = phase_id_for(self.job.id, idx, attempt, phase)
         paths = [
             task_log_path(self.ctx.paths.job_logs, self.job.id, idx, rank)
@@ -794,13 +721,13 @@ class JobController:
         # A pool job runs in the pool's workdir (its own was ignored, as in SkyPilot).
         owner = self._pool_task if self.job.pool is not None else task
         cwd = cluster.nodes[0].info.path(WORKDIR) if owner is not None and isinstance(owner.workdir, str) else None
+        runner = self._runner(cluster)
 
-        async def start(rank: int) -> int:
-            node = cluster.nodes[rank]
-            return await node.start_phase(phase_id, script, self._env(cluster, idx, task, rank, phase), cwd=cwd)
+        def env_for(rank: int) -> dict[str, str]:
+            return self._env(cluster, idx, task, rank, phase)
 
-        pids = await self._while_up(
-            cluster, f"starting {phase}", lambda: asyncio.gather(*(start(rank) for rank in range(len(cluster.nodes)))),
+        pids = await runner.start(
+            phase_id, script, env_for, cwd=cwd,
             give_up_after_s=None if phase == "run" and any(s.pid for s in segments) else UNREACHABLE_GRACE_S,
         )
         for segment, pid in zip(segments, pids):
@@ -808,156 +735,18 @@ class JobController:
                 await self.store.update_segment(segment.id, pid=pid)
         if any(not s.finished for s in segments):
             self._say(f"task {idx}: {phase} started (attempt {attempt}, pid {', '.join(map(str, pids))})")
+
+        async def node_done(rank: int) -> None:
+            await self.store.update_segment(segments[rank].id, finished=True)
+
         while True:
             try:
-                return await self._watch_phase(
-                    cluster, phase_id, paths, [s.start_offset for s in segments], [s.id for s in segments]
-                )
+                return await runner.follow(phase_id, paths, [s.start_offset for s in segments], node_done)
             except PhaseNeverBegan as never:
                 rank = never.rank
                 self._say(f"task {idx}: {phase} on node {rank} was killed before it began; starting it again")
-                pid = await self._while_up(cluster, f"starting {phase} again", lambda: start(rank))
+                [pid] = await runner.start(phase_id, script, env_for, cwd=cwd, ranks=[rank])
                 await self.store.update_segment(segments[rank].id, pid=pid)
-
-    async def _watch_phase(
-        self, cluster: _Cluster, phase_id: str, paths: list[Path], starts: list[int],
-        segment_ids: list[int],
-    ) -> PhaseOutcome:
-        machine = self.ctx.machines.watch(cluster.cloud, cluster.handle)
-        try:
-            return await self._follow_phase(cluster, machine, phase_id, paths, starts, segment_ids)
-        finally:
-            self.ctx.machines.unwatch(cluster.cloud, machine)
-            for node in cluster.nodes:
-                node.unwatch_phase(phase_id)
-
-    async def _follow_phase(
-        self, cluster: _Cluster, machine: MachineWatch, phase_id: str, paths: list[Path], starts: list[int],
-        segment_ids: list[int],
-    ) -> PhaseOutcome:
-        """Look at the phase on every node whenever a node says it changed (or,
-        on a node that cannot say, every so often), until every node has an
-        exit code; the infra's word that the machine is gone ends it at once.
-        A phase that prints nothing costs nothing between two looks."""
-        interval = POLL_FIRST_S
-        # The first look checks that the phase lives: after a (re)start, a pid
-        # on record may name a process that never got going. A node that
-        # cannot push is asked again every LIVENESS_EVERY_S; one that pushes
-        # says itself when the process is gone.
-        first_look = [True] * len(cluster.nodes)
-        last_liveness = time.monotonic()
-        unreachable_since: float | None = None
-        codes: list[int | None] = [None] * len(cluster.nodes)
-        ended: list[float] = []
-        while True:
-            if machine.lost.is_set():
-                raise NodeLost(f"{cluster.row.name} is no longer up")
-            liveness_due = time.monotonic() - last_liveness > LIVENESS_EVERY_S
-            if liveness_due:
-                last_liveness = time.monotonic()
-            signals: list[asyncio.Event | None] = []
-            try:
-                for rank, node in enumerate(cluster.nodes):
-                    if codes[rank] is not None:
-                        continue
-                    # Cleared before the look: a change made after it wakes the wait below.
-                    signal = await node.watch_phase(phase_id)
-                    if signal is not None:
-                        signal.clear()
-                    signals.append(signal)
-                    # A node that pushes says itself when the process is gone.
-                    state = await node.phase_state(
-                        phase_id, check_alive=first_look[rank] or (signal is None and liveness_due))
-                    # Read the output after the exit code: once the code is there,
-                    # everything the phase printed is on disk.
-                    await sync_phase_output(node, phase_id, paths[rank], starts[rank], drain=state.finished,
-                                            secrets=self._masked)
-                    first_look[rank] = False
-                    if state.finished:
-                        codes[rank] = state.exit_code
-                        if state.ended_at is not None:
-                            ended.append(state.ended_at)
-                        await self.store.update_segment(segment_ids[rank], finished=True)
-                    elif state.alive is False:
-                        if state.started is False:
-                            raise PhaseNeverBegan(rank)
-                        raise NodeLost(f"the {phase_id} process vanished on node {rank}")
-                unreachable_since = None
-            except NodeError as exc:
-                # Only the infra can say a machine is gone; SSH alone never can.
-                if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
-                    raise NodeLost(f"{cluster.row.name} is no longer up") from exc
-                # The machine is up and SSH dropped: re-attach, never relaunch a live job.
-                if unreachable_since is None:
-                    unreachable_since = time.monotonic()
-                    self._say(f"{cluster.row.name} is up but unreachable ({exc}); re-attaching")
-                await self._reconnect(cluster)
-                first_look = [True] * len(cluster.nodes)
-                continue
-            if any(code not in (None, 0) for code in codes) and (
-                await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP
-            ):
-                # Killed by its machine going away (SIGTERM at a spot reclaim),
-                # not by its own fault: a preemption, never a user failure.
-                raise NodeLost(f"{cluster.row.name} went down under {phase_id}")
-            if all(code is not None for code in codes):
-                return PhaseOutcome([int(code) for code in codes if code is not None], max(ended, default=None))
-            if any(code not in (None, 0) for code in codes):
-                # One node failed: the task has failed; stop the others, keep their output.
-                await self._kill_phase(cluster, phase_id)
-                for rank, node in enumerate(cluster.nodes):
-                    if codes[rank] is None:
-                        with contextlib.suppress(NodeError):
-                            await sync_phase_output(node, phase_id, paths[rank], starts[rank], drain=True,
-                                                    secrets=self._masked)
-                return PhaseOutcome([code if code is not None else -1 for code in codes], max(ended, default=None))
-            if all(signal is not None for signal in signals):
-                # Every node pushes: wait for one to speak, or for the infra.
-                waits = [signal.wait() for signal in signals if signal is not None]
-                await first_of(*waits, machine.lost.wait(), timeout=SAFETY_LOOK_S)
-                interval = POLL_MAX_S
-            else:
-                await first_of(machine.lost.wait(), timeout=interval)
-                interval = min(POLL_MAX_S, interval * 1.5)
-
-    async def _reconnect(self, cluster: _Cluster) -> None:
-        old, cluster.nodes = cluster.nodes, [cluster.cloud.node(info) for info in cluster.handle.nodes]
-        for node in old:
-            with contextlib.suppress(Exception):
-                await node.close()
-        await asyncio.sleep(1.0)
-
-    async def _while_up(
-        self, cluster: _Cluster, what: str, action: Callable[[], Awaitable[T]],
-        *, give_up_after_s: float | None = UNREACHABLE_GRACE_S,
-    ) -> T:
-        """Do an idempotent `action` on the nodes, again after reconnecting
-        while SSH fails and the infra says the machine is up: an SSH drop
-        never relaunches a job. A fresh machine is given up after
-        `give_up_after_s` (None: never, while it is up)."""
-        deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
-        told = False
-        while True:
-            try:
-                return await action()
-            except NodeError as exc:
-                if await cluster.cloud.cluster_state(cluster.handle) is not ClusterState.UP:
-                    raise NodeLost(f"{cluster.row.name} is no longer up") from exc
-                if deadline is not None and time.monotonic() > deadline:
-                    raise NodeLost(f"{cluster.row.name} unreachable for {give_up_after_s:g}s: {exc}") from exc
-                if not told:
-                    told = True
-                    self._say(f"{cluster.row.name} is up but SSH failed while {what} ({exc}); retrying")
-                await self._reconnect(cluster)
-
-    async def _kill_phase(self, cluster: _Cluster, phase_id: str) -> None:
-        async def kill(node: Node) -> None:
-            try:
-                await node.kill_phase(phase_id)
-            except NodeError as exc:
-                self._say(f"could not stop {phase_id} on {node.info.user}: {exc}")
-
-        await asyncio.gather(*(kill(node) for node in cluster.nodes))
 
     # -------------------------------------------------------------- cleanup
 
@@ -1050,16 +839,16 @@ class JobController:
         if cloud is None:
             return
         handle = ClusterHandle.from_json(row.handle)
-        cluster = self._clusters.get(row.id) or _Cluster(row, handle, cloud)
+        cluster = self._clusters.get(row.id) or LiveCluster(row, handle, cloud)
         self._clusters[row.id] = cluster
         segments = [s for s in await self.store.segments(self.job.id, row.task_idx) if s.attempt_no == row.attempt_no]
         active = [s for s in segments if not s.finished]
         if not active:
             return
         try:
-            await asyncio.wait_for(self._connect(cluster), timeout=10)
+            await asyncio.wait_for(self._runner(cluster).connect(), timeout=10)
             phase_id = phase_id_for(self.job.id, row.task_idx, row.attempt_no or 0, active[0].phase)
-            await self._kill_phase(cluster, phase_id)
+            await self._runner(cluster).kill(phase_id)
             for segment in active:
                 if segment.rank < len(cluster.nodes):
                     path = task_log_path(self.ctx.paths.job_logs, self.job.id, row.task_idx, segment.rank)

@@ -24,14 +24,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skytui.clouds.base import (
-    CapacityError,
     Cloud,
     CloudError,
     ClusterHandle,
     ClusterState,
+    InstanceOffer,
     Node,
     NodeError,
 )
@@ -44,6 +44,13 @@ from skytui.engine.file_sync import (
     sync_task_files,
 )
 from skytui.engine.optimizer import InfeasibleError, plan_task
+from skytui.engine.phase_runner import (
+    LiveCluster,
+    NodeLost,
+    PhaseNeverBegan,
+    PhaseRunner,
+)
+from skytui.engine.provisioner import NoCapacity, Provisioner
 from skytui.engine.recovery import CapacityBackoff
 from skytui.engine.store import (
     AsyncStore,
@@ -55,14 +62,15 @@ from skytui.engine.store import (
     WorkerRow,
     WorkerStatus,
 )
-from skytui.logs.store import file_size
-from skytui.logs.sync import maskable, sync_phase_output
+from skytui.logs.sync import maskable
 from skytui.spec import PoolSpec, Task
+
+if TYPE_CHECKING:
+    from skytui.engine.context import EngineContext
 
 log = logging.getLogger("skytui.pools")
 
 TICK_S = 0.5
-SETUP_POLL_S = 0.2
 # Consecutive failed launches of a pool's workers wait longer and longer, so a
 # broken setup does not provision machines in a tight loop.
 FAILURE_BACKOFF_MAX_S = 120.0
@@ -118,8 +126,7 @@ def load_pool_task(spec: dict[str, Any], secrets: dict[str, str]) -> tuple[Task,
 
 
 class PoolManager:
-    def __init__(self, ctx: Any) -> None:
-        # ctx is the controller's EngineContext (store, clouds, paths, recovery).
+    def __init__(self, ctx: EngineContext) -> None:
         self.ctx = ctx
         self.store: AsyncStore = ctx.store
         self._pools: dict[str, _PoolState] = {}
@@ -278,7 +285,7 @@ class PoolManager:
             idle = [w for w in idle if w.version == pool.version]
         return sorted(idle, key=lambda w: (-w.version, w.id))
 
-    def nodes_for(self, lease: Lease, cloud: Any) -> list[Node]:
+    def nodes_for(self, lease: Lease, cloud: Cloud) -> list[Node]:
         """The worker's open node connections: one per worker, reused job
         after job instead of a new SSH handshake per job."""
         nodes = self._nodes.get(lease.worker.id)
@@ -312,11 +319,34 @@ class PoolManager:
                 task.cancel()
 
     async def _adopt_after_restart(self) -> None:
-        """Workers caught half-launched by a controller restart are replaced:
-        their launch coroutine is gone, and a worker is cheap to redo."""
+        """Workers caught half-launched by a controller restart: one whose
+        machine is up and was running setup goes on with it (re-attached);
+        one still being provisioned, or going down, is replaced, since its
+        launch coroutine is gone and a worker is cheap to redo."""
         for worker in await self.store.workers():
+            if worker.status == WorkerStatus.STARTING and await self._resume_setup(worker):
+                continue
             if worker.status in (WorkerStatus.PROVISIONING, WorkerStatus.STARTING, WorkerStatus.SHUTTING_DOWN):
                 await self._terminate_worker(worker, WorkerStatus.TERMINATED, "the controller restarted during its launch")
+
+    async def _resume_setup(self, worker: WorkerRow) -> bool:
+        """Re-attach to a worker's setup after a restart; False if it cannot be."""
+        pool = await self.store.pool(worker.pool)
+        cluster = await self.store.cluster(worker.cluster_id) if worker.cluster_id is not None else None
+        cloud = self.ctx.clouds.get(cluster.cloud) if cluster is not None else None
+        if (pool is None or pool.version != worker.version or cluster is None or cloud is None
+                or cluster.status != ClusterStatus.UP or not cluster.handle_json):
+            return False
+        spec, secrets = await self.store.pool_spec(pool.name)
+        task, _ = load_pool_task(spec, secrets)
+        live = LiveCluster(cluster, ClusterHandle.from_json(cluster.handle), cloud)
+        log.info("pool %s: worker %s re-attaching to its setup", pool.name, worker.id)
+        state = self._pools.setdefault(pool.name, _PoolState())
+        state.launching[worker.id] = asyncio.create_task(
+            self._finish_launch(pool.name, worker.id, self._set_up(pool.name, worker.id, task, live)),
+            name=f"pool-{pool.name}-w{worker.id}",
+        )
+        return True
 
     async def _reconcile(self, pool: PoolRow) -> None:
         state = self._pools.setdefault(pool.name, _PoolState())
@@ -340,7 +370,8 @@ class PoolManager:
         for _ in range(max(0, missing)):
             worker_id = await self.store.insert_worker(pool.name, pool.version)
             state.launching[worker_id] = asyncio.create_task(
-                self._launch_worker(pool.name, worker_id, task), name=f"pool-{pool.name}-w{worker_id}"
+                self._finish_launch(pool.name, worker_id, self._bring_up(pool.name, worker_id, task)),
+                name=f"pool-{pool.name}-w{worker_id}",
             )
         if missing < 0:
             idle = [w for w in current if w.job_id is None and w.id not in state.launching]
@@ -437,10 +468,12 @@ class PoolManager:
         state.failures += 1
         state.retry_after = time.monotonic() + min(FAILURE_BACKOFF_MAX_S, 2.0 ** (state.failures - 1))
 
-    async def _launch_worker(self, pool: str, worker_id: int, task: Task) -> None:
+    async def _finish_launch(self, pool: str, worker_id: int, bring_up: Awaitable[str | None]) -> None:
+        """Await a worker's launch (`_bring_up`, or `_set_up` when resumed),
+        then make it READY, or take it down with the reason it failed."""
         state = self._pools.setdefault(pool, _PoolState())
         try:
-            reason = await self._bring_up(pool, worker_id, task)
+            reason = await bring_up
             if reason is None:
                 state.failures = 0
                 await self.store.update_worker(worker_id, status=WorkerStatus.READY, ready_at=time.time(),
@@ -466,12 +499,6 @@ class PoolManager:
             state.launching.pop(worker_id, None)
             self._wake.set()
 
-    async def _give_back(self, cluster_id: int, cloud: Cloud, name: str) -> None:
-        """A place said no: nothing of it may stand, and its record goes, so
-        the worker's name is free for the next place (a worker keeps one name)."""
-        await cloud.terminate(name, None)
-        await self.store.forget_cluster(cluster_id)
-
     async def _bring_up(self, pool: str, worker_id: int, task: Task) -> str | None:
         """Provision a worker and run the pool's setup on it; the reason on failure."""
         try:
@@ -480,68 +507,81 @@ class PoolManager:
             return str(exc)
         backoff = CapacityBackoff(self.ctx.recovery.backoff_initial_s, self.ctx.recovery.backoff_max_s)
         name = worker_cluster_name(pool, worker_id)
-        while True:
-            errors = []
-            for offer in plan.offers:
-                cloud = self.ctx.clouds[offer.cloud]
-                cluster_id = await self.store.insert_cluster(
-                    name=name, cloud=offer.cloud, region=offer.region, zone=offer.zone,
-                    instance_type=offer.instance_type, use_spot=offer.use_spot, num_nodes=1,
-                    pool=pool, worker_id=worker_id,
-                )
-                await self.store.update_worker(worker_id, cluster_id=cluster_id, status_reason=f"provisioning on {offer.infra}")
-                try:
-                    handle = await cloud.provision(
-                        name, offer, 1, labels={"skytui-pool": pool, "skytui-worker": str(worker_id)}
-                    )
-                except CapacityError as exc:
-                    errors.append(f"{offer.infra}: {exc}")
-                    await self._give_back(cluster_id, cloud, name)  # the next place takes the same name
-                    continue
-                except CloudError as exc:
-                    await self._give_back(cluster_id, cloud, name)
-                    return f"cannot provision on {offer.infra}: {exc}"
-                await self.store.update_cluster(cluster_id, status=ClusterStatus.UP, handle=handle.to_json())
-                return await self._set_up(pool, worker_id, task, cloud, handle)
-            wait = backoff.next_wait()
-            await self.store.update_worker(
-                worker_id, status_reason=f"no capacity in any of {len(errors)} place(s); next try in {wait:.0f}s"
-            )
-            await asyncio.sleep(wait)
 
-    async def _set_up(self, pool: str, worker_id: int, task: Task, cloud: Any, handle: ClusterHandle) -> str | None:
+        async def name_for(tried: int) -> str:
+            return name  # a worker keeps one name: a refused place frees it for the next
+
+        async def record(offer: InstanceOffer, name: str) -> int:
+            cluster_id = await self.store.insert_cluster(
+                name=name, cloud=offer.cloud, region=offer.region, zone=offer.zone,
+                instance_type=offer.instance_type, use_spot=offer.use_spot, num_nodes=1,
+                pool=pool, worker_id=worker_id,
+            )
+            await self.store.update_worker(worker_id, cluster_id=cluster_id,
+                                           status_reason=f"provisioning on {offer.infra}")
+            return cluster_id
+
+        while True:
+            try:
+                placed = await Provisioner(self.store, self.ctx.clouds).provision_with_failover(
+                    plan.offers, num_nodes=1, labels={"skytui-pool": pool, "skytui-worker": str(worker_id)},
+                    name_for=name_for, record=record,
+                )
+            except NoCapacity as exc:
+                wait = backoff.next_wait()
+                await self.store.update_worker(
+                    worker_id, status_reason=f"no capacity in any of {exc.places} place(s); next try in {wait:.0f}s"
+                )
+                await asyncio.sleep(wait)
+                continue
+            except CloudError as exc:
+                return f"cannot provision: {exc}"
+            row = await self.store.cluster(placed.cluster_id)
+            assert row is not None
+            return await self._set_up(pool, worker_id, task, LiveCluster(row, placed.handle, self.ctx.clouds[row.cloud]))
+
+    async def _set_up(self, pool: str, worker_id: int, task: Task, cluster: LiveCluster) -> str | None:
+        """Copy the pool's files and run its setup on the worker (or re-attach
+        to a setup already started: a controller restart resumes it, byte-exact
+        in the worker's log); the reason on failure."""
         await self.store.update_worker(worker_id, status=WorkerStatus.STARTING, status_reason="running setup")
-        node = cloud.node(handle.nodes[0])
         log_path = self.ctx.paths.logs / "pools" / pool / f"worker-{worker_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        runner = PhaseRunner(cluster, self.ctx.machines, secrets=maskable(task.secrets.values()),
+                             say=lambda message: log.info("pool %s: worker %s: %s", pool, worker_id, message))
         try:
-            await node.connect()
+            await runner.connect()
             version = next((w.version for w in await self.store.workers(pool) if w.id == worker_id), 1)
-            await sync_task_files([node], task, absolute_mounts=cloud.absolute_mounts,
-                                  staging=self._staging(pool) if has_local_files(task) else None,
-                                  staging_part=f"v{version}")
+            await runner.while_up("copying files", lambda: sync_task_files(
+                cluster.nodes, task, absolute_mounts=cluster.cloud.absolute_mounts,
+                staging=self._staging(pool) if has_local_files(task) else None, staging_part=f"v{version}",
+            ))
             if not task.setup:
                 return None
             phase_id = f"pool-{worker_cluster_name(pool, worker_id)}-setup"
-            start = file_size(log_path)
             env = {**task.envs, **task.secrets, "SKYPILOT_POOL_NAME": pool, "SKYPILOT_SETUP_NODE_RANK": "0",
                    "SKYPILOT_NUM_NODES": "1"}
-            cwd = node.info.path(WORKDIR) if isinstance(task.workdir, str) else None
-            await node.start_phase(phase_id, task.setup, env, cwd=cwd)
+            cwd = cluster.nodes[0].info.path(WORKDIR) if isinstance(task.workdir, str) else None
+            # The worker's log holds its setup's output alone: it starts at 0.
+            await runner.start(phase_id, task.setup, lambda rank: env, cwd=cwd)
             while True:
-                phase = await node.phase_state(phase_id)
-                await sync_phase_output(node, phase_id, log_path, start, drain=phase.finished,
-                                        secrets=maskable(task.secrets.values()))
-                if phase.exit_code is not None:
-                    return None if phase.exit_code == 0 else f"setup failed with exit code {phase.exit_code}"
-                await asyncio.sleep(SETUP_POLL_S)
+                try:
+                    outcome = await runner.follow(phase_id, [log_path], [0])
+                    break
+                except PhaseNeverBegan:
+                    await runner.start(phase_id, task.setup, lambda rank: env, cwd=cwd)
+            code = outcome.codes[0]
+            return None if code == 0 else f"setup failed with exit code {code}"
         except FileSyncError as exc:
             return str(exc)
+        except NodeLost as exc:
+            return f"its machine was lost during setup ({exc})"
         except NodeError as exc:
             return f"setup could not run: {exc}"
         finally:
-            with contextlib.suppress(Exception):
-                await node.close()
+            for node in cluster.nodes:
+                with contextlib.suppress(Exception):
+                    await node.close()
 
     def _staging(self, pool: str) -> StagingArea | None:
         if not self.ctx.bucket:

@@ -27,7 +27,8 @@ from skytui.clouds.local import LocalCloud
 from skytui.clouds.registry import enabled_clouds
 from skytui.clouds.sim import SimCloud
 from skytui.config import Paths, load_config
-from skytui.engine.controller import EngineContext, JobController, load_tasks
+from skytui.engine.context import EngineContext
+from skytui.engine.controller import JobController, load_tasks
 from skytui.engine.pools import PoolManager
 from skytui.engine.scheduler import Scheduler
 from skytui.engine.status import IN_PROGRESS, TaskStatus
