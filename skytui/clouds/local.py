@@ -154,7 +154,7 @@ class LocalCloud:
         return self.sandboxes.states(handles)
 
     async def terminate(self, cluster_name: str, handle: ClusterHandle | None) -> None:
-        await self.sandboxes.destroy(cluster_name)
+        await self.sandboxes.destroy(cluster_name, nodes=handle.nodes if handle is not None else None)
 
     async def list_clusters(self) -> list[str]:
         return await self.sandboxes.cluster_names()

@@ -239,7 +239,7 @@ class NodeHost:
             agent_forwarding=False,
             x11_forwarding=False,
             allow_pty=False,
-            keepalive_interval=60,
+            keepalive_interval=0,  # loopback only: a dead controller's sockets close with it
         )
         return int(self._server.sockets[0].getsockname()[1])
 

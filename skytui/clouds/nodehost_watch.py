@@ -31,6 +31,8 @@ from skytui.clouds.inotify import (
 )
 
 COALESCE_S = 0.02
+# How often phases without a pidfd are looked at (only when pidfds ran out).
+SWEEP_EVERY_S = 5.0
 _MASK = IN_MODIFY | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
 
 
@@ -74,13 +76,14 @@ class WatchStream:
             self._watcher.unsubscribe(self, phase_id)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Watched:
     """One phase directory under watch, shared by every stream watching it."""
 
     path: Path
     wd: int
     streams: dict[WatchStream, str] = field(default_factory=dict)  # stream -> phase id
+    pid: int | None = None
     pidfd: int | None = None
 
 
@@ -91,6 +94,8 @@ class PhaseWatcher:
         self._inotify: Inotify | None = None
         self._by_wd: dict[int, _Watched] = {}
         self._by_path: dict[Path, _Watched] = {}
+        self._swept: set[_Watched] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     def _ensure(self) -> Inotify:
         if self._inotify is None:
@@ -141,6 +146,7 @@ class PhaseWatcher:
         self._close_pidfd(watched)
 
     def _close_pidfd(self, watched: _Watched) -> None:
+        self._swept.discard(watched)
         if watched.pidfd is not None:
             asyncio.get_running_loop().remove_reader(watched.pidfd)
             os.close(watched.pidfd)
@@ -152,14 +158,29 @@ class PhaseWatcher:
             pid = int((watched.path / "pid").read_text().strip())
         except (OSError, ValueError):
             return  # not started yet: its `pid` moving into place calls this again
+        watched.pid = pid
         try:
             watched.pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             self._process_ended(watched)
             return
         except OSError:
-            return  # no pidfd here: the exit code still arrives through inotify
+            # Out of file descriptors (a pidfd per running phase), or no
+            # pidfd here: one sweep for all such phases looks instead.
+            self._swept.add(watched)
+            if self._sweeper is None or self._sweeper.done():
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+            return
         asyncio.get_running_loop().add_reader(watched.pidfd, self._process_ended, watched)
+
+    async def _sweep(self) -> None:
+        while self._swept:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            for watched in list(self._swept):
+                if watched.pid is None or not _alive(watched.pid):
+                    self._swept.discard(watched)
+                    if watched.path in self._by_path:
+                        self._process_ended(watched)
 
     def _process_ended(self, watched: _Watched) -> None:
         self._close_pidfd(watched)
@@ -193,12 +214,23 @@ class PhaseWatcher:
                 self._watch_process(watched)
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for watched in list(self._by_path.values()):
             self._forget(watched)
         if self._inotify is not None:
             asyncio.get_running_loop().remove_reader(self._inotify.fd)
             self._inotify.close()
             self._inotify = None
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 async def serve_watch(watcher: PhaseWatcher, process: Any, home: Path, phases_dir: str) -> None:

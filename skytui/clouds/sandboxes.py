@@ -21,8 +21,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,7 @@ class SandboxHost:
         self.host_key_path = paths.keys / "nodehost_host_key"
         self._start_lock = asyncio.Lock()
         self._up_sandboxes = UpSandboxes(paths.nodes)
+        self._markers: dict[str, dict[str, Any]] = {}  # by sandbox name; see sandboxes()
 
     def _advertised_pid(self) -> int | None:
         """The pid in the node host's state file, if that process still runs."""
@@ -202,21 +204,43 @@ class SandboxHost:
 
     def sandboxes(self) -> list[tuple[Path, dict[str, Any]]]:
         """This infra's sandboxes and their markers (sandboxes made before the
-        marker named its infra are `local`'s)."""
+        marker named its infra are `local`'s). A marker is written once, so
+        each is read once: with thousands of nodes up, a provision (sim counts
+        what is in use) costs one listing of the directory, not thousands of
+        reads."""
         found: list[tuple[Path, dict[str, Any]]] = []
-        if not self.paths.nodes.is_dir():
+        try:
+            entries = list(os.scandir(self.paths.nodes))
+        except OSError:
             return found
-        for entry in self.paths.nodes.iterdir():
-            marker = entry / NODE_MARKER
-            if entry.name == LOCK_FILE or not marker.is_file():
+        present = set()
+        for entry in entries:
+            if entry.name in (LOCK_FILE, STATE_FILE):
                 continue
-            try:
-                data = json.loads(marker.read_text())
-            except (OSError, ValueError):
-                continue
+            present.add(entry.name)
+            data = self._markers.get(entry.name)
+            if data is None:
+                try:
+                    data = json.loads((Path(entry.path) / NODE_MARKER).read_text())
+                except (OSError, ValueError):
+                    continue  # not a node (yet, or any more)
+                self._markers[entry.name] = data
             if data.get("infra", "local") == self.infra:
-                found.append((entry, data))
+                found.append((Path(entry.path), data))
+        for gone in set(self._markers) - present:
+            del self._markers[gone]
         return found
+
+    def _cluster_sandboxes(self, cluster_name: str, handle_nodes: Sequence[NodeInfo] | None) -> list[Path]:
+        """A cluster's sandboxes: named in its handle, or `<cluster>-<rank>`
+        checked against their markers (another cluster's name may extend
+        this one's)."""
+        if handle_nodes:
+            return [self.paths.nodes / node.instance_id for node in handle_nodes]
+        prefix = cluster_name + "-"
+        return [path for path, marker in self.sandboxes()
+                if path.name.startswith(prefix) and path.name[len(prefix):].isdigit()
+                and marker.get("cluster") == cluster_name]
 
     async def create(self, cluster_name: str, num_nodes: int, meta: dict[str, Any]) -> tuple[NodeInfo, ...]:
         """One sandbox per node; `meta` goes into each marker (region, spot, ...)."""
@@ -256,10 +280,12 @@ class SandboxHost:
                            else ClusterState.PARTIAL if any(present) else ClusterState.GONE)
         return answers
 
-    async def destroy(self, cluster_name: str, *, grace_s: float = 5.0) -> None:
-        # Reading every marker is file I/O per node: off the event loop.
-        markers = await asyncio.to_thread(self.sandboxes)
-        found = [path for path, marker in markers if marker.get("cluster") == cluster_name]
+    async def destroy(
+        self, cluster_name: str, *, grace_s: float = 5.0, nodes: Sequence[NodeInfo] | None = None
+    ) -> None:
+        """Destroy a cluster's sandboxes (`nodes`: its handle's, when known)."""
+        # File I/O per node: off the event loop.
+        found = await asyncio.to_thread(self._cluster_sandboxes, cluster_name, nodes)
         await asyncio.gather(*(asyncio.to_thread(destroy_sandbox, path, grace_s) for path in found))
 
     async def cluster_names(self) -> list[str]:
@@ -269,7 +295,10 @@ class SandboxHost:
     def node(self, info: NodeInfo) -> SSHNode:
         from skytui.clouds.sshnode import SSHNode
 
-        return SSHNode(info, self.client_key_path, resolve_port=self.ensure_node_host, keepalive_interval_s=30.0)
+        # No keepalives: on 127.0.0.1 a dead node host's sockets are closed by
+        # the kernel at once, and 10,000 idle connections would otherwise
+        # cost both processes a message each every few seconds.
+        return SSHNode(info, self.client_key_path, resolve_port=self.ensure_node_host, keepalive_interval_s=0.0)
 
 
 def _phase_pids(sandbox: Path) -> list[int]:
@@ -296,14 +325,73 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    return pgid in _LIVE_GROUPS.fresh()
+
+
+class _SharedScan:
+    """One look over /proc serving every teardown that asked before it began.
+
+    Tearing down thousands of sandboxes at once (a bulk cancel) used to read
+    every process of the machine once per sandbox, from 64 threads at a time;
+    now a scan begun after a caller asked answers that caller, and callers
+    queued behind a scan share the next one."""
+
+    def __init__(self, scan: Callable[[], dict[Any, Any]], *, max_age_s: float = 0.0) -> None:
+        self._scan = scan
+        self._lock = threading.Lock()
+        self._began = float("-inf")
+        self._result: dict[Any, Any] = {}
+        self._max_age_s = max_age_s
+
+    def fresh(self) -> dict[Any, Any]:
+        asked = time.monotonic() - self._max_age_s
+        with self._lock:
+            if self._began < asked:
+                self._began = time.monotonic()
+                self._result = self._scan()
+            return self._result
+
+
+def _scan_live_groups() -> dict[int, bool]:
+    """Process groups with a process that is not a zombie."""
+    groups: dict[int, bool] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        if fields[0] != b"Z":
+            groups[int(fields[2])] = True
+    return groups
+
+
+def _scan_sandbox_processes() -> dict[str, list[int]]:
+    """Every process whose cwd is in a directory, or whose HOME the node host
+    set to one, by that directory (one key per sandbox path and each parent:
+    the caller looks up its own sandbox)."""
+    found: dict[str, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(f"/proc/{pid}/cwd").removesuffix(" (deleted)")
+            homes = [value[5:].decode(errors="replace") for value in _environ(pid) if value.startswith(b"HOME=")]
+            for place in {cwd, *homes}:
+                found.setdefault(place, []).append(pid)
+    return found
+
+
+def _environ(pid: int) -> list[bytes]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return f.read().split(b"\0")
+
+
+_LIVE_GROUPS = _SharedScan(_scan_live_groups, max_age_s=0.05)
+_SANDBOX_PROCESSES = _SharedScan(_scan_sandbox_processes)
 
 
 def _processes_of(sandbox: Path) -> list[int]:
@@ -311,19 +399,11 @@ def _processes_of(sandbox: Path) -> list[int]:
     phase's process group (setsid daemons): its cwd is in the sandbox, or the
     node host gave it the sandbox as HOME."""
     home = str(sandbox)
-    marker = f"HOME={home}".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            cwd = os.readlink(proc / "cwd").removesuffix(" (deleted)")
-            if cwd == home or cwd.startswith(home + "/"):
-                found.append(int(proc.name))
-                continue
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-    return found
+    found: set[int] = set()
+    for place, pids in _SANDBOX_PROCESSES.fresh().items():
+        if place == home or place.startswith(home + "/"):
+            found.update(pids)
+    return sorted(found)
 
 
 def touch_nodes_dir(root: Path) -> None:

@@ -217,7 +217,7 @@ class SimCloud:
         return self.sandboxes.states(handles)
 
     async def terminate(self, cluster_name: str, handle: ClusterHandle | None) -> None:
-        await self.sandboxes.destroy(cluster_name)
+        await self.sandboxes.destroy(cluster_name, nodes=handle.nodes if handle is not None else None)
 
     async def preempt(self, cluster_name: str) -> bool:
         """Reclaim a cluster's machines now, as a spot reclaim would. False if

@@ -49,8 +49,8 @@ class SSHNode:
         # A bastion or tunnel in front of the node (SkyPilot's ssh_proxy_command);
         # %h and %p are the node's address and port, as in OpenSSH.
         self._proxy_command = proxy_command
-        # How soon a silently dead connection is noticed (3 missed keepalives):
-        # a node host on 127.0.0.1 never drops silently, so its nodes ask less.
+        # How soon a silently dead connection is noticed (3 missed keepalives;
+        # 0: never asked, for a node host on 127.0.0.1, which never drops silently).
         self._keepalive_interval_s = keepalive_interval_s
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
