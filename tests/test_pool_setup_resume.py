@@ -33,16 +33,21 @@ def _worker_log(env: Env, worker_id: int) -> bytes:
     return path.read_bytes() if path.exists() else b""
 
 
+def _wait_for_setup_output(env: Env) -> int:
+    """The worker's id, once its setup is under way (stopped at line 10)."""
+    def starting() -> int | None:
+        workers = status(env).get("workers", [])
+        return workers[0]["id"] if workers and b"setup line 10\n" in _worker_log(env, workers[0]["id"]) else None
+
+    return wait_for(starting, 60, 0.2, "the worker's setup to print")
+
+
 def test_a_controller_killed_during_setup_resumes_it(fast_env: Env) -> None:
     env = fast_env
     gate = env.tmp / "gate"
     _setup_pool(env, str(gate))
 
-    def starting() -> int | None:
-        workers = status(env).get("workers", [])
-        return workers[0]["id"] if workers and b"setup line 10\n" in _worker_log(env, workers[0]["id"]) else None
-
-    worker_id = wait_for(starting, 60, 0.2, "the worker's setup to print")
+    worker_id = _wait_for_setup_output(env)
     pid = env.controller_pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -62,11 +67,7 @@ def test_a_machine_lost_during_setup_is_replaced(fast_env: Env) -> None:
     gate = env.tmp / "gate"
     _setup_pool(env, str(gate))
 
-    def starting() -> int | None:
-        workers = status(env).get("workers", [])
-        return workers[0]["id"] if workers and b"setup line 10\n" in _worker_log(env, workers[0]["id"]) else None
-
-    first = wait_for(starting, 60, 0.2, "the worker's setup to print")
+    first = _wait_for_setup_output(env)
     from skytui.clouds.sandboxes import destroy_sandbox
 
     [sandbox] = [p for p in env.node_dirs() if p.name.startswith("p-w")] or env.node_dirs()
