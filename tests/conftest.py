@@ -104,10 +104,15 @@ class Env:
         return result
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
+        # The CLI as a user at a terminal runs it: Ctrl-C (SIGINT) reaches it.
+        # A suite started in the background by a non-interactive shell
+        # inherits SIGINT ignored, and so would every CLI it starts, which
+        # then rightly ignores Ctrl-C, as a backgrounded `skytui --run` must.
         return subprocess.Popen(
             [sys.executable, "-m", "skytui.cli", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.environ,
             cwd=self.tmp, stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     def write(self, name: str, text: str) -> Path:
