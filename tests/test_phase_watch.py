@@ -178,6 +178,16 @@ async def _exercise_watch(node: SSHNode, gate: str) -> None:
         await _signalled(event)
         state = await node.phase_state("w1")
     assert state.exit_code == 0
+    # The exit notice itself says how the phase ended (code, end time, output
+    # size), so a thousand jobs ending at once cost their nodes no reads.
+    for _ in range(5):
+        if state.output_size is not None:
+            break
+        event.clear()
+        await _signalled(event, 2.0)
+        state = await node.phase_state("w1")
+    assert (state.exit_code, state.output_size) == (0, len(b"first\nsecond\n"))
+    assert state.ended_at is not None and abs(state.ended_at - time.time()) < 60
     assert await node.read_phase_output("w1", 0, 1 << 16) == b"first\nsecond\n"
     node.unwatch_phase("w1")
 

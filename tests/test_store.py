@@ -644,3 +644,85 @@ def test_a_v1_db_is_migrated_without_losing_data(home: Path) -> None:
         assert store.attempts(job_id)[1].price_per_hour == 3.5
     finally:
         store.close()
+
+
+# ------------------------------------------------- runs that end together
+
+
+def _running(store: Store, n_tasks: int = 1) -> int:
+    job_id = submit(store, n_tasks)
+    store.transition_task(job_id, 0, S.STARTING)
+    store.start_attempt(job_id, 0, infra="sim", instance_type="x", use_spot=False)
+    store.transition_task(job_id, 0, S.RUNNING)
+    return job_id
+
+
+def test_runs_ending_together_are_each_recorded_as_if_alone(store: Store) -> None:
+    """A thousand jobs ending at once are written in one transaction; each
+    still gets its status, event, ended attempt, closed log segment, retired
+    machine and erased secrets, and one that a cancel already ended is left
+    as the cancel left it."""
+    from skytui.engine.store import RunEndRequest
+
+    ok, pipeline, cancelled, failed = (_running(store), _running(store, 2), _running(store), _running(store))
+    segment = store.open_segment(ok, 0, 1, 0, "run", 0)
+    cluster = store.insert_cluster(name="c-ok", cloud="sim", region="r", zone=None, instance_type="x",
+                                   use_spot=False, num_nodes=1, job_id=ok, task_idx=0, attempt_no=1)
+    store.update_cluster(cluster, status=ClusterStatus.UP)
+    store.request_cancel([cancelled])
+    store.transition_task(cancelled, 0, S.CANCELLING, message="cancelled by user")
+    store.transition_task(cancelled, 0, S.CANCELLED, message="cancelled by user")
+    started = store.task(ok, 0).run_started_at
+    assert started is not None
+    time.sleep(0.05)
+    results = store.end_runs([
+        RunEndRequest(ok, 0, 1, S.SUCCEEDED, reason="succeeded", exit_code=0, ran_until=started + 0.02,
+                      finish_segments=(segment.id,), retire_clusters=True),
+        RunEndRequest(pipeline, 0, 1, S.SUCCEEDED, reason="succeeded", exit_code=0, ran_until=None),
+        RunEndRequest(cancelled, 0, 1, S.SUCCEEDED, reason="succeeded", exit_code=0, ran_until=None),
+        RunEndRequest(failed, 0, 1, S.FAILED, reason="job exited with exit code 3", exit_code=3, ran_until=None),
+    ])
+    assert [getattr(r, "ended", r) for r in results] == [True, True, False, True]
+    assert [c.name for c in results[0].terminating] == ["c-ok"]  # type: ignore[union-attr]
+    assert store.cluster(cluster).status == ClusterStatus.TERMINATING  # type: ignore[union-attr]
+
+    assert store.job(ok).status == "SUCCEEDED"  # type: ignore[union-attr]
+    # Its second task is still to run: the job reads as the store's rule says.
+    assert store.job(pipeline).status == job_status([S.SUCCEEDED, S.PENDING]).value  # type: ignore[union-attr]
+    assert store.job(cancelled).status == "CANCELLED"  # type: ignore[union-attr]
+    assert store.job(failed).status == "FAILED"  # type: ignore[union-attr]
+    task = store.task(failed, 0)
+    assert (task.exit_code, task.failure_reason) == (3, "job exited with exit code 3")
+    assert store.task(ok, 0).ended_at == pytest.approx(started + 0.02)  # by the node's clock
+    assert [s.finished for s in store.segments(ok, 0)] == [True]
+    assert [(a.end_reason, a.exit_code) for a in store.attempts(ok)] == [("succeeded", 0)]
+    assert status_events(store, ok)[-1] == (0, "RUNNING", "SUCCEEDED")
+    assert status_events(store, cancelled)[-1] == (0, "CANCELLING", "CANCELLED")
+    assert store.job_spec(failed)[1] == {}  # an ended job keeps no secrets
+
+
+async def test_concurrent_writes_share_a_commit_and_fail_alone(store: Store) -> None:
+    """Writes made together by many job coroutines go in one commit; one
+    that is refused (a finished job is never rewritten) fails for its caller
+    only."""
+    import asyncio
+
+    from skytui.engine.store import AsyncStore
+
+    jobs = [_running(store) for _ in range(20)]
+    done = jobs[0]
+    store.transition_task(done, 0, S.SUCCEEDED)
+    astore = AsyncStore(store, owns_store=False)
+    try:
+        results = await asyncio.gather(
+            *(astore.transition_task(job_id, 0, S.FAILED, message="x") for job_id in jobs),
+            *(astore.end_run(job_id, 0, 1, S.SUCCEEDED, reason="succeeded", exit_code=0, ran_until=None)
+              for job_id in jobs[10:]),
+            return_exceptions=True,
+        )
+    finally:
+        astore.close()
+    assert isinstance(results[0], IllegalTransition)
+    assert results[1:20] == [True] * 19
+    assert [r.ended for r in results[20:]] == [False] * 10  # type: ignore[union-attr]  # already FAILED
+    assert [store.job(j).status for j in jobs] == ["SUCCEEDED"] + ["FAILED"] * 19  # type: ignore[union-attr]

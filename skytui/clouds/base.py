@@ -145,6 +145,9 @@ class PhaseState:
     alive: bool | None  # None when not checked
     ended_at: float | None = None
     """When the phase ended by the node's own clock (read once it has)."""
+    output_size: int | None = None
+    """The size of its output once it ended, when the node said so with its
+    exit code: the drain then knows where the output stops."""
 
     @property
     def finished(self) -> bool:

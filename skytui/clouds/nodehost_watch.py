@@ -29,6 +29,7 @@ from skytui.clouds.inotify import (
     IN_Q_OVERFLOW,
     Inotify,
 )
+from skytui.clouds.phase_watch import ENDING, exit_notice
 
 COALESCE_S = 0.02
 # How often phases without a pidfd are looked at (only when pidfds ran out).
@@ -48,10 +49,11 @@ class WatchStream:
         self._flush: asyncio.TimerHandle | None = None
 
     def notify(self, phase_id: str, what: str) -> None:
-        if what in ("exit", "gone"):
+        ending = _ends_watch(what)
+        if ending:
             self._watcher.unsubscribe(self, phase_id)
         # A stronger notice replaces a weaker one still waiting to go out.
-        if self._pending.get(phase_id) not in ("exit", "gone"):
+        if not _ends_watch(self._pending.get(phase_id, "")):
             self._pending[phase_id] = what
         if what == "seen":
             self.flush()  # the controller is waiting for the watch to be in place
@@ -74,6 +76,27 @@ class WatchStream:
             self._flush.cancel()
         for phase_id in list(self.phases):
             self._watcher.unsubscribe(self, phase_id)
+
+
+def _ends_watch(what: str) -> bool:
+    return what.split(" ", 1)[0] in ENDING
+
+
+def _exit_notice(phase_dir: Path) -> str:
+    """`exit` with its facts: the exit code, the end time and the output's
+    size (the wrapper writes `ended_at` before the code, and the output is
+    complete once it has)."""
+    def read(name: str) -> str | None:
+        try:
+            return (phase_dir / name).read_text()
+        except OSError:
+            return None
+
+    try:
+        size: int | None = (phase_dir / "out.log").stat().st_size
+    except OSError:
+        size = None
+    return exit_notice(read("exit_code") or "-", read("ended_at"), size)
 
 
 @dataclass(eq=False)
@@ -127,7 +150,7 @@ class PhaseWatcher:
         stream.phases.add(phase_id)
         stream.notify(phase_id, "seen")
         if (path / "exit_code").exists():
-            stream.notify(phase_id, "exit")
+            stream.notify(phase_id, _exit_notice(path))
         elif watched.pidfd is None:
             self._watch_process(watched)
 
@@ -185,7 +208,7 @@ class PhaseWatcher:
     def _process_ended(self, watched: _Watched) -> None:
         self._close_pidfd(watched)
         # The wrapper writes its exit code before it exits: none means it was killed.
-        what = "exit" if (watched.path / "exit_code").exists() else "gone"
+        what = _exit_notice(watched.path) if (watched.path / "exit_code").exists() else "gone"
         self._tell(watched, what)
 
     def _tell(self, watched: _Watched, what: str) -> None:
@@ -209,7 +232,7 @@ class PhaseWatcher:
             elif event.name == "out.log":
                 self._tell(watched, "out")
             elif event.name == "exit_code":
-                self._tell(watched, "exit")
+                self._tell(watched, _exit_notice(watched.path))
             elif event.name == "pid" and watched.pidfd is None:
                 self._watch_process(watched)
 

@@ -8,7 +8,9 @@ line `<phase> <what>` whenever that phase may have changed:
 * `seen`: the watch is in place (always sent first, so a change made between
   the controller's last look and the watch starting is not missed);
 * `out`: its output grew;
-* `exit`: its exit code is written (the watch ends);
+* `exit <code> <ended_at> <output size>`: its exit code is written (the
+  watch ends); the facts spare the controller reading three files (a bare
+  `exit` from an older node still works: the controller reads them);
 * `gone`: its process is gone without an exit code (the watch ends);
 * `* all`: the node lost track (an overflow): look at every phase.
 
@@ -28,9 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from skytui.clouds.phase_scripts import ALIVE_FUNCTION
+from skytui.clouds.phase_scripts import ALIVE_FUNCTION, parse_exit_code, parse_node_time
 
 WATCH_MARK = "# skytui-phase-watch 1"
 WATCH_SCRIPT = WATCH_MARK + r"""
@@ -48,7 +51,10 @@ while :; do
   fi
   for p in "${{!S[@]}}"; do
     D="$D0/$p"
-    if [ -e "$D/exit_code" ]; then echo "$p exit"; unset "S[$p]"; continue; fi
+    if [ -e "$D/exit_code" ]; then
+      read -r e < "$D/exit_code"; t=-; [ -r "$D/ended_at" ] && read -r t < "$D/ended_at"
+      echo "$p exit $e ${{t:--}} $(stat -c %s "$D/out.log" 2>/dev/null || echo -)"; unset "S[$p]"; continue
+    fi
     pid=; [ -r "$D/pid" ] && read -r pid < "$D/pid"
     if [ -n "$pid" ] && ! alive "$pid" && [ ! -e "$D/exit_code" ]; then
       echo "$p gone"; unset "S[$p]"; continue
@@ -61,6 +67,37 @@ done
 
 NOTICES = ("seen", "out", "exit", "gone")
 ENDING = ("exit", "gone")
+
+
+@dataclass(frozen=True)
+class PhaseEnd:
+    """What an `exit` notice said: the phase's exit code, when it ended by
+    the node's clock, and the size of its output then."""
+
+    exit_code: int
+    ended_at: float | None
+    output_size: int | None
+
+
+def exit_notice(exit_code: str, ended_at: str | None, output_size: int | None) -> str:
+    """The `exit` notice's words after the phase id (the node host's side)."""
+    def word(value: object) -> str:
+        text = str(value).strip() if value is not None else ""
+        return text if text and " " not in text else "-"
+
+    return f"exit {word(exit_code)} {word(ended_at)} {word(output_size)}"
+
+
+def parse_phase_end(facts: list[str]) -> PhaseEnd | None:
+    """The facts of an `exit` notice; None when there are none (an older
+    node) or they do not parse: the controller then reads the files."""
+    if len(facts) != 3:
+        return None
+    exit_code = parse_exit_code(facts[0])
+    if exit_code is None:
+        return None
+    size = int(facts[2]) if facts[2].isdigit() else None
+    return PhaseEnd(exit_code, parse_node_time(facts[1]) if facts[1] != "-" else None, size)
 
 log = logging.getLogger("skytui.phase_watch")
 
@@ -97,6 +134,8 @@ class PhaseWatchStream:
         # Phases the node said are gone without an exit code: the next look
         # at them checks the process (SSHNode.phase_state).
         self.gone: set[str] = set()
+        # Phases the node said ended, with what it said (see PhaseEnd).
+        self.ended: dict[str, PhaseEnd] = {}
         self.closed = False
         self._reader = asyncio.create_task(self._read(), name="phase-watch")
 
@@ -115,6 +154,7 @@ class PhaseWatchStream:
     def unwatch(self, phase_id: str) -> None:
         self._signals.pop(phase_id, None)
         self.gone.discard(phase_id)
+        self.ended.pop(phase_id, None)
         if phase_id in self._watched and not self.closed:
             self._watched.discard(phase_id)
             with contextlib.suppress(Exception):
@@ -123,7 +163,10 @@ class PhaseWatchStream:
     async def _read(self) -> None:
         try:
             async for line in self._process.stdout:
-                phase_id, _, what = line.strip().partition(" ")
+                words = line.split()
+                if len(words) < 2:
+                    continue  # not a notice
+                phase_id, what, facts = words[0], words[1], words[2:]
                 if phase_id == "*":
                     for every in self._signals.values():
                         every.set()
@@ -132,6 +175,10 @@ class PhaseWatchStream:
                     self._watched.discard(phase_id)  # the node ended this watch
                 if what == "gone":
                     self.gone.add(phase_id)
+                if what == "exit" and phase_id in self._signals:
+                    end = parse_phase_end(facts)
+                    if end is not None:
+                        self.ended[phase_id] = end
                 event = self._signals.get(phase_id)
                 if event is not None:
                     event.set()

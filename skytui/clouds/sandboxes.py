@@ -370,8 +370,8 @@ def _scan_live_groups() -> dict[int, bool]:
 
 def _scan_sandbox_processes() -> dict[str, list[int]]:
     """Every process whose cwd is in a directory, or whose HOME the node host
-    set to one, by that directory (one key per sandbox path and each parent:
-    the caller looks up its own sandbox)."""
+    set to one, under that directory and each of its parents: a sandbox's
+    processes are one lookup of its path."""
     found: dict[str, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -380,7 +380,13 @@ def _scan_sandbox_processes() -> dict[str, list[int]]:
         with contextlib.suppress(OSError):
             cwd = os.readlink(f"/proc/{pid}/cwd").removesuffix(" (deleted)")
             homes = [value[5:].decode(errors="replace") for value in _environ(pid) if value.startswith(b"HOME=")]
-            for place in {cwd, *homes}:
+            places: set[str] = set()
+            for where in (cwd, *homes):
+                # Each parent too: a sandbox finds its processes in one lookup.
+                while where not in places:
+                    places.add(where)
+                    where = os.path.dirname(where)
+            for place in places:
                 found.setdefault(place, []).append(pid)
     return found
 
@@ -390,6 +396,7 @@ def _environ(pid: int) -> list[bytes]:
         return f.read().split(b"\0")
 
 
+_REMOVING = threading.BoundedSemaphore(2)
 _LIVE_GROUPS = _SharedScan(_scan_live_groups, max_age_s=0.05)
 _SANDBOX_PROCESSES = _SharedScan(_scan_sandbox_processes)
 
@@ -398,12 +405,7 @@ def _processes_of(sandbox: Path) -> list[int]:
     """Every process living on a node, including those a job detached from its
     phase's process group (setsid daemons): its cwd is in the sandbox, or the
     node host gave it the sandbox as HOME."""
-    home = str(sandbox)
-    found: set[int] = set()
-    for place, pids in _SANDBOX_PROCESSES.fresh().items():
-        if place == home or place.startswith(home + "/"):
-            found.update(pids)
-    return sorted(found)
+    return sorted(_SANDBOX_PROCESSES.fresh().get(str(sandbox), []))
 
 
 def touch_nodes_dir(root: Path) -> None:
@@ -465,10 +467,14 @@ def destroy_sandbox(sandbox: Path, grace_s: float = 5.0) -> None:
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
-    for pid in _processes_of(sandbox):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    # The marker goes first so a half-removed sandbox never reads as a live node.
-    with contextlib.suppress(FileNotFoundError):
-        (sandbox / NODE_MARKER).unlink()
-    shutil.rmtree(sandbox, ignore_errors=True)
+    # The CPU-bound part, a few threads at a time: a thousand jobs ending
+    # together would otherwise have a thousand threads contend for the GIL
+    # with the event loop that is recording their ends.
+    with _REMOVING:
+        for pid in _processes_of(sandbox):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        # The marker goes first so a half-removed sandbox never reads as a live node.
+        with contextlib.suppress(FileNotFoundError):
+            (sandbox / NODE_MARKER).unlink()
+        shutil.rmtree(sandbox, ignore_errors=True)

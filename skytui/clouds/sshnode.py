@@ -190,8 +190,13 @@ class SSHNode:
         """The exit code once written; the pid and liveness only when asked,
         since this runs once a second for every running job."""
         phase_dir = self._phase_dir(phase_id)
-        if self._watch is not None and phase_id in self._watch.gone:
-            check_alive = True  # the node said its process is gone: see for ourselves
+        if self._watch is not None:
+            end = self._watch.ended.get(phase_id)
+            if end is not None:  # the node said how it ended: nothing to read
+                return PhaseState(started=True, pid=None, exit_code=end.exit_code, alive=None,
+                                  ended_at=end.ended_at, output_size=end.output_size)
+            if phase_id in self._watch.gone:
+                check_alive = True  # the node said its process is gone: see for ourselves
         exit_text = await self._read_small(f"{phase_dir}/exit_code")
         exit_code = parse_exit_code(exit_text)
         if exit_code is not None:

@@ -150,6 +150,9 @@ class JobController:
         # (its workdir and envs are the job's too).
         self._lease: Lease | None = None
         self._pool_task: Task | None = None
+        # Log segments whose output is all copied but not yet marked so: the
+        # run's last one, closed with the attempt (`_end_attempt`, `end_run`).
+        self._unclosed_segments: list[int] = []
 
     # ------------------------------------------------------------- plumbing
 
@@ -320,10 +323,14 @@ class JobController:
 
     async def _end_attempt(self, idx: int, reason: str, exit_code: int | None) -> None:
         current = await self.store.task(self.job.id, idx)
+        closing, self._unclosed_segments = self._unclosed_segments, []
         if current.attempt:
             await self.store.end_attempt(
-                self.job.id, idx, current.attempt, reason=reason, exit_code=exit_code
+                self.job.id, idx, current.attempt, reason=reason, exit_code=exit_code, finish_segments=closing
             )
+        elif closing:
+            for segment_id in closing:
+                await self.store.update_segment(segment_id, finished=True)
 
     # -------------------------------------------------------------- attempt
 
@@ -363,9 +370,19 @@ class JobController:
             where = f" on node {rank}" if len(codes) > 1 else ""
             raise TaskFailed(S.FAILED, f"job exited with exit code {code}{where}", code, exit_codes=codes,
                              ended_at=outcome.ended_at)
-        await self._end_attempt(idx, "succeeded", 0)
-        await self._finish(idx, S.SUCCEEDED, None, 0, ran_until=outcome.ended_at)
-        await self._teardown_all(reason="task finished")
+        closing, self._unclosed_segments = self._unclosed_segments, []
+        own_machines = self.job.pool is None  # a pool's worker is released, not torn down
+        ended = await self.store.end_run(
+            self.job.id, idx, attempt, S.SUCCEEDED, reason="succeeded", exit_code=0, ran_until=outcome.ended_at,
+            finish_segments=closing, retire_clusters=own_machines,
+        )
+        if ended.ended:
+            self._say(f"task {idx}: {S.SUCCEEDED}")
+        if ended.ended and own_machines:
+            for cluster_row in ended.terminating:
+                await self._teardown(cluster_row, reason="task finished")
+        else:
+            await self._teardown_all(reason="task finished")
         return S.SUCCEEDED
 
     async def _settle_without_machine(self, row: TaskRow) -> TaskStatus:
@@ -736,7 +753,15 @@ class JobController:
         if any(not s.finished for s in segments):
             self._say(f"task {idx}: {phase} started (attempt {attempt}, pid {', '.join(map(str, pids))})")
 
+        open_ranks = {rank for rank, segment in enumerate(segments) if not segment.finished}
+
         async def node_done(rank: int) -> None:
+            open_ranks.discard(rank)
+            if phase == "run" and not open_ranks:
+                # The run's last segment closes in the transaction that ends
+                # its attempt (`_unclosed_segments`): one commit per job end.
+                self._unclosed_segments.append(segments[rank].id)
+                return
             await self.store.update_segment(segments[rank].id, finished=True)
 
         while True:
@@ -758,7 +783,8 @@ class JobController:
                 await node.close()
         if cloud is None:
             raise CloudError(f"cluster {row.name} is on {row.cloud}, which is not enabled")
-        await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATING)
+        if row.status != ClusterStatus.TERMINATING:
+            await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATING)
         handle = ClusterHandle.from_json(row.handle) if row.handle_json else None
         await cloud.terminate(row.name, handle)
         await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATED, end_reason=reason)

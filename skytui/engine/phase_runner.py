@@ -167,7 +167,7 @@ class PhaseRunner:
                     # Read the output after the exit code: once the code is there,
                     # everything the phase printed is on disk.
                     await sync_phase_output(node, phase_id, paths[rank], starts[rank], drain=state.finished,
-                                            secrets=self.secrets)
+                                            secrets=self.secrets, size=state.output_size)
                     first_look[rank] = False
                     if state.finished:
                         codes[rank] = state.exit_code

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -42,6 +42,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     case,
     create_engine,
     delete,
@@ -284,6 +285,37 @@ _IN_LIMIT = 500
 
 _EVENT_COLUMNS = ["job_id", "task_idx", "at", "kind", "from_status", "to_status", "message"]
 
+# `Store.end_runs`: one statement each for all the runs that ended, run with
+# a list of parameters (bind names b_* pick the row).
+_END_ATTEMPT = (
+    update(attempts_table)
+    .where(
+        attempts_table.c.job_id == bindparam("b_job"),
+        attempts_table.c.task_idx == bindparam("b_task"),
+        attempts_table.c.attempt_no == bindparam("b_attempt"),
+        attempts_table.c.ended_at.is_(None),
+    )
+    .values(ended_at=bindparam("ended_at"), end_reason=bindparam("end_reason"), exit_code=bindparam("exit_code"))
+)
+_END_TASK_RUN = (
+    update(tasks_table)
+    .where(
+        tasks_table.c.job_id == bindparam("b_job"),
+        tasks_table.c.task_idx == bindparam("b_task"),
+        tasks_table.c.status == bindparam("b_status"),
+    )
+    .values(
+        status=bindparam("status"), ended_at=bindparam("ended_at"), job_duration_s=bindparam("job_duration_s"),
+        run_started_at=None, status_reason=None, exit_code=bindparam("exit_code"),
+        failure_reason=bindparam("failure_reason"),
+    )
+)
+_SET_JOB_STATUS = (
+    update(jobs_table)
+    .where(jobs_table.c.id == bindparam("b_job"))
+    .values(status=bindparam("status"), ended_at=bindparam("ended_at"))
+)
+
 
 def _id_clauses(column: Any, ids: Iterable[int]) -> Iterator[Any]:
     """`column` among `ids` in as little SQL as it takes: each run of
@@ -434,6 +466,30 @@ class ClusterRow:
     @property
     def handle(self) -> dict[str, Any]:
         return json.loads(self.handle_json) if self.handle_json else {}
+
+
+@dataclass(frozen=True)
+class RunEndRequest:
+    """One task whose run ended (`Store.end_runs`)."""
+
+    job_id: int
+    task_idx: int
+    attempt_no: int
+    to: TaskStatus
+    reason: str
+    exit_code: int | None
+    ran_until: float | None  # when the run ended by the node's clock
+    finish_segments: tuple[int, ...] = ()
+    retire_clusters: bool = False
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """What `Store.end_run` did: whether it ended the task, and the
+    machines it marked TERMINATING (to be terminated next)."""
+
+    ended: bool
+    terminating: list[ClusterRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -633,6 +689,12 @@ class _WalScrubber:
             self.soon()  # a long reader held the WAL: try again later
 
 
+class _BatchConnection(threading.local):
+    """The connection of the batch this thread is running (Store.run_batch)."""
+
+    conn: Connection | None = None
+
+
 class Store:
     """Typed access to the state DB. Thread-safe; each call is one transaction."""
 
@@ -643,6 +705,10 @@ class Store:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._controller_lock: Connection | None = None
+        self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if url.startswith("sqlite") else contextlib.nullcontext()
+        )
+        self._batch = _BatchConnection()
         self._db_file = _sqlite_file(url) if self.is_sqlite else None
         self._wal_scrubber = _WalScrubber(self._db_file, self.SECRETS_SCRUB_DELAY_S) if self._db_file else None
         if self._db_file:
@@ -717,8 +783,37 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._writer.begin() as conn:
+        # SQLite has one writer at a time, and a writer that finds the lock
+        # taken sleeps in its busy handler (1, 2, 5 ... 100 ms steps) however
+        # soon the lock is free. This process's writers queue on a lock
+        # instead and go the moment it is free; other processes (a client's
+        # submit or cancel) still meet the busy handler.
+        batch = self._batch.conn
+        if batch is not None:  # inside run_batch: one savepoint of its transaction
+            with batch.begin_nested():
+                yield batch
+            return
+        with self._write_lock, self._writer.begin() as conn:
             yield conn
+
+    def run_batch(self, calls: Sequence[Callable[[], R]]) -> list[R | Exception]:
+        """Run write calls (this Store's own methods) in one transaction, one
+        commit for all: each in a savepoint of its own, so one that raises is
+        undone alone and its exception is its result. A call's changes are
+        durable only when this returns. Only for methods that write and then
+        read nothing back through the reader (it would not see them yet)."""
+        results: list[R | Exception] = []
+        with self._write_lock, self._writer.begin() as conn:
+            self._batch.conn = conn
+            try:
+                for call in calls:
+                    try:
+                        results.append(call())
+                    except Exception as exc:  # noqa: BLE001 - the caller's, handed back
+                        results.append(exc)
+            finally:
+                self._batch.conn = None
+        return results
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -865,50 +960,150 @@ class Store:
         running stretch instead of the moment the controller noticed (it may
         have been down meanwhile).
         """
-        now = time.time()
         with self._write() as conn:
-            row = conn.execute(
-                select(tasks_table)
-                .where(tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx)
-                .with_for_update()
-            ).one()
-            current = TaskStatus(row.status)
-            if expect is not None and current is not expect:
-                return False
-            if not can_transition(current, to):
-                raise IllegalTransition(current, to)
-            changes: dict[str, Any] = dict(values)
-            changes["status"] = to.value
-            if to is TaskStatus.RUNNING:
-                changes["run_started_at"] = now
-                if row.started_at is None:
-                    changes["started_at"] = now
-            ended = now
-            if ran_until is not None and row.run_started_at is not None:
-                ended = min(now, max(row.run_started_at, ran_until))  # a skewed node clock stays in bounds
-            if current is TaskStatus.RUNNING and row.run_started_at is not None:
-                changes["job_duration_s"] = row.job_duration_s + (ended - row.run_started_at)
-                changes["run_started_at"] = None
-            if to in TERMINAL:
-                changes["ended_at"] = ended
-                changes.setdefault("status_reason", None)
-            result = conn.execute(
-                update(tasks_table)
-                .where(
-                    tasks_table.c.job_id == job_id,
-                    tasks_table.c.task_idx == task_idx,
-                    tasks_table.c.status == current.value,
+            return self._transition(
+                conn, job_id, task_idx, to, message=message, expect=expect, ran_until=ran_until, **values
+            )
+
+    def end_run(
+        self, job_id: int, task_idx: int, attempt_no: int, to: TaskStatus, *,
+        reason: str, exit_code: int | None, ran_until: float | None, finish_segments: Sequence[int] = (),
+        retire_clusters: bool = False,
+    ) -> RunEnd:
+        """A task's run ended for good (see `end_runs`)."""
+        result = self.end_runs([RunEndRequest(
+            job_id, task_idx, attempt_no, to, reason=reason, exit_code=exit_code, ran_until=ran_until,
+            finish_segments=tuple(finish_segments), retire_clusters=retire_clusters,
+        )])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def end_runs(self, requests: Sequence[RunEndRequest]) -> list[RunEnd | Exception]:
+        """Tasks whose run ended for good: for each, its attempt ends, its
+        open log segments are closed, the task goes to its terminal status
+        (with its event and its job's status) and, with `retire_clusters`,
+        the job's live machines are marked TERMINATING. One transaction and
+        about ten statements for all of them, whatever their number: when a
+        thousand jobs end together, the DB is not what they wait for.
+
+        A task that had already ended (a cancel got there first) is left
+        alone (`RunEnd(ended=False)`); one that cannot go to its status gets
+        an IllegalTransition as its result, and nothing of it is written."""
+        now = time.time()
+        results: list[RunEnd | Exception] = [RunEnd(ended=False)] * len(requests)
+        with self._write() as conn:
+            job_ids = {r.job_id for r in requests}
+            current = {
+                (row.job_id, row.task_idx): row
+                for clause in _id_clauses(tasks_table.c.job_id, job_ids)
+                for row in conn.execute(
+                    select(tasks_table.c.job_id, tasks_table.c.task_idx, tasks_table.c.status,
+                           tasks_table.c.run_started_at, tasks_table.c.job_duration_s).where(clause)
                 )
-                .values(**changes)
+            }
+            ending: list[int] = []  # indexes into requests
+            for i, request in enumerate(requests):
+                row = current[(request.job_id, request.task_idx)]
+                status = TaskStatus(row.status)
+                if status in TERMINAL:
+                    continue
+                if not can_transition(status, request.to):
+                    results[i] = IllegalTransition(status, request.to)
+                    continue
+                ending.append(i)
+            if not ending:
+                return results
+            attempts, tasks, events = [], [], []
+            segments: list[int] = []
+            for i in ending:
+                r = requests[i]
+                row = current[(r.job_id, r.task_idx)]
+                status = TaskStatus(row.status)
+                ended = now
+                if r.ran_until is not None and row.run_started_at is not None:
+                    ended = min(now, max(row.run_started_at, r.ran_until))  # a skewed node clock stays in bounds
+                duration = row.job_duration_s
+                if status is TaskStatus.RUNNING and row.run_started_at is not None:
+                    duration += ended - row.run_started_at
+                failure = r.reason if r.to.is_failure else None
+                attempts.append({"b_job": r.job_id, "b_task": r.task_idx, "b_attempt": r.attempt_no,
+                                 "ended_at": now, "end_reason": r.reason, "exit_code": r.exit_code})
+                tasks.append({"b_job": r.job_id, "b_task": r.task_idx, "b_status": status.value,
+                              "status": r.to.value, "ended_at": ended, "job_duration_s": duration,
+                              "exit_code": r.exit_code, "failure_reason": failure})
+                events.append(_event_values(r.job_id, r.task_idx, "status", from_status=status, to_status=r.to,
+                                            message=failure, at=now))
+                segments += r.finish_segments
+                results[i] = RunEnd(ended=True)
+            conn.execute(_END_ATTEMPT, attempts)
+            conn.execute(_END_TASK_RUN, tasks)
+            conn.execute(insert(events_table), events)
+            if segments:
+                for clause in _id_clauses(log_segments_table.c.id, segments):
+                    conn.execute(update(log_segments_table).where(clause).values(finished=True))
+            self._refresh_jobs_status(conn, {requests[i].job_id for i in ending}, now)
+            retiring = {requests[i].job_id for i in ending if requests[i].retire_clusters}
+            if retiring:
+                by_job: dict[int, list[ClusterRow]] = {}
+                for clause in _id_clauses(clusters_table.c.job_id, retiring):
+                    live = (clause, clusters_table.c.status.in_(ClusterStatus.LIVE))
+                    for row in conn.execute(select(clusters_table).where(*live).order_by(clusters_table.c.id)):
+                        cluster = replace(_record(ClusterRow, row), status=ClusterStatus.TERMINATING)
+                        by_job.setdefault(cluster.job_id or 0, []).append(cluster)
+                    conn.execute(update(clusters_table).where(*live).values(status=ClusterStatus.TERMINATING))
+                for i in ending:
+                    if requests[i].retire_clusters:
+                        results[i] = RunEnd(ended=True, terminating=by_job.get(requests[i].job_id, []))
+        return results
+
+    def _transition(
+        self, conn: Connection, job_id: int, task_idx: int, to: TaskStatus, *,
+        message: str | None, expect: TaskStatus | None = None, ran_until: float | None = None, **values: Any,
+    ) -> bool:
+        now = time.time()
+        row = conn.execute(
+            select(tasks_table)
+            .where(tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx)
+            .with_for_update()
+        ).one()
+        current = TaskStatus(row.status)
+        if expect is not None and current is not expect:
+            return False
+        if not can_transition(current, to):
+            raise IllegalTransition(current, to)
+        changes: dict[str, Any] = dict(values)
+        changes["status"] = to.value
+        if to is TaskStatus.RUNNING:
+            changes["run_started_at"] = now
+            if row.started_at is None:
+                changes["started_at"] = now
+        ended = now
+        if ran_until is not None and row.run_started_at is not None:
+            ended = min(now, max(row.run_started_at, ran_until))  # a skewed node clock stays in bounds
+        if current is TaskStatus.RUNNING and row.run_started_at is not None:
+            changes["job_duration_s"] = row.job_duration_s + (ended - row.run_started_at)
+            changes["run_started_at"] = None
+        if to in TERMINAL:
+            changes["ended_at"] = ended
+            changes.setdefault("status_reason", None)
+        result = conn.execute(
+            update(tasks_table)
+            .where(
+                tasks_table.c.job_id == job_id,
+                tasks_table.c.task_idx == task_idx,
+                tasks_table.c.status == current.value,
             )
-            if result.rowcount != 1:
-                return False
-            self._event(
-                conn, job_id, task_idx, "status", from_status=current, to_status=to,
-                message=message, at=now,
-            )
-            self._refresh_job_status(conn, job_id, now)
-            return True
+            .values(**changes)
+        )
+        if result.rowcount != 1:
+            return False
+        self._event(
+            conn, job_id, task_idx, "status", from_status=current, to_status=to,
+            message=message, at=now,
+        )
+        self._refresh_job_status(conn, job_id, now)
+        return True
 
     def cancel_pending_tasks(self, job_id: int, message: str) -> int:
         """Mark every PENDING task of a job CANCELLED (the rest of a pipeline)."""
@@ -943,6 +1138,35 @@ class Store:
         )
         if finished:
             self._erase_job_secrets(conn, job_id)
+
+    def _refresh_jobs_status(self, conn: Connection, job_ids: set[int], now: float) -> None:
+        """`_refresh_job_status` for many jobs, in a few statements."""
+        statuses: dict[int, list[TaskStatus]] = {}
+        for clause in _id_clauses(tasks_table.c.job_id, job_ids):
+            for job_id, status in conn.execute(
+                select(tasks_table.c.job_id, tasks_table.c.status).where(clause)
+                .order_by(tasks_table.c.job_id, tasks_table.c.task_idx)
+            ):
+                statuses.setdefault(job_id, []).append(TaskStatus(status))
+        updates, finished = [], []
+        for job_id, of_job in statuses.items():
+            status = job_status(of_job)
+            if all(s in TERMINAL for s in of_job):
+                finished.append(job_id)
+                # A failed pipeline reads FAILED (its failing task), not CANCELLED (its tail).
+                failures = [s for s in of_job if s.is_failure]
+                status = failures[0] if failures else status
+            updates.append({"b_job": job_id, "status": status.value,
+                            "ended_at": now if status in TERMINAL else None})
+        conn.execute(_SET_JOB_STATUS, updates)
+        erased = 0
+        for clause in _id_clauses(jobs_table.c.id, finished):
+            erased += conn.execute(
+                update(jobs_table).where(clause, jobs_table.c.secrets_json != _NO_SECRETS)
+                .values(secrets_json=_NO_SECRETS)
+            ).rowcount
+        if erased:
+            self._secrets_erased()
 
     def _erase_job_secrets(self, conn: Connection, job_id: int) -> None:
         """Every task has ended, so nothing will run with the secrets again:
@@ -1362,18 +1586,34 @@ class Store:
 
     def end_attempt(
         self, job_id: int, task_idx: int, attempt_no: int, *, reason: str,
-        exit_code: int | None = None,
+        exit_code: int | None = None, finish_segments: Sequence[int] = (),
     ) -> None:
+        """End an attempt (once: a later call leaves the first reason), and
+        close the log segments given, whose output was all copied."""
         with self._write() as conn:
+            self._end_attempt(conn, job_id, task_idx, attempt_no, reason=reason, exit_code=exit_code)
+            self._finish_segments(conn, finish_segments)
+
+    @staticmethod
+    def _end_attempt(
+        conn: Connection, job_id: int, task_idx: int, attempt_no: int, *, reason: str, exit_code: int | None,
+    ) -> None:
+        conn.execute(
+            update(attempts_table)
+            .where(
+                attempts_table.c.job_id == job_id,
+                attempts_table.c.task_idx == task_idx,
+                attempts_table.c.attempt_no == attempt_no,
+                attempts_table.c.ended_at.is_(None),
+            )
+            .values(ended_at=time.time(), end_reason=reason, exit_code=exit_code)
+        )
+
+    @staticmethod
+    def _finish_segments(conn: Connection, segment_ids: Sequence[int]) -> None:
+        if segment_ids:
             conn.execute(
-                update(attempts_table)
-                .where(
-                    attempts_table.c.job_id == job_id,
-                    attempts_table.c.task_idx == task_idx,
-                    attempts_table.c.attempt_no == attempt_no,
-                    attempts_table.c.ended_at.is_(None),
-                )
-                .values(ended_at=time.time(), end_reason=reason, exit_code=exit_code)
+                update(log_segments_table).where(log_segments_table.c.id.in_(list(segment_ids))).values(finished=True)
             )
 
     def attempts(self, job_id: int, task_idx: int | None = None) -> list[AttemptRow]:
@@ -1718,10 +1958,22 @@ class AsyncStore:
     """The Store for the controller's event loop: every call runs in a worker
     thread, so a slow fsync never stalls the loop. `await astore.job(1)`."""
 
+    # Writes that many coroutines make at once when thousands of jobs end
+    # together: they share commits (Store.run_batch) instead of queueing one
+    # fsync each. Each writes and reads nothing back. (`end_run` goes further:
+    # see below.)
+    GROUPED = frozenset({"end_attempt", "update_cluster", "update_segment", "transition_task"})
+
     def __init__(self, store: Store, max_threads: int = 4, *, owns_store: bool = True) -> None:
         self.sync = store
         self._owns_store = owns_store
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="store")
+        # Queued for the next shared commit: store calls, and runs that ended.
+        self._calls: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._run_ends: list[tuple[RunEndRequest, asyncio.Future[Any]]] = []
+        self._committing = False
+        # Its own thread: a shared commit never queues behind reads.
+        self._commit_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-commit")
 
     def lane(self, max_threads: int = 1) -> AsyncStore:
         """Another queue onto the same Store. Calls made through it never
@@ -1732,6 +1984,13 @@ class AsyncStore:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.sync, name)
+        if name in self.GROUPED:
+            async def grouped(*args: Any, **kwargs: Any) -> Any:
+                future = self._queue_for_commit()
+                self._calls.append((functools.partial(method, *args, **kwargs), future))
+                return await future
+
+            return grouped
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             loop = asyncio.get_running_loop()
@@ -1739,9 +1998,74 @@ class AsyncStore:
 
         return call
 
+    async def end_run(
+        self, job_id: int, task_idx: int, attempt_no: int, to: TaskStatus, *,
+        reason: str, exit_code: int | None, ran_until: float | None, finish_segments: Sequence[int] = (),
+        retire_clusters: bool = False,
+    ) -> RunEnd:
+        """`Store.end_run`, with every run that ends meanwhile: they go in
+        one `Store.end_runs` (a few statements for all) in the next commit."""
+        future = self._queue_for_commit()
+        self._run_ends.append((RunEndRequest(
+            job_id, task_idx, attempt_no, to, reason=reason, exit_code=exit_code, ran_until=ran_until,
+            finish_segments=tuple(finish_segments), retire_clusters=retire_clusters,
+        ), future))
+        result: RunEnd = await future
+        return result
+
+    def _queue_for_commit(self) -> asyncio.Future[Any]:
+        """A future for a write queued for the next shared commit; starts
+        the committer if it is not running."""
+        loop = asyncio.get_running_loop()
+        if not self._committing:
+            self._committing = True
+            loop.create_task(self._commit_queued(), name="store-group-commit")
+        return loop.create_future()
+
+    async def _commit_queued(self) -> None:
+        """While writes are queued: all of them in one transaction, then the
+        ones queued meanwhile. A caller that stopped waiting (cancelled) still
+        has its write made: it may already be in the running batch."""
+        loop = asyncio.get_running_loop()
+        waiting: list[asyncio.Future[Any]] = []
+        try:
+            while self._calls or self._run_ends:
+                calls, self._calls = self._calls, []
+                run_ends, self._run_ends = self._run_ends, []
+                waiting = [f for _, f in calls] + [f for _, f in run_ends]
+                batch = [call for call, _ in calls]
+                if run_ends:
+                    requests = [request for request, _ in run_ends]
+                    batch.append(functools.partial(self.sync.end_runs, requests))
+                try:
+                    results = await loop.run_in_executor(self._commit_thread, self.sync.run_batch, batch)
+                except Exception as exc:  # noqa: BLE001 - the commit failed: every caller hears of it
+                    results = [exc] * len(batch)
+                outcomes = list(results[:len(calls)])
+                if run_ends:
+                    ended = results[-1]
+                    outcomes += ended if isinstance(ended, list) else [ended] * len(run_ends)
+                for future, outcome in zip(waiting, outcomes):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+                waiting = []
+        except asyncio.CancelledError:
+            # The loop is going away: nobody is left to wait, but say so to any who are.
+            for future in waiting + [f for _, f in self._calls] + [f for _, f in self._run_ends]:
+                future.cancel()
+            self._calls, self._run_ends = [], []
+            raise
+        finally:
+            self._committing = False
+
     def close(self) -> None:
         # Calls still queued belong to coroutines that were stopped: drop them
         # (thousands may be queued), finish only those already running.
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._commit_thread.shutdown(wait=True, cancel_futures=True)
         if self._owns_store:
             self.sync.close()

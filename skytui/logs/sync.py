@@ -62,10 +62,11 @@ def _append(path: Path, data: bytes, secrets: Sequence[bytes] = ()) -> None:
 
 async def sync_phase_output(
     node: Node, phase_id: str, local_path: Path, segment_start: int, *, drain: bool = False,
-    secrets: Sequence[bytes] = (),
+    secrets: Sequence[bytes] = (), size: int | None = None,
 ) -> int:
     """Append what is new, masking `secrets` (see `maskable`); with `drain`,
-    keep going until the node has no more.
+    keep going until the node has no more, or, when the node said how much
+    output there is (`size`), until that much is copied.
 
     Returns the number of bytes copied.
     """
@@ -74,6 +75,8 @@ async def sync_phase_output(
         offset = file_size(local_path) - segment_start
         if offset < 0:  # pragma: no cover - a truncated local log; never resume before the segment
             raise RuntimeError(f"{local_path} is shorter than its segment start {segment_start}")
+        if drain and size is not None and offset >= size:
+            return copied
         data = await node.read_phase_output(phase_id, offset, CHUNK_BYTES)
         if not data:
             return copied
