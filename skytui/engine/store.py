@@ -1958,11 +1958,16 @@ class AsyncStore:
     """The Store for the controller's event loop: every call runs in a worker
     thread, so a slow fsync never stalls the loop. `await astore.job(1)`."""
 
-    # Writes that many coroutines make at once when thousands of jobs end
-    # together: they share commits (Store.run_batch) instead of queueing one
-    # fsync each. Each writes and reads nothing back. (`end_run` goes further:
-    # see below.)
-    GROUPED = frozenset({"end_attempt", "update_cluster", "update_segment", "transition_task"})
+    # The writes job coroutines make, thousands at a time when jobs start or
+    # end together: they share commits (Store.run_batch) instead of queueing
+    # one fsync each. Each writes through one connection and reads nothing
+    # back through the reader (run_batch's rule). `end_run` goes further:
+    # see below.
+    GROUPED = frozenset({
+        "transition_task", "set_task_fields", "note", "start_attempt", "end_attempt", "set_attempt_cluster",
+        "open_segment", "update_segment", "insert_cluster", "update_cluster", "update_worker",
+        "assign_worker", "release_worker",
+    })
 
     def __init__(self, store: Store, max_threads: int = 4, *, owns_store: bool = True) -> None:
         self.sync = store
