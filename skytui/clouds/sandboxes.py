@@ -396,7 +396,6 @@ def _environ(pid: int) -> list[bytes]:
         return f.read().split(b"\0")
 
 
-_REMOVING = threading.BoundedSemaphore(2)
 _LIVE_GROUPS = _SharedScan(_scan_live_groups, max_age_s=0.05)
 _SANDBOX_PROCESSES = _SharedScan(_scan_sandbox_processes)
 
@@ -467,14 +466,10 @@ def destroy_sandbox(sandbox: Path, grace_s: float = 5.0) -> None:
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
-    # The CPU-bound part, a few threads at a time: a thousand jobs ending
-    # together would otherwise have a thousand threads contend for the GIL
-    # with the event loop that is recording their ends.
-    with _REMOVING:
-        for pid in _processes_of(sandbox):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        # The marker goes first so a half-removed sandbox never reads as a live node.
-        with contextlib.suppress(FileNotFoundError):
-            (sandbox / NODE_MARKER).unlink()
-        shutil.rmtree(sandbox, ignore_errors=True)
+    for pid in _processes_of(sandbox):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    # The marker goes first so a half-removed sandbox never reads as a live node.
+    with contextlib.suppress(FileNotFoundError):
+        (sandbox / NODE_MARKER).unlink()
+    shutil.rmtree(sandbox, ignore_errors=True)
