@@ -60,6 +60,17 @@ class SSHUser:
         out = subprocess.run(["pgrep", "-u", self.name], capture_output=True, text=True).stdout
         return [int(pid) for pid in out.split()]
 
+    def command_lines(self) -> list[bytes]:
+        """The command lines of this user's processes (those that ended
+        between the listing and the read are left out)."""
+        found = []
+        for pid in self.processes():
+            try:
+                found.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+            except OSError:
+                continue
+        return found
+
 
 class RealSSHD:
     def __init__(self, root: Path) -> None:
