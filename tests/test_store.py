@@ -707,7 +707,7 @@ async def test_concurrent_writes_share_a_commit_and_fail_alone(store: Store) -> 
     only."""
     import asyncio
 
-    from skytui.engine.store import AsyncStore
+    from skytui.engine.store import AsyncStore, RunEndRequest
 
     jobs = [_running(store) for _ in range(20)]
     done = jobs[0]
@@ -716,8 +716,8 @@ async def test_concurrent_writes_share_a_commit_and_fail_alone(store: Store) -> 
     try:
         results = await asyncio.gather(
             *(astore.transition_task(job_id, 0, S.FAILED, message="x") for job_id in jobs),
-            *(astore.end_run(job_id, 0, 1, S.SUCCEEDED, reason="succeeded", exit_code=0, ran_until=None)
-              for job_id in jobs[10:]),
+            *(astore.end_run(RunEndRequest(job_id, 0, 1, S.SUCCEEDED, reason="succeeded", exit_code=0,
+                                           ran_until=None)) for job_id in jobs[10:]),
             return_exceptions=True,
         )
     finally:

@@ -146,8 +146,9 @@ class PhaseState:
     ended_at: float | None = None
     """When the phase ended by the node's own clock (read once it has)."""
     output_size: int | None = None
-    """The size of its output once it ended, when the node said so with its
-    exit code: the drain then knows where the output stops."""
+    """The size of its output when the node last said it (with its exit
+    code, or when its watch began), None when unknown: the copy knows where
+    the output stops, and reads nothing when it has it all."""
 
     @property
     def finished(self) -> bool:

@@ -38,7 +38,9 @@ from skytui.clouds.local_layout import (
     NODE_MARKER,
     STATE_FILE,
 )
+from skytui.clouds.nodehost_launch import NativeLauncher, WrapperReaper
 from skytui.clouds.nodehost_watch import PhaseWatcher, serve_watch
+from skytui.clouds.phase_scripts import LaunchRequest, launch_request_of
 from skytui.clouds.phase_watch import phases_dir_of
 from skytui.config import write_private
 
@@ -100,6 +102,8 @@ class NodeHost:
         self._server: asyncssh.SSHAcceptor | None = None
         self._last_busy = time.monotonic()
         self.phase_watcher = PhaseWatcher()
+        self.reaper = WrapperReaper()
+        self.launcher = NativeLauncher(job_umask, self.reaper)
         # Every request served, one line each, when SKYTUI_NODEHOST_TRACE names
         # a file: how tests count what an idle job costs its node.
         self._trace_path = os.environ.get("SKYTUI_NODEHOST_TRACE")
@@ -146,9 +150,13 @@ class NodeHost:
             process.exit(1)
             return
         phases_dir = phases_dir_of(process.command)
-        self._trace(user, "watch" if phases_dir is not None else "exec")
+        launch = launch_request_of(process.command) if phases_dir is None else None
+        self._trace(user, "watch" if phases_dir is not None else "launch" if launch is not None else "exec")
         if phases_dir is not None:
             await serve_watch(self.phase_watcher, process, home, phases_dir)
+            return
+        if launch is not None:
+            await self._launch(process, launch, home, user)
             return
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -181,6 +189,17 @@ class NodeHost:
             process.exit_with_signal(signal.Signals(-rc).name[3:])
         else:
             process.exit(rc)
+
+    async def _launch(self, process: asyncssh.SSHServerProcess, request: LaunchRequest, home: Path, user: str) -> None:
+        """A phase launcher, served in-process (nodehost_launch.py)."""
+        try:
+            data = await process.stdin.read()
+        except (asyncssh.Error, ConnectionError):
+            return  # the channel went before the input was whole: nothing was taken
+        result = await self.launcher.launch(request, data, home, self._env(user, home, process.env))
+        process.stdout.write(result.stdout.encode())
+        process.stderr.write(result.stderr.encode())
+        process.exit(result.status)
 
     @staticmethod
     async def _pump(src: asyncio.StreamReader, dst: asyncssh.SSHWriter[bytes]) -> None:
@@ -252,6 +271,7 @@ class NodeHost:
     async def stop(self) -> None:
         self.stop_listening()
         self.phase_watcher.close()
+        self.reaper.close()
         for proc in list(self._children):
             self._kill_group(proc)
         for conn in list(self._connections):

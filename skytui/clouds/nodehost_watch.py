@@ -48,15 +48,16 @@ class WatchStream:
         self._pending: dict[str, str] = {}
         self._flush: asyncio.TimerHandle | None = None
 
-    def notify(self, phase_id: str, what: str) -> None:
-        ending = _ends_watch(what)
-        if ending:
+    def notify(self, phase_id: str, what: str, *, now: bool = False) -> None:
+        """Queue a notice (coalesced for COALESCE_S); `now`: the controller
+        is waiting for this one (a watch's answer)."""
+        if _ends_watch(what):
             self._watcher.unsubscribe(self, phase_id)
         # A stronger notice replaces a weaker one still waiting to go out.
         if not _ends_watch(self._pending.get(phase_id, "")):
             self._pending[phase_id] = what
-        if what == "seen":
-            self.flush()  # the controller is waiting for the watch to be in place
+        if now:
+            self.flush()
         elif self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(COALESCE_S, self.flush)
 
@@ -92,11 +93,14 @@ def _exit_notice(phase_dir: Path) -> str:
         except OSError:
             return None
 
+    return exit_notice(read("exit_code") or "-", read("ended_at"), _output_size(phase_dir))
+
+
+def _output_size(phase_dir: Path) -> int | None:
     try:
-        size: int | None = (phase_dir / "out.log").stat().st_size
+        return (phase_dir / "out.log").stat().st_size
     except OSError:
-        size = None
-    return exit_notice(read("exit_code") or "-", read("ended_at"), size)
+        return None
 
 
 @dataclass(eq=False)
@@ -133,7 +137,7 @@ class PhaseWatcher:
 
     def subscribe(self, stream: WatchStream, phase_id: str) -> None:
         if "/" in phase_id or phase_id in ("", ".", ".."):
-            stream.notify(phase_id, "gone")
+            stream.notify(phase_id, "gone", now=True)
             return
         path = stream.phases_dir / phase_id
         watched = self._by_path.get(path)
@@ -141,17 +145,20 @@ class PhaseWatcher:
             try:
                 wd = self._ensure().add_watch(str(path), _MASK)
             except OSError:
-                stream.notify(phase_id, "seen")
-                stream.notify(phase_id, "gone")  # no such phase (or no watch): let the controller look
+                stream.notify(phase_id, "gone", now=True)  # no such phase (or no watch): let the controller look
                 return
             watched = self._by_wd.get(wd) or _Watched(path, wd)
             self._by_wd[wd] = self._by_path[path] = watched
         watched.streams[stream] = phase_id
         stream.phases.add(phase_id)
-        stream.notify(phase_id, "seen")
+        # Where the phase stands as the watch begins (after the inotify watch
+        # is in place, so nothing after this goes unsaid): its end, or the
+        # size of its output so far. Then its process: gone is said at once.
         if (path / "exit_code").exists():
-            stream.notify(phase_id, _exit_notice(path))
-        elif watched.pidfd is None:
+            stream.notify(phase_id, _exit_notice(path), now=True)
+            return
+        stream.notify(phase_id, f"seen {_output_size(path) or 0}", now=True)
+        if watched.pidfd is None:
             self._watch_process(watched)
 
     def unsubscribe(self, stream: WatchStream, phase_id: str) -> None:
@@ -219,8 +226,11 @@ class PhaseWatcher:
         assert self._inotify is not None
         for event in self._inotify.read_events():
             if event.mask & IN_Q_OVERFLOW:
+                # Lost track: every phase is told again where it stands (an
+                # exit may have been among the events lost).
                 for every in list(self._by_path.values()):
-                    self._tell(every, "out")  # lost track: every phase is looked at again
+                    ended = (every.path / "exit_code").exists()
+                    self._tell(every, _exit_notice(every.path) if ended else "out")
                 continue
             watched = self._by_wd.get(event.wd)
             if watched is None:

@@ -15,7 +15,9 @@ once read; they never appear on a command line.
 from __future__ import annotations
 
 import base64
+import json
 import shlex
+from dataclasses import dataclass
 
 # The detached wrapper. Its clock is bash's own (`$EPOCHREALTIME`, bash 5;
 # `date` on an older one): a thousand phases ending at once on one machine
@@ -84,7 +86,34 @@ fi
 rm -rf "$T"
 cat "$D/pid" 2>/dev/null
 """
-_END_MARK = "end-of-phase-input"
+END_MARK = "end-of-phase-input"
+# The launcher's first line: a comment to bash; to the local node host, which
+# serves it natively (nodehost_launch.py), the request in JSON.
+LAUNCH_MARK = "# skytui-phase-launch 1 "
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What a launcher command starts: a phase of a node's phases directory
+    (relative to the login's home), to run in `cwd` (relative too; home if
+    empty or missing)."""
+
+    phases_dir: str
+    phase_id: str
+    cwd: str
+
+
+def launch_request_of(command: str) -> LaunchRequest | None:
+    """The request a launcher command carries, or None if `command` is not one."""
+    head, _, _ = command.partition("\n")
+    if not head.startswith(LAUNCH_MARK):
+        return None
+    try:
+        fields = json.loads(head[len(LAUNCH_MARK):])
+        request = LaunchRequest(str(fields["phases"]), str(fields["phase"]), str(fields.get("cwd") or ""))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return request
 
 
 # `alive PID`: the process exists and is not a zombie (kill -0 says a zombie
@@ -101,9 +130,10 @@ def env_file(env: dict[str, str]) -> str:
 
 def launcher_command(phases_dir: str, phase_id: str, cwd: str | None) -> str:
     """The command that starts a phase; feed it `launcher_input` on stdin."""
-    return _LAUNCHER.format(
+    request = json.dumps({"phases": phases_dir, "phase": phase_id, "cwd": cwd or ""})
+    return LAUNCH_MARK + request + "\n" + _LAUNCHER.format(
         phases=phases_dir, phase_id=phase_id, cwd=shlex.quote(cwd or ""), wrapper=shlex.quote(WRAPPER),
-        end=_END_MARK,
+        end=END_MARK,
     )
 
 
@@ -111,7 +141,7 @@ def launcher_input(script: str, env: dict[str, str]) -> str:
     return (
         base64.b64encode(script.encode()).decode() + "\n"
         + base64.b64encode(env_file(env).encode()).decode() + "\n"
-        + _END_MARK + "\n"
+        + END_MARK + "\n"
     )
 
 

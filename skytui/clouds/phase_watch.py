@@ -5,8 +5,11 @@ One long-lived stream per node connection: the controller writes `+<phase>`
 to start watching a phase and `-<phase>` to stop; the node answers with a
 line `<phase> <what>` whenever that phase may have changed:
 
-* `seen`: the watch is in place (always sent first, so a change made between
-  the controller's last look and the watch starting is not missed);
+* `seen <output size>`: the watch is in place, and this is how much output
+  the phase had then (a change made after it comes as a notice, so the
+  controller needs no look to start with; a bare `seen` from an older node
+  still works: the controller then looks). A phase that had already ended
+  when the watch began answers with its `exit` instead;
 * `out`: its output grew;
 * `exit <code> <ended_at> <output size>`: its exit code is written (the
   watch ends); the facts spare the controller reading three files (a bare
@@ -14,9 +17,8 @@ line `<phase> <what>` whenever that phase may have changed:
 * `gone`: its process is gone without an exit code (the watch ends);
 * `* all`: the node lost track (an overflow): look at every phase.
 
-A notice is only a cue to look: the controller still reads the exit code and
-the output by offset as before, so a notice lost or doubled changes nothing
-but latency, and resuming after a drop stays byte-exact.
+The output is still read by offset, so resuming after a drop stays
+byte-exact; a stream that ends sets every watcher looking for itself.
 
 On a VM (OpenSSH) the stream is WATCH_SCRIPT, a bash loop that looks at the
 watched phases twice a second: one loop per machine, on the machine's own
@@ -43,7 +45,7 @@ declare -A S
 while :; do
   if IFS= read -r -t 0.5 line; then
     case "$line" in
-      +*) p=${{line:1}}; S[$p]=-; echo "$p seen";;
+      +*) p=${{line:1}}; S[$p]=$(stat -c %s "$D0/$p/out.log" 2>/dev/null || echo 0); echo "$p seen ${{S[$p]}}";;
       -*) unset "S[${{line:1}}]";;
     esac
   elif [ $? -le 128 ]; then
@@ -59,8 +61,8 @@ while :; do
     if [ -n "$pid" ] && ! alive "$pid" && [ ! -e "$D/exit_code" ]; then
       echo "$p gone"; unset "S[$p]"; continue
     fi
-    s=$(stat -c %s "$D/out.log" 2>/dev/null || echo -)
-    if [ "$s" != "${{S[$p]}}" ]; then [ "${{S[$p]}}" = - ] || echo "$p out"; S[$p]=$s; fi
+    s=$(stat -c %s "$D/out.log" 2>/dev/null || echo 0)
+    if [ "$s" != "${{S[$p]}}" ]; then echo "$p out"; S[$p]=$s; fi
   done
 done
 """
@@ -136,6 +138,10 @@ class PhaseWatchStream:
         self.gone: set[str] = set()
         # Phases the node said ended, with what it said (see PhaseEnd).
         self.ended: dict[str, PhaseEnd] = {}
+        # Phases whose watch the node confirmed, with the output size it last
+        # said (None: unknown, or grown since): a look at one of them needs
+        # no read until the node says something changed.
+        self.sizes: dict[str, int | None] = {}
         self.closed = False
         self._reader = asyncio.create_task(self._read(), name="phase-watch")
 
@@ -151,10 +157,15 @@ class PhaseWatchStream:
                 self._end()
         return event
 
+    def watching(self, phase_id: str) -> bool:
+        """The node watches this phase for us (asked, and not ended)."""
+        return phase_id in self._watched and not self.closed
+
     def unwatch(self, phase_id: str) -> None:
         self._signals.pop(phase_id, None)
         self.gone.discard(phase_id)
         self.ended.pop(phase_id, None)
+        self.sizes.pop(phase_id, None)
         if phase_id in self._watched and not self.closed:
             self._watched.discard(phase_id)
             with contextlib.suppress(Exception):
@@ -168,17 +179,26 @@ class PhaseWatchStream:
                     continue  # not a notice
                 phase_id, what, facts = words[0], words[1], words[2:]
                 if phase_id == "*":
+                    self.sizes.clear()  # the node lost track: the next looks read for themselves
                     for every in self._signals.values():
                         every.set()
                     continue
                 if what in ENDING:
                     self._watched.discard(phase_id)  # the node ended this watch
+                if phase_id not in self._signals:
+                    continue  # no longer watched (a late notice)
                 if what == "gone":
                     self.gone.add(phase_id)
-                if what == "exit" and phase_id in self._signals:
+                elif what == "exit":
                     end = parse_phase_end(facts)
                     if end is not None:
                         self.ended[phase_id] = end
+                    else:
+                        self.sizes.pop(phase_id, None)  # an older node: the next look reads the files
+                elif what == "seen":
+                    self.sizes[phase_id] = int(facts[0]) if facts and facts[0].isdigit() else None
+                elif what == "out":
+                    self.sizes[phase_id] = None
                 event = self._signals.get(phase_id)
                 if event is not None:
                     event.set()

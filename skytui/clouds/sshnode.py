@@ -9,6 +9,7 @@ VM's OpenSSH and on the local node host's jail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,6 +26,9 @@ from skytui.clouds.phase_scripts import (
     parse_node_time,
 )
 from skytui.clouds.phase_watch import PhaseWatchStream, watch_command
+
+# How long a new watch waits for the node's answer before looking itself.
+WATCH_ANSWER_TIMEOUT_S = 5.0
 
 
 class SSHNode:
@@ -197,6 +201,11 @@ class SSHNode:
                                   ended_at=end.ended_at, output_size=end.output_size)
             if phase_id in self._watch.gone:
                 check_alive = True  # the node said its process is gone: see for ourselves
+            elif not check_alive and phase_id in self._watch.sizes:
+                # The node watches it, checked its process when the watch
+                # began, and has told of no end: it runs. Nothing to read.
+                return PhaseState(started=None, pid=None, exit_code=None, alive=None,
+                                  output_size=self._watch.sizes[phase_id])
         exit_text = await self._read_small(f"{phase_dir}/exit_code")
         exit_code = parse_exit_code(exit_text)
         if exit_code is not None:
@@ -239,7 +248,9 @@ class SSHNode:
 
     async def watch_phase(self, phase_id: str) -> asyncio.Event:
         """An Event the node sets whenever the phase may have changed (see
-        phase_watch.py): clear it, look, then wait on it."""
+        phase_watch.py): clear it, look, then wait on it. A new watch returns
+        once the node has answered it (its output's size, or how the phase
+        ended), so the first look reads nothing either."""
         if self._watch is None or self._watch.closed:
             conn, _ = await self._ensure()
             try:
@@ -250,7 +261,14 @@ class SSHNode:
                 self._lost()
                 raise NodeError(f"cannot watch phases on {self.info.user}: {exc}") from exc
             self._watch = PhaseWatchStream(process)
-        return self._watch.watch(phase_id)
+        watch = self._watch
+        fresh = not watch.watching(phase_id)
+        event = watch.watch(phase_id)
+        if fresh:
+            # A node that does not answer in time is looked at as before.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), WATCH_ANSWER_TIMEOUT_S)
+        return event
 
     def unwatch_phase(self, phase_id: str) -> None:
         if self._watch is not None:

@@ -64,6 +64,7 @@ from skytui.engine.store import (
     ClusterRow,
     ClusterStatus,
     JobRow,
+    RunEndRequest,
     TaskRow,
 )
 from skytui.logs.store import controller_log_path, file_size, task_log_path
@@ -372,10 +373,10 @@ class JobController:
                              ended_at=outcome.ended_at)
         closing, self._unclosed_segments = self._unclosed_segments, []
         own_machines = self.job.pool is None  # a pool's worker is released, not torn down
-        ended = await self.store.end_run(
+        ended = await self.store.end_run(RunEndRequest(
             self.job.id, idx, attempt, S.SUCCEEDED, reason="succeeded", exit_code=0, ran_until=outcome.ended_at,
-            finish_segments=closing, retire_clusters=own_machines,
-        )
+            finish_segments=tuple(closing), retire_clusters=own_machines,
+        ))
         if ended.ended:
             self._say(f"task {idx}: {S.SUCCEEDED}")
         if ended.ended and own_machines:

@@ -161,9 +161,10 @@ class PhaseRunner:
                     if signal is not None:
                         signal.clear()
                     signals.append(signal)
-                    # A node that pushes says itself when the process is gone.
+                    # A node that pushes checks the process itself when the
+                    # watch begins, and says when it is gone.
                     state = await node.phase_state(
-                        phase_id, check_alive=first_look[rank] or (signal is None and liveness_due))
+                        phase_id, check_alive=signal is None and (first_look[rank] or liveness_due))
                     # Read the output after the exit code: once the code is there,
                     # everything the phase printed is on disk.
                     await sync_phase_output(node, phase_id, paths[rank], starts[rank], drain=state.finished,
@@ -212,6 +213,12 @@ class PhaseRunner:
                 # Every node pushes: wait for one to speak, or for the infra.
                 waits = [signal.wait() for signal in signals if signal is not None]
                 await first_of(*waits, machine.lost.wait(), timeout=SAFETY_LOOK_S)
+                if not any(signal.is_set() for signal in signals if signal is not None):
+                    # A long silence: watch afresh, and the nodes say again
+                    # where each phase stands (a lost notice costs this much).
+                    for rank, node in enumerate(self.cluster.nodes):
+                        if codes[rank] is None:
+                            node.unwatch_phase(phase_id)
                 interval = POLL_MAX_S
             else:
                 await first_of(machine.lost.wait(), timeout=interval)

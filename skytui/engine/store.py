@@ -51,6 +51,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    not_,
     null,
     or_,
     select,
@@ -613,9 +614,13 @@ def _sqlite_setup(engine: Engine, *, immediate: bool) -> None:
         cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    if immediate:
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Readers run each statement in its own implicit transaction (one
+    # statement sees one snapshot); a read of several statements that must
+    # agree asks for a snapshot (Store._read(snapshot=True)).
 
 
 def _sqlite_file(url: str) -> str | None:
@@ -690,9 +695,11 @@ class _WalScrubber:
 
 
 class _BatchConnection(threading.local):
-    """The connection of the batch this thread is running (Store.run_batch)."""
+    """The connection of the batch this thread is running (Store.run_batch),
+    and how deep in a call's writes it is (its first write takes the savepoint)."""
 
     conn: Connection | None = None
+    depth: int = 0
 
 
 class Store:
@@ -789,9 +796,16 @@ class Store:
         # instead and go the moment it is free; other processes (a client's
         # submit or cancel) still meet the busy handler.
         batch = self._batch.conn
-        if batch is not None:  # inside run_batch: one savepoint of its transaction
-            with batch.begin_nested():
-                yield batch
+        if batch is not None:  # inside run_batch: one savepoint per call of the batch
+            if self._batch.depth:
+                yield batch  # a write within the call's own: its savepoint covers both
+                return
+            self._batch.depth += 1
+            try:
+                with batch.begin_nested():
+                    yield batch
+            finally:
+                self._batch.depth -= 1
             return
         with self._write_lock, self._writer.begin() as conn:
             yield conn
@@ -803,6 +817,12 @@ class Store:
         durable only when this returns. Only for methods that write and then
         read nothing back through the reader (it would not see them yet)."""
         results: list[R | Exception] = []
+        if len(calls) == 1:  # a transaction of its own: no savepoint needed
+            try:
+                results.append(calls[0]())
+            except Exception as exc:  # noqa: BLE001 - the caller's, handed back
+                results.append(exc)
+            return results
         with self._write_lock, self._writer.begin() as conn:
             self._batch.conn = conn
             try:
@@ -816,8 +836,13 @@ class Store:
         return results
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A connection to read with. On SQLite each statement is its own
+        snapshot unless `snapshot` (several statements that must agree): a
+        BEGIN per read was a fifth of the controller's statements."""
         with self._reader.begin() as conn:
+            if snapshot and self.is_sqlite:
+                conn.exec_driver_sql("BEGIN")
             yield conn
 
     # ------------------------------------------------------------ migrations
@@ -965,16 +990,9 @@ class Store:
                 conn, job_id, task_idx, to, message=message, expect=expect, ran_until=ran_until, **values
             )
 
-    def end_run(
-        self, job_id: int, task_idx: int, attempt_no: int, to: TaskStatus, *,
-        reason: str, exit_code: int | None, ran_until: float | None, finish_segments: Sequence[int] = (),
-        retire_clusters: bool = False,
-    ) -> RunEnd:
+    def end_run(self, request: RunEndRequest) -> RunEnd:
         """A task's run ended for good (see `end_runs`)."""
-        result = self.end_runs([RunEndRequest(
-            job_id, task_idx, attempt_no, to, reason=reason, exit_code=exit_code, ran_until=ran_until,
-            finish_segments=tuple(finish_segments), retire_clusters=retire_clusters,
-        )])[0]
+        result = self.end_runs([request])[0]
         if isinstance(result, Exception):
             raise result
         return result
@@ -1409,7 +1427,7 @@ class Store:
         """Whether a controller is needed: a job in progress, or a pool (its
         workers are kept, and its `down` carried out, by the controller)."""
         in_progress = [s.value for s in IN_PROGRESS]
-        with self._read() as conn:
+        with self._read(snapshot=True) as conn:
             if conn.execute(select(jobs_table.c.id).where(jobs_table.c.status.in_(in_progress)).limit(1)).first():
                 return True
             return conn.execute(select(pools_table.c.name).limit(1)).first() is not None
@@ -1450,7 +1468,7 @@ class Store:
         tasks_query = select(*(tasks_table.c[name] for name in QUEUE_TASK_COLUMNS)).order_by(
             tasks_table.c.job_id.desc(), tasks_table.c.task_idx
         )
-        with self._read() as conn:
+        with self._read(snapshot=True) as conn:
             jobs = conn.execute(jobs_query).all()
             ids = [row[0] for row in jobs]
             if in_progress_only or limit is not None:
@@ -1468,11 +1486,15 @@ class Store:
         controller starts its coroutine only to cancel it."""
         if limit <= 0:
             return []
+        # The jobs with a coroutine are left out by the DB, as runs of ids:
+        # a thousand pool jobs waiting for a worker are not read on every pass.
+        excluded = [not_(among) for among in _id_clauses(jobs_table.c.id, exclude)]
         query = (
             select(*_columns(jobs_table, JobRow))
             .where(
                 jobs_table.c.status.in_([s.value for s in IN_PROGRESS]),
                 jobs_table.c.cancel_requested_at.is_(None),
+                *excluded,
             )
             .order_by(
                 # A job any of whose tasks has started (a pipeline between
@@ -1487,14 +1509,8 @@ class Store:
                 jobs_table.c.id.asc(),
             )
         )
-        out: list[JobRow] = []
         with self._read() as conn:
-            for row in conn.execute(query):
-                if row.id not in exclude:
-                    out.append(_record(JobRow, row))
-                    if len(out) >= limit:
-                        break
-        return out
+            return [_record(JobRow, row) for row in conn.execute(query.limit(limit))]
 
     def tasks(self, job_id: int) -> list[TaskRow]:
         with self._read() as conn:
@@ -2003,18 +2019,11 @@ class AsyncStore:
 
         return call
 
-    async def end_run(
-        self, job_id: int, task_idx: int, attempt_no: int, to: TaskStatus, *,
-        reason: str, exit_code: int | None, ran_until: float | None, finish_segments: Sequence[int] = (),
-        retire_clusters: bool = False,
-    ) -> RunEnd:
+    async def end_run(self, request: RunEndRequest) -> RunEnd:
         """`Store.end_run`, with every run that ends meanwhile: they go in
         one `Store.end_runs` (a few statements for all) in the next commit."""
         future = self._queue_for_commit()
-        self._run_ends.append((RunEndRequest(
-            job_id, task_idx, attempt_no, to, reason=reason, exit_code=exit_code, ran_until=ran_until,
-            finish_segments=tuple(finish_segments), retire_clusters=retire_clusters,
-        ), future))
+        self._run_ends.append((request, future))
         result: RunEnd = await future
         return result
 

@@ -65,8 +65,9 @@ async def sync_phase_output(
     secrets: Sequence[bytes] = (), size: int | None = None,
 ) -> int:
     """Append what is new, masking `secrets` (see `maskable`); with `drain`,
-    keep going until the node has no more, or, when the node said how much
-    output there is (`size`), until that much is copied.
+    keep going until the node has no more. When the node said how much
+    output there is (`size`), copy up to that much: nothing is read when it
+    is all here already.
 
     Returns the number of bytes copied.
     """
@@ -75,7 +76,7 @@ async def sync_phase_output(
         offset = file_size(local_path) - segment_start
         if offset < 0:  # pragma: no cover - a truncated local log; never resume before the segment
             raise RuntimeError(f"{local_path} is shorter than its segment start {segment_start}")
-        if drain and size is not None and offset >= size:
+        if size is not None and offset >= size:
             return copied
         data = await node.read_phase_output(phase_id, offset, CHUNK_BYTES)
         if not data:
