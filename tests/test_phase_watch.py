@@ -8,6 +8,7 @@ SKYTUI_NODEHOST_TRACE names a file: that is what is counted here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -223,3 +224,47 @@ async def test_a_vm_pushes_changes_from_its_bash_watcher(ssh_user: Any, tmp_path
         await _exercise_watch(node, f"{ssh_user.home}/gate")
     finally:
         await node.close()
+
+
+@pytest.mark.parametrize("how", ["its parent (SIGCHLD)", "a pidfd", "a sweep (no pidfd left)"])
+async def test_the_node_host_tells_when_a_phase_process_is_gone(tmp_path: Path, how: str) -> None:
+    """However the node host learns that a process ended (its own child, a
+    pidfd, or, past its pidfd budget, a sweep), a phase whose process dies
+    without an exit code is told `gone`, and one that ends with a code is
+    told its `exit`: 10,000 running phases must not take every descriptor."""
+    from skytui.clouds.nodehost_launch import WrapperReaper
+    from skytui.clouds.nodehost_watch import PhaseWatcher, WatchStream
+
+    reaper = WrapperReaper()
+    watcher = PhaseWatcher(reaper if how.startswith("its parent") else None,
+                           pidfd_budget=0 if how.startswith("a sweep") else None)
+    said: list[str] = []
+    stream = WatchStream(watcher, lambda data: said.extend(data.decode().splitlines()), tmp_path)
+    phases = {}
+    for name, script in (("dies", "sleep 30"), ("ends", "sleep 0.5; exit 3")):
+        directory = tmp_path / name
+        directory.mkdir()
+        wrapper = f'sh -c \'{script}\'; rc=$?; echo $rc > "{directory}/exit.tmp"; mv "{directory}/exit.tmp" "{directory}/exit_code"'
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", wrapper], dict(os.environ), setsid=True)
+        if how.startswith("its parent"):
+            reaper.adopt(pid)
+        (directory / "pid").write_text(f"{pid}\n")
+        phases[name] = pid
+        watcher.subscribe(stream, name)
+    try:
+        os.killpg(phases["dies"], signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (
+            "dies gone" in said and any(line.startswith("ends exit 3") for line in said)
+        ):
+            await asyncio.sleep(0.05)
+        assert "dies gone" in said, said
+        assert any(line.startswith("ends exit 3") for line in said), said
+    finally:
+        stream.close()
+        watcher.close()
+        reaper.close()
+        for pid in phases.values():
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.killpg(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)

@@ -101,8 +101,8 @@ class NodeHost:
         self._connections: set[asyncssh.SSHServerConnection] = set()
         self._server: asyncssh.SSHAcceptor | None = None
         self._last_busy = time.monotonic()
-        self.phase_watcher = PhaseWatcher()
         self.reaper = WrapperReaper()
+        self.phase_watcher = PhaseWatcher(self.reaper)
         self.launcher = NativeLauncher(job_umask, self.reaper)
         # Every request served, one line each, when SKYTUI_NODEHOST_TRACE names
         # a file: how tests count what an idle job costs its node.

@@ -22,10 +22,14 @@ import contextlib
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from skytui.clouds.phase_scripts import END_MARK, WRAPPER, LaunchRequest
+
+T = TypeVar("T")
 
 # How long a start that someone else owns waits for that one's pid (as the
 # bash launcher: 200 looks 20 ms apart).
@@ -45,12 +49,15 @@ class LaunchResult:
 
 
 class WrapperReaper:
-    """Reaps the wrappers the node host spawned once they exit. Swept on
-    SIGCHLD (never per wrapper, and never another child's: asyncio waits
-    for its own subprocesses), so 10,000 running phases cost nothing."""
+    """Reaps the wrappers the node host spawned once they exit, and tells
+    whoever asked (the phase watch) that one ended. Swept on SIGCHLD (never
+    per wrapper, and never another child's: asyncio waits for its own
+    subprocesses), so 10,000 running phases cost nothing and hold no file
+    descriptor."""
 
     def __init__(self) -> None:
         self._pids: set[int] = set()
+        self._on_exit: dict[int, dict[object, Callable[[Any], None]]] = {}
         self._sweep: asyncio.TimerHandle | None = None
         self._installed = False
 
@@ -59,6 +66,21 @@ class WrapperReaper:
             self._installed = True
             asyncio.get_running_loop().add_signal_handler(signal.SIGCHLD, self._soon)
         self._pids.add(pid)
+
+    def on_exit(self, pid: int, key: T, callback: Callable[[T], None]) -> bool:
+        """Call `callback(key)` once `pid` has exited; False if it is not
+        one of the node host's wrappers (or was already reaped)."""
+        if pid not in self._pids:
+            return False
+        self._on_exit.setdefault(pid, {})[key] = callback
+        return True
+
+    def forget_exit(self, pid: int, key: object) -> None:
+        callbacks = self._on_exit.get(pid)
+        if callbacks is not None:
+            callbacks.pop(key, None)
+            if not callbacks:
+                del self._on_exit[pid]
 
     def _soon(self) -> None:
         if self._sweep is None:
@@ -73,6 +95,8 @@ class WrapperReaper:
                 done = pid
             if done:
                 self._pids.discard(pid)
+                for key, callback in self._on_exit.pop(pid, {}).items():
+                    callback(key)
 
     def close(self) -> None:
         if self._sweep is not None:

@@ -1,9 +1,10 @@
 """The node host's native side of the phase watch (phase_watch.py's protocol).
 
-One inotify instance and one pidfd per watched running phase, for every
-sandbox the node host serves: a phase that prints nothing wakes nothing.
+One inotify instance for every sandbox the node host serves, and a way to
+learn that each watched phase's process ended (SIGCHLD for the node host's
+own children, else a pidfd): a phase that prints nothing wakes nothing.
 Events on a phase's directory say its output grew (`out.log` modified) or it
-ended (`exit_code` moved into place); its wrapper's pidfd says the process
+ended (`exit_code` moved into place); its wrapper's end says the process
 is gone, which without an exit code is a vanished phase (`gone`).
 
 Notices are coalesced per stream for COALESCE_S, so a phase printing a
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from skytui.clouds.inotify import (
     IN_Q_OVERFLOW,
     Inotify,
 )
+from skytui.clouds.nodehost_launch import WrapperReaper
 from skytui.clouds.phase_watch import ENDING, exit_notice
 
 COALESCE_S = 0.02
@@ -115,14 +118,23 @@ class _Watched:
 
 
 class PhaseWatcher:
-    """Every watched phase directory of the node host, on one inotify fd."""
+    """Every watched phase directory of the node host, on one inotify fd.
 
-    def __init__(self) -> None:
+    A wrapper the node host spawned itself is its child: its end comes with
+    SIGCHLD (`children`), at no file descriptor. Any other (a phase started
+    before this node host) gets a pidfd while at most a quarter of the
+    descriptors are pidfds, and is swept beyond that: 10,000 running phases
+    must leave the node host descriptors to accept connections with."""
+
+    def __init__(self, children: WrapperReaper | None = None, *, pidfd_budget: int | None = None) -> None:
         self._inotify: Inotify | None = None
         self._by_wd: dict[int, _Watched] = {}
         self._by_path: dict[Path, _Watched] = {}
         self._swept: set[_Watched] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._children = children
+        self._pidfds = 0
+        self._pidfd_budget = pidfd_budget if pidfd_budget is not None else _default_pidfd_budget()
 
     def _ensure(self) -> Inotify:
         if self._inotify is None:
@@ -158,7 +170,7 @@ class PhaseWatcher:
             stream.notify(phase_id, _exit_notice(path), now=True)
             return
         stream.notify(phase_id, f"seen {_output_size(path) or 0}", now=True)
-        if watched.pidfd is None:
+        if watched.pid is None:
             self._watch_process(watched)
 
     def unsubscribe(self, stream: WatchStream, phase_id: str) -> None:
@@ -173,35 +185,46 @@ class PhaseWatcher:
         self._by_wd.pop(watched.wd, None)
         if self._inotify is not None:
             self._inotify.remove_watch(watched.wd)
-        self._close_pidfd(watched)
+        self._stop_watching_process(watched)
 
-    def _close_pidfd(self, watched: _Watched) -> None:
+    def _stop_watching_process(self, watched: _Watched) -> None:
         self._swept.discard(watched)
+        if self._children is not None and watched.pid is not None:
+            self._children.forget_exit(watched.pid, watched)
         if watched.pidfd is not None:
             asyncio.get_running_loop().remove_reader(watched.pidfd)
             os.close(watched.pidfd)
             watched.pidfd = None
+            self._pidfds -= 1
 
     def _watch_process(self, watched: _Watched) -> None:
-        """A pidfd on the phase's wrapper, once its pid is on record."""
+        """Watch the phase's wrapper, once its pid is on record."""
         try:
             pid = int((watched.path / "pid").read_text().strip())
         except (OSError, ValueError):
             return  # not started yet: its `pid` moving into place calls this again
         watched.pid = pid
+        if self._children is not None and self._children.on_exit(pid, watched, self._child_ended):
+            return
         try:
+            if self._pidfds >= self._pidfd_budget:
+                raise OSError("the pidfd budget is spent")
             watched.pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             self._process_ended(watched)
             return
         except OSError:
-            # Out of file descriptors (a pidfd per running phase), or no
-            # pidfd here: one sweep for all such phases looks instead.
+            # Out of the budget, or no pidfd here: one sweep for all such phases looks instead.
             self._swept.add(watched)
             if self._sweeper is None or self._sweeper.done():
                 self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
             return
+        self._pidfds += 1
         asyncio.get_running_loop().add_reader(watched.pidfd, self._process_ended, watched)
+
+    def _child_ended(self, watched: _Watched) -> None:
+        if watched.path in self._by_path:
+            self._process_ended(watched)
 
     async def _sweep(self) -> None:
         while self._swept:
@@ -213,7 +236,7 @@ class PhaseWatcher:
                         self._process_ended(watched)
 
     def _process_ended(self, watched: _Watched) -> None:
-        self._close_pidfd(watched)
+        self._stop_watching_process(watched)
         # The wrapper writes its exit code before it exits: none means it was killed.
         what = _exit_notice(watched.path) if (watched.path / "exit_code").exists() else "gone"
         self._tell(watched, what)
@@ -243,7 +266,7 @@ class PhaseWatcher:
                 self._tell(watched, "out")
             elif event.name == "exit_code":
                 self._tell(watched, _exit_notice(watched.path))
-            elif event.name == "pid" and watched.pidfd is None:
+            elif event.name == "pid" and watched.pid is None:
                 self._watch_process(watched)
 
     def close(self) -> None:
@@ -255,6 +278,11 @@ class PhaseWatcher:
             asyncio.get_running_loop().remove_reader(self._inotify.fd)
             self._inotify.close()
             self._inotify = None
+
+
+def _default_pidfd_budget() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, soft // 4) if soft != resource.RLIM_INFINITY else 1 << 16
 
 
 def _alive(pid: int) -> bool:

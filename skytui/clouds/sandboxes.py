@@ -13,6 +13,7 @@ share one node host; each sees only the sandboxes marked with its own name.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -89,7 +90,10 @@ class SandboxHost:
         self.host_key_path = paths.keys / "nodehost_host_key"
         self._start_lock = asyncio.Lock()
         self._up_sandboxes = UpSandboxes(paths.nodes)
-        self._markers: dict[str, dict[str, Any]] = {}  # by sandbox name; see sandboxes()
+        self._markers: dict[str, dict[str, Any]] = {}  # by sandbox name; see _refresh_markers()
+        # This infra's nodes by (region, spot), kept with the markers.
+        self._in_use: collections.Counter[tuple[str | None, bool]] = collections.Counter()
+        self._markers_lock = threading.Lock()  # refreshed from worker threads
 
     def _advertised_pid(self) -> int | None:
         """The pid in the node host's state file, if that process still runs."""
@@ -202,34 +206,46 @@ class SandboxHost:
     def _sandbox(self, cluster_name: str, rank: int) -> Path:
         return self.paths.nodes / f"{cluster_name}-{rank}"
 
+    def _refresh_markers(self) -> None:
+        """Bring the markers up to the directory. A marker is written once,
+        so each is read once, and the names are compared as sets: with
+        10,000 nodes up, a provision (sim counts what is in use) costs one
+        listing of the directory, not thousands of reads or Python steps."""
+        with self._markers_lock:
+            self._refresh_markers_locked()
+
+    def _refresh_markers_locked(self) -> None:
+        try:
+            names = {name for name in os.listdir(self.paths.nodes) if name not in (LOCK_FILE, STATE_FILE)}
+        except OSError:
+            names = set()
+        for gone in self._markers.keys() - names:
+            self._count(self._markers.pop(gone), -1)
+        for name in names - self._markers.keys():
+            try:
+                data = json.loads((self.paths.nodes / name / NODE_MARKER).read_text())
+            except (OSError, ValueError):
+                continue  # not a node (yet, or any more)
+            self._markers[name] = data
+            self._count(data, +1)
+
+    def _count(self, marker: dict[str, Any], delta: int) -> None:
+        if marker.get("infra", "local") == self.infra:
+            self._in_use[(marker.get("region"), bool(marker.get("use_spot")))] += delta
+
     def sandboxes(self) -> list[tuple[Path, dict[str, Any]]]:
         """This infra's sandboxes and their markers (sandboxes made before the
-        marker named its infra are `local`'s). A marker is written once, so
-        each is read once: with thousands of nodes up, a provision (sim counts
-        what is in use) costs one listing of the directory, not thousands of
-        reads."""
-        found: list[tuple[Path, dict[str, Any]]] = []
-        try:
-            entries = list(os.scandir(self.paths.nodes))
-        except OSError:
-            return found
-        present = set()
-        for entry in entries:
-            if entry.name in (LOCK_FILE, STATE_FILE):
-                continue
-            present.add(entry.name)
-            data = self._markers.get(entry.name)
-            if data is None:
-                try:
-                    data = json.loads((Path(entry.path) / NODE_MARKER).read_text())
-                except (OSError, ValueError):
-                    continue  # not a node (yet, or any more)
-                self._markers[entry.name] = data
-            if data.get("infra", "local") == self.infra:
-                found.append((Path(entry.path), data))
-        for gone in set(self._markers) - present:
-            del self._markers[gone]
-        return found
+        marker named its infra are `local`'s)."""
+        with self._markers_lock:
+            self._refresh_markers_locked()
+            return [(self.paths.nodes / name, data) for name, data in self._markers.items()
+                    if data.get("infra", "local") == self.infra]
+
+    def nodes_in_use(self, region: str | None, use_spot: bool) -> int:
+        """How many of this infra's nodes are in a region and market."""
+        with self._markers_lock:
+            self._refresh_markers_locked()
+            return self._in_use[(region, use_spot)]
 
     def _cluster_sandboxes(self, cluster_name: str, handle_nodes: Sequence[NodeInfo] | None) -> list[Path]:
         """A cluster's sandboxes: named in its handle, or `<cluster>-<rank>`

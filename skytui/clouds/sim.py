@@ -164,12 +164,6 @@ class SimCloud:
         stockouts = read_stockouts(self.paths.sim_state)
         return region in stockouts or "all" in stockouts or region.split("/")[0] in stockouts
 
-    def _nodes_in_use(self, region: str, use_spot: bool) -> int:
-        return sum(
-            1 for _, marker in self.sandboxes.sandboxes()
-            if marker.get("region") == region and bool(marker.get("use_spot")) == use_spot
-        )
-
     def _reclaim_at(self, region: str, use_spot: bool) -> float | None:
         rate = float(self._region_setting(region, "preemption_rate_per_hour") or 0.0)
         if not use_spot or rate <= 0:
@@ -191,7 +185,7 @@ class SimCloud:
             if self.stocked_out(region):
                 raise CapacityError(f"{market} capacity for {offer.instance_type} is stocked out in {region}")
             capacity = self.capacity(region, offer.use_spot)
-            in_use = await asyncio.to_thread(self._nodes_in_use, region, offer.use_spot)
+            in_use = await asyncio.to_thread(self.sandboxes.nodes_in_use, region, offer.use_spot)
             if in_use + num_nodes > capacity:
                 raise CapacityError(
                     f"insufficient {market} capacity in {region}: {in_use} of {capacity} nodes in use"

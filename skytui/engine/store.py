@@ -316,6 +316,16 @@ _SET_JOB_STATUS = (
     .where(jobs_table.c.id == bindparam("b_job"))
     .values(status=bindparam("status"), ended_at=bindparam("ended_at"))
 )
+# The statements every job runs several times, built once: building a
+# SQLAlchemy statement costs more Python than running it on SQLite.
+_INSERT_EVENT = insert(events_table)
+_TASK_ROW = select(tasks_table).where(
+    tasks_table.c.job_id == bindparam("b_job"), tasks_table.c.task_idx == bindparam("b_task")
+)
+_TASK_ROW_FOR_UPDATE = _TASK_ROW.with_for_update()
+_JOB_TASK_STATUSES = (
+    select(tasks_table.c.status).where(tasks_table.c.job_id == bindparam("b_job")).order_by(tasks_table.c.task_idx)
+)
 
 
 def _id_clauses(column: Any, ids: Iterable[int]) -> Iterator[Any]:
@@ -1080,11 +1090,7 @@ class Store:
         message: str | None, expect: TaskStatus | None = None, ran_until: float | None = None, **values: Any,
     ) -> bool:
         now = time.time()
-        row = conn.execute(
-            select(tasks_table)
-            .where(tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx)
-            .with_for_update()
-        ).one()
+        row = conn.execute(_TASK_ROW_FOR_UPDATE, {"b_job": job_id, "b_task": task_idx}).one()
         current = TaskStatus(row.status)
         if expect is not None and current is not expect:
             return False
@@ -1135,14 +1141,7 @@ class Store:
         return count
 
     def _refresh_job_status(self, conn: Connection, job_id: int, now: float) -> None:
-        statuses = [
-            TaskStatus(s)
-            for s in conn.execute(
-                select(tasks_table.c.status)
-                .where(tasks_table.c.job_id == job_id)
-                .order_by(tasks_table.c.task_idx)
-            ).scalars()
-        ]
+        statuses = [TaskStatus(s) for s in conn.execute(_JOB_TASK_STATUSES, {"b_job": job_id}).scalars()]
         status = job_status(statuses)
         finished = all(s in TERMINAL for s in statuses)
         # A failed pipeline reads FAILED (its failing task), not CANCELLED (its tail).
@@ -1150,9 +1149,7 @@ class Store:
             failures = [s for s in statuses if s.is_failure]
             status = failures[0] if failures else status
         conn.execute(
-            update(jobs_table)
-            .where(jobs_table.c.id == job_id)
-            .values(status=status.value, ended_at=now if status in TERMINAL else None)
+            _SET_JOB_STATUS, {"b_job": job_id, "status": status.value, "ended_at": now if status in TERMINAL else None}
         )
         if finished:
             self._erase_job_secrets(conn, job_id)
@@ -1224,12 +1221,9 @@ class Store:
         message: str | None = None,
         at: float | None = None,
     ) -> None:
-        conn.execute(
-            insert(events_table).values(
-                **_event_values(job_id, task_idx, kind, from_status=from_status, to_status=to_status,
-                                message=message, at=at)
-            )
-        )
+        conn.execute(_INSERT_EVENT, _event_values(
+            job_id, task_idx, kind, from_status=from_status, to_status=to_status, message=message, at=at,
+        ))
 
     def note(self, job_id: int, task_idx: int | None, kind: str, message: str) -> None:
         """An event that changes no status (a round of capacity search that
@@ -1523,11 +1517,7 @@ class Store:
 
     def task(self, job_id: int, task_idx: int) -> TaskRow:
         with self._read() as conn:
-            row = conn.execute(
-                select(tasks_table).where(
-                    tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx
-                )
-            ).one()
+            row = conn.execute(_TASK_ROW, {"b_job": job_id, "b_task": task_idx}).one()
         return _record(TaskRow, row)
 
     def tasks_of_jobs(self, job_ids: Sequence[int]) -> dict[int, list[TaskRow]]:
