@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -61,62 +60,38 @@ def test_an_idle_running_job_makes_no_requests_to_its_node(env: Env, monkeypatch
     assert any(line.endswith(" launch") for line in _requests(trace)), "the phase was not launched natively"
 
 
-def _ss_kill_works() -> bool:
-    import socket
-
-    if subprocess.run(["which", "ss"], capture_output=True).returncode != 0:
-        return False
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    port = server.getsockname()[1]
-    client = socket.create_connection(("127.0.0.1", port), timeout=5)
-    peer, _ = server.accept()
-    try:
-        _reset_connections(port)
-        client.settimeout(2)
-        try:
-            client.sendall(b"x")
-            client.recv(1)
-        except OSError:
-            return True
-        return False
-    finally:
-        client.close()
-        peer.close()
-        server.close()
-
-
-def _reset_connections(port: int) -> None:
-    subprocess.run(
-        ["ss", "-K", "-t", "-n", "state", "established",
-         f"( sport = :{port} or dport = :{port} ) and src 127.0.0.1 and dst 127.0.0.1"],
-        capture_output=True, timeout=30, check=False,
-    )
-
-
 LINES = 150
 
 
 def test_the_pushed_stream_resumes_after_ssh_drops_with_no_byte_lost_or_doubled(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if os.geteuid() != 0 or not _ss_kill_works():
-        pytest.skip("needs `ss -K` on loopback (root, CONFIG_INET_DIAG_DESTROY)")
+    from infra.tcp_relay import TCPRelay
+
     trace = env.tmp / "trace.txt"
     monkeypatch.setenv("SKYTUI_NODEHOST_TRACE", str(trace))
-    job_id = env.launch(env.write("chatty.yaml", (
-        "name: chatty\n"
-        "run: |\n"
-        f"  for i in $(seq 1 {LINES}); do echo \"line $i\"; sleep 0.04; done\n"
-    )))
-    wait_for(lambda: b"line 10\n" in env.log(job_id), 60, what="output")
-    port = json.loads((env.home / "nodes" / "nodehost.json").read_text())["port"]
-    watches_before = sum(line.endswith(" watch") for line in _requests(trace))
-    for _ in range(3):
-        _reset_connections(port)
-        time.sleep(1.0)
-    job = env.wait_status(job_id, "SUCCEEDED", "FAILED", "FAILED_CONTROLLER", timeout=90)
+    # The controller reaches the node host through a relay that the test cuts:
+    # the node host is started by a first job, then advertised at the relay.
+    first = env.launch(env.write("first.yaml", "name: first\nrun: echo up\n"))
+    env.wait_status(first, "SUCCEEDED", timeout=60)
+    state_file = env.home / "nodes" / "nodehost.json"
+    state = json.loads(state_file.read_text())
+    relay = TCPRelay(state["port"])
+    try:
+        state_file.write_text(json.dumps({**state, "port": relay.port}))
+        job_id = env.launch(env.write("chatty.yaml", (
+            "name: chatty\n"
+            "run: |\n"
+            f"  for i in $(seq 1 {LINES}); do echo \"line $i\"; sleep 0.04; done\n"
+        )))
+        wait_for(lambda: b"line 10\n" in env.log(job_id), 60, what="output")
+        watches_before = sum(line.endswith(" watch") for line in _requests(trace))
+        for _ in range(3):
+            relay.cut()
+            time.sleep(1.0)
+        job = env.wait_status(job_id, "SUCCEEDED", "FAILED", "FAILED_CONTROLLER", timeout=90)
+    finally:
+        relay.close()
     assert job["status"] == "SUCCEEDED" and job["recoveries"] == 0, job
     assert env.log(job_id) == "".join(f"line {i}\n" for i in range(1, LINES + 1)).encode()
     # Re-attached to a new stream, not left polling.

@@ -1,8 +1,11 @@
-"""File names shared by the local infra (local.py) and its node host (nodehost.py).
+"""File names, and a process check, shared by the local infra (local.py,
+sandboxes.py) and its node host (nodehost*.py).
 
 Both processes read the nodes directory; neither may import the other's
 heavy dependencies, so the layout lives here on its own.
 """
+
+import os
 
 NODE_MARKER = ".skytui-node.json"  # in each sandbox: {"cluster", "rank", "created_at"}
 STATE_FILE = "nodehost.json"  # {"pid", "port", "host"}, written once the node host listens
@@ -12,3 +15,14 @@ TERMINATING_FLAG = ".skytui-terminating"  # in a sandbox being destroyed: no lon
 # trusted from its mtime alone: file times move in kernel ticks, so two
 # changes a few milliseconds apart can leave the same mtime.
 MTIME_SETTLE_NS = 100_000_000
+
+
+def pid_exists(pid: int) -> bool:
+    """As `kill -0`: the process exists (a zombie included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -25,11 +25,9 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
+from skytui.clouds.local_layout import pid_exists
 from skytui.clouds.phase_scripts import END_MARK, WRAPPER, LaunchRequest
-
-T = TypeVar("T")
 
 # How long a start that someone else owns waits for that one's pid (as the
 # bash launcher: 200 looks 20 ms apart).
@@ -57,7 +55,7 @@ class WrapperReaper:
 
     def __init__(self) -> None:
         self._pids: set[int] = set()
-        self._on_exit: dict[int, dict[object, Callable[[Any], None]]] = {}
+        self._on_exit: dict[int, Callable[[], None]] = {}
         self._sweep: asyncio.TimerHandle | None = None
         self._installed = False
 
@@ -67,20 +65,16 @@ class WrapperReaper:
             asyncio.get_running_loop().add_signal_handler(signal.SIGCHLD, self._soon)
         self._pids.add(pid)
 
-    def on_exit(self, pid: int, key: T, callback: Callable[[T], None]) -> bool:
-        """Call `callback(key)` once `pid` has exited; False if it is not
-        one of the node host's wrappers (or was already reaped)."""
+    def on_exit(self, pid: int, callback: Callable[[], None]) -> bool:
+        """Call `callback()` once `pid` has exited; False if it is not one
+        of the node host's wrappers (or was already reaped)."""
         if pid not in self._pids:
             return False
-        self._on_exit.setdefault(pid, {})[key] = callback
+        self._on_exit[pid] = callback
         return True
 
-    def forget_exit(self, pid: int, key: object) -> None:
-        callbacks = self._on_exit.get(pid)
-        if callbacks is not None:
-            callbacks.pop(key, None)
-            if not callbacks:
-                del self._on_exit[pid]
+    def forget_exit(self, pid: int) -> None:
+        self._on_exit.pop(pid, None)
 
     def _soon(self) -> None:
         if self._sweep is None:
@@ -95,8 +89,9 @@ class WrapperReaper:
                 done = pid
             if done:
                 self._pids.discard(pid)
-                for key, callback in self._on_exit.pop(pid, {}).items():
-                    callback(key)
+                callback = self._on_exit.pop(pid, None)
+                if callback is not None:
+                    callback()
 
     def close(self) -> None:
         if self._sweep is not None:
@@ -143,19 +138,6 @@ def _read_pid(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _alive(pid: int | None) -> bool:
-    """As the launcher's `kill -0`: the process exists (zombies included)."""
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class NativeLauncher:
     """Starts phases for the node host: `launch` answers as the bash
     launcher would, for one request and its input."""
@@ -193,8 +175,8 @@ class NativeLauncher:
                 owner = None
             # Its owner died before the wrapper was on its own, or the wrapper
             # died before it read its env (the user's script never began).
-            if (recorded is None and not _alive(owner)) or (
-                recorded is not None and (directory / "env").exists() and not _alive(recorded)
+            if (recorded is None and (owner is None or not pid_exists(owner))) or (
+                recorded is not None and (directory / "env").exists() and not pid_exists(recorded)
             ):
                 for name in ("pid", "owner"):
                     with contextlib.suppress(FileNotFoundError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import resource
 from dataclasses import dataclass, field
@@ -190,7 +191,7 @@ class PhaseWatcher:
     def _stop_watching_process(self, watched: _Watched) -> None:
         self._swept.discard(watched)
         if self._children is not None and watched.pid is not None:
-            self._children.forget_exit(watched.pid, watched)
+            self._children.forget_exit(watched.pid)
         if watched.pidfd is not None:
             asyncio.get_running_loop().remove_reader(watched.pidfd)
             os.close(watched.pidfd)
@@ -204,7 +205,7 @@ class PhaseWatcher:
         except (OSError, ValueError):
             return  # not started yet: its `pid` moving into place calls this again
         watched.pid = pid
-        if self._children is not None and self._children.on_exit(pid, watched, self._child_ended):
+        if self._children is not None and self._children.on_exit(pid, functools.partial(self._child_ended, watched)):
             return
         try:
             if self._pidfds >= self._pidfd_budget:

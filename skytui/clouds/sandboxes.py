@@ -41,6 +41,7 @@ from skytui.clouds.local_layout import (
     NODE_MARKER,
     STATE_FILE,
     TERMINATING_FLAG,
+    pid_exists,
 )
 from skytui.config import (
     ConfigError,
@@ -56,20 +57,10 @@ if TYPE_CHECKING:
     from skytui.clouds.sshnode import SSHNode
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _process_exited(pid: int) -> bool:
     """Gone, or a zombie: a node host this process spawned stays one until
     the next subprocess call reaps it, yet it serves nothing."""
-    if not _pid_alive(pid):
+    if not pid_exists(pid):
         return True
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -207,14 +198,11 @@ class SandboxHost:
         return self.paths.nodes / f"{cluster_name}-{rank}"
 
     def _refresh_markers(self) -> None:
-        """Bring the markers up to the directory. A marker is written once,
-        so each is read once, and the names are compared as sets: with
-        10,000 nodes up, a provision (sim counts what is in use) costs one
-        listing of the directory, not thousands of reads or Python steps."""
-        with self._markers_lock:
-            self._refresh_markers_locked()
-
-    def _refresh_markers_locked(self) -> None:
+        """Bring the markers up to the directory (the caller holds
+        `_markers_lock`). A marker is written once, so each is read once, and
+        the names are compared as sets: with 10,000 nodes up, a provision
+        (sim counts what is in use) costs one listing of the directory, not
+        thousands of reads or Python steps."""
         try:
             names = {name for name in os.listdir(self.paths.nodes) if name not in (LOCK_FILE, STATE_FILE)}
         except OSError:
@@ -237,14 +225,14 @@ class SandboxHost:
         """This infra's sandboxes and their markers (sandboxes made before the
         marker named its infra are `local`'s)."""
         with self._markers_lock:
-            self._refresh_markers_locked()
+            self._refresh_markers()
             return [(self.paths.nodes / name, data) for name, data in self._markers.items()
                     if data.get("infra", "local") == self.infra]
 
     def nodes_in_use(self, region: str | None, use_spot: bool) -> int:
         """How many of this infra's nodes are in a region and market."""
         with self._markers_lock:
-            self._refresh_markers_locked()
+            self._refresh_markers()
             return self._in_use[(region, use_spot)]
 
     def _cluster_sandboxes(self, cluster_name: str, handle_nodes: Sequence[NodeInfo] | None) -> list[Path]:
