@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import Env, wait_for
+from infra.tcp_relay import TCPRelay
 
 from skytui.clouds.base import NodeInfo
 from skytui.clouds.local import LocalCloud
@@ -60,25 +61,55 @@ def test_an_idle_running_job_makes_no_requests_to_its_node(env: Env, monkeypatch
     assert any(line.endswith(" launch") for line in _requests(trace)), "the phase was not launched natively"
 
 
+def _through_relay(env: Env, *, delay_s: float = 0.0) -> TCPRelay:
+    """A relay between the controller and the node host: the node host is
+    started by a first job, then advertised at the relay."""
+    first = env.launch(env.write("first.yaml", "name: first\nrun: echo up\n"))
+    env.wait_status(first, "SUCCEEDED", timeout=60)
+    state_file = env.home / "nodes" / "nodehost.json"
+    state = json.loads(state_file.read_text())
+    relay = TCPRelay(state["port"], delay_s=delay_s)
+    state_file.write_text(json.dumps({**state, "port": relay.port}))
+    return relay
+
+
+def test_a_job_that_never_pauses_shows_its_output_while_it_runs(env: Env) -> None:
+    # A training loop printing a step every 10 ms on a node 40 ms away: the
+    # file grows under every read, and what it printed must still arrive as
+    # it goes, not once it pauses.
+    relay = _through_relay(env, delay_s=0.02)
+    gate = env.tmp / "gate"
+    try:
+        job_id = env.launch(env.write("busy.yaml", (
+            "name: busy\n"
+            "run: |\n"
+            f"  i=0; while [ ! -e {gate} ]; do i=$((i+1)); echo \"step $i\"; sleep 0.01; done\n"
+            "  echo finished\n"
+        )))
+        wait_for(lambda: b"step 1\n" in env.log(job_id), 60, what="the first line")
+        for _ in range(3):
+            lines = env.log(job_id).count(b"\n")
+            wait_for(lambda: env.log(job_id).count(b"\n") >= lines + 20, 10,
+                     what=f"more output while the job prints (had {lines} lines)")
+        assert env.job(job_id)["status"] == "RUNNING"
+        gate.touch()
+        assert env.wait_status(job_id, "SUCCEEDED", "FAILED", timeout=30)["status"] == "SUCCEEDED"
+    finally:
+        relay.close()
+    assert env.log(job_id).endswith(b"finished\n")
+
+
 LINES = 150
 
 
 def test_the_pushed_stream_resumes_after_ssh_drops_with_no_byte_lost_or_doubled(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from infra.tcp_relay import TCPRelay
-
     trace = env.tmp / "trace.txt"
     monkeypatch.setenv("SKYTUI_NODEHOST_TRACE", str(trace))
-    # The controller reaches the node host through a relay that the test cuts:
-    # the node host is started by a first job, then advertised at the relay.
-    first = env.launch(env.write("first.yaml", "name: first\nrun: echo up\n"))
-    env.wait_status(first, "SUCCEEDED", timeout=60)
-    state_file = env.home / "nodes" / "nodehost.json"
-    state = json.loads(state_file.read_text())
-    relay = TCPRelay(state["port"])
+    # The controller reaches the node host through a relay that the test cuts.
+    relay = _through_relay(env)
     try:
-        state_file.write_text(json.dumps({**state, "port": relay.port}))
         job_id = env.launch(env.write("chatty.yaml", (
             "name: chatty\n"
             "run: |\n"

@@ -234,12 +234,26 @@ class SSHNode:
         return PhaseState(started=pid is not None and began_text == "1", pid=pid, exit_code=None, alive=alive)
 
     async def read_phase_output(self, phase_id: str, offset: int, max_bytes: int) -> bytes:
+        """What the output holds from `offset` now, up to `max_bytes`: one
+        request at a time, up to the first short one. (asyncssh's parallel
+        reader asks again for the rest of every short block, so on a file
+        still being written it chases the writer until it pauses: a job
+        printing every 40 ms showed nothing until it ended.)"""
         _, sftp = await self._ensure()
+        chunks: list[bytes] = []
+        got = 0
         try:
-            async with sftp.open(f"{self._phase_dir(phase_id)}/out.log", "rb") as f:
-                data = await f.read(max_bytes, offset)
-            assert isinstance(data, bytes)  # binary mode
-            return data
+            async with sftp.open(f"{self._phase_dir(phase_id)}/out.log", "rb", block_size=0) as f:
+                step = max(1, sftp.limits.max_read_len)
+                while got < max_bytes:
+                    want = min(step, max_bytes - got)
+                    data = await f.read(want, offset + got)
+                    assert isinstance(data, bytes)  # binary mode
+                    chunks.append(data)
+                    got += len(data)
+                    if len(data) < want:
+                        break
+            return b"".join(chunks)
         except asyncssh.SFTPNoSuchFile:
             return b""
         except (OSError, asyncssh.Error) as exc:

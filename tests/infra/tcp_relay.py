@@ -2,7 +2,9 @@
 
 Put between the controller and the node host, it stands in for a network
 that drops: `cut()` resets every connection through it (both ends see the
-drop, as with `ss -K`), and new connections go through as before.
+drop, as with `ss -K`), and new connections go through as before. With
+`delay_s`, every chunk waits that long before it is passed on: a node that
+far away (a round trip costs twice the delay).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 
 
 class TCPRelay:
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, *, delay_s: float = 0.0) -> None:
         self.target_port = target_port
+        self.delay_s = delay_s
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._lock = threading.Lock()
@@ -40,10 +44,11 @@ class TCPRelay:
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
+                if self.delay_s:
+                    time.sleep(self.delay_s)
                 dst.sendall(data)
         for sock in (src, dst):
             with contextlib.suppress(OSError):
