@@ -274,3 +274,34 @@ async def test_the_node_host_tells_when_a_phase_process_is_gone(tmp_path: Path, 
             with contextlib.suppress(ProcessLookupError, ChildProcessError):
                 os.killpg(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
+
+
+async def test_an_exit_code_being_written_is_not_taken_for_one(tmp_path: Path) -> None:
+    """The wrapper writes `exit_code` in place (a thousand phases ending
+    together must not fork a thousand `mv`): an empty one is being written,
+    and the node host tells the exit only once the code is there."""
+    from skytui.clouds.nodehost_watch import PhaseWatcher, WatchStream
+
+    watcher = PhaseWatcher(None)
+    said: list[str] = []
+    stream = WatchStream(watcher, lambda data: said.extend(data.decode().splitlines()), tmp_path)
+    directory = tmp_path / "p"
+    directory.mkdir()
+    sleeper = await asyncio.create_subprocess_exec("sleep", "30")
+    (directory / "pid").write_text(f"{sleeper.pid}\n")
+    try:
+        (directory / "exit_code").touch()  # opened by `echo $rc >`, not yet written
+        watcher.subscribe(stream, "p")
+        await asyncio.sleep(0.3)
+        assert said == ["p seen 0"], said
+        with open(directory / "exit_code", "a") as f:
+            f.write("0\n")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(line.startswith("p exit 0") for line in said):
+            await asyncio.sleep(0.02)
+        assert any(line.startswith("p exit 0") for line in said), said
+    finally:
+        stream.close()
+        watcher.close()
+        sleeper.kill()
+        await sleeper.wait()

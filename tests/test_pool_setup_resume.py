@@ -68,7 +68,7 @@ def test_a_machine_lost_during_setup_is_replaced(fast_env: Env) -> None:
     _setup_pool(env, str(gate))
 
     first = _wait_for_setup_output(env)
-    from skytui.clouds.sandboxes import destroy_sandbox
+    from skytui.clouds.sandbox_teardown import destroy_sandbox
 
     [sandbox] = [p for p in env.node_dirs() if p.name.startswith("p-w")] or env.node_dirs()
     destroy_sandbox(sandbox, 1.0)

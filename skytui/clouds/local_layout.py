@@ -5,7 +5,9 @@ Both processes read the nodes directory; neither may import the other's
 heavy dependencies, so the layout lives here on its own.
 """
 
+import contextlib
 import os
+from pathlib import Path
 
 NODE_MARKER = ".skytui-node.json"  # in each sandbox: {"cluster", "rank", "created_at"}
 STATE_FILE = "nodehost.json"  # {"pid", "port", "host"}, written once the node host listens
@@ -26,3 +28,11 @@ def pid_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def touch_nodes_dir(root: Path) -> None:
+    """A sandbox came up or is going down: the nodes directory's mtime says
+    so to every UpSandboxes (a marker or flag inside a sandbox does not
+    change its parent's mtime by itself)."""
+    with contextlib.suppress(OSError):
+        os.utime(root)

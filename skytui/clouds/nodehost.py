@@ -364,7 +364,7 @@ class Reclaimer:
         return due
 
     async def reclaim_due(self, nodes: list[Path]) -> None:
-        from skytui.clouds.sandboxes import destroy_sandbox
+        from skytui.clouds.sandbox_teardown import destroy_sandbox
 
         due = await asyncio.to_thread(self._due, nodes, time.time())
         for node in due:

@@ -4,7 +4,7 @@ One inotify instance for every sandbox the node host serves, and a way to
 learn that each watched phase's process ended (SIGCHLD for the node host's
 own children, else a pidfd): a phase that prints nothing wakes nothing.
 Events on a phase's directory say its output grew (`out.log` modified) or it
-ended (`exit_code` moved into place); its wrapper's end says the process
+ended (`exit_code` written); its wrapper's end says the process
 is gone, which without an exit code is a vanished phase (`gone`).
 
 Notices are coalesced per stream for COALESCE_S, so a phase printing a
@@ -87,6 +87,14 @@ def _ends_watch(what: str) -> bool:
     return what.split(" ", 1)[0] in ENDING
 
 
+def _ended(phase_dir: Path) -> bool:
+    """Its exit code is written (an empty file is one being written)."""
+    try:
+        return (phase_dir / "exit_code").stat().st_size > 0
+    except OSError:
+        return False
+
+
 def _exit_notice(phase_dir: Path) -> str:
     """`exit` with its facts: the exit code, the end time and the output's
     size (the wrapper writes `ended_at` before the code, and the output is
@@ -167,7 +175,7 @@ class PhaseWatcher:
         # Where the phase stands as the watch begins (after the inotify watch
         # is in place, so nothing after this goes unsaid): its end, or the
         # size of its output so far. Then its process: gone is said at once.
-        if (path / "exit_code").exists():
+        if _ended(path):
             stream.notify(phase_id, _exit_notice(path), now=True)
             return
         stream.notify(phase_id, f"seen {_output_size(path) or 0}", now=True)
@@ -239,7 +247,7 @@ class PhaseWatcher:
     def _process_ended(self, watched: _Watched) -> None:
         self._stop_watching_process(watched)
         # The wrapper writes its exit code before it exits: none means it was killed.
-        what = _exit_notice(watched.path) if (watched.path / "exit_code").exists() else "gone"
+        what = _exit_notice(watched.path) if _ended(watched.path) else "gone"
         self._tell(watched, what)
 
     def _tell(self, watched: _Watched, what: str) -> None:
@@ -253,8 +261,7 @@ class PhaseWatcher:
                 # Lost track: every phase is told again where it stands (an
                 # exit may have been among the events lost).
                 for every in list(self._by_path.values()):
-                    ended = (every.path / "exit_code").exists()
-                    self._tell(every, _exit_notice(every.path) if ended else "out")
+                    self._tell(every, _exit_notice(every.path) if _ended(every.path) else "out")
                 continue
             watched = self._by_wd.get(event.wd)
             if watched is None:
@@ -265,7 +272,7 @@ class PhaseWatcher:
                     self._forget(watched)
             elif event.name == "out.log":
                 self._tell(watched, "out")
-            elif event.name == "exit_code":
+            elif event.name == "exit_code" and _ended(watched.path):
                 self._tell(watched, _exit_notice(watched.path))
             elif event.name == "pid" and watched.pid is None:
                 self._watch_process(watched)

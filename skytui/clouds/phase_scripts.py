@@ -6,7 +6,9 @@ Kubernetes exec) and to read files; these scripts do the rest on the node:
 `<phases>/<id>/`: `pid` (the process-group leader), `out.log` (stdout and
 stderr), `started_at` and `ended_at` (the node's own clock, epoch seconds, so
 that durations do not depend on when a controller looked), `exit_code`
-(written when the phase ends, after `ended_at`). `owner` makes starting a
+(written when the phase ends, after `ended_at`; it is written in place, not
+moved there, so that a thousand phases ending together do not fork a
+thousand `mv`: a reader takes an empty `exit_code` for one not yet written). `owner` makes starting a
 phase exactly-once, so a controller that crashed mid-start can simply start
 again (see _LAUNCHER). Secrets travel in a 0600 env file that the phase deletes
 once read; they never appear on a command line.
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 # its PID 1's stdout), also gets a copy of the output, so `kubectl logs` shows the job.
 WRAPPER = r"""
 trap 'true' TERM INT HUP
-echo $$ > "$D/pid.tmp" && mv "$D/pid.tmp" "$D/pid"
+[ -s "$D/pid" ] || { echo $$ > "$D/pid.tmp" && mv "$D/pid.tmp" "$D/pid"; }
 _skytui_now() { local t=${EPOCHREALTIME:-}; [ -n "$t" ] && echo "${t/,/.}" || date +%s.%N; }
 _skytui_now > "$D/started_at" 2>/dev/null
 set -a; . "$D/env"; set +a; rm -f "$D/env"
@@ -41,7 +43,7 @@ else
   rc=$?
 fi
 _skytui_now > "$D/ended_at" 2>/dev/null
-echo $rc > "$D/exit.tmp" && mv "$D/exit.tmp" "$D/exit_code"
+echo $rc > "$D/exit_code"
 """
 
 # Runs in one exec, exactly-once whatever dies when:

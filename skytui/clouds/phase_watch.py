@@ -53,12 +53,12 @@ while :; do
   fi
   for p in "${{!S[@]}}"; do
     D="$D0/$p"
-    if [ -e "$D/exit_code" ]; then
+    if [ -s "$D/exit_code" ]; then
       read -r e < "$D/exit_code"; t=-; [ -r "$D/ended_at" ] && read -r t < "$D/ended_at"
       echo "$p exit $e ${{t:--}} $(stat -c %s "$D/out.log" 2>/dev/null || echo -)"; unset "S[$p]"; continue
     fi
     pid=; [ -r "$D/pid" ] && read -r pid < "$D/pid"
-    if [ -n "$pid" ] && ! alive "$pid" && [ ! -e "$D/exit_code" ]; then
+    if [ -n "$pid" ] && ! alive "$pid" && [ ! -s "$D/exit_code" ]; then
       echo "$p gone"; unset "S[$p]"; continue
     fi
     s=$(stat -c %s "$D/out.log" 2>/dev/null || echo 0)
@@ -147,7 +147,8 @@ class PhaseWatchStream:
 
     def watch(self, phase_id: str) -> asyncio.Event:
         event = self._signals.setdefault(phase_id, asyncio.Event())
-        if self.closed:
+        if self.closed or phase_id in self.ended:
+            # Ended: the node said how, and has nothing more to say of it.
             event.set()
         elif phase_id not in self._watched:
             self._watched.add(phase_id)
@@ -158,8 +159,9 @@ class PhaseWatchStream:
         return event
 
     def watching(self, phase_id: str) -> bool:
-        """The node watches this phase for us (asked, and not ended)."""
-        return phase_id in self._watched and not self.closed
+        """The node watches this phase for us (asked, and not ended), or has
+        said how it ended: either way, asking again would tell nothing new."""
+        return not self.closed and (phase_id in self._watched or phase_id in self.ended)
 
     def unwatch(self, phase_id: str) -> None:
         self._signals.pop(phase_id, None)

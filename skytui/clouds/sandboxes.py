@@ -17,19 +17,17 @@ import collections
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skytui.clouds.base import (
-    PHASES_DIR,
     CloudError,
     ClusterHandle,
     ClusterState,
@@ -42,7 +40,9 @@ from skytui.clouds.local_layout import (
     STATE_FILE,
     TERMINATING_FLAG,
     pid_exists,
+    touch_nodes_dir,
 )
+from skytui.clouds.sandbox_teardown import SandboxTeardown
 from skytui.config import (
     ConfigError,
     LocalInfraConfig,
@@ -85,6 +85,7 @@ class SandboxHost:
         # This infra's nodes by (region, spot), kept with the markers.
         self._in_use: collections.Counter[tuple[str | None, bool]] = collections.Counter()
         self._markers_lock = threading.Lock()  # refreshed from worker threads
+        self._teardown = SandboxTeardown()
 
     def _advertised_pid(self) -> int | None:
         """The pid in the node host's state file, if that process still runs."""
@@ -290,7 +291,7 @@ class SandboxHost:
         """Destroy a cluster's sandboxes (`nodes`: its handle's, when known)."""
         # File I/O per node: off the event loop.
         found = await asyncio.to_thread(self._cluster_sandboxes, cluster_name, nodes)
-        await asyncio.gather(*(asyncio.to_thread(destroy_sandbox, path, grace_s) for path in found))
+        await self._teardown.destroy(found, grace_s)
 
     async def cluster_names(self) -> list[str]:
         markers = await asyncio.to_thread(self.sandboxes)
@@ -303,120 +304,6 @@ class SandboxHost:
         # the kernel at once, and 10,000 idle connections would otherwise
         # cost both processes a message each every few seconds.
         return SSHNode(info, self.client_key_path, resolve_port=self.ensure_node_host, keepalive_interval_s=0.0)
-
-
-def _phase_pids(sandbox: Path) -> list[int]:
-    """Process groups of the phases still running. A finished phase's id may
-    long since belong to someone else's process (a pool worker runs thousands
-    of phases): signalling it would hit a stranger. What a finished phase left
-    behind still lives in the sandbox and is found by `_processes_of`."""
-    pids = []
-    for pid_file in (sandbox / PHASES_DIR).glob("*/pid"):
-        if (pid_file.parent / "exit_code").exists():
-            continue
-        with contextlib.suppress(OSError, ValueError):
-            pids.append(int(pid_file.read_text().strip()))
-    return pids
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs. A zombie does not count:
-    `killpg(pgid, 0)` says yes for a group of zombies until their parent
-    (often PID 1, which may reap late or never) collects them."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pgid in _LIVE_GROUPS.fresh()
-
-
-class _SharedScan:
-    """One look over /proc serving every teardown that asked before it began.
-
-    Tearing down thousands of sandboxes at once (a bulk cancel) used to read
-    every process of the machine once per sandbox, from 64 threads at a time;
-    now a scan begun after a caller asked answers that caller, and callers
-    queued behind a scan share the next one."""
-
-    def __init__(self, scan: Callable[[], dict[Any, Any]], *, max_age_s: float = 0.0) -> None:
-        self._scan = scan
-        self._lock = threading.Lock()
-        self._began = float("-inf")
-        self._result: dict[Any, Any] = {}
-        self._max_age_s = max_age_s
-
-    def fresh(self) -> dict[Any, Any]:
-        asked = time.monotonic() - self._max_age_s
-        with self._lock:
-            if self._began < asked:
-                self._began = time.monotonic()
-                self._result = self._scan()
-            return self._result
-
-
-def _scan_live_groups() -> dict[int, bool]:
-    """Process groups with a process that is not a zombie."""
-    groups: dict[int, bool] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != b"Z":
-            groups[int(fields[2])] = True
-    return groups
-
-
-def _scan_sandbox_processes() -> dict[str, list[int]]:
-    """Every process whose cwd is in a directory, or whose HOME the node host
-    set to one, under that directory and each of its parents: a sandbox's
-    processes are one lookup of its path."""
-    found: dict[str, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        with contextlib.suppress(OSError):
-            cwd = os.readlink(f"/proc/{pid}/cwd").removesuffix(" (deleted)")
-            homes = [value[5:].decode(errors="replace") for value in _environ(pid) if value.startswith(b"HOME=")]
-            places: set[str] = set()
-            for where in (cwd, *homes):
-                # Each parent too: a sandbox finds its processes in one lookup.
-                while where not in places:
-                    places.add(where)
-                    where = os.path.dirname(where)
-            for place in places:
-                found.setdefault(place, []).append(pid)
-    return found
-
-
-def _environ(pid: int) -> list[bytes]:
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        return f.read().split(b"\0")
-
-
-_LIVE_GROUPS = _SharedScan(_scan_live_groups, max_age_s=0.05)
-_SANDBOX_PROCESSES = _SharedScan(_scan_sandbox_processes)
-
-
-def _processes_of(sandbox: Path) -> list[int]:
-    """Every process living on a node, including those a job detached from its
-    phase's process group (setsid daemons): its cwd is in the sandbox, or the
-    node host gave it the sandbox as HOME."""
-    return sorted(_SANDBOX_PROCESSES.fresh().get(str(sandbox), []))
-
-
-def touch_nodes_dir(root: Path) -> None:
-    """A sandbox came up or is going down: the nodes directory's mtime says
-    so to every UpSandboxes (a marker or flag inside a sandbox does not
-    change its parent's mtime by itself)."""
-    with contextlib.suppress(OSError):
-        os.utime(root)
 
 
 class UpSandboxes:
@@ -451,29 +338,3 @@ class UpSandboxes:
 
 def _up(sandbox: Path) -> bool:
     return (sandbox / NODE_MARKER).is_file() and not (sandbox / TERMINATING_FLAG).exists()
-
-
-def destroy_sandbox(sandbox: Path, grace_s: float = 5.0) -> None:
-    """What terminating a VM does: every process on it ends, its disk is gone."""
-    # Down from the first moment: a job that dies of the SIGTERM below must
-    # read as a lost machine, never as a failure of its own.
-    with contextlib.suppress(OSError):
-        (sandbox / TERMINATING_FLAG).touch(mode=0o600)
-    touch_nodes_dir(sandbox.parent)
-    groups = _phase_pids(sandbox)
-    for pgid in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while any(_group_alive(g) for g in groups) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pgid in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-    for pid in _processes_of(sandbox):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    # The marker goes first so a half-removed sandbox never reads as a live node.
-    with contextlib.suppress(FileNotFoundError):
-        (sandbox / NODE_MARKER).unlink()
-    shutil.rmtree(sandbox, ignore_errors=True)

@@ -282,6 +282,8 @@ def _columns(table: Table, cls: type) -> list[Any]:
 
 # Past this many ids, reading the whole table beats a giant IN (...) clause.
 _IN_LIMIT = 500
+# Consecutive ids from this many on are one BETWEEN (see _id_clauses).
+_RUN_MIN = 64
 
 
 _EVENT_COLUMNS = ["job_id", "task_idx", "at", "kind", "from_status", "to_status", "message"]
@@ -329,10 +331,15 @@ _JOB_TASK_STATUSES = (
 
 
 def _id_clauses(column: Any, ids: Iterable[int]) -> Iterator[Any]:
-    """`column` among `ids` in as little SQL as it takes: each run of
+    """`column` among `ids` in as little SQL as it takes: each long run of
     consecutive ids is one BETWEEN (`cancel -a` of 10,000 jobs is `id BETWEEN
-    1 AND 10000`), the rest go in IN lists, and each clause stays small
-    enough for any backend. Empty `ids`: no clause at all."""
+    1 AND 10000`), the rest go in one IN list, and each clause stays small
+    enough for any backend. Empty `ids`: no clause at all.
+
+    Only long runs get a BETWEEN: a statement's shape is its number of
+    BETWEENs (an IN list of any length is one cached shape), and a shape
+    never seen is compiled afresh. A thousand jobs ending in scattered
+    batches used to make every batch's statements new."""
     ordered = sorted(set(ids))
     runs: list[tuple[int, int]] = []
     for job_id in ordered:
@@ -340,13 +347,14 @@ def _id_clauses(column: Any, ids: Iterable[int]) -> Iterator[Any]:
             runs[-1] = (runs[-1][0], job_id)
         else:
             runs.append((job_id, job_id))
-    for start in range(0, len(runs), _IN_LIMIT):
-        part = runs[start:start + _IN_LIMIT]
-        clauses = [column.between(first, last) for first, last in part if last - first >= 2]
-        singles = [i for first, last in part if last - first < 2 for i in range(first, last + 1)]
-        if singles:
-            clauses.append(column.in_(singles))
-        yield clauses[0] if len(clauses) == 1 else or_(*clauses)
+    ranges = [(first, last) for first, last in runs if last - first + 1 >= _RUN_MIN]
+    singles = [i for first, last in runs if last - first + 1 < _RUN_MIN for i in range(first, last + 1)]
+    for start in range(0, len(ranges), _IN_LIMIT):
+        part = ranges[start:start + _IN_LIMIT]
+        yield or_(*(column.between(first, last) for first, last in part)) if len(part) > 1 \
+            else column.between(*part[0])
+    for start in range(0, len(singles), _IN_LIMIT):
+        yield column.in_(singles[start:start + _IN_LIMIT])
 
 
 def _event_values(

@@ -1,0 +1,213 @@
+"""Ending sandboxes as terminating a VM would: every process on them ends,
+their disk is gone. Used by the controller (through `SandboxTeardown`) and
+by the node host (a spot reclaim).
+
+Tearing down a thousand sandboxes at once (a wave of jobs ending, a bulk
+cancel) must not starve the controller's event loop: `SandboxTeardown` ends
+whatever is queued as one batch on one thread, with one look over /proc and
+one grace period for the whole batch, instead of a thread per sandbox each
+holding the GIL in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from skytui.clouds.base import PHASES_DIR
+from skytui.clouds.local_layout import NODE_MARKER, TERMINATING_FLAG, touch_nodes_dir
+
+
+def _phase_pids(sandbox: Path) -> list[int]:
+    """Process groups of the phases still running. A finished phase's id may
+    long since belong to someone else's process (a pool worker runs thousands
+    of phases): signalling it would hit a stranger. What a finished phase left
+    behind still lives in the sandbox and is found by `_processes_of`."""
+    pids = []
+    for pid_file in (sandbox / PHASES_DIR).glob("*/pid"):
+        if (pid_file.parent / "exit_code").exists():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int(pid_file.read_text().strip()))
+    return pids
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs. A zombie does not count:
+    `killpg(pgid, 0)` says yes for a group of zombies until their parent
+    (often PID 1, which may reap late or never) collects them."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pgid in _LIVE_GROUPS.fresh()
+
+
+class _SharedScan:
+    """One look over /proc serving every teardown that asked before it began.
+
+    Tearing down thousands of sandboxes at once (a bulk cancel) used to read
+    every process of the machine once per sandbox, from 64 threads at a time;
+    now a scan begun after a caller asked answers that caller, and callers
+    queued behind a scan share the next one."""
+
+    def __init__(self, scan: Callable[[], dict[Any, Any]], *, max_age_s: float = 0.0) -> None:
+        self._scan = scan
+        self._lock = threading.Lock()
+        self._began = float("-inf")
+        self._result: dict[Any, Any] = {}
+        self._max_age_s = max_age_s
+
+    def fresh(self) -> dict[Any, Any]:
+        asked = time.monotonic() - self._max_age_s
+        with self._lock:
+            if self._began < asked:
+                self._began = time.monotonic()
+                self._result = self._scan()
+            return self._result
+
+
+def _scan_live_groups() -> dict[int, bool]:
+    """Process groups with a process that is not a zombie."""
+    groups: dict[int, bool] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != b"Z":
+            groups[int(fields[2])] = True
+    return groups
+
+
+def _scan_sandbox_processes() -> dict[str, list[int]]:
+    """Every process whose cwd is in a directory, or whose HOME the node host
+    set to one, under that directory and each of its parents: a sandbox's
+    processes are one lookup of its path."""
+    found: dict[str, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(f"/proc/{pid}/cwd").removesuffix(" (deleted)")
+            homes = [value[5:].decode(errors="replace") for value in _environ(pid) if value.startswith(b"HOME=")]
+            places: set[str] = set()
+            for where in (cwd, *homes):
+                # Each parent too: a sandbox finds its processes in one lookup.
+                while where not in places:
+                    places.add(where)
+                    where = os.path.dirname(where)
+            for place in places:
+                found.setdefault(place, []).append(pid)
+    return found
+
+
+def _environ(pid: int) -> list[bytes]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return f.read().split(b"\0")
+
+
+_LIVE_GROUPS = _SharedScan(_scan_live_groups, max_age_s=0.05)
+_SANDBOX_PROCESSES = _SharedScan(_scan_sandbox_processes)
+
+
+def _processes_of(sandbox: Path) -> list[int]:
+    """Every process living on a node, including those a job detached from its
+    phase's process group (setsid daemons): its cwd is in the sandbox, or the
+    node host gave it the sandbox as HOME."""
+    return sorted(_SANDBOX_PROCESSES.fresh().get(str(sandbox), []))
+
+
+def destroy_sandboxes(sandboxes: Sequence[Path], grace_s: float = 5.0) -> None:
+    """What terminating these VMs does: every process on them ends (TERM,
+    then KILL after `grace_s`), their disks are gone."""
+    # Down from the first moment: a job that dies of the SIGTERM below must
+    # read as a lost machine, never as a failure of its own.
+    for sandbox in sandboxes:
+        with contextlib.suppress(OSError):
+            (sandbox / TERMINATING_FLAG).touch(mode=0o600)
+    for root in {sandbox.parent for sandbox in sandboxes}:
+        touch_nodes_dir(root)
+    groups = [pgid for sandbox in sandboxes for pgid in _phase_pids(sandbox)]
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(_group_alive(g) for g in groups) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    processes = _SANDBOX_PROCESSES.fresh()
+    for sandbox in sandboxes:
+        for pid in processes.get(str(sandbox), []):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    for sandbox in sandboxes:
+        # The marker goes first so a half-removed sandbox never reads as a live node.
+        with contextlib.suppress(FileNotFoundError):
+            (sandbox / NODE_MARKER).unlink()
+        shutil.rmtree(sandbox, ignore_errors=True)
+
+
+def destroy_sandbox(sandbox: Path, grace_s: float = 5.0) -> None:
+    destroy_sandboxes([sandbox], grace_s)
+
+
+class SandboxTeardown:
+    """Sandboxes to destroy, ended in batches on one thread: what was queued
+    while a batch ran goes in the next one (grouped by grace period)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queued: list[tuple[Path, float, concurrent.futures.Future[None]]] = []
+        self._worker: threading.Thread | None = None
+
+    async def destroy(self, sandboxes: Sequence[Path], grace_s: float) -> None:
+        if not sandboxes:
+            return
+        futures: list[concurrent.futures.Future[None]] = []
+        with self._lock:
+            for sandbox in sandboxes:
+                future: concurrent.futures.Future[None] = concurrent.futures.Future()
+                self._queued.append((sandbox, grace_s, future))
+                futures.append(future)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="sandbox-teardown", daemon=True)
+                self._worker.start()
+        await asyncio.gather(*(asyncio.wrap_future(future) for future in futures))
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._queued = self._queued, []
+                if not batch:
+                    self._worker = None
+                    return
+            by_grace: dict[float, list[tuple[Path, concurrent.futures.Future[None]]]] = {}
+            for sandbox, grace_s, future in batch:
+                by_grace.setdefault(grace_s, []).append((sandbox, future))
+            for grace_s, entries in sorted(by_grace.items()):
+                try:
+                    destroy_sandboxes([sandbox for sandbox, _ in entries], grace_s)
+                except Exception as exc:  # noqa: BLE001 - every waiter hears of it
+                    for _, future in entries:
+                        future.set_exception(exc)
+                else:
+                    for _, future in entries:
+                        future.set_result(None)
