@@ -30,6 +30,15 @@ def pid_exists(pid: int) -> bool:
     return True
 
 
+def process_running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 def touch_nodes_dir(root: Path) -> None:
     """A sandbox came up or is going down: the nodes directory's mtime says
     so to every UpSandboxes (a marker or flag inside a sandbox does not

@@ -32,6 +32,7 @@ from skytui.clouds.inotify import (
     IN_Q_OVERFLOW,
     Inotify,
 )
+from skytui.clouds.local_layout import process_running
 from skytui.clouds.nodehost_launch import WrapperReaper
 from skytui.clouds.phase_watch import ENDING, exit_notice
 
@@ -239,7 +240,7 @@ class PhaseWatcher:
         while self._swept:
             await asyncio.sleep(SWEEP_EVERY_S)
             for watched in list(self._swept):
-                if watched.pid is None or not _alive(watched.pid):
+                if watched.pid is None or not process_running(watched.pid):
                     self._swept.discard(watched)
                     if watched.path in self._by_path:
                         self._process_ended(watched)
@@ -291,15 +292,6 @@ class PhaseWatcher:
 def _default_pidfd_budget() -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return max(16, soft // 4) if soft != resource.RLIM_INFINITY else 1 << 16
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 async def serve_watch(watcher: PhaseWatcher, process: Any, home: Path, phases_dir: str) -> None:

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from skytui.clouds.base import PHASES_DIR
-from skytui.clouds.local_layout import NODE_MARKER, TERMINATING_FLAG, touch_nodes_dir
+from skytui.clouds.local_layout import (
+    NODE_MARKER,
+    TERMINATING_FLAG,
+    process_running,
+    touch_nodes_dir,
+)
+
+# How long the processes killed at the end may take to be gone.
+KILLED_WAIT_S = 2.0
 
 
 def _phase_pids(sandbox: Path) -> list[int]:
@@ -154,15 +162,25 @@ def destroy_sandboxes(sandboxes: Sequence[Path], grace_s: float = 5.0) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
     processes = _SANDBOX_PROCESSES.fresh()
-    for sandbox in sandboxes:
-        for pid in processes.get(str(sandbox), []):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+    killed = [pid for sandbox in sandboxes for pid in processes.get(str(sandbox), [])]
+    for pid in killed:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    # A SIGKILL lands a moment after it is sent: a process still finishing a
+    # write into its sandbox would leave the directory behind the rmtree.
+    deadline = time.monotonic() + KILLED_WAIT_S
+    while (any(_group_alive(g) for g in groups) or any(process_running(pid) for pid in killed)) \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
     for sandbox in sandboxes:
         # The marker goes first so a half-removed sandbox never reads as a live node.
         with contextlib.suppress(FileNotFoundError):
             (sandbox / NODE_MARKER).unlink()
-        shutil.rmtree(sandbox, ignore_errors=True)
+        for _ in range(3):
+            shutil.rmtree(sandbox, ignore_errors=True)
+            if not sandbox.exists():
+                break
+            time.sleep(0.05)
 
 
 def destroy_sandbox(sandbox: Path, grace_s: float = 5.0) -> None:
@@ -188,7 +206,10 @@ class SandboxTeardown:
                 self._queued.append((sandbox, grace_s, future))
                 futures.append(future)
             if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name="sandbox-teardown", daemon=True)
+                # Not a daemon: a controller that exits finishes the teardowns
+                # it began (its stop deadline bounds the wait), as the thread
+                # pool did; a half-removed sandbox would be found by no one.
+                self._worker = threading.Thread(target=self._run, name="sandbox-teardown")
                 self._worker.start()
         await asyncio.gather(*(asyncio.wrap_future(future) for future in futures))
 

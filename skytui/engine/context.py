@@ -5,7 +5,6 @@ read it, none owns it."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,9 +18,6 @@ if TYPE_CHECKING:
     from skytui.engine.pools import PoolManager
 
 
-FINISHED_TEARDOWNS = 16
-
-
 @dataclass
 class EngineContext:
     store: AsyncStore
@@ -32,7 +28,3 @@ class EngineContext:
     pools: PoolManager | None = None
     bucket: str | None = None  # jobs.bucket: files go to nodes through it
     machines: MachineWatcher = field(default_factory=MachineWatcher)
-    # Tearing down the machines of jobs that succeeded, a few at a time:
-    # when a thousand end together, each is recorded before the machines of
-    # the first ones are closed down, not after (see JobController._attempt).
-    finished_teardowns: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(FINISHED_TEARDOWNS))

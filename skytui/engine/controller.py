@@ -380,9 +380,8 @@ class JobController:
         if ended.ended:
             self._say(f"task {idx}: {S.SUCCEEDED}")
         if ended.ended and own_machines:
-            async with self.ctx.finished_teardowns:
-                for cluster_row in ended.terminating:
-                    await self._teardown(cluster_row, reason="task finished")
+            for cluster_row in ended.terminating:
+                await self._teardown(cluster_row, reason="task finished")
         else:
             await self._teardown_all(reason="task finished")
         return S.SUCCEEDED
