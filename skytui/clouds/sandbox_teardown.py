@@ -39,7 +39,7 @@ def _phase_pids(sandbox: Path) -> list[int]:
     """Process groups of the phases still running. A finished phase's id may
     long since belong to someone else's process (a pool worker runs thousands
     of phases): signalling it would hit a stranger. What a finished phase left
-    behind still lives in the sandbox and is found by `_processes_of`."""
+    behind still lives in the sandbox and is found by `_scan_sandbox_processes`."""
     pids = []
     for pid_file in (sandbox / PHASES_DIR).glob("*/pid"):
         if (pid_file.parent / "exit_code").exists():
@@ -105,7 +105,8 @@ def _scan_live_groups() -> dict[int, bool]:
 def _scan_sandbox_processes() -> dict[str, list[int]]:
     """Every process whose cwd is in a directory, or whose HOME the node host
     set to one, under that directory and each of its parents: a sandbox's
-    processes are one lookup of its path."""
+    processes (those a job detached from its phase's group too, such as
+    setsid daemons) are one lookup of its path."""
     found: dict[str, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -132,13 +133,6 @@ def _environ(pid: int) -> list[bytes]:
 
 _LIVE_GROUPS = _SharedScan(_scan_live_groups, max_age_s=0.05)
 _SANDBOX_PROCESSES = _SharedScan(_scan_sandbox_processes)
-
-
-def _processes_of(sandbox: Path) -> list[int]:
-    """Every process living on a node, including those a job detached from its
-    phase's process group (setsid daemons): its cwd is in the sandbox, or the
-    node host gave it the sandbox as HOME."""
-    return sorted(_SANDBOX_PROCESSES.fresh().get(str(sandbox), []))
 
 
 def destroy_sandboxes(sandboxes: Sequence[Path], grace_s: float = 5.0) -> None:

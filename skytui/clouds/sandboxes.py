@@ -6,7 +6,7 @@ SSH as one machine: its login is the sandbox's name, its home the directory.
 This module owns their life cycle: starting the node host, creating sandboxes
 with a marker naming the infra and cluster they belong to, telling whether
 they still exist, and destroying them as terminating a VM would (every
-process on them ends, their disk is gone). Both clouds that use sandboxes
+process on them ends, their disk is gone: sandbox_teardown.py, in batches). Both clouds that use sandboxes
 share one node host; each sees only the sandboxes marked with its own name.
 """
 
