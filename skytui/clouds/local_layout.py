@@ -31,10 +31,10 @@ def pid_exists(pid: int) -> bool:
 
 
 def process_running(pid: int) -> bool:
-    """The process exists and is not a zombie."""
+    """The process exists and is neither a zombie nor dead."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
     except (OSError, IndexError):
         return False
 

@@ -6,9 +6,9 @@ Kubernetes exec) and to read files; these scripts do the rest on the node:
 `<phases>/<id>/`: `pid` (the process-group leader), `out.log` (stdout and
 stderr), `started_at` and `ended_at` (the node's own clock, epoch seconds, so
 that durations do not depend on when a controller looked), `exit_code`
-(written when the phase ends, after `ended_at`; it is written in place, not
-moved there, so that a thousand phases ending together do not fork a
-thousand `mv`: a reader takes an empty `exit_code` for one not yet written). `owner` makes starting a
+(written when the phase ends, after `ended_at`; in place, not moved there,
+so a thousand phases ending together fork no thousand `mv`: a reader takes
+an empty `exit_code` for one not yet written). `owner` makes starting a
 phase exactly-once, so a controller that crashed mid-start can simply start
 again (see _LAUNCHER). Secrets travel in a 0600 env file that the phase deletes
 once read; they never appear on a command line.

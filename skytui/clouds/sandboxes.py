@@ -6,8 +6,9 @@ SSH as one machine: its login is the sandbox's name, its home the directory.
 This module owns their life cycle: starting the node host, creating sandboxes
 with a marker naming the infra and cluster they belong to, telling whether
 they still exist, and destroying them as terminating a VM would (every
-process on them ends, their disk is gone: sandbox_teardown.py, in batches). Both clouds that use sandboxes
-share one node host; each sees only the sandboxes marked with its own name.
+process on them ends, their disk is gone: sandbox_teardown.py, in batches).
+Both clouds that use sandboxes share one node host; each sees only the
+sandboxes marked with its own name.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from skytui.clouds.local_layout import (
     NODE_MARKER,
     STATE_FILE,
     TERMINATING_FLAG,
-    pid_exists,
+    process_running,
     touch_nodes_dir,
 )
 from skytui.clouds.sandbox_teardown import SandboxTeardown
@@ -60,13 +61,7 @@ if TYPE_CHECKING:
 def _process_exited(pid: int) -> bool:
     """Gone, or a zombie: a node host this process spawned stays one until
     the next subprocess call reaps it, yet it serves nothing."""
-    if not pid_exists(pid):
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in ("Z", "X")
+    return not process_running(pid)
 
 
 class SandboxHost:
