@@ -49,7 +49,7 @@ from skytui.engine.phase_runner import (
     PhaseOutcome,
     PhaseRunner,
 )
-from skytui.engine.pools import Lease, PoolGone, load_pool_task
+from skytui.engine.pools import Lease, PoolGone
 from skytui.engine.provisioner import NoCapacity, Provisioner
 from skytui.engine.recovery import (
     CapacityBackoff,
@@ -199,12 +199,13 @@ class JobController:
 
     async def run(self) -> None:
         try:
-            self._task_ids = [t.skypilot_task_id for t in await self.store.tasks(self.job.id)]
+            rows = await self.store.tasks(self.job.id)
+            self._task_ids = [t.skypilot_task_id for t in rows]
             if self.job.cancel_requested_at is not None:
                 self.stop_reason = "user"
                 await self._cancel()
                 return
-            await self._run_tasks()
+            await self._run_tasks(rows)
         except CancelRequested:
             # Its cancel came as it was about to start something (a machine,
             # a worker); the store refused that, so there is nothing to stop.
@@ -225,8 +226,7 @@ class JobController:
             if staging is not None and self.stop_reason != "shutdown":
                 await discard_staging(staging)  # the job has ended: its files go
 
-    async def _run_tasks(self) -> None:
-        rows = await self.store.tasks(self.job.id)
+    async def _run_tasks(self, rows: list[TaskRow]) -> None:
         for row, task in zip(rows, self.tasks):
             status = row.status_enum
             if status is S.SUCCEEDED:
@@ -518,19 +518,16 @@ class JobController:
                                              status_reason=None)
         else:
             await self.store.set_task_fields(self.job.id, idx, status_reason=None)
-        attempt = await self.store.start_attempt(
+        return int(await self.store.start_attempt(
             self.job.id, idx, infra=infra_label(lease.cluster.cloud, lease.cluster.region, lease.cluster.zone),
             instance_type=lease.cluster.instance_type, use_spot=lease.cluster.use_spot,
-            message=f"attempt on pool {self.job.pool}, worker {lease.worker.id}",
-        )
-        await self.store.set_attempt_cluster(self.job.id, idx, attempt, cluster.row.id)
-        return attempt
+            message=f"attempt on pool {self.job.pool}, worker {lease.worker.id}", cluster_id=cluster.row.id,
+        ))
 
     async def _load_pool_task(self) -> None:
-        if self._pool_task is None and self.job.pool is not None:
+        if self._pool_task is None and self.job.pool is not None and self.ctx.pools is not None:
             with contextlib.suppress(Exception):  # a pool already gone keeps the job's own envs
-                spec, secrets = await self.store.pool_spec(self.job.pool)
-                self._pool_task, _ = load_pool_task(spec, secrets)
+                self._pool_task = await self.ctx.pools.pool_task(self.job.pool)
 
     async def _release_worker(self, *, lost: bool = False) -> None:
         lease = self._lease or (await self.ctx.pools.lease_of(self.job.id) if self.ctx.pools else None)
@@ -586,6 +583,8 @@ class JobController:
 
     async def _reattach_worker(self, row: TaskRow) -> LiveCluster | None:
         assert self.ctx.pools is not None
+        if self.job.worker_id is None:
+            return None  # never given a worker (jobs.worker_id is set with the worker's job_id)
         lease = await self.ctx.pools.lease_of(self.job.id)
         cloud = self.ctx.clouds.get(lease.cluster.cloud) if lease else None
         if lease is None or cloud is None:

@@ -111,6 +111,7 @@ class _PoolState:
     dispatching: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The pool's spec, parsed once per version (not on every tick).
     spec: tuple[int, Task, PoolSpec] | None = None
+    version_seen: int = 0  # the pool's version at the last read of its row
     # Jobs whose coroutines were just started and have not asked for a worker
     # yet: job id -> (sort key, until when a worker is kept for them).
     arriving: dict[int, tuple[tuple[int, int], float]] = field(default_factory=dict)
@@ -132,6 +133,9 @@ class PoolManager:
         self._pools: dict[str, _PoolState] = {}
         self._wake = asyncio.Event()
         self._nodes: dict[int, list[Node]] = {}
+        # Workers' machines by cluster id, read once: a lease is handed out
+        # per job, and a worker's machine does not change while it serves.
+        self._machines: dict[int, tuple[ClusterRow, ClusterHandle]] = {}
 
     # ------------------------------------------------------------ dispatch
 
@@ -199,6 +203,27 @@ class PoolManager:
             return None
         return Lease(worker, cluster, ClusterHandle.from_json(cluster.handle))
 
+    async def _lease_for(self, worker: WorkerRow) -> Lease | None:
+        """The lease of a worker just assigned (its machine from the cache)."""
+        if worker.cluster_id is None:
+            return None
+        machine = self._machines.get(worker.cluster_id)
+        if machine is None:
+            cluster = await self.store.cluster(worker.cluster_id)
+            if cluster is None or not cluster.handle_json:
+                return None
+            machine = self._machines[worker.cluster_id] = (cluster, ClusterHandle.from_json(cluster.handle))
+        return Lease(worker, *machine)
+
+    async def pool_task(self, pool: str) -> Task:
+        """The pool's task (the envs and secrets its jobs run with), parsed
+        once per version seen, not once per job."""
+        state = self._pools.setdefault(pool, _PoolState())
+        if state.spec is None or state.spec[0] != state.version_seen:
+            spec, secrets = await self.store.pool_spec(pool)
+            state.spec = (state.version_seen, *load_pool_task(spec, secrets))
+        return state.spec[1]
+
     async def _dispatch(self, pool: str) -> None:
         """Hand idle workers to the first waiters (priority, then job id)."""
         state = self._pools.setdefault(pool, _PoolState())
@@ -211,6 +236,8 @@ class PoolManager:
         if not state.waiters:
             return
         row = await self.store.pool(pool)
+        if row is not None:
+            state.version_seen = row.version
         if row is None or row.down_requested_at is not None:
             for waiter in state.waiters:
                 if not waiter.future.done():
@@ -227,7 +254,7 @@ class PoolManager:
             if not assigned:
                 heapq.heappush(state.waiters, waiter)
                 continue  # taken or no longer READY since the read
-            lease = await self.lease_of(waiter.job_id)
+            lease = await self._lease_for(worker)
             if lease is None or waiter.future.done():
                 # Cancelled while being served, or (never expected) a READY
                 # worker without its cluster: give the worker back.
@@ -240,17 +267,19 @@ class PoolManager:
     def _keep_for_arriving(self, pool: str, state: _PoolState) -> bool:
         """Whether a job still on its way to `acquire` comes before every
         waiter (see `expect`); if so, dispatch again once its grace is over."""
+        if not state.arriving:
+            return False  # the usual case: no per-waiter work on every release
         now = time.monotonic()
         for job_id, (_key, until) in list(state.arriving.items()):
             if until <= now:
                 del state.arriving[job_id]
-        live = [waiter for waiter in state.waiters if not waiter.future.done()]
-        for waiter in live:
-            state.arriving.pop(waiter.job_id, None)  # it has arrived
-        if not state.arriving or not live:
+        # A job leaves `arriving` as it enters `waiters` (acquire): the two never share a job.
+        while state.waiters and state.waiters[0].future.done():
+            heapq.heappop(state.waiters)
+        if not state.arriving or not state.waiters:
             return False
         first_key, first_until = min(state.arriving.values())
-        if first_key > min(live).sort_key:
+        if first_key > state.waiters[0].sort_key:
             return False
         asyncio.get_running_loop().call_later(
             first_until - now, lambda: asyncio.ensure_future(self._dispatch(pool))
@@ -354,6 +383,7 @@ class PoolManager:
         if pool.down_requested_at is not None:
             await self._take_down(pool, state, workers)
             return
+        state.version_seen = pool.version
         if state.spec is None or state.spec[0] != pool.version:
             spec, secrets = await self.store.pool_spec(pool.name)
             state.spec = (pool.version, *load_pool_task(spec, secrets))
@@ -594,6 +624,7 @@ class PoolManager:
             with contextlib.suppress(Exception):
                 await node.close()
         if worker.cluster_id is not None:
+            self._machines.pop(worker.cluster_id, None)
             cluster = await self.store.cluster(worker.cluster_id)
             if cluster is not None and cluster.status in ClusterStatus.LIVE:
                 cloud = self.ctx.clouds.get(cluster.cloud)

@@ -712,12 +712,17 @@ class _WalScrubber:
             self.soon()  # a long reader held the WAL: try again later
 
 
+class _BatchRefused(Exception):
+    """A call of a batch run without savepoints raised: run it again with them."""
+
+
 class _BatchConnection(threading.local):
     """The connection of the batch this thread is running (Store.run_batch),
     and how deep in a call's writes it is (its first write takes the savepoint)."""
 
     conn: Connection | None = None
     depth: int = 0
+    savepoints: bool = True
 
 
 class Store:
@@ -815,7 +820,7 @@ class Store:
         # submit or cancel) still meet the busy handler.
         batch = self._batch.conn
         if batch is not None:  # inside run_batch: one savepoint per call of the batch
-            if self._batch.depth:
+            if self._batch.depth or not self._batch.savepoints:
                 yield batch  # a write within the call's own: its savepoint covers both
                 return
             self._batch.depth += 1
@@ -830,27 +835,40 @@ class Store:
 
     def run_batch(self, calls: Sequence[Callable[[], R]]) -> list[R | Exception]:
         """Run write calls (this Store's own methods) in one transaction, one
-        commit for all: each in a savepoint of its own, so one that raises is
-        undone alone and its exception is its result. A call's changes are
-        durable only when this returns. Only for methods that write and then
-        read nothing back through the reader (it would not see them yet)."""
-        results: list[R | Exception] = []
+        commit for all: one that raises is undone alone and its exception is
+        its result. A call's changes are durable only when this returns. Only
+        for methods that write and then read nothing back through the reader
+        (it would not see them yet).
+
+        The batch first runs without savepoints: they were two statements per
+        call, a third of what the controller sent while jobs ended and
+        started, for a refusal that is rare. If a call raises, all is rolled
+        back and the batch runs again with one savepoint per call (the calls
+        only write to the DB, so running them again is safe)."""
         if len(calls) == 1:  # a transaction of its own: no savepoint needed
             try:
-                results.append(calls[0]())
+                return [calls[0]()]
             except Exception as exc:  # noqa: BLE001 - the caller's, handed back
-                results.append(exc)
-            return results
+                return [exc]
+        try:
+            return self._run_calls(calls, savepoints=False)
+        except _BatchRefused:
+            return self._run_calls(calls, savepoints=True)
+
+    def _run_calls(self, calls: Sequence[Callable[[], R]], *, savepoints: bool) -> list[R | Exception]:
+        results: list[R | Exception] = []
         with self._write_lock, self._writer.begin() as conn:
-            self._batch.conn = conn
+            self._batch.conn, self._batch.savepoints = conn, savepoints
             try:
                 for call in calls:
                     try:
                         results.append(call())
                     except Exception as exc:  # noqa: BLE001 - the caller's, handed back
+                        if not savepoints:
+                            raise _BatchRefused from exc  # leaves the `begin`: all rolled back
                         results.append(exc)
             finally:
-                self._batch.conn = None
+                self._batch.conn, self._batch.savepoints = None, True
         return results
 
     @contextmanager
@@ -1569,8 +1587,11 @@ class Store:
     def start_attempt(
         self, job_id: int, task_idx: int, *, infra: str, instance_type: str | None,
         use_spot: bool, price_per_hour: float | None = None, message: str | None = None,
+        cluster_id: int | None = None,
     ) -> int:
-        """Open the next attempt of a task; returns its number (1-based)."""
+        """Open the next attempt of a task; returns its number (1-based).
+        `cluster_id`: the machine it runs on, when already known (a pool's
+        worker); otherwise `set_attempt_cluster` names it once provisioned."""
         now = time.time()
         with self._write() as conn:
             current = conn.execute(
@@ -1583,7 +1604,7 @@ class Store:
                 insert(attempts_table).values(
                     job_id=job_id, task_idx=task_idx, attempt_no=attempt_no, infra=infra,
                     instance_type=instance_type, use_spot=use_spot, started_at=now,
-                    price_per_hour=price_per_hour,
+                    price_per_hour=price_per_hour, cluster_id=cluster_id,
                 )
             )
             conn.execute(
