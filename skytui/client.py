@@ -435,32 +435,33 @@ class Client:
         keeps the command within 1.5x of its cost at one job."""
         now = time.time() if now is None else now
         rows = self.store.queue_rows(in_progress_only=skip_finished, limit=limit, now=now)
-        wanted = {row[0] for row in rows.jobs}
-        costs = {(job_id, task_idx): dollars for job_id, task_idx, dollars in rows.costs if job_id in wanted}
-        tasks_of: dict[int, list[dict[str, Any]]] = {}
-        recoveries_of: dict[int, int] = {}
-        for (job_id, task_idx, name, status, infra, instance_type, use_spot, recoveries, restarts,
-             exit_code, failure_reason, banked_s, run_started_at) in rows.tasks:
-            if job_id not in wanted:
-                continue
-            running_s = max(0.0, now - run_started_at) if run_started_at is not None else 0.0
-            tasks_of.setdefault(job_id, []).append({
-                "task_id": task_idx, "name": name, "status": status, "infra": infra,
-                "instance_type": instance_type, "use_spot": use_spot, "recoveries": recoveries,
-                "restarts_on_errors": restarts, "exit_code": exit_code, "failure_reason": failure_reason,
-                "job_duration_s": round(banked_s + running_s, 3),
-                "cost_usd": round(costs.get((job_id, task_idx), 0.0), 4),
+        costs = {(job_id, task_idx): dollars for job_id, task_idx, dollars in rows.costs}
+        tasks = rows.tasks  # by job id descending, as the jobs: one merge walk, no dict per job
+        n_tasks, t = len(tasks), 0
+        document = []
+        for job_id, name, pool, status, submitted_at in rows.jobs:
+            while t < n_tasks and tasks[t][0] > job_id:
+                t += 1  # a job a filter or limit left out
+            of_job, recoveries, job_cost = [], 0, 0.0
+            while t < n_tasks and tasks[t][0] == job_id:
+                (_, task_idx, task_name, task_status, infra, instance_type, use_spot, task_recoveries, restarts,
+                 exit_code, failure_reason, banked_s, run_started_at) = tasks[t]
+                t += 1
+                running_s = max(0.0, now - run_started_at) if run_started_at is not None else 0.0
+                dollars = costs.get((job_id, task_idx), 0.0)
+                of_job.append({
+                    "task_id": task_idx, "name": task_name, "status": task_status, "infra": infra,
+                    "instance_type": instance_type, "use_spot": use_spot, "recoveries": task_recoveries,
+                    "restarts_on_errors": restarts, "exit_code": exit_code, "failure_reason": failure_reason,
+                    "job_duration_s": round(banked_s + running_s, 3), "cost_usd": round(dollars, 4),
+                })
+                recoveries += task_recoveries
+                job_cost += dollars
+            document.append({
+                "id": job_id, "name": name, "pool": pool, "status": status, "submitted_at": submitted_at,
+                "recoveries": recoveries, "cost_usd": round(job_cost, 4), "tasks": of_job,
             })
-            recoveries_of[job_id] = recoveries_of.get(job_id, 0) + recoveries
-        job_cost: dict[int, float] = {}
-        for (job_id, _task_idx), dollars in costs.items():
-            job_cost[job_id] = job_cost.get(job_id, 0.0) + dollars
-        return {"jobs": [
-            {"id": job_id, "name": name, "pool": pool, "status": status, "submitted_at": submitted_at,
-             "recoveries": recoveries_of.get(job_id, 0), "cost_usd": round(job_cost.get(job_id, 0.0), 4),
-             "tasks": tasks_of.get(job_id, [])}
-            for job_id, name, pool, status, submitted_at in rows.jobs
-        ]}
+        return {"jobs": document}
 
     def queue(self, *, skip_finished: bool = False, limit: int | None = None) -> list[JobView]:
         return self._views(self.store.jobs(in_progress_only=skip_finished, limit=limit))

@@ -61,6 +61,32 @@ def test_an_idle_running_job_makes_no_requests_to_its_node(env: Env, monkeypatch
     assert any(line.endswith(" launch") for line in _requests(trace)), "the phase was not launched natively"
 
 
+def test_a_cancelled_job_is_stopped_by_the_node_host_without_a_shell(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kill's bash version polls `ps` over every process of the machine:
+    # with thousands of sandboxes on one node host, a bulk cancel waited
+    # minutes on it. The node host stops the phase itself; the job still
+    # gets its SIGTERM first and ends CANCELLED.
+    trace = env.tmp / "trace.txt"
+    monkeypatch.setenv("SKYTUI_NODEHOST_TRACE", str(trace))
+    job_id = env.launch(env.write("stoppable.yaml", (
+        "name: stoppable\n"
+        "run: |\n"
+        "  trap 'echo got TERM; exit 7' TERM\n"
+        "  echo started\n"
+        "  while true; do sleep 0.1; done\n"
+    )))
+    wait_for(lambda: b"started\n" in env.log(job_id), 60, what="the job to start")
+    before = time.time()
+    env.cli("jobs", "cancel", str(job_id), "-y", check=True)
+    assert env.wait_status(job_id, "CANCELLED", timeout=60)["status"] == "CANCELLED"
+    served = [line.rsplit(" ", 1)[1] for line in _requests(trace, before)]
+    assert "kill" in served, f"the node host was not asked to kill natively: {served}"
+    assert "exec" not in served, f"a shell was forked to stop the job: {served}"
+    assert b"got TERM\n" in env.log(job_id)
+
+
 def _through_relay(env: Env, *, delay_s: float = 0.0) -> TCPRelay:
     """A relay between the controller and the node host: the node host is
     started by a first job, then advertised at the relay."""

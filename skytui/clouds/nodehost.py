@@ -38,9 +38,9 @@ from skytui.clouds.local_layout import (
     NODE_MARKER,
     STATE_FILE,
 )
-from skytui.clouds.nodehost_launch import NativeLauncher, WrapperReaper
+from skytui.clouds.nodehost_launch import NativeLauncher, WrapperReaper, kill_phase_group
 from skytui.clouds.nodehost_watch import PhaseWatcher, serve_watch
-from skytui.clouds.phase_scripts import LaunchRequest, launch_request_of
+from skytui.clouds.phase_scripts import LaunchRequest, kill_request_of, launch_request_of
 from skytui.clouds.phase_watch import phases_dir_of
 from skytui.config import write_private
 
@@ -151,12 +151,19 @@ class NodeHost:
             return
         phases_dir = phases_dir_of(process.command)
         launch = launch_request_of(process.command) if phases_dir is None else None
-        self._trace(user, "watch" if phases_dir is not None else "launch" if launch is not None else "exec")
+        kill = kill_request_of(process.command) if phases_dir is None and launch is None else None
+        self._trace(user, "watch" if phases_dir is not None else "launch" if launch is not None
+                    else "kill" if kill is not None else "exec")
         if phases_dir is not None:
             await serve_watch(self.phase_watcher, process, home, phases_dir)
             return
         if launch is not None:
             await self._launch(process, launch, home, user)
+            return
+        if kill is not None:
+            result = await kill_phase_group(kill, home)
+            process.stderr.write(result.stderr.encode())
+            process.exit(result.status)
             return
         try:
             proc = await asyncio.create_subprocess_exec(

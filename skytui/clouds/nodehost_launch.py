@@ -10,7 +10,10 @@ twice), and the same detached wrapper, started with one posix_spawn into a
 session of its own.
 
 Its only state is the wrappers it spawned: its children until it reaps them
-(`WrapperReaper`). It never kills them: a phase outlives its node host.
+(`WrapperReaper`). It never kills them on its own (a phase outlives its node
+host); it kills a phase when asked, by the kill command (phase_scripts
+.kill_command), natively too: the bash version's `ps` loop, over the
+processes of thousands of sandboxes, is what a bulk cancel waited on.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skytui.clouds.local_layout import pid_exists
-from skytui.clouds.phase_scripts import END_MARK, WRAPPER, LaunchRequest
+from skytui.clouds.phase_scripts import END_MARK, WRAPPER, KillRequest, LaunchRequest
 
 # How long a start that someone else owns waits for that one's pid (as the
 # bash launcher: 200 looks 20 ms apart).
@@ -35,6 +38,8 @@ OWNER_WAIT_S = 4.0
 OWNER_LOOK_S = 0.02
 # A child's exit is reaped this soon after its SIGCHLD (many at once: one sweep).
 REAP_AFTER_S = 0.2
+# How often a kill looks whether the phase's process group is gone (as the bash version).
+KILL_LOOK_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -226,3 +231,37 @@ class NativeLauncher:
         self.reaper.adopt(pid)
         _write(directory / "pid", f"{pid}\n".encode(), file_mode)
         return pid
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def kill_phase_group(request: KillRequest, home: Path) -> LaunchResult:
+    """What the kill command does, without a process: TERM the group, KILL
+    it once the grace is over, and record 137 if the wrapper wrote no exit
+    code. A zombie counts as alive here until its parent reaps it (the node
+    host's reaper, within REAP_AFTER_S; init for an older node host's)."""
+    directory = home / request.phase_dir
+    if request.pid <= 1 or not directory.resolve().is_relative_to(home.resolve()):
+        return LaunchResult(2, stderr="not a phase of this node\n")
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(request.pid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(KILL_LOOK_S, request.grace_s)
+    while _group_exists(request.pid):
+        if loop.time() >= deadline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(request.pid, signal.SIGKILL)
+            if not (directory / "exit_code").exists():
+                with contextlib.suppress(OSError):  # the phase's directory went with its node
+                    _write(directory / "exit_code", b"137\n", 0o644)
+            break
+        await asyncio.sleep(KILL_LOOK_S)
+    return LaunchResult(0)

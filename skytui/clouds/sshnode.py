@@ -304,10 +304,14 @@ class SSHNode:
 
     async def kill_phase(self, phase_id: str, *, grace_s: float = 5.0) -> None:
         """TERM the phase's process group, KILL it after the grace period."""
-        state = await self.phase_state(phase_id, check_alive=True)
-        if state.pid is None or state.finished:
+        if (await self.phase_state(phase_id)).finished:
             return
+        # The pid by SFTP, not by a shell: the kill command itself finds out
+        # whether the group still lives (the local node host, natively).
+        pid_text = await self._read_small(f"{self._phase_dir(phase_id)}/pid")
+        if pid_text is None or not pid_text.strip().isdigit():
+            return  # never started: nothing to stop
         await self.run(
-            kill_command(self._phase_dir(phase_id), state.pid, grace_s),
+            kill_command(self._phase_dir(phase_id), int(pid_text), grace_s),
             timeout=grace_s + 15,
         )
