@@ -140,6 +140,14 @@ def node_host_pid(cloud: LocalCloud) -> int:
 
 
 @pytest.fixture
+def trace(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the node host (started after this) writes each request it serves."""
+    path = home / "trace.txt"
+    monkeypatch.setenv("SKYTUI_NODEHOST_TRACE", str(path))
+    return path
+
+
+@pytest.fixture
 def cloud(home: Path) -> Iterator[LocalCloud]:
     local = LocalCloud(paths())
     yield local
@@ -181,6 +189,34 @@ async def c1(cloud: LocalCloud) -> AsyncIterator[Cluster]:
 
 
 # ------------------------------------------------------------------ commands
+
+
+async def test_phases_are_started_on_the_watch_stream_not_a_channel_each(
+    trace: Path, cloud: LocalCloud, c1: Cluster
+) -> None:
+    # A pool worker runs job after job on one connection: each start on a
+    # channel of its own cost a dozen packets each way and a session on both
+    # ends. The node host starts them on the stream it already serves.
+    node = c1.nodes[0]
+    await node.connect()
+    started = [await node.start_phase(f"p{i}", f"echo run {i}", {"N": str(i)}) for i in range(12)]
+    assert len(set(started)) == 12
+    for i in range(12):
+        assert await wait_finished(node, f"p{i}") == 0
+        assert await read_all(node, f"p{i}") == f"run {i}\n".encode()
+    # Started again (a retry after a drop): the same process, not a second one.
+    assert await node.start_phase("p3", "echo again", {}) == started[3]
+    served = [line.split(" ", 2)[2] for line in trace.read_text().splitlines()]
+    on_channels = served.count("launch")
+    assert served.count("stream-launch") >= 12 and on_channels <= 1, served
+
+
+async def test_a_start_the_node_host_refuses_on_the_stream_says_why(cloud: LocalCloud, c1: Cluster) -> None:
+    node = c1.nodes[0]
+    await node.connect()
+    await node.start_phase("first", "true", {})  # the stream is in use from here on
+    with pytest.raises(NodeError, match="outside the node"):
+        await node.start_phase("../../escape", "true", {})
 
 
 async def test_provision_makes_one_sandbox_per_node(cloud: LocalCloud, c1: Cluster) -> None:

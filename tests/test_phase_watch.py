@@ -58,7 +58,8 @@ def test_an_idle_running_job_makes_no_requests_to_its_node(env: Env, monkeypatch
     assert env.log(job_id) == b"started\nfinished\n"
     assert any(line.endswith(" watch") for line in _requests(trace)), "the controller never opened a watch stream"
     # Started by the node host itself, not by a bash launcher it forked.
-    assert any(line.endswith(" launch") for line in _requests(trace)), "the phase was not launched natively"
+    assert any(line.endswith((" launch", " stream-launch")) for line in _requests(trace)), \
+        "the phase was not launched natively"
 
 
 def test_a_cancelled_job_is_stopped_by_the_node_host_without_a_shell(

@@ -38,7 +38,7 @@ from skytui.clouds.local_layout import (
     NODE_MARKER,
     STATE_FILE,
 )
-from skytui.clouds.nodehost_launch import NativeLauncher, WrapperReaper, kill_phase_group
+from skytui.clouds.nodehost_launch import LaunchResult, NativeLauncher, WrapperReaper, kill_phase_group
 from skytui.clouds.nodehost_watch import PhaseWatcher, serve_watch
 from skytui.clouds.phase_scripts import LaunchRequest, kill_request_of, launch_request_of
 from skytui.clouds.phase_watch import phases_dir_of
@@ -155,7 +155,13 @@ class NodeHost:
         self._trace(user, "watch" if phases_dir is not None else "launch" if launch is not None
                     else "kill" if kill is not None else "exec")
         if phases_dir is not None:
-            await serve_watch(self.phase_watcher, process, home, phases_dir)
+            env = self._env(user, home, process.env)
+
+            async def launch_on_stream(request: LaunchRequest, data: bytes) -> LaunchResult:
+                self._trace(user, "stream-launch")
+                return await self.launcher.launch(request, data, home, env)
+
+            await serve_watch(self.phase_watcher, process, home, phases_dir, launch_on_stream)
             return
         if launch is not None:
             await self._launch(process, launch, home, user)

@@ -8,17 +8,20 @@ ended (`exit_code` written); its wrapper's end says the process
 is gone, which without an exit code is a vanished phase (`gone`).
 
 Notices are coalesced per stream for COALESCE_S, so a phase printing a
-thousand lines a second sends a few dozen notices, not a thousand.
+thousand lines a second sends a few dozen notices, not a thousand. Phases
+are started on the stream too, when the node host serves it with a launcher.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import os
 import resource
 from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +36,9 @@ from skytui.clouds.inotify import (
     Inotify,
 )
 from skytui.clouds.local_layout import process_running
-from skytui.clouds.nodehost_launch import WrapperReaper
-from skytui.clouds.phase_watch import ENDING, exit_notice
+from skytui.clouds.nodehost_launch import LaunchResult, WrapperReaper
+from skytui.clouds.phase_scripts import END_MARK, LAUNCH_MARK, LaunchRequest, launch_request_of
+from skytui.clouds.phase_watch import CAN_LAUNCH, ENDING, LAUNCH_PREFIX, exit_notice
 
 COALESCE_S = 0.02
 # How often phases without a pidfd are looked at (only when pidfds ran out).
@@ -294,14 +298,21 @@ def _default_pidfd_budget() -> int:
     return max(16, soft // 4) if soft != resource.RLIM_INFINITY else 1 << 16
 
 
-async def serve_watch(watcher: PhaseWatcher, process: Any, home: Path, phases_dir: str) -> None:
-    """Serve one watch channel until the controller closes it."""
+async def serve_watch(
+    watcher: PhaseWatcher, process: Any, home: Path, phases_dir: str,
+    launch: Callable[[LaunchRequest, bytes], Awaitable[LaunchResult]] | None = None,
+) -> None:
+    """Serve one watch channel until the controller closes it; with `launch`,
+    also the starts sent on it (see phase_watch.py)."""
     base = (home / phases_dir).resolve()
     if not base.is_relative_to(home.resolve()):
         process.stderr.write(b"skytui node host: the phases directory is outside the node\n")
         process.exit(2)
         return
     stream = WatchStream(watcher, process.stdout.write, base)
+    starts: set[asyncio.Task[None]] = set()
+    if launch is not None:
+        process.stdout.write(f"{CAN_LAUNCH}\n".encode())
     buffer = b""
     try:
         while data := await process.stdin.read(65536):
@@ -313,9 +324,34 @@ async def serve_watch(watcher: PhaseWatcher, process: Any, home: Path, phases_di
                     watcher.subscribe(stream, line[1:])
                 elif line.startswith("-"):
                     watcher.unsubscribe(stream, line[1:])
+                elif line.startswith(LAUNCH_PREFIX) and launch is not None:
+                    # Concurrently: a start that waits for another's owner
+                    # (up to OWNER_WAIT_S) holds up no other start.
+                    task = asyncio.create_task(_start(process.stdout.write, launch, line[len(LAUNCH_PREFIX):]))
+                    starts.add(task)
+                    task.add_done_callback(starts.discard)
     except Exception:  # noqa: BLE001, S110 - a dropped channel simply ends the watch
         pass
     finally:
         stream.close()
     with contextlib.suppress(Exception):
         process.exit(0)
+
+
+async def _start(
+    write: Callable[[bytes], Any], launch: Callable[[LaunchRequest, bytes], Awaitable[LaunchResult]], line: str,
+) -> None:
+    """One start sent on a watch stream: `<request JSON>\\t<script>\\t<env>`."""
+    request_text, _, rest = line.partition("\t")
+    script, _, env = rest.partition("\t")
+    request = launch_request_of(LAUNCH_MARK + request_text)
+    if request is None or " " in request.phase_id:
+        return  # not a start this node host can answer for: the controller's wait times out
+    result = await launch(request, f"{script}\n{env}\n{END_MARK}\n".encode())
+    pid = result.stdout.strip()
+    with contextlib.suppress(Exception):  # the channel went: the controller starts it again
+        if result.status == 0 and pid.isdigit():
+            write(f"{request.phase_id} started {pid}\n".encode())
+        else:
+            message = base64.b64encode(result.stderr.encode()).decode() or "-"
+            write(f"{request.phase_id} started - {result.status} {message}\n".encode())

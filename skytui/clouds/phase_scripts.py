@@ -130,21 +130,28 @@ def env_file(env: dict[str, str]) -> str:
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
 
 
+def launch_request_json(phases_dir: str, phase_id: str, cwd: str | None) -> str:
+    """The request a launcher command carries on its first line (one line of JSON)."""
+    return json.dumps({"phases": phases_dir, "phase": phase_id, "cwd": cwd or ""})
+
+
 def launcher_command(phases_dir: str, phase_id: str, cwd: str | None) -> str:
     """The command that starts a phase; feed it `launcher_input` on stdin."""
-    request = json.dumps({"phases": phases_dir, "phase": phase_id, "cwd": cwd or ""})
+    request = launch_request_json(phases_dir, phase_id, cwd)
     return LAUNCH_MARK + request + "\n" + _LAUNCHER.format(
         phases=phases_dir, phase_id=phase_id, cwd=shlex.quote(cwd or ""), wrapper=shlex.quote(WRAPPER),
         end=END_MARK,
     )
 
 
+def encoded_launch_input(script: str, env: dict[str, str]) -> tuple[str, str]:
+    """The script and the env file, each in base64 (one line each)."""
+    return base64.b64encode(script.encode()).decode(), base64.b64encode(env_file(env).encode()).decode()
+
+
 def launcher_input(script: str, env: dict[str, str]) -> str:
-    return (
-        base64.b64encode(script.encode()).decode() + "\n"
-        + base64.b64encode(env_file(env).encode()).decode() + "\n"
-        + END_MARK + "\n"
-    )
+    encoded_script, encoded_env = encoded_launch_input(script, env)
+    return encoded_script + "\n" + encoded_env + "\n" + END_MARK + "\n"
 
 
 # The kill command's first line: a comment to bash; to the local node host,

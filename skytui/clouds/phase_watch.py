@@ -17,6 +17,14 @@ line `<phase> <what>` whenever that phase may have changed:
 * `gone`: its process is gone without an exit code (the watch ends);
 * `* all`: the node lost track (an overflow): look at every phase.
 
+The local node host also starts phases on the stream, sparing a channel (a
+dozen packets each way, and a session on both ends) per start: it says
+`* can launch` first thing, and then takes `!<launch request JSON><TAB>
+<script, base64><TAB><env, base64>` (what the launcher command and its input
+carry, with the same exactly-once rules) and answers `<phase> started <pid>`,
+or `<phase> started - <status> <message, base64>` when it could not. A node
+that never said it can is sent the launcher command on a channel, as ever.
+
 The output is still read by offset, so resuming after a drop stays
 byte-exact; a stream that ends sets every watcher looking for itself.
 
@@ -30,6 +38,7 @@ polling at all.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -68,6 +77,8 @@ done
 """
 
 NOTICES = ("seen", "out", "exit", "gone")
+CAN_LAUNCH = "* can launch"
+LAUNCH_PREFIX = "!"
 ENDING = ("exit", "gone")
 
 
@@ -102,6 +113,18 @@ def parse_phase_end(facts: list[str]) -> PhaseEnd | None:
     return PhaseEnd(exit_code, parse_node_time(facts[1]) if facts[1] != "-" else None, size)
 
 log = logging.getLogger("skytui.phase_watch")
+
+
+class WatchStreamClosed(Exception):
+    """The stream ended (an SSH drop) before the node answered."""
+
+
+class StartRefused(Exception):
+    """The node could not start the phase: its launcher's status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"exit {status}: {message.strip()}")
+        self.status = status
 
 
 def watch_command(phases_dir: str) -> str:
@@ -143,7 +166,32 @@ class PhaseWatchStream:
         # no read until the node says something changed.
         self.sizes: dict[str, int | None] = {}
         self.closed = False
+        # The node starts phases sent on the stream (it said `* can launch`).
+        self.can_launch = False
+        self._starts: dict[str, asyncio.Future[int]] = {}
         self._reader = asyncio.create_task(self._read(), name="phase-watch")
+
+    async def start(self, phase_id: str, request_json: str, script_b64: str, env_b64: str) -> int:
+        """Start a phase through the stream (only if `can_launch`); its pid.
+        WatchStreamClosed if the stream ends first, StartRefused if the node
+        could not. A start of the same phase already on its way is shared."""
+        if self.closed:
+            raise WatchStreamClosed()
+        future = self._starts.get(phase_id)
+        if future is None or future.done():
+            future = self._starts[phase_id] = asyncio.get_running_loop().create_future()
+            # Its caller may have stopped waiting (cancelled): the outcome is still taken.
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
+            try:
+                self._process.stdin.write(f"{LAUNCH_PREFIX}{request_json}\t{script_b64}\t{env_b64}\n")
+            except Exception as exc:  # noqa: BLE001 - the channel closed under us
+                self._end()
+                raise WatchStreamClosed() from exc
+        try:
+            return await asyncio.shield(future)
+        finally:
+            if future.done():
+                self._starts.pop(phase_id, None)
 
     def watch(self, phase_id: str) -> asyncio.Event:
         event = self._signals.setdefault(phase_id, asyncio.Event())
@@ -180,6 +228,12 @@ class PhaseWatchStream:
                 if len(words) < 2:
                     continue  # not a notice
                 phase_id, what, facts = words[0], words[1], words[2:]
+                if line.strip() == CAN_LAUNCH:
+                    self.can_launch = True
+                    continue
+                if what == "started":
+                    self._started(phase_id, facts)
+                    continue
                 if phase_id == "*":
                     self.sizes.clear()  # the node lost track: the next looks read for themselves
                     for every in self._signals.values():
@@ -209,11 +263,29 @@ class PhaseWatchStream:
         finally:
             self._end()
 
+    def _started(self, phase_id: str, facts: list[str]) -> None:
+        future = self._starts.get(phase_id)
+        if future is None or future.done():
+            return  # a late answer
+        if facts and facts[0].isdigit():
+            future.set_result(int(facts[0]))
+            return
+        status = int(facts[1]) if len(facts) > 1 and facts[1].lstrip("-").isdigit() else 1
+        try:
+            message = base64.b64decode(facts[2]).decode(errors="replace") if len(facts) > 2 else ""
+        except ValueError:
+            message = ""
+        future.set_exception(StartRefused(status, message or "the node could not start it"))
+
     def _end(self) -> None:
         self.closed = True
         self._watched.clear()
         for event in self._signals.values():
             event.set()
+        for future in self._starts.values():
+            if not future.done():
+                future.set_exception(WatchStreamClosed())
+        self._starts.clear()
 
     def close(self) -> None:
         self._end()

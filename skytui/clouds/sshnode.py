@@ -19,16 +19,21 @@ import asyncssh
 from skytui.clouds.base import CloudError, NodeError, NodeInfo, PhaseState
 from skytui.clouds.phase_scripts import (
     ALIVE_FUNCTION,
+    encoded_launch_input,
     kill_command,
+    launch_request_json,
     launcher_command,
     launcher_input,
     parse_exit_code,
     parse_node_time,
 )
-from skytui.clouds.phase_watch import PhaseWatchStream, watch_command
+from skytui.clouds.phase_watch import PhaseWatchStream, StartRefused, WatchStreamClosed, watch_command
 
 # How long a new watch waits for the node's answer before looking itself.
 WATCH_ANSWER_TIMEOUT_S = 5.0
+# How long a start may take before the node is taken for unreachable (the
+# launcher waits up to 4 s for another start's owner).
+START_TIMEOUT_S = 30.0
 # AES-GCM first: asyncssh's chacha20-poly1305 builds three cipher contexts per
 # packet (14 us each here, against 2 us for AES-GCM on AES-NI), and a job's
 # start, watch and output cost a few dozen packets on both ends. The rest is
@@ -100,6 +105,10 @@ class SSHNode:
                     timeout=self._connect_timeout,
                 )
                 self._sftp = await self._conn.start_sftp_client()
+                # Open from the start: a node host says on it that it starts
+                # phases sent there, before the first start.
+                self._end_watch()
+                self._watch = await self._open_watch(self._conn)
             except (TimeoutError, OSError, asyncssh.Error, CloudError) as exc:
                 self._conn = None
                 self._sftp = None
@@ -180,9 +189,22 @@ class SSHNode:
         `cwd` is relative to the node's home; the phase falls back to home
         when it does not exist (a task without a workdir).
         """
+        watch = self._watch
+        if watch is not None and not watch.closed and watch.can_launch:
+            # On the watch stream the node host already serves: no channel per start.
+            try:
+                return await asyncio.wait_for(watch.start(
+                    phase_id, launch_request_json(self.info.phases_dir, phase_id, cwd),
+                    *encoded_launch_input(script, env),
+                ), timeout=START_TIMEOUT_S)
+            except StartRefused as exc:
+                raise NodeError(f"phase {phase_id} did not start ({exc})") from exc
+            except (TimeoutError, WatchStreamClosed) as exc:
+                self._lost()
+                raise NodeError(f"phase {phase_id}: no answer from {self.info.user} to its start") from exc
         command = launcher_command(self.info.phases_dir, phase_id, cwd)
         payload = launcher_input(script, env)
-        status, out, err = await self.run(command, timeout=30, input=payload)
+        status, out, err = await self.run(command, timeout=START_TIMEOUT_S, input=payload)
         try:
             return int(out.strip())
         except ValueError as exc:
@@ -277,13 +299,10 @@ class SSHNode:
         if self._watch is None or self._watch.closed:
             conn, _ = await self._ensure()
             try:
-                process = await conn.create_process(
-                    watch_command(self.info.phases_dir), encoding="utf-8", stderr=asyncssh.DEVNULL,
-                )
+                self._watch = await self._open_watch(conn)
             except (OSError, asyncssh.Error) as exc:
                 self._lost()
                 raise NodeError(f"cannot watch phases on {self.info.user}: {exc}") from exc
-            self._watch = PhaseWatchStream(process)
         watch = self._watch
         fresh = not watch.watching(phase_id)
         event = watch.watch(phase_id)
@@ -292,6 +311,12 @@ class SSHNode:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), WATCH_ANSWER_TIMEOUT_S)
         return event
+
+    async def _open_watch(self, conn: asyncssh.SSHClientConnection) -> PhaseWatchStream:
+        process = await conn.create_process(
+            watch_command(self.info.phases_dir), encoding="utf-8", stderr=asyncssh.DEVNULL,
+        )
+        return PhaseWatchStream(process)
 
     def unwatch_phase(self, phase_id: str) -> None:
         if self._watch is not None:

@@ -143,6 +143,7 @@ class JobController:
         self._clusters: dict[int, LiveCluster] = {}
         self._controller_log = controller_log_path(ctx.paths.job_logs, job.id)
         self._task_ids: list[str] = []
+        self._log_dir_made = False
         # Per task: where its last machine was lost, to steer the relaunch.
         self._lost_at: dict[int, Place] = {}
         # Per task: the line that explains the recovery in progress.
@@ -169,7 +170,9 @@ class JobController:
     def _say(self, message: str) -> None:
         """The controller's account of this job: its own log and the daemon's."""
         log.info("job %s: %s", self.job.id, message)
-        self._controller_log.parent.mkdir(parents=True, exist_ok=True)
+        if not self._log_dir_made:
+            self._controller_log.parent.mkdir(parents=True, exist_ok=True)
+            self._log_dir_made = True
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with open(self._controller_log, "a") as f:
             f.write(f"{stamp} {message}\n")

@@ -58,6 +58,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import Update as UpdateStatement
 from sqlalchemy.engine import make_url
 
 from skytui.engine.status import (
@@ -328,6 +329,65 @@ _TASK_ROW_FOR_UPDATE = _TASK_ROW.with_for_update()
 _JOB_TASK_STATUSES = (
     select(tasks_table.c.status).where(tasks_table.c.job_id == bindparam("b_job")).order_by(tasks_table.c.task_idx)
 )
+_THE_TASK = (tasks_table.c.job_id == bindparam("b_job"), tasks_table.c.task_idx == bindparam("b_task"))
+_TASK_ATTEMPT = select(tasks_table.c.attempt).where(*_THE_TASK)
+_INSERT_ATTEMPT = insert(attempts_table).values({
+    name: bindparam(name) for name in (
+        "job_id", "task_idx", "attempt_no", "infra", "instance_type", "use_spot", "started_at",
+        "price_per_hour", "cluster_id",
+    )
+})
+_SET_TASK_PLACEMENT = update(tasks_table).where(*_THE_TASK).values({
+    name: bindparam(name) for name in ("attempt", "infra", "instance_type", "use_spot")
+})
+_SEGMENT_KEY = ("job_id", "task_idx", "attempt_no", "rank", "phase")
+_SEGMENT_OF = select(log_segments_table).where(*(log_segments_table.c[name] == bindparam(name) for name in _SEGMENT_KEY))
+_INSERT_SEGMENT = insert(log_segments_table).values({
+    name: bindparam(name) for name in (*_SEGMENT_KEY, "start_offset", "started_at")
+})
+_SEGMENT_BY_ID = select(log_segments_table).where(log_segments_table.c.id == bindparam("b_id"))
+_STARTABLE_JOB = (
+    select(jobs_table.c.status, jobs_table.c.cancel_requested_at)
+    .where(jobs_table.c.id == bindparam("b_job"))
+    .with_for_update()
+)
+_ASSIGN_WORKER = (
+    update(pool_workers_table)
+    .where(
+        pool_workers_table.c.id == bindparam("b_worker"), pool_workers_table.c.job_id.is_(None),
+        pool_workers_table.c.status == bindparam("b_ready"),
+    )
+    .values(job_id=bindparam("b_job"))
+)
+_SET_JOB_WORKER = update(jobs_table).where(jobs_table.c.id == bindparam("b_job")).values(worker_id=bindparam("b_worker"))
+_RELEASE_WORKER = (
+    update(pool_workers_table)
+    .where(pool_workers_table.c.id == bindparam("b_worker"), pool_workers_table.c.job_id == bindparam("b_job"))
+    .values(job_id=None, jobs_done=pool_workers_table.c.jobs_done + 1)
+)
+
+
+@functools.lru_cache(maxsize=128)
+def _update_statement(
+    table: Table, key: tuple[str, ...], columns: tuple[str, ...], guard: str = ""
+) -> UpdateStatement:
+    """`UPDATE table SET <columns> WHERE <key> = :b_<key>`, built once per
+    set of columns (a statement built per call cost more than running it).
+    `guard`: "status" adds `status = :b_status`; "unfinished", `status NOT
+    IN (terminal)`. Values go as `v_<column>`."""
+    statement = update(table).where(*(table.c[name] == bindparam(f"b_{name}") for name in key))
+    if guard == "status":
+        statement = statement.where(table.c.status == bindparam("b_status"))
+    elif guard == "unfinished":
+        statement = statement.where(table.c.status.notin_(TERMINAL_NAMES))
+    return statement.values({name: bindparam(f"v_{name}") for name in columns})
+
+
+def _update_params(values: dict[str, Any], **key: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The column names (sorted) and the parameters for `_update_statement`."""
+    params = {f"b_{name}": value for name, value in key.items()}
+    params.update((f"v_{name}", value) for name, value in values.items())
+    return tuple(sorted(values)), params
 
 
 def _id_clauses(column: Any, ids: Iterable[int]) -> Iterator[Any]:
@@ -1137,15 +1197,8 @@ class Store:
         if to in TERMINAL:
             changes["ended_at"] = ended
             changes.setdefault("status_reason", None)
-        result = conn.execute(
-            update(tasks_table)
-            .where(
-                tasks_table.c.job_id == job_id,
-                tasks_table.c.task_idx == task_idx,
-                tasks_table.c.status == current.value,
-            )
-            .values(**changes)
-        )
+        columns, params = _update_params(changes, job_id=job_id, task_idx=task_idx, status=current.value)
+        result = conn.execute(_update_statement(tasks_table, ("job_id", "task_idx"), columns, "status"), params)
         if result.rowcount != 1:
             return False
         self._event(
@@ -1225,15 +1278,9 @@ class Store:
         """Non-status bookkeeping (reason shown while waiting, placement) of a
         task still in progress: a task cancelled under its coroutine keeps no
         stale "waiting for a launch slot"."""
+        columns, params = _update_params(values, job_id=job_id, task_idx=task_idx)
         with self._write() as conn:
-            conn.execute(
-                update(tasks_table)
-                .where(
-                    tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx,
-                    tasks_table.c.status.notin_(TERMINAL_NAMES),
-                )
-                .values(**values)
-            )
+            conn.execute(_update_statement(tasks_table, ("job_id", "task_idx"), columns, "unfinished"), params)
 
     @staticmethod
     def _event(
@@ -1356,11 +1403,7 @@ class Store:
     def _lock_startable_job(conn: Connection, job_id: int) -> None:
         """Lock the job's row and raise CancelRequested if it may not start
         anything new (see `_cancel_unstarted`, which takes the same lock)."""
-        row = conn.execute(
-            select(jobs_table.c.status, jobs_table.c.cancel_requested_at)
-            .where(jobs_table.c.id == job_id)
-            .with_for_update()
-        ).first()
+        row = conn.execute(_STARTABLE_JOB, {"b_job": job_id}).first()
         if row is not None and (row.cancel_requested_at is not None or row.status in TERMINAL_NAMES):
             raise CancelRequested(job_id)
 
@@ -1594,24 +1637,16 @@ class Store:
         worker); otherwise `set_attempt_cluster` names it once provisioned."""
         now = time.time()
         with self._write() as conn:
-            current = conn.execute(
-                select(tasks_table.c.attempt).where(
-                    tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx
-                )
-            ).scalar_one()
-            attempt_no = current + 1
-            conn.execute(
-                insert(attempts_table).values(
-                    job_id=job_id, task_idx=task_idx, attempt_no=attempt_no, infra=infra,
-                    instance_type=instance_type, use_spot=use_spot, started_at=now,
-                    price_per_hour=price_per_hour, cluster_id=cluster_id,
-                )
-            )
-            conn.execute(
-                update(tasks_table)
-                .where(tasks_table.c.job_id == job_id, tasks_table.c.task_idx == task_idx)
-                .values(attempt=attempt_no, infra=infra, instance_type=instance_type, use_spot=use_spot)
-            )
+            task = {"b_job": job_id, "b_task": task_idx}
+            attempt_no = int(conn.execute(_TASK_ATTEMPT, task).scalar_one()) + 1
+            conn.execute(_INSERT_ATTEMPT, dict(
+                job_id=job_id, task_idx=task_idx, attempt_no=attempt_no, infra=infra,
+                instance_type=instance_type, use_spot=use_spot, started_at=now,
+                price_per_hour=price_per_hour, cluster_id=cluster_id,
+            ))
+            conn.execute(_SET_TASK_PLACEMENT, dict(
+                task, attempt=attempt_no, infra=infra, instance_type=instance_type, use_spot=use_spot,
+            ))
             where = f"on {infra} ({instance_type or '-'}{', spot' if use_spot else ''})"
             self._event(
                 conn, job_id, task_idx, "placement",
@@ -1684,36 +1719,20 @@ class Store:
         start_offset: int,
     ) -> SegmentRow:
         """Record that a phase's output starts at `start_offset` (idempotent)."""
+        key = dict(job_id=job_id, task_idx=task_idx, attempt_no=attempt_no, rank=rank, phase=phase)
         with self._write() as conn:
-            existing = conn.execute(
-                select(log_segments_table).where(
-                    log_segments_table.c.job_id == job_id,
-                    log_segments_table.c.task_idx == task_idx,
-                    log_segments_table.c.attempt_no == attempt_no,
-                    log_segments_table.c.rank == rank,
-                    log_segments_table.c.phase == phase,
-                )
-            ).first()
+            existing = conn.execute(_SEGMENT_OF, key).first()
             if existing is not None:
                 return _record(SegmentRow, existing)
             seg_id = conn.execute(
-                insert(log_segments_table).values(
-                    job_id=job_id, task_idx=task_idx, attempt_no=attempt_no, rank=rank,
-                    phase=phase, start_offset=start_offset, started_at=time.time(),
-                )
+                _INSERT_SEGMENT, dict(key, start_offset=start_offset, started_at=time.time())
             ).inserted_primary_key[0]  # type: ignore[index]
-            row = conn.execute(
-                select(log_segments_table).where(log_segments_table.c.id == seg_id)
-            ).one()
-            return _record(SegmentRow, row)
+            return _record(SegmentRow, conn.execute(_SEGMENT_BY_ID, {"b_id": seg_id}).one())
 
     def update_segment(self, segment_id: int, **values: Any) -> None:
+        columns, params = _update_params(values, id=segment_id)
         with self._write() as conn:
-            conn.execute(
-                update(log_segments_table)
-                .where(log_segments_table.c.id == segment_id)
-                .values(**values)
-            )
+            conn.execute(_update_statement(log_segments_table, ("id",), columns), params)
 
     def segments(self, job_id: int, task_idx: int | None = None) -> list[SegmentRow]:
         query = select(log_segments_table).where(log_segments_table.c.job_id == job_id)
@@ -1923,27 +1942,16 @@ class Store:
         longer READY. CancelRequested if the job's cancel was requested."""
         with self._write() as conn:
             self._lock_startable_job(conn, job_id)
-            result = conn.execute(
-                update(pool_workers_table)
-                .where(
-                    pool_workers_table.c.id == worker_id, pool_workers_table.c.job_id.is_(None),
-                    pool_workers_table.c.status == WorkerStatus.READY,
-                )
-                .values(job_id=job_id)
-            )
-            if result.rowcount != 1:
+            params = {"b_worker": worker_id, "b_job": job_id}
+            if conn.execute(_ASSIGN_WORKER, dict(params, b_ready=WorkerStatus.READY)).rowcount != 1:
                 return False
-            conn.execute(update(jobs_table).where(jobs_table.c.id == job_id).values(worker_id=worker_id))
+            conn.execute(_SET_JOB_WORKER, params)
             return True
 
     def release_worker(self, worker_id: int, job_id: int) -> None:
         """The job is done with the worker (finished, cancelled, or its worker was lost)."""
         with self._write() as conn:
-            conn.execute(
-                update(pool_workers_table)
-                .where(pool_workers_table.c.id == worker_id, pool_workers_table.c.job_id == job_id)
-                .values(job_id=None, jobs_done=pool_workers_table.c.jobs_done + 1)
-            )
+            conn.execute(_RELEASE_WORKER, {"b_worker": worker_id, "b_job": job_id})
 
     def worker_of_job(self, job_id: int) -> WorkerRow | None:
         with self._read() as conn:
