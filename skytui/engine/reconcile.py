@@ -68,6 +68,11 @@ class Reconciler:
         self.active: dict[int, JobController] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        # A client's wake (new jobs, cancels) or a tick asks for a whole pass;
+        # a job's end only frees a slot. The last look for runnable jobs
+        # filled every free slot: more may be waiting for the next one.
+        self._intents_due = True
+        self._more_runnable = True
         self._stopping = asyncio.Event()
         self._stop_signalled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,6 +122,7 @@ class Reconciler:
         return sum(1 for thread in threads if thread.is_alive())
 
     def wake(self) -> None:
+        self._intents_due = True
         self._wake.set()
         self.pools.wake()
 
@@ -177,19 +183,25 @@ class Reconciler:
             # A pass may wait on a store queue thousands of calls long; a stop
             # does not wait for it (a pass is idempotent: the next controller
             # reads the same intents).
-            if not await self._until_stopped(self._pass()):
+            intents, self._intents_due = self._intents_due, False
+            if not await self._until_stopped(self._pass(intents=intents)):
                 break
-            with contextlib.suppress(asyncio.TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=TICK_S)
+            except asyncio.TimeoutError:
+                self._intents_due = True  # a tick reads everything again
             self._wake.clear()
             if self._stop_signalled:
                 self.stop()
         await self.shutdown(pools)
 
-    async def _pass(self) -> None:
-        """One round: intents and new jobs, and now and then the node host and the leak sweep."""
+    async def _pass(self, *, intents: bool = True) -> None:
+        """One round: intents and new jobs, and now and then the node host and
+        the leak sweep. Without `intents` (a job ended, and no client woke
+        the loop) only the freed slots are filled, and only if jobs may be
+        waiting for one: a thousand pool jobs ending cost no reads."""
         try:
-            await self.reconcile()
+            await self.reconcile(intents=intents)
         except Exception:  # noqa: BLE001 - a DB hiccup must not kill the daemon
             log.exception("reconcile failed; retrying")
         now = time.monotonic()
@@ -216,11 +228,14 @@ class Reconciler:
             return False
         return True
 
-    async def reconcile(self) -> None:
-        await self._deliver_cancels()
+    async def reconcile(self, *, intents: bool = True) -> None:
+        if intents:
+            await self._deliver_cancels()
         free = self.scheduler.free_running_slots(len(self.active))
-        if free and not self._stopping.is_set():
-            await self._start_jobs(await self.control.runnable_jobs(set(self.active), free))
+        if free and not self._stopping.is_set() and (intents or self._more_runnable):
+            runnable = await self.control.runnable_jobs(set(self.active), free)
+            self._more_runnable = len(runnable) >= free
+            await self._start_jobs(runnable)
 
     async def _deliver_cancels(self) -> None:
         """Cancel intents: jobs that never started end CANCELLED in one batch;
