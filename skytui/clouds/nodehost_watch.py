@@ -20,8 +20,8 @@ import contextlib
 import functools
 import os
 import resource
-from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

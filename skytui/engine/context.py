@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from skytui.clouds.base import Cloud
 from skytui.config import Paths, RecoveryConfig
 from skytui.engine.machine_watch import MachineWatcher
-from skytui.engine.scheduler import Scheduler
+from skytui.engine.scheduler import EndsFirst, Scheduler
 from skytui.engine.store import AsyncStore
 
 if TYPE_CHECKING:
@@ -28,3 +28,4 @@ class EngineContext:
     pools: PoolManager | None = None
     bucket: str | None = None  # jobs.bucket: files go to nodes through it
     machines: MachineWatcher = field(default_factory=MachineWatcher)
+    ends_first: EndsFirst = field(default_factory=EndsFirst)

@@ -144,6 +144,7 @@ class JobController:
         self._controller_log = controller_log_path(ctx.paths.job_logs, job.id)
         self._task_ids: list[str] = []
         self._log_dir_made = False
+        self._retiring = False  # tearing down after its success: see request_stop
         # Per task: where its last machine was lost, to steer the relaunch.
         self._lost_at: dict[int, Place] = {}
         # Per task: the line that explains the recovery in progress.
@@ -191,7 +192,7 @@ class JobController:
         durable in the DB, and the next controller carries it on."""
         if self._asyncio_task is None or self._asyncio_task.done():
             return
-        if self.stop_reason == "user" and not force:
+        if (self.stop_reason == "user" or self._retiring) and not force:
             return
         if reason == "ended" and (self._clusters or self._lease is not None):
             reason = "user"  # it holds something after all: the full cancel cleans it up
@@ -376,6 +377,7 @@ class JobController:
                              ended_at=outcome.ended_at)
         closing, self._unclosed_segments = self._unclosed_segments, []
         own_machines = self.job.pool is None  # a pool's worker is released, not torn down
+        self.ctx.ends_first.ended()
         ended = await self.store.end_run(RunEndRequest(
             self.job.id, idx, attempt, S.SUCCEEDED, reason="succeeded", exit_code=0, ran_until=outcome.ended_at,
             finish_segments=tuple(closing), retire_clusters=own_machines,
@@ -383,6 +385,10 @@ class JobController:
         if ended.ended:
             self._say(f"task {idx}: {S.SUCCEEDED}")
         if ended.ended and own_machines:
+            # Like a user's cancel, this cleanup is not cut short by a stop
+            # (within the stop's grace): a finished job leaves no machine.
+            self._retiring = True
+            await self.ctx.ends_first.wave_passed()
             for cluster_row in ended.terminating:
                 await self._teardown(cluster_row, reason="task finished")
         else:

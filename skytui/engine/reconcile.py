@@ -369,8 +369,9 @@ class Reconciler:
         """Stop every coroutine and exit within about `SHUTDOWN_GRACE_S` +
         `SHUTDOWN_FORCE_S`: jobs keep running on their nodes.
 
-        Coroutines stop at once, except those carrying out a user's cancel,
-        which get the grace period to finish (the pools' loop ends at its next
+        Coroutines stop at once, except those carrying out a user's cancel
+        or tearing down the machine of a job that succeeded, which get the
+        grace period to finish (the pools' loop ends at its next
         pass meanwhile); after it they are interrupted too, as a crash would.
         Nothing is lost: the cancel is in the DB (the intent, the task
         CANCELLING, the machine TERMINATING) and the next controller carries
@@ -378,6 +379,7 @@ class Reconciler:
         of a pool caught in a long step.
         """
         log.info("controller stopping; jobs keep running on their nodes")
+        self.ctx.ends_first.release()  # teardowns after a success go now, within the grace
         for controller in list(self.active.values()):
             controller.request_stop("shutdown")
         extra = [pools] if pools is not None else []
