@@ -30,6 +30,17 @@ def pid_exists(pid: int) -> bool:
     return True
 
 
+def group_exists(pgid: int) -> bool:
+    """As `kill -0 -- -PGID`: a process of the group exists (zombies included)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def process_running(pid: int) -> bool:
     """The process exists and is neither a zombie nor dead."""
     try:

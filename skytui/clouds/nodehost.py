@@ -38,9 +38,18 @@ from skytui.clouds.local_layout import (
     NODE_MARKER,
     STATE_FILE,
 )
-from skytui.clouds.nodehost_launch import LaunchResult, NativeLauncher, WrapperReaper, kill_phase_group
+from skytui.clouds.nodehost_launch import (
+    LaunchResult,
+    NativeLauncher,
+    WrapperReaper,
+    kill_phase_group,
+)
 from skytui.clouds.nodehost_watch import PhaseWatcher, serve_watch
-from skytui.clouds.phase_scripts import LaunchRequest, kill_request_of, launch_request_of
+from skytui.clouds.phase_scripts import (
+    LaunchRequest,
+    kill_request_of,
+    launch_request_of,
+)
 from skytui.clouds.phase_watch import phases_dir_of
 from skytui.config import write_private
 

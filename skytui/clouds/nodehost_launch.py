@@ -29,8 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from skytui.clouds.local_layout import pid_exists
+from skytui.clouds.local_layout import group_exists, pid_exists
 from skytui.clouds.phase_scripts import END_MARK, WRAPPER, KillRequest, LaunchRequest
+from skytui.clouds.sandbox_teardown import group_alive
 
 # How long a start that someone else owns waits for that one's pid (as the
 # bash launcher: 200 looks 20 ms apart).
@@ -40,6 +41,8 @@ OWNER_LOOK_S = 0.02
 REAP_AFTER_S = 0.2
 # How often a kill looks whether the phase's process group is gone (as the bash version).
 KILL_LOOK_S = 0.1
+# A group still there after this long is looked for over /proc (zombies do not count).
+ZOMBIE_SCAN_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -233,21 +236,12 @@ class NativeLauncher:
         return pid
 
 
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 async def kill_phase_group(request: KillRequest, home: Path) -> LaunchResult:
     """What the kill command does, without a process: TERM the group, KILL
     it once the grace is over, and record 137 if the wrapper wrote no exit
-    code. A zombie counts as alive here until its parent reaps it (the node
-    host's reaper, within REAP_AFTER_S; init for an older node host's)."""
+    code. A group of zombies is done: the node host's own wrappers are
+    reaped within REAP_AFTER_S, and past ZOMBIE_SCAN_AFTER_S a look over
+    /proc tells the rest (init may reap late or never)."""
     directory = home / request.phase_dir
     if request.pid <= 1 or not directory.resolve().is_relative_to(home.resolve()):
         return LaunchResult(2, stderr="not a phase of this node\n")
@@ -255,7 +249,14 @@ async def kill_phase_group(request: KillRequest, home: Path) -> LaunchResult:
         os.killpg(request.pid, signal.SIGTERM)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(KILL_LOOK_S, request.grace_s)
-    while _group_exists(request.pid):
+    next_scan = loop.time() + ZOMBIE_SCAN_AFTER_S
+    while group_exists(request.pid):
+        if loop.time() >= next_scan:
+            # Still there: maybe only zombies whose parent (init, here) reaps
+            # late. One look over /proc, shared by every kill waiting now.
+            if not await asyncio.to_thread(group_alive, request.pid):
+                break
+            next_scan = loop.time() + ZOMBIE_SCAN_AFTER_S
         if loop.time() >= deadline:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(request.pid, signal.SIGKILL)

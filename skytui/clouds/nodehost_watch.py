@@ -37,7 +37,12 @@ from skytui.clouds.inotify import (
 )
 from skytui.clouds.local_layout import process_running
 from skytui.clouds.nodehost_launch import LaunchResult, WrapperReaper
-from skytui.clouds.phase_scripts import END_MARK, LAUNCH_MARK, LaunchRequest, launch_request_of
+from skytui.clouds.phase_scripts import (
+    END_MARK,
+    LAUNCH_MARK,
+    LaunchRequest,
+    launch_request_of,
+)
 from skytui.clouds.phase_watch import CAN_LAUNCH, ENDING, LAUNCH_PREFIX, exit_notice
 
 COALESCE_S = 0.02

@@ -20,6 +20,7 @@ import base64
 import json
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 # The detached wrapper. Its clock is bash's own (`$EPOCHREALTIME`, bash 5;
 # `date` on an older one): a thousand phases ending at once on one machine
@@ -105,17 +106,26 @@ class LaunchRequest:
     cwd: str
 
 
-def launch_request_of(command: str) -> LaunchRequest | None:
-    """The request a launcher command carries, or None if `command` is not one."""
+def _marked_request(command: str, mark: str) -> dict[str, Any] | None:
+    """The JSON object on a command's first line after `mark`, or None."""
     head, _, _ = command.partition("\n")
-    if not head.startswith(LAUNCH_MARK):
+    if not head.startswith(mark):
         return None
     try:
-        fields = json.loads(head[len(LAUNCH_MARK):])
-        request = LaunchRequest(str(fields["phases"]), str(fields["phase"]), str(fields.get("cwd") or ""))
-    except (ValueError, KeyError, TypeError):
+        fields = json.loads(head[len(mark):])
+    except ValueError:
         return None
-    return request
+    return fields if isinstance(fields, dict) else None
+
+
+def launch_request_of(command: str) -> LaunchRequest | None:
+    """The request a launcher command carries, or None if `command` is not one."""
+    fields = _marked_request(command, LAUNCH_MARK)
+    try:
+        return LaunchRequest(str(fields["phases"]), str(fields["phase"]), str(fields.get("cwd") or "")) \
+            if fields is not None else None
+    except KeyError:
+        return None
 
 
 # `alive PID`: the process exists and is not a zombie (kill -0 says a zombie
@@ -174,15 +184,12 @@ class KillRequest:
 
 def kill_request_of(command: str) -> KillRequest | None:
     """The request a kill command carries, or None if `command` is not one."""
-    head, _, _ = command.partition("\n")
-    if not head.startswith(KILL_MARK):
-        return None
+    fields = _marked_request(command, KILL_MARK)
     try:
-        fields = json.loads(head[len(KILL_MARK):])
-        request = KillRequest(str(fields["dir"]), int(fields["pid"]), float(fields["grace"]))
+        return KillRequest(str(fields["dir"]), int(fields["pid"]), float(fields["grace"])) \
+            if fields is not None else None
     except (ValueError, KeyError, TypeError):
         return None
-    return request
 
 
 def kill_command(phase_dir: str, pid: int, grace_s: float) -> str:

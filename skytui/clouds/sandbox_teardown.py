@@ -27,6 +27,7 @@ from skytui.clouds.base import PHASES_DIR
 from skytui.clouds.local_layout import (
     NODE_MARKER,
     TERMINATING_FLAG,
+    group_exists,
     process_running,
     touch_nodes_dir,
 )
@@ -49,17 +50,11 @@ def _phase_pids(sandbox: Path) -> list[int]:
     return pids
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     """Whether any process of the group still runs. A zombie does not count:
     `killpg(pgid, 0)` says yes for a group of zombies until their parent
     (often PID 1, which may reap late or never) collects them."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pgid in _LIVE_GROUPS.fresh()
+    return group_exists(pgid) and pgid in _LIVE_GROUPS.fresh()
 
 
 class _SharedScan:
@@ -150,7 +145,7 @@ def destroy_sandboxes(sandboxes: Sequence[Path], grace_s: float = 5.0) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while any(_group_alive(g) for g in groups) and time.monotonic() < deadline:
+    while any(group_alive(g) for g in groups) and time.monotonic() < deadline:
         time.sleep(0.05)
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -163,7 +158,7 @@ def destroy_sandboxes(sandboxes: Sequence[Path], grace_s: float = 5.0) -> None:
     # A SIGKILL lands a moment after it is sent: a process still finishing a
     # write into its sandbox would leave the directory behind the rmtree.
     deadline = time.monotonic() + KILLED_WAIT_S
-    while (any(_group_alive(g) for g in groups) or any(process_running(pid) for pid in killed)) \
+    while (any(group_alive(g) for g in groups) or any(process_running(pid) for pid in killed)) \
             and time.monotonic() < deadline:
         time.sleep(0.02)
     for sandbox in sandboxes:

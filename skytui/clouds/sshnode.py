@@ -27,7 +27,12 @@ from skytui.clouds.phase_scripts import (
     parse_exit_code,
     parse_node_time,
 )
-from skytui.clouds.phase_watch import PhaseWatchStream, StartRefused, WatchStreamClosed, watch_command
+from skytui.clouds.phase_watch import (
+    PhaseWatchStream,
+    StartRefused,
+    WatchStreamClosed,
+    watch_command,
+)
 
 # How long a new watch waits for the node's answer before looking itself.
 WATCH_ANSWER_TIMEOUT_S = 5.0
