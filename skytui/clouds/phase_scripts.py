@@ -121,9 +121,10 @@ def _marked_request(command: str, mark: str) -> dict[str, Any] | None:
 def launch_request_of(command: str) -> LaunchRequest | None:
     """The request a launcher command carries, or None if `command` is not one."""
     fields = _marked_request(command, LAUNCH_MARK)
+    if fields is None:
+        return None
     try:
-        return LaunchRequest(str(fields["phases"]), str(fields["phase"]), str(fields.get("cwd") or "")) \
-            if fields is not None else None
+        return LaunchRequest(str(fields["phases"]), str(fields["phase"]), str(fields.get("cwd") or ""))
     except KeyError:
         return None
 
@@ -185,9 +186,10 @@ class KillRequest:
 def kill_request_of(command: str) -> KillRequest | None:
     """The request a kill command carries, or None if `command` is not one."""
     fields = _marked_request(command, KILL_MARK)
+    if fields is None:
+        return None
     try:
-        return KillRequest(str(fields["dir"]), int(fields["pid"]), float(fields["grace"])) \
-            if fields is not None else None
+        return KillRequest(str(fields["dir"]), int(fields["pid"]), float(fields["grace"]))
     except (ValueError, KeyError, TypeError):
         return None
 

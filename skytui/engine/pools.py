@@ -216,13 +216,17 @@ class PoolManager:
         return Lease(worker, *machine)
 
     async def pool_task(self, pool: str) -> Task:
-        """The pool's task (the envs and secrets its jobs run with), parsed
-        once per version seen, not once per job."""
-        state = self._pools.setdefault(pool, _PoolState())
+        """The pool's task (the envs and secrets its jobs run with)."""
+        task, _ = await self._parsed_spec(pool, self._pools.setdefault(pool, _PoolState()))
+        return task
+
+    async def _parsed_spec(self, pool: str, state: _PoolState) -> tuple[Task, PoolSpec]:
+        """The pool's spec, parsed once per version seen (not per tick, not per job)."""
         if state.spec is None or state.spec[0] != state.version_seen:
             spec, secrets = await self.store.pool_spec(pool)
             state.spec = (state.version_seen, *load_pool_task(spec, secrets))
-        return state.spec[1]
+        _, task, pool_spec = state.spec
+        return task, pool_spec
 
     async def _dispatch(self, pool: str) -> None:
         """Hand idle workers to the first waiters (priority, then job id)."""
@@ -384,10 +388,7 @@ class PoolManager:
             await self._take_down(pool, state, workers)
             return
         state.version_seen = pool.version
-        if state.spec is None or state.spec[0] != pool.version:
-            spec, secrets = await self.store.pool_spec(pool.name)
-            state.spec = (pool.version, *load_pool_task(spec, secrets))
-        _, task, pool_spec = state.spec
+        task, pool_spec = await self._parsed_spec(pool.name, state)
         if pool_spec.autoscaling:
             await self._autoscale(pool, pool_spec, state, workers)
             pool = await self.store.pool(pool.name) or pool

@@ -60,8 +60,7 @@ class EndsFirst:
     def ended(self) -> None:
         now = time.monotonic()
         self._ends.append(now)
-        while self._ends and self._ends[0] < now - WAVE_WINDOW_S:
-            self._ends.popleft()
+        self._in_wave(now)  # forgets the ends out of the window
 
     def _in_wave(self, now: float) -> bool:
         while self._ends and self._ends[0] < now - WAVE_WINDOW_S:
