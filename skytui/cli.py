@@ -197,8 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     stockout = sim.add_parser("stockout", help="make a sim region run out of capacity, or recover")
     stockout.add_argument("region", help="e.g. aws/us-east-1, us-east-1, aws (every aws region) or all")
     stockout.add_argument("state", choices=["on", "off"])
-    validate = commands.add_parser("validate", help="check task YAMLs; launch nothing")
+    validate = commands.add_parser(
+        "validate", help="SkyPilot's verdict on task, pipeline, job group and pool YAMLs; launch nothing",
+        description="Checks each file as SkyPilot would: schema, types, values, names, and instance types "
+                    "known to the catalogs. Needs no credentials and no enabled infra; whether the spec fits "
+                    "the infra enabled here is `--here` (or `jobs launch --dryrun`). Exit 0 if every file is "
+                    "valid, 2 otherwise.",
+    )
     validate.add_argument("files", nargs="+")
+    validate.add_argument("--here", action="store_true",
+                          help="also require that the infra enabled on this machine can run it")
     return parser
 
 
@@ -237,9 +245,8 @@ def _load_and_plan(client: Client, file: str, args: argparse.Namespace) -> tuple
     _check_num_jobs(args)
     if args.priority is not None and not -1000 <= args.priority <= 1000:
         _fail_usage("--priority: must be between -1000 and 1000")
-    pipeline = load_pipeline(file, _overrides(args))
-    for warning in pipeline.warnings:
-        err.print(f"[yellow]Warning:[/] {warning}", markup=True)
+    pipeline = load_pipeline(file, _overrides(args), instance_types=client.instance_type_problem)
+    _print_warnings(pipeline.warnings)
     return pipeline, client.plan(pipeline)
 
 
@@ -249,6 +256,7 @@ def _load_for_pool(client: Client, file: str, args: argparse.Namespace) -> Pipel
 
     _check_num_jobs(args)
     pipeline = load_pipeline(file, _overrides(args))
+    _print_warnings(pipeline.warnings)
     if len(pipeline.tasks) != 1:
         _fail_usage("--pool: a pool runs single-task jobs, not pipelines")
     views = client.pools(args.pool)
@@ -431,8 +439,7 @@ def _print_outcome(view: JobView) -> None:
 def cmd_queue(client: Client, args: argparse.Namespace) -> int:
     limit = None if args.all else 50
     if args.json:
-        document = client.queue_document(skip_finished=args.skip_finished, limit=limit)
-        sys.stdout.write(json.dumps(document) + "\n")
+        sys.stdout.write(client.queue_json(skip_finished=args.skip_finished, limit=limit) + "\n")
         return EXIT_OK
     views = client.queue(skip_finished=args.skip_finished, limit=limit)
     now = time.time()
@@ -591,7 +598,9 @@ def cmd_pool(client: Client, args: argparse.Namespace) -> int:
                 _fail_usage("give a pool YAML, or --workers N to resize an existing pool")
             from skytui.spec import load_pool
 
-            definition = load_pool(args.file) if args.file else None
+            definition = load_pool(args.file, instance_types=client.instance_type_problem) if args.file else None
+            if definition is not None:
+                _print_warnings(definition.warnings)
             if not args.yes and not _confirm(_apply_question(args)):
                 return _aborted("the pool is unchanged")
             version, outcome = client.apply_pool(args.pool_name, definition, args.workers)
@@ -665,32 +674,45 @@ def cmd_sim(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_validate(client: Client, files: Sequence[str]) -> int:
+def cmd_validate(client: Client, files: Sequence[str], *, here: bool) -> int:
     from skytui.engine.optimizer import InfeasibleError
     from skytui.spec import Pipeline, SpecError, load_pipeline, load_pool
 
+    judge = client.instance_type_problem
     invalid = 0
     for file in files:
         try:
             try:
-                pipeline = load_pipeline(file)
+                pipeline = load_pipeline(file, spec_only=not here, instance_types=judge)
             except SpecError as exc:
                 if exc.field != "pool":
                     raise
-                definition = load_pool(file)  # a pool YAML: checked as one
-                client.plan(Pipeline(name=definition.task.name or "pool", tasks=[definition.task], source=file))
+                definition = load_pool(file, spec_only=not here, instance_types=judge)  # a pool YAML
+                if here:
+                    client.plan(Pipeline(name=definition.task.name or "pool", tasks=[definition.task], source=file))
+                _print_warnings(definition.warnings)
                 out.print(f"{file}: valid pool spec {definition.task.name!r}")
                 continue
-            client.plan(pipeline)
+            if here:
+                client.plan(pipeline)
         except (SpecError, InfeasibleError) as exc:
-            err.print(Text(f"{exc}" if isinstance(exc, SpecError) else f"{file}: {exc}"))
+            err.print(Text(f"{exc}" if isinstance(exc, SpecError) else f"{file}: infeasible here: {exc}"))
             invalid += 1
             continue
-        for warning in pipeline.warnings:
-            err.print(Text(f"Warning: {warning}", style="yellow"))
-        kind = f"pipeline of {len(pipeline.tasks)} tasks" if pipeline.is_pipeline else "task"
-        out.print(f"{file}: valid {kind} {pipeline.name!r}")
+        _print_warnings(pipeline.warnings)
+        out.print(f"{file}: valid {_spec_kind(pipeline)} {pipeline.name!r}")
     return EXIT_USAGE if invalid else EXIT_OK
+
+
+def _spec_kind(pipeline: Pipeline) -> str:
+    if pipeline.is_group:
+        return f"job group of {len(pipeline.tasks)} tasks"
+    return f"pipeline of {len(pipeline.tasks)} tasks" if pipeline.is_pipeline else "task"
+
+
+def _print_warnings(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        err.print(Text(f"Warning: {warning}", style="yellow"))
 
 
 # -------------------------------------------------------------------- main
@@ -748,7 +770,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sim":
             return cmd_sim(client, args)
         if args.command == "validate":
-            return cmd_validate(client, args.files)
+            return cmd_validate(client, args.files, here=args.here)
         parser.error("unknown command")
     except UsageError as exc:
         err.print(Text(f"Error: {exc}"))

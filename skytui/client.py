@@ -26,7 +26,7 @@ from skytui.clouds.base import InfraStatus, infra_label
 from skytui.config import Paths, load_config
 from skytui.config import paths as default_paths
 from skytui.engine import daemon
-from skytui.engine.status import TaskStatus
+from skytui.engine.status import AUXILIARY, PRIMARY, TaskStatus
 from skytui.engine.store import (
     AttemptRow,
     ClusterRow,
@@ -76,7 +76,17 @@ class JobView:
 
     @property
     def is_pipeline(self) -> bool:
-        return len(self.tasks) > 1
+        """Shown task by task: a pipeline, or a job group (`is_group`)."""
+        return len(self.tasks) > 1 or self.is_group
+
+    @property
+    def is_group(self) -> bool:
+        """A job group: its tasks run at once."""
+        return any(task.group_role for task in self.tasks)
+
+    def is_primary(self, task: TaskRow) -> bool:
+        """Whether a group's task is one of those whose end ends the group."""
+        return task.group_role == PRIMARY
 
     @property
     def current_task(self) -> TaskRow | None:
@@ -212,6 +222,13 @@ class Client:
         clouds = enabled_clouds(self.paths, load_config(self.paths))
         return [plan_task(task, clouds) for task in pipeline.tasks]
 
+    @staticmethod
+    def instance_type_problem(cloud: str | None, region: str | None, instance_type: str) -> tuple[bool, str] | None:
+        """Whether the catalogs know an instance type (see catalog.instance_type_problem)."""
+        from skytui.clouds.catalog import instance_type_problem
+
+        return instance_type_problem(cloud, region, instance_type)
+
     def submit(
         self,
         pipeline: Pipeline,
@@ -225,14 +242,19 @@ class Client:
         (or, for a pool, the pool must exist: ValueError otherwise)."""
         from skytui.engine.optimizer import requested_str
 
+        if pool is not None and pipeline.is_group:
+            raise ValueError("a job group runs on machines of its own, not in a pool; drop --pool")
         if pool is not None and self.store.pool(pool) is None:
             raise ValueError(f"no pool {pool!r}; create it with `skytui jobs pool apply -p {pool} POOL.yaml`")
         now = time.time()
-        spec = {
+        spec: dict[str, Any] = {
             "name": pipeline.name,
             "source": pipeline.source,
             "tasks": [task.model_dump(mode="json", exclude={"secrets"}) for task in pipeline.tasks],
         }
+        if pipeline.is_group:
+            spec["execution"] = "parallel"
+            spec["termination_delay_s"] = pipeline.termination_delay_s
         secrets = {str(i): dict(task.secrets) for i, task in enumerate(pipeline.tasks) if task.secrets}
         job_priority = priority if priority is not None else (pipeline.tasks[0].resources.priority or 0)
         tasks = [
@@ -243,6 +265,8 @@ class Client:
                 ),
                 requested=requested_str(task.resources, task.num_nodes),
                 num_nodes=task.num_nodes,
+                group_role=(PRIMARY if pipeline.is_primary(task.name or "") else AUXILIARY)
+                if pipeline.is_group else None,
             )
             for i, task in enumerate(pipeline.tasks)
         ]
@@ -426,42 +450,14 @@ class Client:
         attempts = self.store.attempts_of_jobs(ids)
         return [JobView(j, tasks[j.id], attempts[j.id]) for j in jobs]
 
-    def queue_document(
+    def queue_json(
         self, *, skip_finished: bool = False, limit: int | None = None, now: float | None = None
-    ) -> dict[str, Any]:
-        """`jobs queue --json`: the document `JobView.to_json` describes, job
-        by job, built straight from the store's rows: no record objects, no
-        query per job, costs summed by the DB. At 10,000 jobs this is what
-        keeps the command within 1.5x of its cost at one job."""
+    ) -> str:
+        """`jobs queue --json`: the document `JobView.to_json` describes, as
+        JSON text the DB writes itself. At 10,000 jobs this is what keeps the
+        command within 1.5x of its cost at one job."""
         now = time.time() if now is None else now
-        rows = self.store.queue_rows(in_progress_only=skip_finished, limit=limit, now=now)
-        costs = {(job_id, task_idx): dollars for job_id, task_idx, dollars in rows.costs}
-        tasks = rows.tasks  # by job id descending, as the jobs: one merge walk, no dict per job
-        n_tasks, t = len(tasks), 0
-        document = []
-        for job_id, name, pool, status, submitted_at in rows.jobs:
-            while t < n_tasks and tasks[t][0] > job_id:
-                t += 1  # a job a filter or limit left out
-            of_job, recoveries, job_cost = [], 0, 0.0
-            while t < n_tasks and tasks[t][0] == job_id:
-                (_, task_idx, task_name, task_status, infra, instance_type, use_spot, task_recoveries, restarts,
-                 exit_code, failure_reason, banked_s, run_started_at) = tasks[t]
-                t += 1
-                running_s = max(0.0, now - run_started_at) if run_started_at is not None else 0.0
-                dollars = costs.get((job_id, task_idx), 0.0)
-                of_job.append({
-                    "task_id": task_idx, "name": task_name, "status": task_status, "infra": infra,
-                    "instance_type": instance_type, "use_spot": use_spot, "recoveries": task_recoveries,
-                    "restarts_on_errors": restarts, "exit_code": exit_code, "failure_reason": failure_reason,
-                    "job_duration_s": round(banked_s + running_s, 3), "cost_usd": round(dollars, 4),
-                })
-                recoveries += task_recoveries
-                job_cost += dollars
-            document.append({
-                "id": job_id, "name": name, "pool": pool, "status": status, "submitted_at": submitted_at,
-                "recoveries": recoveries, "cost_usd": round(job_cost, 4), "tasks": of_job,
-            })
-        return {"jobs": document}
+        return self.store.queue_json(in_progress_only=skip_finished, limit=limit, now=now)
 
     def queue(self, *, skip_finished: bool = False, limit: int | None = None) -> list[JobView]:
         return self._views(self.store.jobs(in_progress_only=skip_finished, limit=limit))

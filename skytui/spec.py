@@ -5,7 +5,8 @@ existing task file runs as is. Everything a user can get wrong is refused here,
 before anything is written anywhere, with a `SpecError` naming the file, the
 line, the dotted field path and, where one is close, the field they meant.
 
-This is the bottom layer: it imports nothing else from skytui.
+This is the bottom layer: it imports nothing else from skytui but its private
+helpers (`_yaml_lines`, `_kept_fields`, `_sizes`).
 
 How lines survive validation: `_yaml_lines` records the line of every key and
 list item while loading; models raise errors whose pydantic location (plus an
@@ -22,6 +23,7 @@ import os
 import re
 import stat
 import warnings as _warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,6 +43,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from skytui._kept_fields import RESOURCES_FIELDS, STORAGE_FIELDS, TASK_FIELDS, KeptField
+from skytui._sizes import parse_size_gb
 from skytui._yaml_lines import (
     MAX_BYTES,
     YamlDocument,
@@ -54,6 +58,7 @@ __all__ = [
     "FileMount",
     "JobRecovery",
     "KNOWN_CLOUDS",
+    "OTHER_SKYPILOT_CLOUDS",
     "Overrides",
     "Pipeline",
     "PoolDefinition",
@@ -68,9 +73,15 @@ __all__ = [
     "parse_env_flag",
 ]
 
-# Clouds skytui can place work on (DESIGN.md "Infra"). A SkyPilot file naming
-# another cloud is refused at load time rather than failing later in PENDING.
+# Clouds skytui can place work on (DESIGN.md "Infra").
 KNOWN_CLOUDS: tuple[str, ...] = ("local", "sim", "ssh", "aws", "gcp", "kubernetes")
+# The other clouds of SkyPilot's schema (constants.ALL_CLOUDS, 0.14): a spec
+# naming one is valid (as in SkyPilot) and warned about; only where it can run
+# is the question, which `jobs launch` answers (infeasible here).
+OTHER_SKYPILOT_CLOUDS: tuple[str, ...] = (
+    "azure", "ibm", "lambda", "scp", "oci", "runpod", "vast", "vsphere", "cudo", "fluidstack", "paperspace",
+    "primeintellect", "do", "nebius", "slurm", "hyperbolic", "seeweb", "shadeform", "yotta", "mithril", "verda",
+)
 _CLOUD_ALIASES = {"k8s": "kubernetes"}
 # Kubernetes contexts and SSH node pools may contain '/', so everything after
 # the cloud is one name for these.
@@ -80,6 +91,12 @@ RECOVERY_STRATEGIES: tuple[str, ...] = ("FAILOVER", "EAGER_NEXT_REGION")
 _DISK_TIERS = ("low", "medium", "high", "ultra", "best")
 _STORES = ("s3", "gcs", "azure", "r2", "ibm", "oci", "nebius", "coreweave", "vastdata", "hf", "volume")
 _AUTOSTOP_WAIT_FOR = ("jobs_and_ssh", "jobs", "none")
+_AUTOSTOP_TIME = re.compile(r"^[0-9]+[mhdwMHDW]?$")  # SkyPilot's TIME_PATTERN: minutes by default
+# SkyPilot's task names (task.py _VALID_NAME_REGEX): they become cluster and
+# directory names, so what SkyPilot refuses is refused here too.
+_TASK_NAME = re.compile(r"[a-zA-Z0-9]+(?:[._-]{1,2}[a-zA-Z0-9]+)*")
+_TASK_NAME_RULE = ("ASCII letters, digits, and single or double '.', '_' or '-' between them "
+                   "(starting and ending with a letter or digit)")
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VAR_RULE = "letters, digits and _, not starting with a digit"
 _NUMBER = r"\d+(?:\.\d+)?"
@@ -206,10 +223,12 @@ def normalize_infra(value: Any) -> str:
         text = "sim/" + text[4:]  # the table's spelling, `sim:aws/us-east-1`, pasted back
     parts = text.split("/")
     cloud = _CLOUD_ALIASES.get(parts[0].lower(), parts[0].lower())
-    if cloud != "*" and cloud not in KNOWN_CLOUDS:
+    if cloud != "*" and cloud not in KNOWN_CLOUDS and cloud not in OTHER_SKYPILOT_CLOUDS:
+        every = KNOWN_CLOUDS + OTHER_SKYPILOT_CLOUDS
         raise _fail(
-            f"unknown cloud {parts[0]!r} (skytui supports {', '.join(KNOWN_CLOUDS)})",
-            suggestion=_suggest(cloud, KNOWN_CLOUDS),
+            f"unknown cloud {parts[0]!r} (skytui runs on {', '.join(KNOWN_CLOUDS)}; "
+            f"SkyPilot also names {', '.join(OTHER_SKYPILOT_CLOUDS)})",
+            suggestion=_suggest(cloud, every),
         )
     rest = parts[1:]
     if cloud in _SINGLE_NAME_CLOUDS and rest:
@@ -446,11 +465,11 @@ class _SpecModel(BaseModel):
     # Inputs may hold secrets: keep them out of pydantic's own error text too.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    # Keys SkyPilot reads that skytui does not implement: refused plainly
-    # instead of silently ignored (the user would be billed for a wrong guess).
-    unsupported_keys: ClassVar[frozenset[str]] = frozenset()
+    # SkyPilot fields skytui does not act on: checked, kept (in `kept`, for
+    # the models that have it) and warned about by the loader (_kept_fields).
+    kept_fields: ClassVar[dict[str, KeptField]] = {}
     # Fields skytui itself writes (model_dump) but a user never does.
-    internal_keys: ClassVar[frozenset[str]] = frozenset()
+    internal_keys: ClassVar[frozenset[str]] = frozenset({"kept"})
     legacy_keys: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
@@ -459,9 +478,21 @@ class _SpecModel(BaseModel):
         for key in data:
             if key in allowed:
                 continue
-            if key in cls.unsupported_keys:
-                raise _fail("is a SkyPilot field that skytui does not support", key)
-            raise _fail("unknown field", key, suggestion=_suggest(key, allowed))
+            kept = cls.kept_fields.get(key) if isinstance(key, str) else None
+            if kept is None:
+                raise _fail("unknown field", key, suggestion=_suggest(key, allowed | set(cls.kept_fields)))
+            problem = kept.check(data[key])
+            if problem:
+                raise _fail(problem, key)
+
+    @classmethod
+    def _set_kept_aside(cls, data: dict[Any, Any]) -> dict[Any, Any]:
+        """The data with its kept SkyPilot fields moved under `kept`."""
+        kept = {key: field.keep(data[key]) for key, field in cls.kept_fields.items() if key in data}
+        if not kept:
+            return data
+        rest = {key: value for key, value in data.items() if key not in kept}
+        return {**rest, "kept": {**(rest.get("kept") or {}), **kept}}
 
 
 class JobRecovery(_SpecModel):
@@ -553,21 +584,22 @@ class Resources(_SpecModel):
     accelerators_ordered: bool = False
     instance_type: str | None = None
     use_spot: Annotated[bool, Strict()] | None = None
-    disk_size: Annotated[int, Strict(), Field(gt=0, le=MAX_DISK_GB)] | None = None
+    disk_size: Annotated[int, Strict(), Field(gt=0, le=MAX_DISK_GB)] | None = None  # GB
+    max_hourly_cost: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None  # USD, the optimizer's cap
     disk_tier: str | None = None
     ports: list[str] = Field(default_factory=list)
     image_id: str | dict[str, str] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    autostop: bool | int | dict[str, Any] | None = None
+    autostop: bool | int | str | dict[str, Any] | None = None
     priority: Annotated[int, Strict(), Field(ge=-1000, le=1000)] | None = None
     job_recovery: JobRecovery | None = None
     any_of: list[Resources] = Field(default_factory=list)
     ordered: list[Resources] = Field(default_factory=list)
 
-    unsupported_keys: ClassVar[frozenset[str]] = frozenset(
-        {"network_tier", "local_disk", "max_hourly_cost", "accelerator_args", "volumes", "priority_class"}
-    )
-    internal_keys: ClassVar[frozenset[str]] = frozenset({"accelerators_ordered"})
+    kept: dict[str, Any] = Field(default_factory=dict)
+
+    kept_fields: ClassVar[dict[str, KeptField]] = RESOURCES_FIELDS
+    internal_keys: ClassVar[frozenset[str]] = frozenset({"accelerators_ordered", "kept"})
     legacy_keys: ClassVar[frozenset[str]] = frozenset({"cloud", "region", "zone", "spot_recovery"})
 
     # ---- input forms -----------------------------------------------------
@@ -578,7 +610,7 @@ class Resources(_SpecModel):
         if not isinstance(data, dict):
             return data  # an instance, or a wrong type pydantic will name
         cls._refuse_unknown_keys(data, info)
-        data = dict(data)
+        data = dict(cls._set_kept_aside(data))
         cls._fold_legacy_location(data)
         cls._rename_spot_recovery(data, info)
         if "accelerators" in data:
@@ -632,6 +664,25 @@ class Resources(_SpecModel):
     def _check_ports(cls, value: Any) -> Any:
         return parse_ports(value)
 
+    @field_validator("disk_size", mode="before")
+    @classmethod
+    def _check_disk_size(cls, value: Any) -> Any:
+        if value is None or isinstance(value, int):
+            return value  # a whole number of GB; bounds and type are checked by the field
+        size = parse_size_gb(value)
+        if size is None:
+            raise _fail('must be a whole number of GB, or a size such as "100GB" or "1TB"')
+        if size < 1 or not size.is_integer():
+            raise _fail(f"must be a whole number of GB (at least 1), got {value!r}")
+        return int(size)
+
+    @field_validator("max_hourly_cost", mode="before")
+    @classmethod
+    def _check_max_hourly_cost(cls, value: Any) -> Any:
+        if value is not None and not _is_number(value):
+            raise _fail("must be a positive number of dollars per hour")
+        return value
+
     @field_validator("disk_tier", mode="before")
     @classmethod
     def _check_disk_tier(cls, value: Any) -> Any:
@@ -672,9 +723,11 @@ class Resources(_SpecModel):
             if not 0 <= value <= MAX_WHOLE:
                 raise _fail(f"idle minutes must be from 0 to {MAX_WHOLE}")
             return value
+        if isinstance(value, str) and _AUTOSTOP_TIME.match(value):
+            return value  # "30m", "2h", "1d": kept as written (a managed job's machine stops when it ends)
         if isinstance(value, dict):
             return _check_autostop_mapping(value)
-        raise _fail("must be true/false, idle minutes, or {idle_minutes, down, wait_for}")
+        raise _fail('must be true/false, idle minutes (10, "30m", "2h"), or {idle_minutes, down, wait_for}')
 
     @field_validator("any_of", "ordered", mode="before")
     @classmethod
@@ -817,7 +870,7 @@ def _check_entry(entry: Resources, kind: str, index: int) -> None:
 
 
 def _check_autostop_mapping(value: dict[Any, Any]) -> dict[Any, Any]:
-    allowed = ("idle_minutes", "down", "wait_for")
+    allowed = ("idle_minutes", "down", "wait_for", "hook", "hook_timeout")
     for key, item in value.items():
         if key not in allowed:
             raise _fail("unknown field", key, suggestion=_suggest(key, allowed))
@@ -826,8 +879,12 @@ def _check_autostop_mapping(value: dict[Any, Any]) -> dict[Any, Any]:
             raise _fail(f"must be a whole number of minutes, from 0 to {MAX_WHOLE}", key)
         if key == "down" and not isinstance(item, bool):
             raise _fail("must be true or false", key)
-        if key == "wait_for" and item not in _AUTOSTOP_WAIT_FOR:
+        if key == "wait_for" and (not isinstance(item, str) or item.lower() not in _AUTOSTOP_WAIT_FOR):
             raise _fail(f"must be one of {', '.join(_AUTOSTOP_WAIT_FOR)}", key)
+        if key == "hook" and not isinstance(item, str):
+            raise _fail("must be a shell command", key)
+        if key == "hook_timeout" and not (isinstance(item, int) and not isinstance(item, bool) and item >= 1):
+            raise _fail("must be a whole number of seconds, at least 1", key)
     return value
 
 
@@ -839,12 +896,16 @@ class FileMount(_SpecModel):
     store: str | None = None
     persistent: Annotated[bool, Strict()] = True
     mode: Literal["MOUNT", "COPY", "MOUNT_CACHED"] = "MOUNT"
+    kept: dict[str, Any] = Field(default_factory=dict)
+
+    kept_fields: ClassVar[dict[str, KeptField]] = STORAGE_FIELDS
 
     @model_validator(mode="before")
     @classmethod
     def _check_keys(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict):
             cls._refuse_unknown_keys(data, info)
+            data = cls._set_kept_aside(data)
         return data
 
     @field_validator("source", mode="before")
@@ -878,6 +939,9 @@ class FileMount(_SpecModel):
     def _check_named(self) -> FileMount:
         if self.name is None and self.source is None:
             raise _fail("a storage mount needs a name or a source (or both)")
+        if self.name is not None and isinstance(self.source, str) and _is_url(self.source):
+            # SkyPilot's rule (storage.py): the URL names the bucket already.
+            raise _fail("give the bucket either as `name:` or as a bucket URL `source:`, not both", "name")
         return self
 
 
@@ -955,24 +1019,23 @@ class Task(_SpecModel):
     config: dict[str, Any] = Field(default_factory=dict)
     pool: PoolSpec | None = None  # only in a pool YAML (load_pool)
 
-    unsupported_keys: ClassVar[frozenset[str]] = frozenset(
-        {
-            "managed_secrets",
-            "volumes",
-            "volume_mounts",
-            "service",
-            "event_callback",
-            "inputs",
-            "outputs",
-            "api_server_access",
-        }
-    )
+    # Secrets the YAML names without a value (`HF_TOKEN:` or `secrets:HF_TOKEN`):
+    # SkyPilot resolves them at launch from --secret or its secrets manager;
+    # skytui has no manager, so a launch needs --secret for each.
+    secrets_wanted: list[str] = Field(default_factory=list)
+    kept: dict[str, Any] = Field(default_factory=dict)
+
+    kept_fields: ClassVar[dict[str, KeptField]] = TASK_FIELDS
+    internal_keys: ClassVar[frozenset[str]] = frozenset({"kept", "secrets_wanted"})
 
     @model_validator(mode="before")
     @classmethod
     def _check_keys(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict):
             cls._refuse_unknown_keys(data, info)
+            data = cls._set_kept_aside(data)
+            if isinstance(data.get("secrets"), dict) and None in data["secrets"].values():
+                data = cls._set_wanted_secrets_aside(data, info)
             # `resources:` with nothing under it is an empty mapping to a user.
             if "resources" in data and data["resources"] is None:
                 data = {**data, "resources": {}}
@@ -981,8 +1044,8 @@ class Task(_SpecModel):
     @field_validator("name", mode="before")
     @classmethod
     def _check_name(cls, value: Any) -> Any:
-        if isinstance(value, str) and (not value.strip() or "\n" in value):
-            raise _fail("must be a non-empty single-line name")
+        if isinstance(value, str) and not _TASK_NAME.fullmatch(value):
+            raise _fail(f"{value!r} is not a valid task name: {_TASK_NAME_RULE}")
         return value
 
     @field_validator("workdir", mode="before")
@@ -1001,6 +1064,19 @@ class Task(_SpecModel):
         if not os.path.isdir(resolved):
             raise _fail(f"directory {value!r} does not exist (looked for {resolved})")
         return resolved
+
+    @staticmethod
+    def _set_wanted_secrets_aside(data: dict[Any, Any], info: ValidationInfo) -> dict[Any, Any]:
+        secrets = data["secrets"]
+        wanted = [key for key, value in secrets.items() if value is None]
+        if not (info.context and info.context.get("spec_only")):
+            raise _fail(f"has no value; give it with --secret {wanted[0]}=VALUE (skytui has no secrets manager)",
+                        "secrets", wanted[0])
+        for key in wanted:
+            if not isinstance(key, str) or not _VAR_NAME.match(key):
+                raise _fail(f"{key!r} is not a valid variable name ({_VAR_RULE})", "secrets", key)
+        valued = {key: value for key, value in secrets.items() if value is not None}
+        return {**data, "secrets": valued, "secrets_wanted": [*data.get("secrets_wanted", []), *wanted]}
 
     @field_validator("envs", "secrets", mode="before")
     @classmethod
@@ -1059,8 +1135,6 @@ def _check_variables(value: Any, kind: str) -> dict[str, str]:
     flag = "--env" if kind == "envs" else "--secret"
     if value is None:
         return {}
-    if kind == "secrets" and isinstance(value, list):
-        raise _fail("the list form (managed secret names) is not supported by skytui; use NAME: value")
     if not isinstance(value, dict):
         raise _fail("must be a mapping of NAME: value")
     checked: dict[str, str] = {}
@@ -1087,10 +1161,24 @@ class Pipeline(BaseModel):
     source: str  # the YAML file as the user named it
     has_header: bool = False  # the file began with a `name:`-only header document
     warnings: list[str] = Field(default_factory=list)  # for the CLI to print on stderr
+    # A job group (header `execution: parallel`): every task runs at once;
+    # the group follows its primary tasks (all of them when none are named).
+    execution: Literal["serial", "parallel"] = "serial"
+    primary_tasks: list[str] = Field(default_factory=list)
+    # How long an auxiliary task runs on after the primaries all succeeded,
+    # in seconds, by task name or "default".
+    termination_delay_s: dict[str, float] = Field(default_factory=dict)
+
+    def is_primary(self, task_name: str) -> bool:
+        return not self.primary_tasks or task_name in self.primary_tasks
 
     @property
     def is_pipeline(self) -> bool:
         return len(self.tasks) > 1 or self.has_header
+
+    @property
+    def is_group(self) -> bool:
+        return self.execution == "parallel"
 
     def redacted(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude={"tasks"})
@@ -1189,8 +1277,8 @@ def _check_overrides(overrides: Overrides) -> _CheckedOverrides:
     _refuse_nul_in_flags(overrides)
     checked = _CheckedOverrides()
     if overrides.name is not None:
-        if not overrides.name.strip() or "\n" in overrides.name:
-            raise SpecError("", None, "--name", "must be a non-empty single-line name")
+        if not _TASK_NAME.fullmatch(overrides.name):
+            raise SpecError("", None, "--name", f"{overrides.name!r} is not a valid name: {_TASK_NAME_RULE}")
         checked.name = overrides.name
     if overrides.env_file is not None:
         checked.envs.update(read_env_file(overrides.env_file))
@@ -1263,18 +1351,36 @@ def _override_resources(resources: Resources, update: dict[str, Any]) -> Resourc
 # --------------------------------------------------------------------------
 
 
-def load_pipeline(path: str | os.PathLike[str], overrides: Overrides | None = None) -> Pipeline:
-    """Read a task or pipeline YAML file; SpecError on any invalid input."""
+# (cloud, region, instance_type) -> (certain, why) when a catalog lacks the
+# type; given by the caller (the catalogs are the clouds' business, not the spec's).
+InstanceTypeCheck = Callable[[str | None, str | None, str], "tuple[bool, str] | None"]
+
+
+def load_pipeline(
+    path: str | os.PathLike[str], overrides: Overrides | None = None, *, spec_only: bool = False,
+    instance_types: InstanceTypeCheck | None = None,
+) -> Pipeline:
+    """Read a task, pipeline or job group YAML file; SpecError on any invalid input.
+
+    `spec_only` (what `skytui validate` asks): SkyPilot's verdict on the spec
+    alone. Local paths that do not exist here, and secrets left for --secret,
+    are then warnings instead of errors: they are this machine's business at
+    launch, not the spec's. `instance_types` judges named instance types: a
+    certain miss is an error, a likely one a warning."""
     file = os.fspath(path)
-    return load_pipeline_text(read_text_file(file, "(file)"), file, overrides)
+    text = read_text_file(file, "(file)")
+    return load_pipeline_text(text, file, overrides, spec_only=spec_only, instance_types=instance_types)
 
 
-def load_pipeline_text(text: str, file: str, overrides: Overrides | None = None) -> Pipeline:
+def load_pipeline_text(
+    text: str, file: str, overrides: Overrides | None = None, *, spec_only: bool = False,
+    instance_types: InstanceTypeCheck | None = None,
+) -> Pipeline:
     """Parse YAML text as if read from `file` (used for messages and relative paths)."""
     checked = _check_overrides(overrides or Overrides())
     documents = _read_documents(text, file)
     header, task_documents = _split_header(documents, file)
-    context = {"yaml": True, "base_dir": os.path.dirname(os.path.abspath(file))}
+    context = _load_context(file, spec_only)
     tasks = [_load_task(document, file, checked, context) for document in task_documents]
     for task, document in zip(tasks, task_documents):
         if task.pool is not None:
@@ -1283,11 +1389,33 @@ def load_pipeline_text(text: str, file: str, overrides: Overrides | None = None)
                 "this is a pool YAML: create the pool with `skytui jobs pool apply -p NAME FILE`, "
                 "then launch jobs into it with `skytui jobs launch -p NAME JOB.yaml`",
             )
+    group = header is not None and header.data.get("execution") == "parallel"
+    if group:
+        assert header is not None
+        _check_group(header, task_documents, file)
     name = _job_name(header, tasks, file, checked)
     tasks = _named_tasks(tasks, name, header is not None, checked)
     _check_unique_names(tasks, task_documents, file)
-    warnings = [warning for document in task_documents for warning in _legacy_warnings(document, file)]
-    return Pipeline(name=name, tasks=tasks, source=file, has_header=header is not None, warnings=warnings)
+    warnings = [
+        warning for task, document in zip(tasks, task_documents)
+        for warning in _load_warnings(task, document, file, spec_only, instance_types)
+    ]
+    group_fields: dict[str, Any] = {}
+    if group:
+        assert header is not None
+        group_fields = {
+            "execution": "parallel", "primary_tasks": list(header.data.get("primary_tasks") or []),
+            "termination_delay_s": _termination_delays(header.data.get("termination_delay")),
+        }
+    return Pipeline(
+        name=name, tasks=tasks, source=file, has_header=header is not None, warnings=warnings, **group_fields
+    )
+
+
+def _load_context(file: str, spec_only: bool) -> dict[str, Any]:
+    # Without a base directory no local path is looked for (_base_dir).
+    return {"yaml": True, "spec_only": spec_only,
+            "base_dir": None if spec_only else os.path.dirname(os.path.abspath(file))}
 
 
 @dataclass(frozen=True)
@@ -1298,10 +1426,15 @@ class PoolDefinition:
     task: Task
     spec: PoolSpec
     source: str
+    warnings: list[str] = field(default_factory=list)  # for the CLI to print on stderr
 
 
-def load_pool(path: str | os.PathLike[str], overrides: Overrides | None = None) -> PoolDefinition:
-    """Read a pool YAML; SpecError (file, line, field) on anything a pool cannot be."""
+def load_pool(
+    path: str | os.PathLike[str], overrides: Overrides | None = None, *, spec_only: bool = False,
+    instance_types: InstanceTypeCheck | None = None,
+) -> PoolDefinition:
+    """Read a pool YAML; SpecError (file, line, field) on anything a pool
+    cannot be. `spec_only` as in `load_pipeline`."""
     file = os.fspath(path)
     text = read_text_file(file, "(file)")
     checked = _check_overrides(overrides or Overrides())
@@ -1311,8 +1444,7 @@ def load_pool(path: str | os.PathLike[str], overrides: Overrides | None = None) 
     document = documents[0]
     if not isinstance(document.data, dict):
         raise SpecError(file, document.start_line, "(document)", "a pool YAML must be a mapping of fields")
-    context = {"yaml": True, "base_dir": os.path.dirname(os.path.abspath(file))}
-    task = _load_task(document, file, checked, context)
+    task = _load_task(document, file, checked, _load_context(file, spec_only))
     data = document.data
 
     def refuse(path: tuple[Any, ...], message: str) -> SpecError:
@@ -1321,8 +1453,13 @@ def load_pool(path: str | os.PathLike[str], overrides: Overrides | None = None) 
     if task.pool is None:
         raise SpecError(file, document.start_line, "pool",
                         "missing: a pool YAML needs a `pool:` section, e.g. `pool: {workers: 2}`")
-    if task.run:
-        raise refuse(("run",), "a pool has no run: each job brings its own; the pool's setup runs once per worker")
+    pool = task.pool
+    warnings = _load_warnings(task, document, file, spec_only, instance_types)
+    if task.run is not None:
+        # As SkyPilot: each job brings its own run; the pool's is ignored.
+        warnings.append(f"{file}:{document.line_of(('run',))}: run: ignored in a pool YAML "
+                        "(each job launched into the pool brings its own; setup runs once per worker)")
+        task = task.model_copy(update={"run": None})
     if task.num_nodes != 1:
         raise refuse(("num_nodes",), "pool workers are single machines; drop num_nodes")
     raw_resources = data.get("resources")
@@ -1337,7 +1474,8 @@ def load_pool(path: str | os.PathLike[str], overrides: Overrides | None = None) 
             raise refuse(("resources", "any_of", index, "job_recovery"),
                          "job_recovery belongs to the jobs launched into the pool, not to the pool")
     name = task.name or Path(file).stem
-    return PoolDefinition(task=task.model_copy(update={"name": name}), spec=task.pool, source=file)
+    return PoolDefinition(task=task.model_copy(update={"name": name}), spec=pool, source=file,
+                          warnings=warnings)
 
 
 def read_text_file(file: str, field: str) -> str:
@@ -1379,15 +1517,18 @@ def _read_documents(text: str, file: str) -> list[YamlDocument]:
 
 
 def _split_header(documents: list[YamlDocument], file: str) -> tuple[YamlDocument | None, list[YamlDocument]]:
-    """Separate the optional pipeline header (`name` and `execution` only)."""
+    """Separate the optional header: a pipeline's (`name`, `execution:
+    serial`) or a job group's (`execution: parallel`, SkyPilot's dag_utils)."""
     first = documents[0]
     data = first.data
-    is_header = (
-        isinstance(data, dict)
-        and "name" in data
-        and set(data) <= {"name", "execution"}
-        # A lone `name: x` document is a (do-nothing) task, as in SkyPilot.
-        and (len(documents) > 1 or "execution" in data)
+    is_header = isinstance(data, dict) and (
+        data.get("execution") == "parallel"
+        or (
+            "name" in data
+            and set(data) <= {"name", "execution"}
+            # A lone `name: x` document is a (do-nothing) task, as in SkyPilot.
+            and (len(documents) > 1 or "execution" in data)
+        )
     )
     for document in documents[1:] if is_header else documents:
         if not isinstance(document.data, dict):
@@ -1398,29 +1539,96 @@ def _split_header(documents: list[YamlDocument], file: str) -> tuple[YamlDocumen
         return None, documents
     _check_header(first, file)
     if len(documents) == 1:
-        raise SpecError(file, first.start_line, "(document)", "the pipeline header is not followed by any task")
+        kind = "job group" if data.get("execution") == "parallel" else "pipeline"
+        raise SpecError(file, first.start_line, "(document)", f"the {kind} header is not followed by any task")
     return first, documents[1:]
 
 
 def _check_header(header: YamlDocument, file: str) -> None:
+    if "name" not in header.data:
+        raise SpecError(file, header.start_line, "name", "missing: a job group header needs a name")
     name = header.data["name"]
     if not isinstance(name, str) or not name.strip():
         raise SpecError(file, header.line_of(("name",)), "name", "must be a non-empty string")
     execution = header.data.get("execution", "serial")
-    if execution == "parallel":
-        message = "job groups (parallel) are not supported by skytui; use serial"
-        raise SpecError(file, header.line_of(("execution",)), "execution", message)
-    if execution != "serial":
-        raise SpecError(file, header.line_of(("execution",)), "execution", "must be 'serial'")
+    if execution not in ("serial", "parallel"):
+        raise SpecError(file, header.line_of(("execution",)), "execution",
+                        "must be 'serial' (a pipeline) or 'parallel' (a job group)")
+
+
+# SkyPilot's job group header (dag_utils._JOB_GROUP_HEADER_FIELDS); its group
+# and job names must be safe as host names: letters, digits, '-' and '_'.
+_GROUP_FIELDS = ("name", "execution", "primary_tasks", "termination_delay", "inter_connection")
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_DURATION_S = re.compile(r"^[0-9]+[smhdwSMHDW]?$")
+
+
+_SECONDS_PER = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _termination_delays(value: Any) -> dict[str, float]:
+    """termination_delay as seconds by task name (or "default"); already checked."""
+    if value is None:
+        return {}
+    items = value.items() if isinstance(value, dict) else [("default", value)]
+    delays: dict[str, float] = {}
+    for key, item in items:
+        text = str(item).lower()
+        unit = text[-1] if text[-1] in _SECONDS_PER else "s"
+        delays[str(key)] = float(text.rstrip("smhdw")) * _SECONDS_PER[unit]
+    return delays
+
+
+def _check_group(header: YamlDocument, documents: list[YamlDocument], file: str) -> None:
+    """SkyPilot's job group rules (dag_utils._load_job_group)."""
+    data = header.data
+
+    def refuse(path: tuple[Any, ...], message: str, line: int | None = None) -> SpecError:
+        return SpecError(file, line or header.line_of(path), _dotted(path), message)
+
+    if not _GROUP_NAME.match(str(data["name"])):
+        raise refuse(("name",), f"{data['name']!r} is not a valid job group name: letters, digits, '-' and '_'")
+    names: list[str] = []
+    for document in documents:
+        name = document.data.get("name")
+        if name is None:
+            raise SpecError(file, document.start_line, "name", "missing: every task of a job group needs a name")
+        if not isinstance(name, str) or not _GROUP_NAME.match(name):
+            raise SpecError(file, document.line_of(("name",)), "name",
+                            f"{name!r} is not a valid job group task name: letters, digits, '-' and '_'")
+        names.append(name)
+    primary = data.get("primary_tasks")
+    if primary is not None:
+        if not isinstance(primary, list):
+            raise refuse(("primary_tasks",), "must be a list of task names")
+        for index, item in enumerate(primary):
+            if item not in names:
+                raise refuse(("primary_tasks", index),
+                             f"{item!r} is not a task of this group (tasks: {', '.join(names)})",
+                             header.line_of(("primary_tasks", index)))
+    delay = data.get("termination_delay")
+    if delay is not None:
+        items = delay.items() if isinstance(delay, dict) else [(None, delay)]
+        for key, value in items:
+            path = ("termination_delay",) if key is None else ("termination_delay", key)
+            if key is not None and key != "default" and key not in names:
+                raise refuse(path, f"{key!r} is not a task of this group (or 'default')")
+            if isinstance(value, bool) or not isinstance(value, (str, int)) or not _DURATION_S.match(str(value)):
+                raise refuse(path, 'must be a duration such as 30, "30s", "5m" or "1h"')
+    if "inter_connection" in data and not isinstance(data["inter_connection"], bool):
+        raise refuse(("inter_connection",), "must be true or false")
 
 
 def _load_task(document: YamlDocument, file: str, checked: _CheckedOverrides, context: dict[str, Any]) -> Task:
     raw = dict(document.data)
+    if "secrets" in raw:
+        raw["secrets"] = _secret_references(raw["secrets"], document, file)
     # Flags are merged before validation so that an env left null in the YAML
     # ("give it with --env") is only refused when no flag supplies it.
     for key, values in (("envs", checked.envs), ("secrets", checked.secrets)):
         if values and (raw.get(key) is None or isinstance(raw.get(key), dict)):
             raw[key] = {**(raw.get(key) or {}), **values}
+    _fill_in_envs(raw)
     try:
         task = Task.model_validate(raw, context=context)
     except ValidationError as exc:
@@ -1431,6 +1639,70 @@ def _load_task(document: YamlDocument, file: str, checked: _CheckedOverrides, co
     if checked.num_nodes is not None:
         update["num_nodes"] = checked.num_nodes
     return task.model_copy(update=update) if update else task
+
+
+_SECRET_SCOPES = ("personal.", "workspace.", "global.")
+
+
+def _secret_references(value: Any, document: YamlDocument, file: str) -> Any:
+    """SkyPilot's secret forms as one mapping of NAME to value (None: to be
+    given at launch): `[secrets:NAME]`, `{secrets:NAME: null}` and `{NAME: null}`
+    all ask for NAME; a scope (`secrets:workspace.NAME`) is SkyPilot's
+    secrets manager's and is dropped."""
+
+    def reference(item: str) -> str:
+        name = item.removeprefix("secrets:")
+        for scope in _SECRET_SCOPES:
+            name = name.removeprefix(scope)
+        return name
+
+    if isinstance(value, list):
+        names: dict[str, Any] = {}
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.startswith("secrets:"):
+                raise SpecError(file, document.line_of(("secrets", index)), f"secrets[{index}]",
+                                "in the list form each item is a reference, secrets:NAME; "
+                                "for a value, use the mapping form NAME: value")
+            names[reference(item)] = None
+        return names
+    if not isinstance(value, dict) or not any(isinstance(key, str) and key.startswith("secrets:") for key in value):
+        return value
+    named: dict[Any, Any] = {}
+    for key, item in value.items():
+        if isinstance(key, str) and key.startswith("secrets:"):
+            if item is not None:
+                raise SpecError(file, document.line_of(("secrets", key)), f"secrets.{key}",
+                                "a reference (secrets:NAME) takes no value; for a value, drop the secrets: prefix")
+            key = reference(key)
+        named[key] = item
+    return named
+
+
+# SkyPilot's substitution (task.py _fill_in_env_vars): $NAME and ${NAME} in
+# file_mounts (paths, bucket names, sources) and workdir, for NAME in envs.
+# Secrets are not substituted here: a path would carry their value into the
+# stored spec, the TUI and logs.
+_ENV_REFERENCE = re.compile(r"\$\{?\b([a-zA-Z_][a-zA-Z0-9_]*)\b\}?")
+
+
+def _fill_in_envs(raw: dict[Any, Any]) -> None:
+    envs = raw.get("envs")
+    if not isinstance(envs, dict) or not envs:
+        return
+    values = {str(key): str(value) for key, value in envs.items() if value is not None and not isinstance(value, dict)}
+
+    def fill(node: Any) -> Any:
+        if isinstance(node, str):
+            return _ENV_REFERENCE.sub(lambda match: values.get(match.group(1), match.group(0)), node)
+        if isinstance(node, dict):
+            return {fill(key): fill(item) for key, item in node.items()}
+        if isinstance(node, list):
+            return [fill(item) for item in node]
+        return node
+
+    for key in ("file_mounts", "workdir"):
+        if raw.get(key) is not None:
+            raw[key] = fill(raw[key])
 
 
 def _job_name(header: YamlDocument | None, tasks: list[Task], file: str, checked: _CheckedOverrides) -> str:
@@ -1469,21 +1741,119 @@ def _check_unique_names(tasks: list[Task], documents: list[YamlDocument], file: 
         first_seen[task.name] = line
 
 
-def _legacy_warnings(document: YamlDocument, file: str) -> list[str]:
-    resources = document.data.get("resources")
+def _load_warnings(
+    task: Task, document: YamlDocument, file: str, spec_only: bool, instance_types: InstanceTypeCheck | None
+) -> list[str]:
+    """One line per thing in the file that has no effect here, or will need
+    something at launch: `file:line: field: why`. A named instance type no
+    catalog can hold is an error (SpecError)."""
+    warnings: list[tuple[tuple[Any, ...], str]] = []
+    data = document.data
+    if instance_types is not None:
+        warnings += _instance_type_warnings(task, document, file, instance_types)
+    for key, kept in TASK_FIELDS.items():
+        if key in data:
+            warnings.append(((key,), f"skytui does not act on this ({kept.why}); kept and ignored"))
+    for path, entry in _resources_entries(data.get("resources")):
+        if "spot_recovery" in entry:
+            warnings.append(((*path, "spot_recovery"), "is deprecated; use job_recovery"))
+        for key, kept in RESOURCES_FIELDS.items():
+            if key in entry:
+                warnings.append(((*path, key), f"skytui does not act on this ({kept.why}); kept and ignored"))
+        for key, why in _NOT_ACTED_ON.items():
+            if entry.get(key) not in (None, [], {}):
+                warnings.append(((*path, key), f"skytui does not act on this: {why}"))
+        cloud = _cloud_named(entry)
+        if entry.get("disk_size") is not None and cloud not in (None, "*", "aws", "gcp"):
+            warnings.append(((*path, "disk_size"), f"skytui sizes boot disks on aws and gcp only, not on {cloud}"))
+        if cloud in OTHER_SKYPILOT_CLOUDS:
+            key = "infra" if "infra" in entry else "cloud"
+            warnings.append(((*path, key), f"skytui does not run on {cloud}: the spec is valid, but `jobs launch` "
+                             f"will find nothing to run it on (skytui runs on {', '.join(KNOWN_CLOUDS)})"))
+    mounts = data.get("file_mounts")
+    for destination, mount in (mounts.items() if isinstance(mounts, dict) else []):
+        for key, kept in STORAGE_FIELDS.items():
+            if isinstance(mount, dict) and key in mount:
+                warnings.append((("file_mounts", destination, key),
+                                 f"skytui does not act on this ({kept.why}); kept and ignored"))
+    if spec_only:
+        warnings += _launch_notes(task, document, file)
+    located = sorted(((document.line_of(path), path, message) for path, message in warnings), key=lambda w: w[0])
+    return [f"{file}:{line}: {_dotted(path)}: {message}" for line, path, message in located]
+
+
+def _instance_type_warnings(
+    task: Task, document: YamlDocument, file: str, instance_types: InstanceTypeCheck
+) -> list[tuple[tuple[Any, ...], str]]:
+    warnings: list[tuple[tuple[Any, ...], str]] = []
+    entries = task.resources.any_of or task.resources.ordered
+    requests: list[tuple[tuple[Any, ...], Resources]] = [(("resources",), task.resources)]
+    kind = "any_of" if task.resources.any_of else "ordered"
+    requests += [(("resources", kind, index), task.resources._merged_with(entry)) for index, entry in enumerate(entries)]
+    for path, request in requests:
+        if request.instance_type is None:
+            continue
+        verdict = instance_types(request.cloud, request.region, request.instance_type)
+        if verdict is None:
+            continue
+        certain, why = verdict
+        where = (*path, "instance_type")
+        if where not in document.lines:
+            where = ("resources", "instance_type")  # an entry inheriting the base's
+        if certain:
+            raise SpecError(file, document.line_of(where), _dotted(where), why)
+        warnings.append((where, why))
+    return warnings
+
+
+# Fields of skytui's own model that no infra here acts on yet: valid, and
+# said so, since a user relying on one would otherwise never know.
+_NOT_ACTED_ON = {
+    "image_id": "machines run their infra's own image (on kubernetes, infra.kubernetes.image in config.yaml)",
+    "disk_tier": "machines get their infra's default disk type",
+    "ports": "skytui opens no ports; reach a job's ports over SSH (ssh -L)",
+    "labels": "machines carry skytui's own ownership labels only",
+    "autostop": "a managed job's machine is torn down when its job ends",
+}
+
+
+def _resources_entries(resources: Any) -> list[tuple[tuple[Any, ...], dict[Any, Any]]]:
+    """`resources` and each of its any_of/ordered entries, with their paths."""
     if not isinstance(resources, dict):
         return []
-    found: list[tuple[str | int, ...]] = [("resources",)] if "spot_recovery" in resources else []
+    entries: list[tuple[tuple[Any, ...], dict[Any, Any]]] = [(("resources",), resources)]
     for kind in ("any_of", "ordered"):
-        entries = resources.get(kind)
-        for index, entry in enumerate(entries if isinstance(entries, list) else []):
-            if isinstance(entry, dict) and "spot_recovery" in entry:
-                found.append(("resources", kind, index))
-    return [
-        f"{file}:{document.line_of(path + ('spot_recovery',))}: {_dotted(path + ('spot_recovery',))} "
-        "is deprecated; use job_recovery"
-        for path in found
-    ]
+        listed = resources.get(kind)
+        for index, entry in enumerate(listed if isinstance(listed, list) else []):
+            if isinstance(entry, dict):
+                entries.append((("resources", kind, index), entry))
+    return entries
+
+
+def _cloud_named(entry: dict[Any, Any]) -> str | None:
+    named = entry.get("infra") or entry.get("cloud")
+    if not isinstance(named, str):
+        return None
+    return named.split("/")[0].strip().lower()
+
+
+def _launch_notes(task: Task, document: YamlDocument, file: str) -> list[tuple[tuple[Any, ...], str]]:
+    """What `validate` lets through that `jobs launch` on this machine would refuse."""
+    base = os.path.dirname(os.path.abspath(file))
+    notes: list[tuple[tuple[Any, ...], str]] = []
+    if isinstance(task.workdir, str) and not os.path.isdir(_resolve_local(task.workdir, base)):
+        notes.append((("workdir",), f"directory {task.workdir!r} does not exist here; `jobs launch` would refuse"))
+    for destination, mount in task.file_mounts.items():
+        sources = [mount] if isinstance(mount, str) else (
+            [mount.source] if isinstance(mount.source, str) else list(mount.source or [])
+        )
+        for source in sources:
+            if not _is_url(source) and not os.path.exists(_resolve_local(source, base)):
+                notes.append((("file_mounts", destination),
+                              f"local source {source!r} does not exist here; `jobs launch` would refuse"))
+    for name in task.secrets_wanted:
+        notes.append((("secrets", name), f"has no value: give it at launch with --secret {name}=VALUE"))
+    return notes
 
 
 # --------------------------------------------------------------------------

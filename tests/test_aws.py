@@ -149,7 +149,7 @@ async def test_provision_spot_and_on_demand_then_state_and_terminate(moto: Any, 
 
     cloud = cloud_for(home, ssh_user, images={REGION: stock_image()}, disk_size_gb=64)
     install = cloud.paths.install_id
-    spot_offer = cheapest(cloud, infra=f"aws/{REGION}/us-east-1b", cpus=2, use_spot=True)
+    spot_offer = cheapest(cloud, infra=f"aws/{REGION}/us-east-1b", cpus=2, use_spot=True, disk_size=200)
     demand_offer = cheapest(cloud, infra=f"aws/{REGION}", cpus=2)
     spot, demand = await asyncio.gather(
         cloud.provision("train-1-0-1", spot_offer, 2, labels={"skytui-job": "1", "skytui-task": "0"}),
@@ -182,7 +182,10 @@ async def test_provision_spot_and_on_demand_then_state_and_terminate(moto: Any, 
     assert any(p["FromPort"] == 22 and p["IpProtocol"] == "tcp" for p in group["IpPermissions"])
     assert {g["GroupId"] for g in worker["SecurityGroups"]} == {group["GroupId"]}
     volumes = ec2().describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [worker["InstanceId"]]}])
-    assert [v["Size"] for v in volumes["Volumes"]] == [64]
+    assert [v["Size"] for v in volumes["Volumes"]] == [64]  # the config's default
+    first = by_cluster["train-1-0-1"][0]["InstanceId"]
+    volumes = ec2().describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [first]}])
+    assert [v["Size"] for v in volumes["Volumes"]] == [200]  # the task's resources.disk_size
 
     # The handle reaches the nodes: ranks in launch order, host key pinned.
     assert [n.rank for n in spot.nodes] == [0, 1] and spot.region == REGION

@@ -206,7 +206,7 @@ async def test_spot_provision_state_preemption_and_terminate(
 
     cloud = cloud_for(home, gce, ssh_user, disk_size_gb=64)
     install = cloud.paths.install_id
-    offer = cheapest(cloud, infra=f"gcp/{REGION}", accelerators="T4:1", use_spot=True)
+    offer = cheapest(cloud, infra=f"gcp/{REGION}", accelerators="T4:1", use_spot=True, disk_size=256)
     assert (offer.instance_type, offer.use_spot) == ("n1-standard-4", True)
     handle = await cloud.provision("train-1-0-1", offer, 1, labels={"skytui-job": "1", "skytui-task": "0"})
 
@@ -223,7 +223,7 @@ async def test_spot_provision_state_preemption_and_terminate(
                               "skytui-job": "1", "skytui-task": "0"}
     assert metadata(body) == {"ssh-keys": f"{ssh_user.name}:{vm_public_key(cloud.paths)}"}
     assert "PRIVATE" not in json.dumps(body)
-    assert body["disks"][0]["initializeParams"]["diskSizeGb"] == "64"
+    assert body["disks"][0]["initializeParams"]["diskSizeGb"] == "256"  # the task's disk_size over the config's 64
     assert body["networkInterfaces"][0]["accessConfigs"][0]["type"] == "ONE_TO_ONE_NAT"
     assert node.host.startswith("203.0.113.") and node.internal_ip.startswith("10.")
 

@@ -1,13 +1,15 @@
-"""`jobs queue --json` read in a few queries: the same document as before.
+"""`jobs queue --json` in one read: the same document as the per-job views.
 
-The JSON queue is built straight from the store's rows (costs summed by the
-DB) instead of one record per row; whatever the mix of jobs (pipelines,
-priced attempts, a task running now, finished and unfinished ones, a limit, a
-filter), it must say exactly what the per-job views say.
+The JSON queue is written by the database itself (SQLite's json_object,
+PostgreSQL's json_build_object) instead of one record per row; whatever the
+mix of jobs (pipelines, priced attempts, a task running now, finished and
+unfinished ones, a limit, a filter), it must say exactly what the per-job
+views say, in the same key order.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +24,13 @@ from skytui.engine.store import NewTask, Store
 S = TaskStatus
 
 
-@pytest.fixture
-def client(home: Path) -> Iterator[Client]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def client(home: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
+    """Each database writes the JSON itself, with its own functions: both are read."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("SKYTUI_DB_URL", request.getfixturevalue("pg_url"))
     c = Client(paths())
+    assert c.store.url.startswith(request.param)
     yield c
     c.close()
 
@@ -77,7 +83,16 @@ def test_json_queue_says_what_the_job_views_say(client: Client, options: dict[st
     now = time.time() + 7200  # read two hours on: open attempts have cost something, running tasks ran
     views = client.queue(**options)  # type: ignore[arg-type]
     expected = {"jobs": [view.to_json(now) for view in views]}
-    assert client.queue_document(now=now, **options) == expected  # type: ignore[arg-type]
+    document = json.loads(client.queue_json(now=now, **options))  # type: ignore[arg-type]
+    assert document == expected
+    for job, view in zip(document["jobs"], expected["jobs"], strict=True):
+        assert list(job) == list(view)
+        assert [list(task) for task in job["tasks"]] == [list(task) for task in view["tasks"]]
+
     if "limit" not in options:  # the newest jobs (what a limit keeps) have no priced machine up
         assert any(job["cost_usd"] for job in expected["jobs"])
+
+
+def test_an_empty_queue_is_an_empty_document(client: Client) -> None:
+    assert json.loads(client.queue_json()) == {"jobs": []}
 

@@ -398,7 +398,7 @@ def test_job_recovery_inherited_by_candidates(tmp_path: Path) -> None:
 def test_spot_recovery_is_accepted_with_a_warning(tmp_path: Path) -> None:
     pipeline = load(tmp_path, "resources:\n  use_spot: true\n  spot_recovery: FAILOVER\nrun: ls\n")
     assert pipeline.tasks[0].resources.job_recovery == JobRecovery(strategy="FAILOVER")
-    assert pipeline.warnings == [f"{tmp_path / 'task.yaml'}:3: resources.spot_recovery is deprecated; use job_recovery"]
+    assert pipeline.warnings == [f"{tmp_path / 'task.yaml'}:3: resources.spot_recovery: is deprecated; use job_recovery"]
 
 
 def test_spot_recovery_in_code_warns() -> None:
@@ -764,18 +764,10 @@ def test_unknown_keys_everywhere(tmp_path: Path, text: str, field: str, line: in
     assert (err.field, err.line, err.suggestion) == (field, line, suggestion)
 
 
-@pytest.mark.parametrize(
-    ("text", "field", "line"),
-    [
-        ("pool: {workers: 2}\n", "pool", 1),
-        ("resources:\n  max_hourly_cost: 3\n", "resources.max_hourly_cost", 2),
-        ("secrets: [A, B]\n", "secrets", 1),
-    ],
-)
-def test_skypilot_features_skytui_does_not_support(tmp_path: Path, text: str, field: str, line: int) -> None:
-    err = error(tmp_path, text)
-    assert (err.field, err.line) == (field, line)
-    assert "skytui" in err.message
+def test_a_pool_yaml_is_not_a_job(tmp_path: Path) -> None:
+    err = error(tmp_path, "pool: {workers: 2}\n")
+    assert (err.field, err.line) == ("pool", 1)
+    assert "jobs pool apply" in err.message
 
 
 @pytest.mark.parametrize(

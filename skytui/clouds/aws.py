@@ -217,7 +217,7 @@ class AWSCloud:
                 cloud=NAME, instance_type=entry.instance_type, cpus=entry.vcpus, memory_gb=entry.memory_gb,
                 region=entry.region, zone=zone,
                 accelerators={entry.accelerator_name: entry.accelerator_count} if entry.accelerator_name else {},
-                use_spot=use_spot, price_per_hour=price_of(entry, use_spot),
+                use_spot=use_spot, price_per_hour=price_of(entry, use_spot), disk_size_gb=request.disk_size,
             ))
         return offers
 
@@ -255,7 +255,8 @@ class AWSCloud:
             "SecurityGroupIds": [group],
             "BlockDeviceMappings": [{
                 "DeviceName": root_device,
-                "Ebs": {"VolumeSize": self.config.disk_size_gb, "VolumeType": "gp3", "DeleteOnTermination": True},
+                "Ebs": {"VolumeSize": offer.disk_size_gb or self.config.disk_size_gb, "VolumeType": "gp3",
+                        "DeleteOnTermination": True},
             }],
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": tag_list},

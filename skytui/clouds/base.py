@@ -61,6 +61,9 @@ class InstanceOffer:
     accelerators: dict[str, float] = field(default_factory=dict)
     use_spot: bool = False
     price_per_hour: float = 0.0
+    # The boot disk the task asked for (resources.disk_size, GB); None: the
+    # infra's own default. Only infra that sizes disks sets it (aws, gcp).
+    disk_size_gb: int | None = None
 
     @property
     def infra(self) -> str:

@@ -1,5 +1,6 @@
 """Buckets: where files wait on their way to nodes (`jobs.bucket`), and the
-buckets a task mounts (`file_mounts: {/data: s3://…}`).
+buckets a task mounts (`file_mounts: {/data: s3://…}`, or `{name: …}`: a
+bucket skytui creates when it is missing, and may delete when the job ends).
 
 Nodes never get bucket credentials from skytui: this machine lists and signs,
 and a node fetches each object from a time-limited signed URL (HTTPS GET, no
@@ -24,6 +25,11 @@ from typing import Any, Protocol
 from skytui.clouds.base import PrecheckError
 
 SCHEMES = {"s3": "S3", "gs": "GCS"}
+# SkyPilot's `store:` values skytui can serve, and their URL schemes; the
+# others (azure, r2, ibm, ...) are valid in SkyPilot but have no client here.
+STORE_SCHEMES = {"s3": "s3", "gcs": "gs"}
+# `store:` left out: the store of the cloud the task runs on (SkyPilot's default).
+CLOUD_STORES = {"aws": "s3", "gcp": "gcs"}
 SIGNED_URL_TTL_S = 6 * 3600  # long enough for a slow download, short enough to be worthless later
 MANIFEST = "manifest.json"
 # The node's fetch script exits with this, having written nothing, when a
@@ -114,6 +120,47 @@ class BucketURL:
         return f"{self.scheme}://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
 
 
+# ------------------------------------------------------------ bucket names
+
+# The providers' naming rules, as SkyPilot checks them before creating a bucket.
+_S3_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+_GCS_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
+_IP_ADDRESS = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+_S3_RESERVED_PREFIXES = ("xn--", "sthree-")
+_S3_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3")
+_GOOGLE_LOOKALIKES = ("google", "g00gle", "go0gle", "g0ogle")
+
+
+def bucket_name_problem(name: str, store: str) -> str | None:
+    """Why `name` cannot be a bucket of `store` ("s3" or "gcs"); None when it can."""
+    shown = f"bucket name {name!r} is not valid for {store}"
+    if store == "s3":
+        if not 3 <= len(name) <= 63:
+            return f"{shown}: it must be 3 to 63 characters long"
+        if not _S3_NAME.match(name):
+            return (f"{shown}: it can hold only lowercase letters, digits, dots (.) and hyphens (-), "
+                    "and must begin and end with a letter or a digit")
+        reserved = [affix for affix in _S3_RESERVED_PREFIXES if name.startswith(affix)]
+        reserved += [affix for affix in _S3_RESERVED_SUFFIXES if name.endswith(affix)]
+        if reserved:
+            return f"{shown}: {reserved[0]!r} is reserved by AWS"
+    else:
+        longest = 222 if "." in name else 63
+        if not 3 <= len(name) <= longest or any(len(part) > 63 for part in name.split(".")):
+            return (f"{shown}: it must be 3 to 63 characters long (up to 222 with dots, "
+                    "each dot-separated part at most 63)")
+        if not _GCS_NAME.match(name):
+            return (f"{shown}: it can hold only lowercase letters, digits, dots (.), hyphens (-) and "
+                    "underscores (_), and must begin and end with a letter or a digit")
+        if name.startswith("goog") or any(word in name for word in _GOOGLE_LOOKALIKES):
+            return f"{shown}: it may not begin with 'goog' nor contain 'google' or a look-alike"
+    if ".." in name:
+        return f"{shown}: it may not hold two dots in a row"
+    if _IP_ADDRESS.match(name):
+        return f"{shown}: it may not look like an IP address"
+    return None
+
+
 @dataclass(frozen=True)
 class SignedObject:
     """One object to fetch: where it goes (relative to the target), its mode and its URL."""
@@ -146,6 +193,20 @@ class Bucket(Protocol):
         """Delete every object under `src`; how many."""
         ...
 
+    async def exists(self) -> bool:
+        """Whether the bucket exists; PrecheckError when it does but is not ours to use."""
+        ...
+
+    async def create(self, region: str | None) -> bool:
+        """Create the bucket (in `region`, else the SDK's default); False when
+        it turned out to exist and be ours already. PrecheckError: the name is
+        taken by someone else, or refused."""
+        ...
+
+    async def remove(self) -> int:
+        """Delete the bucket with every object in it; how many objects (0 when it is gone already)."""
+        ...
+
 
 def local_files(root: Path) -> Iterator[tuple[Path, str, int]]:
     """(path, path relative to root, permission bits) of a file or of every file of a tree."""
@@ -175,6 +236,16 @@ def _s3_problem(exc: Exception, where: BucketURL) -> PrecheckError | None:
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"):
             return PrecheckError(f"{where}: access denied ({code}); check the credentials' permissions on the bucket")
     return None
+
+
+def _not_ours(where: BucketURL) -> PrecheckError:
+    return PrecheckError(f"{where}: a bucket of that name exists, but these credentials may not use it "
+                         "(bucket names are global: it may belong to someone else); choose another `name:`")
+
+
+def _name_taken(where: BucketURL) -> PrecheckError:
+    return PrecheckError(f"{where}: the bucket name {where.bucket!r} is taken by someone else "
+                         "(bucket names are global); choose another `name:`")
 
 
 class S3Bucket:
@@ -257,6 +328,56 @@ class S3Bucket:
             batch = [{"Key": key} for key in keys[start:start + 1000]]
             await self._call(src, self._s3.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(keys)
+
+    async def exists(self) -> bool:
+        from botocore.exceptions import ClientError
+
+        where = BucketURL("s3", self.bucket)
+        try:
+            await asyncio.to_thread(self._s3.head_bucket, Bucket=self.bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            if code in ("403", "AccessDenied"):
+                raise _not_ours(where) from None
+            problem = _s3_problem(exc, where)
+            if problem is not None:
+                raise problem from None
+            raise
+        return True
+
+    async def create(self, region: str | None) -> bool:
+        from botocore.exceptions import ClientError
+
+        where = BucketURL("s3", self.bucket)
+        region = region or self._s3.meta.region_name
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if region and region != "us-east-1":  # us-east-1 is S3's default and refuses to be named
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        try:
+            await asyncio.to_thread(self._s3.create_bucket, **kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "BucketAlreadyOwnedByYou":
+                return False
+            if code == "BucketAlreadyExists":
+                raise _name_taken(where) from None
+            if code == "InvalidBucketName":
+                raise PrecheckError(f"{where}: S3 refused the bucket name {self.bucket!r} as invalid") from None
+            problem = _s3_problem(exc, where)
+            if problem is not None:
+                raise problem from None
+            raise
+        return True
+
+    async def remove(self) -> int:
+        where = BucketURL("s3", self.bucket)
+        if not await self.exists():
+            return 0
+        count = await self.delete(where)
+        await self._call(where, self._s3.delete_bucket, Bucket=self.bucket)
+        return count
 
 
 # --------------------------------------------------------------------- GCS
@@ -449,6 +570,57 @@ class GCSBucket:
 
         await self._each([remover(name) for name in names])
         return len(names)
+
+    async def exists(self) -> bool:
+        from google.api_core.exceptions import Forbidden
+
+        where = BucketURL("gs", self.bucket)
+
+        def probe(bucket: Any) -> bool:
+            try:
+                found: bool = bucket.exists(timeout=60)
+            except Forbidden:
+                raise _not_ours(where) from None
+            return found
+
+        found: bool = await self._call(where, probe)
+        return found
+
+    async def create(self, region: str | None) -> bool:
+        from google.api_core.exceptions import BadRequest, Conflict
+
+        where = BucketURL("gs", self.bucket)
+
+        def make(bucket: Any) -> None:
+            if bucket.client.project is None:
+                raise PrecheckError(f"{where}: no GCP project to create the bucket in; set GOOGLE_CLOUD_PROJECT")
+            try:
+                bucket.client.create_bucket(bucket, location=region, timeout=60)
+            except Conflict:
+                # GCS answers 409 for a name anyone holds; one of ours would have been found by exists().
+                raise _name_taken(where) from None
+            except BadRequest:
+                raise PrecheckError(f"{where}: GCS refused the bucket name {self.bucket!r} as invalid") from None
+
+        await self._call(where, make)
+        return True
+
+    async def remove(self) -> int:
+        from google.api_core.exceptions import NotFound
+
+        where = BucketURL("gs", self.bucket)
+        if not await self.exists():
+            return 0
+        count = await self.delete(where)
+
+        def drop(bucket: Any) -> None:
+            try:
+                bucket.delete(timeout=60)
+            except NotFound:
+                pass  # gone meanwhile: what was asked
+
+        await self._call(where, drop)
+        return count
 
 
 def open_bucket(url: BucketURL) -> Bucket:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,33 @@ def catalog_source(cloud: str) -> str:
             if line.startswith(_SOURCE_PREFIX):
                 return line[len(_SOURCE_PREFIX):].strip()
     raise ValueError(f"{path}: no '{_SOURCE_PREFIX} <where>, taken <date>' line at the top")
+
+
+# How each catalog cloud names its instance types (family.size on AWS,
+# family-kind-size on GCP): a name of another shape exists in no catalog.
+_INSTANCE_TYPE_SHAPES = {
+    "aws": re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"),
+    "gcp": re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)+$"),
+}
+
+
+def instance_type_problem(cloud: str | None, region: str | None, instance_type: str) -> tuple[bool, str] | None:
+    """(certain, why) when `instance_type` is not in the catalog of the cloud
+    it asks for, else None.
+
+    The shipped catalogs are snapshots of the types skytui prices, not every
+    type a cloud sells: a name of the cloud's shape that they lack is only a
+    warning (certain=False); a name of another shape is in no catalog at all
+    (certain=True). Only aws and gcp (and sim's mirrors of them, region
+    `aws/...`) are judged; other clouds are left to their own catalogs."""
+    if cloud == "sim" and region and "/" in region:
+        cloud = region.split("/", 1)[0]
+    if cloud not in CATALOG_CLOUDS or any(e.instance_type == instance_type for e in load_catalog(cloud)):
+        return None
+    if not _INSTANCE_TYPE_SHAPES[cloud].match(instance_type):
+        return True, f"{instance_type!r} is not an instance type of {cloud}"
+    return False, (f"{instance_type!r} is not in skytui's {cloud} catalog: "
+                   "`jobs launch` will find no offer for it here")
 
 
 def regions(cloud: str) -> tuple[str, ...]:

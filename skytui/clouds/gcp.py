@@ -194,7 +194,7 @@ class GCPCloud:
                 cloud=NAME, instance_type=entry.instance_type, cpus=entry.vcpus, memory_gb=entry.memory_gb,
                 region=entry.region, zone=zone,
                 accelerators={entry.accelerator_name: entry.accelerator_count} if entry.accelerator_name else {},
-                use_spot=use_spot, price_per_hour=price_of(entry, use_spot),
+                use_spot=use_spot, price_per_hour=price_of(entry, use_spot), disk_size_gb=request.disk_size,
             )
             for entry, zone in matching_entries(self._entries(), request, region=request.region, zone=request.zone)
         ]
@@ -226,8 +226,9 @@ class GCPCloud:
 
     # ---------------------------------------------------------- provisioning
 
-    def _body(self, name: str, zone: str, entry: CatalogEntry, use_spot: bool, labels: dict[str, str],
+    def _body(self, name: str, zone: str, entry: CatalogEntry, offer: InstanceOffer, labels: dict[str, str],
               public_key: str) -> dict[str, Any]:
+        use_spot = offer.use_spot
         accelerators = guest_accelerators(entry, zone)
         scheduling: dict[str, Any] = {}
         if use_spot:
@@ -243,7 +244,7 @@ class GCPCloud:
             "name": name,
             "machine_type": f"zones/{zone}/machineTypes/{entry.instance_type}",
             "disks": [{"boot": True, "auto_delete": True, "initialize_params": {
-                "source_image": self.config.image, "disk_size_gb": self.config.disk_size_gb}}],
+                "source_image": self.config.image, "disk_size_gb": offer.disk_size_gb or self.config.disk_size_gb}}],
             "network_interfaces": [nic],
             "labels": labels,
             "metadata": {"items": [{"key": "ssh-keys", "value": f"{self.ssh_user}:{public_key}"}]},
@@ -285,7 +286,7 @@ class GCPCloud:
             # Every insert is let finish before judging, so that none creates
             # a VM after the cleanup below has looked for it.
             results = await asyncio.gather(
-                *(self._call(self.api.insert, zone, self._body(name, zone, entry, offer.use_spot, tags, public_key),
+                *(self._call(self.api.insert, zone, self._body(name, zone, entry, offer, tags, public_key),
                              timeout=API_TIMEOUT_S + OPERATION_TIMEOUT_S) for name in names),
                 return_exceptions=True,
             )

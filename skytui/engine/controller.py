@@ -19,6 +19,7 @@ import logging
 import re
 import secrets
 import time
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from skytui.clouds.base import (
@@ -40,6 +41,14 @@ from skytui.engine.file_sync import (
     has_local_files,
     sync_task_files,
 )
+from skytui.engine.job_group import (
+    THIS_MACHINE_INFRA,
+    JobGroup,
+    find_nss_wrapper,
+    resolver_env,
+    write_hosts_file,
+)
+from skytui.engine.named_buckets import JobBuckets
 from skytui.engine.optimizer import InfeasibleError, plan_task
 from skytui.engine.phase_runner import (
     UNREACHABLE_GRACE_S,
@@ -58,7 +67,7 @@ from skytui.engine.recovery import (
     launch_order,
     restart_decision,
 )
-from skytui.engine.status import TaskStatus
+from skytui.engine.status import PRIMARY, TaskStatus
 from skytui.engine.store import (
     CancelRequested,
     ClusterRow,
@@ -133,10 +142,11 @@ def phase_id_for(job_id: int, task_idx: int, attempt: int, phase: str) -> str:
 
 
 class JobController:
-    def __init__(self, ctx: EngineContext, job: JobRow, tasks: list[Task]) -> None:
+    def __init__(self, ctx: EngineContext, job: JobRow, tasks: list[Task], group: JobGroup | None = None) -> None:
         self.ctx = ctx
         self.job = job
         self.tasks = tasks
+        self.group = group  # a job group: every task at once (_run_group)
         self.store = ctx.store
         self.stop_reason: StopReason | None = None
         self._asyncio_task: asyncio.Task[None] | None = None
@@ -145,6 +155,9 @@ class JobController:
         self._task_ids: list[str] = []
         self._log_dir_made = False
         self._retiring = False  # tearing down after its success: see request_stop
+        # A job group's names (`<task>-<rank>.<group>`) on this machine's nodes.
+        self._group_hosts: Path | None = None
+        self._nss_wrapper: str | None = None
         # Per task: where its last machine was lost, to steer the relaunch.
         self._lost_at: dict[int, Place] = {}
         # Per task: the line that explains the recovery in progress.
@@ -153,9 +166,9 @@ class JobController:
         # (its workdir and envs are the job's too).
         self._lease: Lease | None = None
         self._pool_task: Task | None = None
-        # Log segments whose output is all copied but not yet marked so: the
-        # run's last one, closed with the attempt (`_end_attempt`, `end_run`).
-        self._unclosed_segments: list[int] = []
+        # Per task: log segments whose output is all copied but not yet marked
+        # so: the run's last one, closed with the attempt (`_end_attempt`, `end_run`).
+        self._unclosed_segments: dict[int, list[int]] = {}
 
     # ------------------------------------------------------------- plumbing
 
@@ -209,7 +222,10 @@ class JobController:
                 self.stop_reason = "user"
                 await self._cancel()
                 return
-            await self._run_tasks(rows)
+            if self.group is not None:
+                await self._run_group(rows)
+            else:
+                await self._run_tasks(rows)
         except CancelRequested:
             # Its cancel came as it was about to start something (a machine,
             # a worker); the store refused that, so there is nothing to stop.
@@ -229,6 +245,8 @@ class JobController:
             staging = self._staging()
             if staging is not None and self.stop_reason != "shutdown":
                 await discard_staging(staging)  # the job has ended: its files go
+            if self.stop_reason != "shutdown":
+                await self._buckets().release()  # and the buckets it made that were not to be kept
 
     async def _run_tasks(self, rows: list[TaskRow]) -> None:
         for row, task in zip(rows, self.tasks):
@@ -248,6 +266,68 @@ class JobController:
         if len(rows) > 1:
             await self.store.cancel_pending_tasks(self.job.id, "an earlier task did not succeed")
 
+    async def _run_group(self, rows: list[TaskRow]) -> None:
+        """A job group: every task at once, each recovering on its own. When
+        the primaries have all ended, the auxiliaries still running are
+        stopped: at once if a primary did not succeed, else after their
+        termination_delay. Cancelling the job cancels every task's coroutine."""
+        assert self.group is not None
+        self._prepare_group_names()
+        runs: dict[int, asyncio.Task[TaskStatus]] = {}
+        for row, task in zip(rows, self.tasks):
+            if row.status_enum is S.CANCELLING:
+                # An auxiliary being stopped when the controller went down: finish that.
+                await self._cancel_tasks([row.task_idx], row.status_reason or "stopped")
+                continue
+            if not row.status_enum.is_terminal:
+                runs[row.task_idx] = asyncio.create_task(self._run_task(row, task), name=f"job-{self.job.id}-{row.task_idx}")
+        primaries = [row.task_idx for row in rows if row.group_role == PRIMARY] or [row.task_idx for row in rows]
+        try:
+            waiting = [runs[idx] for idx in primaries if idx in runs]
+            if waiting:
+                await asyncio.wait(waiting)
+                for run in waiting:
+                    run.result()  # a bug in one task's coroutine fails the job (run()'s handler)
+            statuses = {row.task_idx: row.status_enum for row in await self.store.tasks(self.job.id)}
+            succeeded = all(statuses[idx] is S.SUCCEEDED for idx in primaries)
+            auxiliaries = {idx: run for idx, run in runs.items() if idx not in primaries and not run.done()}
+            await asyncio.gather(*(
+                self._stop_auxiliary(idx, run, self.group.delay_for(self.tasks[idx].name or "") if succeeded else 0.0)
+                for idx, run in auxiliaries.items()
+            ))
+            for run in runs.values():
+                if not run.cancelled():
+                    await run
+        finally:
+            for run in runs.values():
+                run.cancel()
+            await asyncio.gather(*runs.values(), return_exceptions=True)
+
+    async def _stop_auxiliary(self, idx: int, run: asyncio.Task[TaskStatus], delay_s: float) -> None:
+        """Every primary task has ended: this auxiliary task goes, after
+        `delay_s` (unless it ends by itself first), and ends CANCELLED."""
+        if delay_s > 0:
+            self._say(f"task {idx}: the primary tasks have ended; stopping it in {_short_duration(delay_s)}")
+            done, _ = await asyncio.wait([run], timeout=delay_s)
+            if done:
+                return
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await self._cancel_tasks([idx], "stopped: the group's primary tasks have ended")
+
+    def _prepare_group_names(self) -> None:
+        """`<task>-<rank>.<group>` for the phases on this machine's nodes."""
+        assert self.group is not None
+        self._group_hosts = self._controller_log.parent / "hosts"
+        write_hosts_file(self._group_hosts, self.group)
+        self._nss_wrapper = find_nss_wrapper()
+        if self._nss_wrapper is None and any(
+            (task.resources.cloud or "local") in THIS_MACHINE_INFRA for task in self.tasks
+        ):
+            self._say("job group names (<task>-<rank>.<group>) resolve on local and sim nodes through nss_wrapper, "
+                      "which this machine lacks (apt install libnss-wrapper); tasks run, but cannot find each "
+                      "other by name")
+
     async def _run_task(self, row: TaskRow, task: Task) -> TaskStatus:
         idx = row.task_idx
         policy = RecoveryPolicy.of(task)
@@ -256,7 +336,7 @@ class JobController:
                 return await self._attempt(row, task, policy)
             except TaskFailed as failure:
                 await self._end_attempt(idx, failure.reason, failure.exit_code)
-                await self._teardown_all(reason=failure.reason)
+                await self._teardown_all(reason=failure.reason, task_idx=idx)
                 current = await self.store.task(self.job.id, idx)
                 reason = failure.reason
                 if failure.exit_codes is not None and not current.status_enum.is_terminal:
@@ -307,7 +387,7 @@ class JobController:
             await self.store.transition_task(
                 self.job.id, idx, S.RECOVERING, message=f"{note}; relaunching", recoveries=current.recoveries + 1,
             )
-        await self._teardown_all(reason=f"{what}: {lost}", machine_lost=True)
+        await self._teardown_all(reason=f"{what}: {lost}", machine_lost=True, task_idx=idx)
         # A machine that keeps vanishing right after its launch is retried with
         # growing pauses instead of in a tight loop; any other loss at once.
         if current.recoveries and lasted < FLAPPING_WINDOW_S:
@@ -328,7 +408,7 @@ class JobController:
 
     async def _end_attempt(self, idx: int, reason: str, exit_code: int | None) -> None:
         current = await self.store.task(self.job.id, idx)
-        closing, self._unclosed_segments = self._unclosed_segments, []
+        closing = self._unclosed_segments.pop(idx, [])
         if current.attempt:
             await self.store.end_attempt(
                 self.job.id, idx, current.attempt, reason=reason, exit_code=exit_code, finish_segments=closing
@@ -375,7 +455,7 @@ class JobController:
             where = f" on node {rank}" if len(codes) > 1 else ""
             raise TaskFailed(S.FAILED, f"job exited with exit code {code}{where}", code, exit_codes=codes,
                              ended_at=outcome.ended_at)
-        closing, self._unclosed_segments = self._unclosed_segments, []
+        closing = self._unclosed_segments.pop(idx, [])
         own_machines = self.job.pool is None  # a pool's worker is released, not torn down
         self.ctx.ends_first.ended()
         ended = await self.store.end_run(RunEndRequest(
@@ -387,12 +467,13 @@ class JobController:
         if ended.ended and own_machines:
             # Like a user's cancel, this cleanup is not cut short by a stop
             # (within the stop's grace): a finished job leaves no machine.
-            self._retiring = True
+            # A job group's other tasks may run on: a cancel must still reach them.
+            self._retiring = self.group is None
             await self.ctx.ends_first.wave_passed()
             for cluster_row in ended.terminating:
                 await self._teardown(cluster_row, reason="task finished")
         else:
-            await self._teardown_all(reason="task finished")
+            await self._teardown_all(reason="task finished", task_idx=idx)
         return S.SUCCEEDED
 
     async def _settle_without_machine(self, row: TaskRow) -> TaskStatus:
@@ -672,6 +753,7 @@ class JobController:
             await self._runner(cluster).while_up("copying files", lambda: sync_task_files(
                 cluster.nodes, task, absolute_mounts=cluster.cloud.absolute_mounts,
                 staging=self._staging(), staging_part=f"task-{idx}" if idx else "",
+                buckets=self._buckets().for_task(idx, cluster.row.cloud, cluster.row.region),
             ))
         except UnsafePathError as exc:
             # The bucket or the spec points outside its target: nothing was written there.
@@ -685,6 +767,10 @@ class JobController:
         if not self.ctx.bucket or self.job.pool is not None or not any(map(has_local_files, self.tasks)):
             return None
         return StagingArea(self.ctx.bucket, self.ctx.paths.install_id, f"job-{self.job.id}")
+
+    def _buckets(self) -> JobBuckets:
+        """The buckets the job's storage mounts name (made, kept or deleted by file_sync)."""
+        return JobBuckets(self.store, self.job.id, self.tasks)
 
     # --------------------------------------------------------------- phases
 
@@ -711,6 +797,13 @@ class JobController:
                  "region": cluster.row.region, "zone": cluster.row.zone}
             ),
         )
+        if self.group is not None:
+            env.update(self.group.env(self.job.id))
+            if cluster.row.cloud in THIS_MACHINE_INFRA and self._group_hosts and self._nss_wrapper:
+                names = resolver_env(self._group_hosts, self._nss_wrapper)
+                if env.get("LD_PRELOAD"):
+                    names["LD_PRELOAD"] = f"{names['LD_PRELOAD']} {env['LD_PRELOAD']}"
+                env.update(names)
         if phase == "setup":
             env.update(
                 SKYPILOT_SETUP_NODE_RANK=str(rank),
@@ -769,7 +862,7 @@ class JobController:
             if phase == "run" and not open_ranks:
                 # The run's last segment closes in the transaction that ends
                 # its attempt (`_unclosed_segments`): one commit per job end.
-                self._unclosed_segments.append(segments[rank].id)
+                self._unclosed_segments.setdefault(idx, []).append(segments[rank].id)
                 return
             await self.store.update_segment(segments[rank].id, finished=True)
 
@@ -799,13 +892,16 @@ class JobController:
         await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATED, end_reason=reason)
         self._say(f"terminated {row.name} ({reason})")
 
-    async def _teardown_all(self, *, reason: str, machine_lost: bool = False) -> None:
+    async def _teardown_all(self, *, reason: str, machine_lost: bool = False, task_idx: int | None = None) -> None:
+        """Tear down the job's machines: those of `task_idx` only, when given
+        (a job group's other tasks run on)."""
         if self.job.pool is not None:
             # The worker stays up for the next job, unless its machine is gone.
             await self._release_worker(lost=machine_lost)
             return
         for row in await self.store.live_clusters(self.job.id):
-            await self._teardown(row, reason=reason)
+            if task_idx is None or row.task_idx == task_idx:
+                await self._teardown(row, reason=reason)
 
     async def _close_nodes(self) -> None:
         for cluster in list(self._clusters.values()):
@@ -819,26 +915,34 @@ class JobController:
     async def _cancel(self) -> None:
         """The user's cancel: stop the job wherever it is, keep its logs, leave nothing up."""
         self._say("cancel requested")
+        await self._cancel_tasks(None, "cancelled by user")
+        self._say("cancelled")
+
+    async def _cancel_tasks(self, only: list[int] | None, why: str) -> None:
+        """Stop tasks (`only` these, else all) wherever they are, keep their
+        logs, leave none of their machines up; they end CANCELLED."""
+        def chosen(task_idx: int | None) -> bool:
+            return only is None or task_idx in only
+
         for row in await self.store.tasks(self.job.id):
             status = row.status_enum
+            if not chosen(row.task_idx):
+                continue
             if status is S.PENDING:
-                await self.store.transition_task(
-                    self.job.id, row.task_idx, S.CANCELLED, message="cancelled by user", expect=S.PENDING
-                )
+                await self.store.transition_task(self.job.id, row.task_idx, S.CANCELLED, message=why, expect=S.PENDING)
             elif not status.is_terminal and status is not S.CANCELLING:
-                await self.store.transition_task(
-                    self.job.id, row.task_idx, S.CANCELLING, message="cancelled by user"
-                )
+                await self.store.transition_task(self.job.id, row.task_idx, S.CANCELLING, message=why)
         try:
             if self.job.pool is not None:
                 await self._stop_on_worker()
             for row in await self.store.live_clusters(self.job.id):
-                await self._stop_and_collect(row)
-                await self._teardown(row, reason="cancelled by user")
+                if chosen(row.task_idx):
+                    await self._stop_and_collect(row)
+                    await self._teardown(row, reason=why)
         except Exception as exc:  # noqa: BLE001 - reported on the job, not raised
             log.exception("job %s: cleanup after cancel failed", self.job.id)
             for row in await self.store.tasks(self.job.id):
-                if row.status_enum is S.CANCELLING:
+                if row.status_enum is S.CANCELLING and chosen(row.task_idx):
                     await self.store.transition_task(
                         self.job.id, row.task_idx, S.FAILED_CONTROLLER,
                         message=f"cleanup failed, resources may have leaked: {exc}",
@@ -846,12 +950,9 @@ class JobController:
                     )
             return
         for row in await self.store.tasks(self.job.id):
-            if row.status_enum is S.CANCELLING:
-                await self.store.end_attempt(self.job.id, row.task_idx, row.attempt, reason="cancelled by user")
-                await self.store.transition_task(
-                    self.job.id, row.task_idx, S.CANCELLED, message="cancelled by user"
-                )
-        self._say("cancelled")
+            if row.status_enum is S.CANCELLING and chosen(row.task_idx):
+                await self.store.end_attempt(self.job.id, row.task_idx, row.attempt, reason=why)
+                await self.store.transition_task(self.job.id, row.task_idx, S.CANCELLED, message=why)
 
     async def _stop_on_worker(self) -> None:
         """A pool job's cancel: stop its phase and keep its output; the worker

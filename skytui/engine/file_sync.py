@@ -16,6 +16,11 @@ bucket's prefix and this install's id (two installs may share a bucket):
 `pool-<name>/v<version>/…`, deleted when the pool goes). Nodes fetch objects from
 signed URLs (clouds/buckets.py). Bucket file_mounts are fetched (COPY) or
 mounted (MOUNT, MOUNT_CACHED) where the node has a mount tool.
+
+A storage mount that names a bucket (`{name: b}`, maybe with local `source:`
+files) gets it from `named_buckets` (made where missing, deleted at the job's
+end when skytui made it and `persistent: false`); from then on it is a bucket
+file_mount like any other.
 """
 
 from __future__ import annotations
@@ -27,15 +32,17 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from skytui.clouds.base import Node, PrecheckError
 from skytui.clouds.buckets import (
     FETCH_REFUSED_EXIT,
+    STORE_SCHEMES,
     Bucket,
     BucketURL,
     SignedObject,
     UnsafeKeyError,
+    bucket_name_problem,
     fetch_command,
     fetch_input,
     open_bucket,
@@ -44,6 +51,9 @@ from skytui.clouds.buckets import (
     resolve_below,
 )
 from skytui.spec import FileMount, Task
+
+if TYPE_CHECKING:
+    from skytui.engine.named_buckets import TaskBuckets
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +85,9 @@ class Transfer:
     target: str  # on the node: relative to the login's home, or absolute
     label: str  # how the user wrote it, for errors: "workdir", "file_mounts['/data']"
     index: int = 0  # among file_mounts, for the staging layout
+    # A bucket skytui provides (a storage mount's `name:`): its URL is known
+    # once the bucket is (source "" until then), and it may well be empty.
+    named: bool = False
 
 
 def node_target(target: str, *, absolute_mounts: bool) -> str:
@@ -102,6 +115,8 @@ def confined_target(transfer: Transfer) -> Transfer:
 
 
 def plan_transfers(task: Task, *, workdir: str, absolute_mounts: bool) -> list[Transfer]:
+    """What to put where. A bucket skytui provides has no URL yet (source ""):
+    sync_task_files fills it in once the bucket is there."""
     transfers: list[Transfer] = []
     if isinstance(task.workdir, str):
         transfers.append(Transfer("workdir", task.workdir, workdir, "workdir"))
@@ -117,14 +132,46 @@ def plan_transfers(task: Task, *, workdir: str, absolute_mounts: bool) -> list[T
 
 
 def _storage_transfer(mount: FileMount, where: str, label: str, index: int) -> Transfer:
-    source = mount.source
-    if not isinstance(source, str) or "://" not in source:
-        raise FileSyncError(
-            f"{label}: creating a bucket from a storage mount (name without a bucket source, or local files) "
-            "is not supported; give `source: s3://bucket/path` (or gs://)"
-        )
     kind: Literal["bucket-copy", "bucket-mount"] = "bucket-copy" if mount.mode == "COPY" else "bucket-mount"
-    return Transfer(kind, source, where, label, index)
+    problem = _mount_problem(mount, label)
+    if problem is not None:
+        raise FileSyncError(problem)
+    if bucket_source_of(mount) is not None:
+        return Transfer(kind, str(mount.source), where, label, index)
+    return Transfer(kind, "", where, label, index, named=True)
+
+
+def bucket_source_of(mount: FileMount) -> str | None:
+    """The URL of an existing bucket the mount names as its source, if it does."""
+    return mount.source if isinstance(mount.source, str) and "://" in mount.source else None
+
+
+def local_sources_of(mount: FileMount) -> list[str]:
+    if mount.source is None:
+        return []
+    return [mount.source] if isinstance(mount.source, str) else list(mount.source)
+
+
+def _mount_problem(mount: FileMount, label: str) -> str | None:
+    """What makes a storage mount impossible to serve, whatever its placement."""
+    if mount.store is not None and mount.store not in STORE_SCHEMES:
+        return (f"{label}: store {mount.store!r} is valid in SkyPilot, but skytui cannot serve it "
+                f"(it serves {', '.join(STORE_SCHEMES)}); use one of those, or an existing bucket as "
+                "`source: s3://bucket/path` (or gs://)")
+    if bucket_source_of(mount) is not None:
+        return None
+    sources = local_sources_of(mount)
+    urls = [source for source in sources if "://" in source]
+    if urls:
+        return f"{label}: a list of sources may hold only local paths, not {urls[0]!r}"
+    if mount.name is None:
+        return (f"{label}: local files ({sources[0]}) need a bucket to go to: give its `name:` "
+                "(skytui creates it if it does not exist)")
+    if mount.store is not None:
+        named = bucket_name_problem(mount.name, mount.store)
+        if named is not None:
+            return f"{label}: {named}"
+    return None
 
 
 def unsupported_transfer(task: Task) -> str | None:
@@ -136,7 +183,7 @@ def unsupported_transfer(task: Task) -> str | None:
     except FileSyncError as exc:
         return str(exc)
     for transfer in transfers:
-        if transfer.kind.startswith("bucket"):
+        if transfer.kind.startswith("bucket") and not transfer.named:
             try:
                 BucketURL.parse(transfer.source)
             except ValueError as exc:
@@ -239,6 +286,8 @@ async def _run(node: Node, command: str, what: str, *, input: str | None = None,
 async def _fetch(node: Node, target: str, objects: list[SignedObject], label: str) -> None:
     is_dir = not (len(objects) == 1 and objects[0].relative == "")
     await _run(node, _prepare_command(target, is_dir=is_dir), f"{label}: preparing {target}")
+    if not objects:
+        return  # an empty bucket: its directory is all there is to make
     status, _, err = await node.run(fetch_command(target), timeout=3600.0, input=fetch_input(objects))
     if status == FETCH_REFUSED_EXIT:
         # The node saw a path leave the target (a symlink there, say) and fetched nothing.
@@ -253,6 +302,8 @@ async def _bucket_objects(transfer: Transfer) -> list[SignedObject]:
     url = BucketURL.parse(transfer.source)
     bucket = open_bucket(url)
     names = await bucket.list(url)
+    if not names and transfer.named:
+        return []  # a bucket made for the task, with nothing in it yet: an empty directory
     if not names:
         raise FileSyncError(f"{transfer.label}: {url} is empty or does not exist")
     try:
@@ -283,17 +334,18 @@ def _mount_command(transfer: Transfer) -> str:
 
 async def sync_task_files(
     nodes: Sequence[Node], task: Task, *, absolute_mounts: bool,
-    staging: StagingArea | None, staging_part: str = "",
+    staging: StagingArea | None, staging_part: str = "", buckets: TaskBuckets | None = None,
 ) -> None:
     """Put the task's files on every node (through `staging`, under
-    `staging_part`, when set). FileSyncError: cannot be done as asked
-    (UnsafePathError: a key or a destination would land outside its target,
-    and nothing was written); NodeError: a node could not be reached (the
-    caller decides)."""
+    `staging_part`, when set; the buckets its storage mounts name made by
+    `buckets`). FileSyncError: cannot be done as asked (UnsafePathError: a
+    key or a destination would land outside its target, and nothing was
+    written); NodeError: a node could not be reached (the caller decides)."""
     if not nodes:
         return
     workdir = nodes[0].info.path(WORKDIR)
     transfers = [confined_target(t) for t in plan_transfers(task, workdir=workdir, absolute_mounts=absolute_mounts)]
+    transfers = await _with_buckets(transfers, task, buckets)
     local = [t for t in transfers if t.kind in ("workdir", "local")]
     for transfer in local:
         if not Path(transfer.source).expanduser().exists() and staging is None:
@@ -336,6 +388,23 @@ async def sync_task_files(
                 await _run(node, _mount_command(transfer), f"mount {transfer.label}", timeout=120)
 
     await asyncio.gather(*(sync_node(node) for node in nodes))
+
+
+async def _with_buckets(transfers: list[Transfer], task: Task, buckets: TaskBuckets | None) -> list[Transfer]:
+    """The transfers, each bucket skytui provides made (destinations are
+    checked first: a refused task creates nothing) and its URL filled in."""
+    named = [t for t in transfers if t.named]
+    if not named:
+        return transfers
+    if buckets is None:
+        raise FileSyncError(f"{named[0].label}: a bucket skytui creates (a storage mount with `name:` and no "
+                            "bucket source) is not supported here (a pool's workers); give an existing bucket "
+                            "as `source: s3://bucket/path` (or gs://)")
+    try:
+        urls = await buckets.provide(task)
+    except PrecheckError as exc:
+        raise FileSyncError(str(exc)) from exc
+    return [dataclasses.replace(t, source=str(urls[t.label])) if t.named else t for t in transfers]
 
 
 def has_local_files(task: Task) -> bool:

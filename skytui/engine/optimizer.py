@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from skytui.clouds.base import Cloud, InstanceOffer
 from skytui.engine.file_sync import unsupported_transfer
+from skytui.engine.named_buckets import unplaceable_storage
 from skytui.spec import Resources, Task
 
 
@@ -77,10 +78,15 @@ def plan_task(task: Task, clouds: Mapping[str, Cloud]) -> Plan:
         raise InfeasibleError(f"task {task.name!r}: {storage_problem}")
     candidates, ordered = task.resources.candidates()
     per_candidate: list[list[InstanceOffer]] = []
+    over_cap = 0
     for candidate in candidates:
         offers: list[InstanceOffer] = []
         for cloud in clouds.values():
             offers.extend(cloud.offers(candidate))
+        cap = candidate.max_hourly_cost  # per machine, as SkyPilot's
+        if cap is not None:
+            over_cap += sum(offer.price_per_hour > cap for offer in offers)
+            offers = [offer for offer in offers if offer.price_per_hour <= cap]
         per_candidate.append(sorted(offers, key=_rank))
     if ordered:
         ranked = [offer for offers in per_candidate for offer in offers]
@@ -93,10 +99,15 @@ def plan_task(task: Task, clouds: Mapping[str, Cloud]) -> Plan:
     if not unique:
         asked = "; or ".join(_describe(c) for c in candidates)
         offered = "; ".join(f"{name}: {cloud.describe()}" for name, cloud in clouds.items()) or "no infra is enabled"
+        if over_cap:
+            asked += f" at max_hourly_cost or less ({over_cap} offer(s) cost more)"
         raise InfeasibleError(
             f"task {task.name!r}: nothing fits {asked}. What the infra offers: {offered}. "
             "Lower the request, or name an infra that has it (e.g. --infra sim), or enable more (`skytui check`)."
         )
+    storage_problem = unplaceable_storage(task, unique[0].cloud)  # buckets it names go on the chosen cloud's store
+    if storage_problem is not None:
+        raise InfeasibleError(f"task {task.name!r}: {storage_problem}")
     return Plan(offers=unique, num_nodes=task.num_nodes)
 
 

@@ -29,6 +29,7 @@ from skytui.clouds.sim import SimCloud
 from skytui.config import Paths, load_config
 from skytui.engine.context import EngineContext
 from skytui.engine.controller import JobController, load_tasks
+from skytui.engine.job_group import JobGroup
 from skytui.engine.pools import PoolManager
 from skytui.engine.scheduler import Scheduler
 from skytui.engine.status import IN_PROGRESS, TaskStatus
@@ -295,7 +296,7 @@ class Reconciler:
                         message=f"unreadable job spec: {exc}", failure_reason=f"unreadable job spec: {exc}",
                     )
             return
-        controller = JobController(self.ctx, job, tasks)
+        controller = JobController(self.ctx, job, tasks, JobGroup.of(spec))
         self.active[job.id] = controller
         task = controller.start()
         self._tasks[job.id] = task

@@ -99,3 +99,37 @@ def job_status(task_statuses: list[TaskStatus]) -> TaskStatus:
         if status is not TaskStatus.SUCCEEDED:
             return status
     return TaskStatus.SUCCEEDED
+
+
+# A task's part in a job group (tasks.group_role); None for a single task or
+# a pipeline's.
+PRIMARY, AUXILIARY = "primary", "auxiliary"
+
+
+def derived_job_status(statuses: list[TaskStatus], roles: list[str | None]) -> TaskStatus:
+    """The job's status from its tasks' (in task order).
+
+    A pipeline (no roles) reads as its current task; once every task has
+    ended, as its failing task if one failed (not the CANCELLED tail).
+
+    A job group follows its primary tasks, as SkyPilot's does: the first of
+    them not SUCCEEDED, and once all have ended the first failure among them;
+    auxiliary tasks stopped for the primaries' end (CANCELLED) do not make
+    the group fail. Until every task of the group has ended it stays in
+    progress (the auxiliaries still being stopped), so a controller restart
+    finds it and finishes the job: its machines are never forgotten."""
+    finished = all(s in TERMINAL for s in statuses)
+    if not any(roles):
+        status = job_status(statuses)
+        if finished:
+            failures = [s for s in statuses if s.is_failure]
+            status = failures[0] if failures else status
+        return status
+    primaries = [s for s, role in zip(statuses, roles) if role == PRIMARY] or statuses
+    status = job_status(primaries)
+    if finished:
+        failures = [s for s in primaries if s.is_failure]
+        return failures[0] if failures else status
+    if status in TERMINAL:
+        return next(s for s in statuses if s not in TERMINAL)
+    return status

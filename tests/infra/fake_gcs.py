@@ -5,7 +5,9 @@ GETs (what a node's fetch script sends). Objects live in memory.
 What it speaks (google-cloud-storage 3.x with STORAGE_EMULATOR_HOST pointing here):
 
     POST   /token                                        JWT-bearer grant -> access token
+    POST   /storage/v1/b?project=P                       create a bucket (409 when the name is held)
     GET    /storage/v1/b/{bucket}                        bucket
+    DELETE /storage/v1/b/{bucket}                        delete an empty bucket (409 when it is not)
     GET    /storage/v1/b/{bucket}/o?prefix=&maxResults=&pageToken=   list, paginated
     GET    /storage/v1/b/{bucket}/o/{object}             metadata (alt=media: the bytes)
     DELETE /storage/v1/b/{bucket}/o/{object}
@@ -31,6 +33,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import secrets
 import threading
 import time
@@ -48,6 +51,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 PROJECT = "skytui-test"
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 
@@ -100,6 +104,7 @@ class FakeGCS:
         self.calls: list[str] = []  # "POST upload/multipart", "GET list", "GET signed", …
         self.escapes: list[str] = []  # proxy requests: something tried to leave 127.0.0.1
         self.refused_signed: list[str] = []  # why signed GETs were refused
+        self.created_buckets: list[tuple[str, str | None]] = []  # (name, location) of each bucket created through the API
         self._tokens: set[str] = set()
         self._keys: dict[str, rsa.RSAPublicKey] = {}  # service account email -> public key
         self._uploads: dict[str, _Resumable] = {}
@@ -133,6 +138,7 @@ class FakeGCS:
             self.calls.clear()
             self.escapes.clear()
             self.refused_signed.clear()
+            self.created_buckets.clear()
             self._uploads.clear()
             self.page_size = 1000
 
@@ -416,10 +422,19 @@ def _handler(fake: FakeGCS) -> type[BaseHTTPRequestHandler]:
             download = parts[:1] == ["download"]
             if download:
                 parts = parts[1:]
+            if parts == ["storage", "v1", "b"] and method == "POST":
+                self._insert_bucket(query, body)
+                return
             if parts[:3] != ["storage", "v1", "b"] or len(parts) < 4:
                 raise GCSError(404, "notFound", f"no route {method} {raw_path}")
             bucket = urllib.parse.unquote(parts[3])
-            if len(parts) == 4 and method == "GET":
+            if len(parts) == 4 and method == "DELETE":
+                if fake._bucket(bucket):
+                    raise GCSError(409, "conflict", "The bucket you tried to delete is not empty.")
+                del fake.buckets[bucket]
+                fake.calls.append("DELETE bucket")
+                self._send(204)
+            elif len(parts) == 4 and method == "GET":
                 fake._bucket(bucket)
                 fake.calls.append("GET bucket")
                 self._json(200, {"kind": "storage#bucket", "id": bucket, "name": bucket, "location": "US",
@@ -444,6 +459,23 @@ def _handler(fake: FakeGCS) -> type[BaseHTTPRequestHandler]:
                     raise GCSError(405, "methodNotAllowed", f"{method} on an object")
             else:
                 raise GCSError(404, "notFound", f"no route {method} {raw_path}")
+
+        def _insert_bucket(self, query: dict[str, str], body: bytes) -> None:
+            meta = json.loads(body or b"{}")
+            name = str(meta.get("name", ""))
+            if not query.get("project"):
+                raise GCSError(400, "required", "Required parameter: project")
+            if not _BUCKET_NAME.match(name):
+                raise GCSError(400, "invalid", "Invalid bucket name: " + repr(name))
+            if name in fake.buckets:
+                raise GCSError(409, "conflict", "Your previous request to create the named bucket succeeded "
+                                                "and you already own it.")
+            fake.buckets[name] = {}
+            fake.created_buckets.append((name, meta.get("location")))
+            fake.calls.append("POST bucket")
+            self._json(200, {"kind": "storage#bucket", "id": name, "name": name,
+                             "location": str(meta.get("location") or "US").upper(), "storageClass": "STANDARD",
+                             "metageneration": "1", "projectNumber": "123456"})
 
         def _upload(self, method: str, bucket: str, query: dict[str, str], body: bytes) -> None:
             kind = query.get("uploadType", "")
