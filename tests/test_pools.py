@@ -213,7 +213,6 @@ def test_a_worker_whose_cheapest_place_is_stocked_out_lands_on_the_next(fast_env
 @pytest.mark.parametrize(
     ("text", "field"),
     [
-        ("resources: {cpus: 1+}\nrun: echo\npool: {workers: 1}\n", "run"),
         ("pool: {min_workers: 3, max_workers: 2}\n", "pool.min_workers"),
         ("resources:\n  ordered:\n    - cpus: 1+\npool: {workers: 1}\n", "resources.ordered"),
         ("resources:\n  job_recovery: FAILOVER\npool: {workers: 1}\n", "resources.job_recovery"),
@@ -225,6 +224,18 @@ def test_invalid_pool_specs_are_refused_with_exit_2(env: Env, text: str, field: 
     result = env.cli("jobs", "pool", "apply", "-y", "-p", "p", str(env.write("bad.yaml", text)))
     assert result.code == 2 and f": {field}:" in result.stderr
     assert not (env.home / "state.db").exists() or not status(env)
+
+
+def test_a_pool_yaml_with_run_is_applied_and_its_run_ignored(env: Env) -> None:
+    """As in SkyPilot: each job brings its own run; the pool's would never run."""
+    path = env.write("pool-run.yaml", f"resources: {{infra: local}}\nsetup: echo set up\n"
+                                      f"run: touch {env.tmp}/pool-run-ran\npool: {{workers: 1}}\n")
+    result = env.cli("jobs", "pool", "apply", "-y", "-p", "p", str(path), check=True)
+    assert f"{path}:3: run: ignored in a pool YAML" in result.stderr
+    wait_ready(env, 1)
+    assert not (env.tmp / "pool-run-ran").exists()
+    env.cli("jobs", "pool", "down", "p", "-y", check=True)
+    wait_for(lambda: not status(env), 30, 0.2, "the pool to be gone")
 
 
 def test_pool_yaml_as_a_job_and_unknown_pool_are_refused(env: Env) -> None:

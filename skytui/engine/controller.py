@@ -280,7 +280,8 @@ class JobController:
                 await self._cancel_tasks([row.task_idx], row.status_reason or "stopped")
                 continue
             if not row.status_enum.is_terminal:
-                runs[row.task_idx] = asyncio.create_task(self._run_task(row, task), name=f"job-{self.job.id}-{row.task_idx}")
+                name = f"job-{self.job.id}-task-{row.task_idx}"
+                runs[row.task_idx] = asyncio.create_task(self._run_task(row, task), name=name)
         primaries = [row.task_idx for row in rows if row.group_role == PRIMARY] or [row.task_idx for row in rows]
         try:
             waiting = [runs[idx] for idx in primaries if idx in runs]
@@ -291,10 +292,8 @@ class JobController:
             statuses = {row.task_idx: row.status_enum for row in await self.store.tasks(self.job.id)}
             succeeded = all(statuses[idx] is S.SUCCEEDED for idx in primaries)
             auxiliaries = {idx: run for idx, run in runs.items() if idx not in primaries and not run.done()}
-            await asyncio.gather(*(
-                self._stop_auxiliary(idx, run, self.group.delay_for(self.tasks[idx].name or "") if succeeded else 0.0)
-                for idx, run in auxiliaries.items()
-            ))
+            delays = {idx: self.group.delay_for(self.tasks[idx].name or "") if succeeded else 0.0 for idx in auxiliaries}
+            await asyncio.gather(*(self._stop_auxiliary(idx, run, delays[idx]) for idx, run in auxiliaries.items()))
             for run in runs.values():
                 if not run.cancelled():
                     await run
