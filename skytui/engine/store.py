@@ -644,6 +644,12 @@ class Store:
         if self._wal_scrubber is not None:
             self._wal_scrubber.close()
         if self._controller_lock is not None:
+            # Unlocked before the connection goes: a closed socket frees the
+            # lock only once its server process has ended, which another
+            # controller (or this one, restarting) could otherwise race.
+            with contextlib.suppress(Exception):
+                self._controller_lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": CONTROLLER_LOCK_KEY})
+                self._controller_lock.commit()
             self._controller_lock.close()
             self._controller_lock = None
         self._writer.dispose()
