@@ -213,6 +213,38 @@ def test_a_controller_killed_after_creating_still_deletes_the_bucket_at_the_end(
     wait_for(lambda: BUCKET not in buckets(), 30, what="the restarted controller to delete the bucket")
 
 
+def test_a_controller_that_died_between_the_end_and_the_deletion_deletes_at_its_next_start(
+    env: Env, moto: Any
+) -> None:
+    """The job ended (recorded) and the controller died before deleting the
+    bucket: the next controller's start finds it in the job's events."""
+    from skytui.config import Paths
+    from skytui.engine.status import TaskStatus
+    from skytui.engine.store import Store
+
+    env.config(FAST_CONFIG)
+    gate = env.tmp / "gate"
+    job = env.launch(env.write("job.yaml", (
+        f"name: crash\nfile_mounts:\n  ~/data: {{name: {BUCKET}, store: s3, persistent: false, mode: COPY}}\n"
+        f"run: echo started; while [ ! -e {gate} ]; do sleep 0.1; done\n"
+    )))
+    wait_for(lambda: b"started" in env.log(job), 60, what="the run to start")
+    pid = env.controller_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: "not running" in env.cli("controller", "status").stdout, 10, what="the controller to be gone")
+    store = Store(Paths(env.home).db_url)
+    try:  # what the controller had recorded when it died: the job's end
+        store.transition_task(job, 0, TaskStatus.FAILED, exit_code=1, failure_reason="ended as the controller died")
+    finally:
+        store.close()
+    assert BUCKET in buckets()
+    env.cli("controller", "start", check=True)
+    wait_for(lambda: BUCKET not in buckets(), 30, what="the next controller to delete the bucket")
+    assert "bucket-delete" in bucket_events(env, job)
+    gate.touch()
+
+
 # ---------------------------------------------------------- refused at launch
 
 

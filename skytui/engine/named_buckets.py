@@ -92,7 +92,7 @@ def _store_of(mount: NamedMount, cloud: str) -> str:
 # with the bucket's URL). "bucket-create" is written before the create call:
 # a controller killed right after creating still finds the bucket its own.
 _USED = "bucket-use"  # an existing bucket: never deleted by skytui
-_CREATING = "bucket-create"
+BUCKET_CREATING = "bucket-create"  # written before the create call
 _NOT_CREATED = "bucket-not-created"  # the create call said no: not ours after all
 _UPLOADED = "bucket-upload"  # a task's local sources are in it (once per job and task)
 _DELETED = "bucket-delete"
@@ -112,9 +112,9 @@ class BucketHistory:
             url = BucketURL.parse(message.split(" ", 1)[0])
         except ValueError:
             return
-        if kind in (_USED, _CREATING) and url not in self.known:
+        if kind in (_USED, BUCKET_CREATING) and url not in self.known:
             self.known.append(url)
-        if kind == _CREATING:
+        if kind == BUCKET_CREATING:
             self.ours[str(url)] = url
         elif kind in (_NOT_CREATED, _DELETED):
             self.ours.pop(str(url), None)
@@ -229,7 +229,7 @@ class TaskBuckets:
                                                       "(skytui never deletes a bucket it did not create)")
             return
         fate = "kept after the job" if mount.persistent else "deleted when the job ends (persistent: false)"
-        await self.job.note(self.task_idx, _CREATING, f"{url} for {mount.label}: creating the bucket; {fate}")
+        await self.job.note(self.task_idx, BUCKET_CREATING, f"{url} for {mount.label}: creating the bucket; {fate}")
         try:
             created = await bucket.create(self._region_for(url))
         except PrecheckError:

@@ -30,6 +30,7 @@ from skytui.config import Paths, load_config
 from skytui.engine.context import EngineContext
 from skytui.engine.controller import JobController, load_tasks
 from skytui.engine.job_group import JobGroup
+from skytui.engine.named_buckets import BUCKET_CREATING, JobBuckets
 from skytui.engine.pools import PoolManager
 from skytui.engine.scheduler import Scheduler
 from skytui.engine.status import IN_PROGRESS, TaskStatus
@@ -178,6 +179,7 @@ class Reconciler:
         signal.signal(signal.SIGINT, self._on_stop_signal)
         await self._supervise_node_host()
         await self.sweep_leaks()
+        await self.release_leftover_buckets()
         pools = asyncio.create_task(self.pools.run(self._stopping), name="pools")
         self._last_sweep = self._last_node_check = time.monotonic()
         while not self._stopping.is_set():
@@ -365,6 +367,17 @@ class Reconciler:
                         await self.clouds[cloud_name].terminate(name, None)
                     except Exception:  # noqa: BLE001 - one unreachable infra must not stop the sweep
                         log.exception("could not terminate %s on %s; the next sweep retries", name, cloud_name)
+
+    async def release_leftover_buckets(self) -> None:
+        """Delete the buckets finished jobs made and may not keep, where a
+        controller died between a job's end and their deletion: the job's
+        events say which (JobBuckets.release does nothing twice)."""
+        for job_id in await self.store.ended_jobs_with_event(BUCKET_CREATING):
+            try:
+                spec, _secrets = await self.store.job_spec(job_id)
+                await JobBuckets(self.store, job_id, load_tasks(spec, {})).release()
+            except Exception:  # noqa: BLE001 - one unreadable job must not stop the others
+                log.exception("job %s: could not release its buckets", job_id)
 
     async def shutdown(self, pools: asyncio.Task[None] | None = None) -> None:
         """Stop every coroutine and exit within about `SHUTDOWN_GRACE_S` +

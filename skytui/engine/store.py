@@ -1444,6 +1444,17 @@ class Store:
         with self._read() as conn:
             return [_record(EventRow, r) for r in conn.execute(query).all()]
 
+    def ended_jobs_with_event(self, kind: str) -> list[int]:
+        """Finished jobs that ever recorded an event of `kind`, ascending."""
+        query = (
+            select(events_table.c.job_id).distinct()
+            .join(jobs_table, jobs_table.c.id == events_table.c.job_id)
+            .where(events_table.c.kind == kind, jobs_table.c.status.in_(TERMINAL_NAMES))
+            .order_by(events_table.c.job_id)
+        )
+        with self._read() as conn:
+            return [int(job_id) for job_id in conn.execute(query).scalars()]
+
     def last_event_id(self) -> int:
         with self._read() as conn:
             return int(conn.execute(select(func.coalesce(func.max(events_table.c.id), 0))).scalar_one())
