@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import socket
 import textwrap
+from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Env, events, wait_for
@@ -175,3 +177,52 @@ def test_a_group_is_not_launched_into_a_pool(env: Env) -> None:
     result = env.cli("jobs", "launch", "-y", "-d", "-p", "somepool", str(path))
     assert result.code == 2
     assert json.loads(env.cli("jobs", "queue", "-a", "--json", check=True).stdout) == {"jobs": []}
+
+
+def test_names_reach_a_task_on_an_ssh_host(env: Env, ssh_user: Any, tmp_path: Path) -> None:
+    """A group across infra: the server on an ssh host, the client on this
+    machine. The host is given the group's names (through its own hosts file
+    and nss_wrapper: the host here is this machine), and this machine's file
+    learns the host's address once its task is up."""
+    port = free_port()
+    host = (f"{{name: box1, host: 127.0.0.1, port: {ssh_user.port}, user: {ssh_user.name}, "
+            f"identity_file: {ssh_user.identity_file}}}")
+    env.config(f"infra:\n  ssh:\n    known_hosts_file: {tmp_path / 'known_hosts'}\n    hosts:\n      - {host}\n")
+    path = env.write("group.yaml", textwrap.dedent(f"""\
+        name: across
+        execution: parallel
+        primary_tasks: [client]
+        ---
+        name: server
+        resources: {{infra: ssh}}
+        run: |
+          python3 -u -c "
+          import socket
+          print('I am', socket.gethostbyname('server-0.across'), flush=True)
+          server = socket.create_server(('127.0.0.1', {port}))
+          while True:
+              connection, _ = server.accept()
+              connection.sendall(b'hello across')
+              connection.close()
+          "
+        ---
+        name: client
+        resources: {{infra: local}}
+        run: |
+          python3 -u -c "
+          import socket, time
+          for _ in range(600):
+              try:
+                  connection = socket.create_connection(('server-0.across', {port}), timeout=1)
+                  break
+              except OSError:
+                  time.sleep(0.1)
+          print('reply:', connection.recv(100).decode())
+          "
+        """))
+    job = env.launch(path)
+    final = env.wait_status(job, "SUCCEEDED", "FAILED", "CANCELLED", timeout=120)
+    assert final["status"] == "SUCCEEDED", env.log(job, 1).decode() + str(events(env, job))
+    assert "reply: hello across" in env.log(job, 1).decode()
+    assert "I am 127.0.0.1" in env.log(job, 0).decode()  # the host resolves its own name too
+    assert tasks_of(env, job)["server"]["status"] == "CANCELLED"
