@@ -146,6 +146,25 @@ async def test_pipeline_rows_and_tree(env: Env) -> None:
         assert str(job_id) in str(app.screen.query_one("#job-title").render())
 
 
+async def test_a_job_group_is_marked_parallel_in_the_queue_and_the_tree(env: Env) -> None:
+    job_id = submit(env, "name: duo\nexecution: parallel\nprimary_tasks: [main]\n---\nname: main\nrun: sleep 1\n"
+                "---\nname: side\nrun: sleep 600\n")
+    app = SkyTUI(poll_interval=0.1)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(JobTable)
+        await until(pilot, lambda: "CANCELLED" in visible_text(table), 60, "the side task stopped with the primary")
+        text = visible_text(table)
+        assert "duo (parallel)" in text and "main [P]" in text, text
+        assert status_of(job_id) == "SUCCEEDED"  # the group follows its primary
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, JobScreen), 5, "the job view")
+        tree = app.screen.query_one(Tree)
+        await until(pilot, lambda: len(tree.root.children) == 2, 10, "two tasks in the tree")
+        labels = [str(node.label) for node in tree.root.children]
+        assert labels[0].startswith("∥ 0 main [P] SUCCEEDED") and labels[1].startswith("∥ 1 side CANCELLED")
+        assert tree.border_title == "Tasks (parallel) and attempts"
+
+
 async def test_quitting_leaves_jobs_running(env: Env) -> None:
     job_id = submit(env, "name: survivor\nrun: sleep 300\n")
     app = SkyTUI(poll_interval=0.1)
