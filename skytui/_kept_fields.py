@@ -106,6 +106,43 @@ def _managed_secrets(value: Any) -> str | None:
     return None
 
 
+# SkyPilot's service schema (schemas.get_service_schema, 0.14), to the depth a
+# misspelt or outdated section is caught: its keys, and those of the mappings
+# inside it that refuse unknown keys.
+_SERVICE_KEYS = frozenset({"readiness_probe", "load_balancer", "pool", "replica_policy", "ports", "replicas",
+                           "workers", "load_balancing_policy", "tls"})
+_PROBE_KEYS = frozenset({"path", "initial_delay_seconds", "timeout_seconds", "endpoint_probe_interval_seconds",
+                         "consecutive_failure_threshold_timeout", "post_data", "headers"})
+_REPLICA_POLICY_KEYS = frozenset({"min_replicas", "max_replicas", "num_overprovision", "target_qps_per_replica",
+                                  "dynamic_ondemand_fallback", "base_ondemand_fallback_replicas", "spot_placer",
+                                  "upscale_delay_seconds", "downscale_delay_seconds"})
+
+
+def _unknown(value: dict[Any, Any], known: frozenset[str], where: str = "") -> str | None:
+    extra = sorted(str(key) for key in value if key not in known)
+    if not extra:
+        return None
+    return f"{where + ': ' if where else ''}unknown field {extra[0]!r} (expected {', '.join(sorted(known))})"
+
+
+def _service(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "must be a mapping"
+    problem = _unknown(value, _SERVICE_KEYS)
+    probe, policy, tls = value.get("readiness_probe"), value.get("replica_policy"), value.get("tls")
+    if problem is None and probe is not None and not isinstance(probe, str):
+        if not isinstance(probe, dict) or "path" not in probe:
+            return "readiness_probe must be a path, or a mapping with a path"
+        problem = _unknown(probe, _PROBE_KEYS, "readiness_probe")
+    if problem is None and policy is not None:
+        if not isinstance(policy, dict) or "min_replicas" not in policy:
+            return "replica_policy must be a mapping with min_replicas"
+        problem = _unknown(policy, _REPLICA_POLICY_KEYS, "replica_policy")
+    if problem is None and tls is not None and (not isinstance(tls, dict) or set(tls) != {"keyfile", "certfile"}):
+        return "tls must be a mapping of keyfile and certfile"
+    return problem
+
+
 def _docker_login(value: Any) -> str | None:
     fields = ("username", "password", "server")
     if not isinstance(value, dict) or set(value) != set(fields) or not all(isinstance(value[f], str) for f in fields):
@@ -126,7 +163,7 @@ _NO_API_SERVER = "skytui has no API server"
 _NO_VOLUMES = "skytui does not provide SkyPilot volumes; use file_mounts"
 
 TASK_FIELDS: dict[str, KeptField] = {
-    "service": KeptField(_mapping, _SERVING),
+    "service": KeptField(_service, _SERVING),
     "event_callback": KeptField(_string, "skytui reports events itself (see `jobs logs --controller`)"),
     "inputs": KeptField(_one_number, "SkyPilot's experimental data-size hint; the optimizer here ignores it"),
     "outputs": KeptField(_one_number, "SkyPilot's experimental data-size hint; the optimizer here ignores it"),

@@ -133,6 +133,11 @@ def test_skypilot_fields_skytui_does_not_act_on_load_with_one_warning_each(tmp_p
         ("resources:\n  ephemeral_storage: 1.5TB\nrun: x\n", "resources.ephemeral_storage", 2),
         ("managed_secrets: [{A: {path: /x}}]\nrun: x\n", "managed_secrets", 1),
         ("servce: {}\nrun: x\n", "servce", 1),
+        ("service:\n  port: 8000\n  readiness_probe: /\nrun: x\n", "service", 1),
+        ("service:\n  readiness_probe: /\n  replica_policy: {min_replicas: 1, init_replicas: 2}\nrun: x\n",
+         "service", 1),
+        ("service:\n  readiness_probe: {initial_delay_seconds: 5}\nrun: x\n", "service", 1),
+        ("service:\n  readiness_probe: /\n  tls: {key: k}\nrun: x\n", "service", 1),
     ],
 )
 def test_what_skypilot_refuses_in_those_fields_is_refused(tmp_path: Path, text: str, field: str, line: int) -> None:
