@@ -4,7 +4,7 @@ SkyPilot's MEMORY_SIZE_PATTERN: digits, then optionally one of KB/KI/MB/MI/
 GB/GI/TB/TI/PB/PI in lower case, upper case or capitalised (`Gb`); binary
 units throughout (1 GB = 1024 MB). A bare number is gigabytes.
 
-Private to `spec`: imports nothing from skytui.
+Private to `spec` (which also takes its unit table): imports nothing from skytui.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_UNIT_GB = {"k": 1 / 1024**2, "m": 1 / 1024, "g": 1.0, "t": 1024.0, "p": 1024.0**2}
+UNIT_GB = {"k": 1 / 1024**2, "m": 1 / 1024, "g": 1.0, "t": 1024.0, "p": 1024.0**2}
 _SIZE = re.compile(r"^([0-9]+)(?:([kmgtp])([bi]))?$")
 _SPELLINGS = re.compile(r"^[0-9]+(?:[kmgtp][bi]|[KMGTP][BI]|[KMGTP][bi])?$")
 
@@ -28,4 +28,4 @@ def parse_size_gb(value: Any) -> float | None:
     match = _SIZE.match(value.lower())
     assert match is not None  # _SPELLINGS is stricter
     number, unit = int(match.group(1)), match.group(2)
-    return number * _UNIT_GB[unit] if unit else float(number)
+    return number * UNIT_GB[unit] if unit else float(number)

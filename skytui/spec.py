@@ -44,7 +44,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from skytui._kept_fields import RESOURCES_FIELDS, STORAGE_FIELDS, TASK_FIELDS, KeptField
-from skytui._sizes import parse_size_gb
+from skytui._sizes import UNIT_GB, parse_size_gb
 from skytui._yaml_lines import (
     MAX_BYTES,
     YamlDocument,
@@ -102,7 +102,6 @@ _VAR_RULE = "letters, digits and _, not starting with a digit"
 _NUMBER = r"\d+(?:\.\d+)?"
 _CPUS = re.compile(rf"^({_NUMBER})\s*(\+?)$")
 _MEMORY = re.compile(rf"^({_NUMBER})\s*([kmgt]i?b?)?\s*([+x]?)$", re.IGNORECASE)
-_MEMORY_UNIT_GB = {"k": 1 / 1024**2, "m": 1 / 1024, "g": 1.0, "t": 1024.0}
 _GPU_MEMORY = re.compile(rf"^({_NUMBER})\s*GB\+$", re.IGNORECASE)
 _ACCELERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _PORT_RANGE = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
@@ -309,7 +308,7 @@ def _memory_parts(memory: str) -> tuple[float, str]:
         raise ValueError(f"invalid memory {memory!r}")
     size = float(match.group(1))
     unit = (match.group(2) or "g")[0].lower()
-    return size * _MEMORY_UNIT_GB[unit], match.group(3)
+    return size * UNIT_GB[unit], match.group(3)
 
 
 def _parse_count(text: str, whole: str) -> float:

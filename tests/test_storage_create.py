@@ -194,7 +194,9 @@ def test_a_job_that_ends_otherwise_deletes_its_bucket_too(env: Env, moto: Any, e
     wait_for(lambda: BUCKET not in buckets(), 30, what="the bucket to be deleted at the end")
 
 
-def test_a_controller_killed_after_creating_still_deletes_the_bucket_at_the_end(env: Env, moto: Any) -> None:
+def running_with_a_made_bucket_and_no_controller(env: Env) -> tuple[int, Path]:
+    """A job that made its bucket (persistent: false) and runs until its gate
+    file appears, its controller killed with SIGKILL: (job id, gate)."""
     env.config(FAST_CONFIG)
     gate = env.tmp / "gate"
     job = env.launch(env.write("job.yaml", (
@@ -206,6 +208,11 @@ def test_a_controller_killed_after_creating_still_deletes_the_bucket_at_the_end(
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: "not running" in env.cli("controller", "status").stdout, 10, what="the controller to be gone")
+    return job, gate
+
+
+def test_a_controller_killed_after_creating_still_deletes_the_bucket_at_the_end(env: Env, moto: Any) -> None:
+    job, gate = running_with_a_made_bucket_and_no_controller(env)
     assert BUCKET in buckets()  # nothing deletes it while the job is alive
     env.cli("controller", "start", check=True)
     gate.touch()
@@ -222,17 +229,7 @@ def test_a_controller_that_died_between_the_end_and_the_deletion_deletes_at_its_
     from skytui.engine.status import TaskStatus
     from skytui.engine.store import Store
 
-    env.config(FAST_CONFIG)
-    gate = env.tmp / "gate"
-    job = env.launch(env.write("job.yaml", (
-        f"name: crash\nfile_mounts:\n  ~/data: {{name: {BUCKET}, store: s3, persistent: false, mode: COPY}}\n"
-        f"run: echo started; while [ ! -e {gate} ]; do sleep 0.1; done\n"
-    )))
-    wait_for(lambda: b"started" in env.log(job), 60, what="the run to start")
-    pid = env.controller_pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: "not running" in env.cli("controller", "status").stdout, 10, what="the controller to be gone")
+    job, gate = running_with_a_made_bucket_and_no_controller(env)
     store = Store(Paths(env.home).db_url)
     try:  # what the controller had recorded when it died: the job's end
         store.transition_task(job, 0, TaskStatus.FAILED, exit_code=1, failure_reason="ended as the controller died")

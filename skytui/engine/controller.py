@@ -19,7 +19,6 @@ import logging
 import re
 import secrets
 import time
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from skytui.clouds.base import (
@@ -41,16 +40,7 @@ from skytui.engine.file_sync import (
     has_local_files,
     sync_task_files,
 )
-from skytui.engine.job_group import (
-    LOOPBACK,
-    THIS_MACHINE_INFRA,
-    JobGroup,
-    find_nss_wrapper,
-    hosts_lines,
-    publish_command,
-    resolver_env,
-    write_hosts_file,
-)
+from skytui.engine.job_group import GroupNames, JobGroup
 from skytui.engine.named_buckets import JobBuckets
 from skytui.engine.optimizer import InfeasibleError, plan_task
 from skytui.engine.phase_runner import (
@@ -158,12 +148,7 @@ class JobController:
         self._task_ids: list[str] = []
         self._log_dir_made = False
         self._retiring = False  # tearing down after its success: see request_stop
-        # A job group's names (`<task>-<rank>.<group>`): the hosts file of this
-        # machine's nodes, and what each other node reads them through (by
-        # cluster id and rank; see _publish_group_names).
-        self._group_hosts: Path | None = None
-        self._nss_wrapper: str | None = None
-        self._node_names: dict[tuple[int, int], dict[str, str]] = {}
+        self._names: GroupNames | None = None  # a job group's `<task>-<rank>.<group>` names
         # Per task: where its last machine was lost, to steer the relaunch.
         self._lost_at: dict[int, Place] = {}
         # Per task: the line that explains the recovery in progress.
@@ -278,7 +263,10 @@ class JobController:
         stopped: at once if a primary did not succeed, else after their
         termination_delay. Cancelling the job cancels every task's coroutine."""
         assert self.group is not None
-        self._prepare_group_names()
+        self._names = GroupNames(self.group, self._controller_log.parent / "hosts")
+        warning = self._names.prepare()
+        if warning:
+            self._say(warning)
         runs: dict[int, asyncio.Task[TaskStatus]] = {}
         for row, task in zip(rows, self.tasks):
             if row.status_enum is S.CANCELLING:
@@ -320,53 +308,10 @@ class JobController:
         await asyncio.gather(run, return_exceptions=True)
         await self._cancel_tasks([idx], "stopped: the group's primary tasks have ended")
 
-    def _prepare_group_names(self) -> None:
-        """`<task>-<rank>.<group>` for the phases on this machine's nodes."""
-        assert self.group is not None
-        self._group_hosts = self._controller_log.parent / "hosts"
-        write_hosts_file(self._group_hosts, self.group.on_this_machine())
-        self._nss_wrapper = find_nss_wrapper()
-        if self._nss_wrapper is None and any(
-            (task.resources.cloud or "local") in THIS_MACHINE_INFRA for task in self.tasks
-        ):
-            self._say("job group names (<task>-<rank>.<group>) resolve on local and sim nodes through nss_wrapper, "
-                      "which this machine lacks (apt install libnss-wrapper); tasks run, but cannot find each "
-                      "other by name")
-
     async def _publish_group_names(self) -> None:
-        """Every node of the group that is up (not on this machine) learns
-        the names of every node that is up, a task's own included: each
-        launch and re-attach publishes again, so a peer placed later or
-        relaunched elsewhere is found under its new address."""
-        assert self.group is not None
-        clusters = [c for c in self._clusters.values() if c.row.task_idx is not None]
-        here, there = dict((name, ip) for ip, name in self.group.on_this_machine()), {}
-        for cluster in clusters:
-            for info, name in zip(cluster.handle.nodes, self.group.hostnames(cluster.row.task_idx or 0)):
-                if cluster.row.cloud in THIS_MACHINE_INFRA:
-                    here[name] = LOOPBACK
-                else:
-                    here[name] = info.host  # as this machine reaches it
-                    there[name] = info.internal_ip  # as its peers in the same network do
-        if self._group_hosts is not None:
-            write_hosts_file(self._group_hosts, [(ip, name) for name, ip in here.items()])
-        lines = hosts_lines([(ip, name) for name, ip in there.items()])
-        for cluster in clusters:
-            if cluster.row.cloud in THIS_MACHINE_INFRA:
-                continue  # the job's hosts file on this machine has every name already
-            for rank, node in enumerate(cluster.nodes):
-                try:
-                    code, out, _ = await node.run(publish_command(self.group.name), input=lines, timeout=60.0)
-                except (NodeError, TimeoutError) as exc:
-                    self._say(f"task {cluster.row.task_idx}: could not give node {rank} the group's names: {exc}")
-                    continue
-                answer = out.split()
-                if code == 0 and answer[:1] == ["nss"] and len(answer) == 3:
-                    self._node_names[(cluster.row.id, rank)] = resolver_env(Path(answer[2]), answer[1])
-                elif code != 0 or answer[:1] != ["etc"]:
-                    self._say(f"task {cluster.row.task_idx}: node {rank} has neither nss_wrapper nor a writable "
-                              "/etc/hosts (no root, no passwordless sudo): its tasks cannot find the group's "
-                              "others by name")
+        if self._names is not None:
+            for problem in await self._names.publish(self._clusters.values()):
+                self._say(problem)
 
     async def _run_task(self, row: TaskRow, task: Task) -> TaskStatus:
         idx = row.task_idx
@@ -484,8 +429,7 @@ class JobController:
             cluster = reattached
             attempt = cluster.row.attempt_no or row.attempt
             await self._runner(cluster).connect(give_up_after_s=None)  # its job runs: never relaunch for SSH
-            if self.group is not None:
-                await self._publish_group_names()
+            await self._publish_group_names()
         if not task.run:
             outcome = PhaseOutcome([0] * len(cluster.nodes))
         else:
@@ -556,8 +500,7 @@ class JobController:
                     attempt = cluster.row.attempt_no or row.attempt
                     await self._placed(idx)
                     await self._runner(cluster).connect()
-                    if self.group is not None:
-                        await self._publish_group_names()
+                    await self._publish_group_names()
                     if not await self._any_phase_started(idx, attempt):
                         await self._sync_files(cluster, idx, task)
                     if task.setup:
@@ -843,14 +786,8 @@ class JobController:
         )
         if self.group is not None:
             env.update(self.group.env(self.job.id))
-            names: dict[str, str] | None = self._node_names.get((cluster.row.id, rank))
-            if cluster.row.cloud in THIS_MACHINE_INFRA and self._group_hosts and self._nss_wrapper:
-                names = resolver_env(self._group_hosts, self._nss_wrapper)
-            if names:
-                names = dict(names)
-                if env.get("LD_PRELOAD"):
-                    names["LD_PRELOAD"] = f"{names['LD_PRELOAD']} {env['LD_PRELOAD']}"
-                env.update(names)
+            if self._names is not None:
+                env.update(self._names.env(cluster, rank, env.get("LD_PRELOAD")))
         if phase == "setup":
             env.update(
                 SKYPILOT_SETUP_NODE_RANK=str(rank),

@@ -23,10 +23,13 @@ allows neither is reported, and its tasks run without the names.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from skytui.clouds.base import NodeError
+from skytui.engine.phase_runner import LiveCluster
 
 # Where Debian, Fedora and others install nss_wrapper.
 NSS_WRAPPER_CANDIDATES = (
@@ -83,6 +86,76 @@ class JobGroup:
     def env(self, job_id: int) -> dict[str, str]:
         """What SkyPilot sets in every task of a group, besides a job's usual variables."""
         return {"SKYPILOT_JOBGROUP_NAME": self.name, "SKYPILOT_ROOT_JOB_ID": str(job_id)}
+
+
+class GroupNames:
+    """Where a group's tasks find each other's names: the hosts file of this
+    machine's nodes (local, sim), and what each other node reads them
+    through (by cluster id and rank), as the last publish found it."""
+
+    def __init__(self, group: JobGroup, hosts_file: Path) -> None:
+        self.group = group
+        self.hosts_file = hosts_file
+        self.nss_wrapper = find_nss_wrapper()
+        self._node_env: dict[tuple[int, int], dict[str, str]] = {}
+
+    def prepare(self) -> str | None:
+        """Write the names known before any placement; what to tell the user
+        when this machine's nodes cannot read them."""
+        write_hosts_file(self.hosts_file, self.group.on_this_machine())
+        if self.nss_wrapper is None and any(infra in (None, *THIS_MACHINE_INFRA) for infra in self.group.infra):
+            return ("job group names (<task>-<rank>.<group>) resolve on local and sim nodes through nss_wrapper, "
+                    "which this machine lacks (apt install libnss-wrapper); tasks run, but cannot find each "
+                    "other by name")
+        return None
+
+    async def publish(self, clusters: Iterable[LiveCluster]) -> list[str]:
+        """Every node of the group that is up (not on this machine) learns
+        the names of every node that is up, a task's own included; this
+        machine's file learns the remote ones. Each launch and re-attach
+        publishes again, so a peer placed later or relaunched elsewhere is
+        found under its new address. Returns what went wrong, to be said."""
+        placed = [c for c in clusters if c.row.task_idx is not None]
+        here = {name: ip for ip, name in self.group.on_this_machine()}
+        there: dict[str, str] = {}
+        for cluster in placed:
+            for info, name in zip(cluster.handle.nodes, self.group.hostnames(cluster.row.task_idx or 0)):
+                if cluster.row.cloud in THIS_MACHINE_INFRA:
+                    here[name] = LOOPBACK
+                else:
+                    here[name] = info.host  # as this machine reaches it
+                    there[name] = info.internal_ip  # as its peers in the same network do
+        write_hosts_file(self.hosts_file, [(ip, name) for name, ip in here.items()])
+        lines = hosts_lines([(ip, name) for name, ip in there.items()])
+        problems: list[str] = []
+        for cluster in placed:
+            if cluster.row.cloud in THIS_MACHINE_INFRA:
+                continue  # this machine's hosts file has their names
+            for rank, node in enumerate(cluster.nodes):
+                where = f"task {cluster.row.task_idx}: node {rank}"
+                try:
+                    code, out, _ = await node.run(publish_command(self.group.name), input=lines, timeout=60.0)
+                except (NodeError, TimeoutError) as exc:
+                    problems.append(f"{where}: could not be given the group's names: {exc}")
+                    continue
+                answer = out.split()
+                if code == 0 and answer[:1] == ["nss"] and len(answer) == 3:
+                    self._node_env[(cluster.row.id, rank)] = resolver_env(Path(answer[2]), answer[1])
+                elif code != 0 or answer[:1] != ["etc"]:
+                    problems.append(f"{where} has neither nss_wrapper nor a writable /etc/hosts (no root, no "
+                                    "passwordless sudo): its tasks cannot find the group's others by name")
+        return problems
+
+    def env(self, cluster: LiveCluster, rank: int, preload: str | None) -> dict[str, str]:
+        """What a phase on this node needs to read the names (LD_PRELOAD kept
+        after nss_wrapper when the task sets one)."""
+        if cluster.row.cloud in THIS_MACHINE_INFRA:
+            names = resolver_env(self.hosts_file, self.nss_wrapper) if self.nss_wrapper else {}
+        else:
+            names = dict(self._node_env.get((cluster.row.id, rank), {}))
+        if names and preload:
+            names["LD_PRELOAD"] = f"{names['LD_PRELOAD']} {preload}"
+        return names
 
 
 def _cloud_of(task: dict[str, Any]) -> str | None:
