@@ -18,6 +18,7 @@ import pytest
 
 from skytui.clouds.nodehost_launch import NativeLauncher, WrapperReaper
 from skytui.clouds.phase_scripts import (
+    ENV_FILE_HEAD,
     launch_request_of,
     launcher_command,
     launcher_input,
@@ -103,17 +104,20 @@ def test_a_wrapper_killed_before_the_script_began_is_started_again(node_home: Pa
     directory.mkdir(parents=True)
     os.symlink(DEAD_PID, directory / "owner")
     (directory / "pid").write_text(f"{DEAD_PID}\n")
-    (directory / "env").write_text("")  # never read: the user's script never began
+    (directory / "env").write_text(ENV_FILE_HEAD + "A=1\n")  # never read: the user's script never began
     result = launch(node_home, "p", launcher_input("echo again", {}))
     assert result.stdout.strip() != DEAD_PID
     assert _wait_exit(directory) == "again\n"
 
 
-def test_a_phase_that_began_is_never_started_twice(node_home: Path, launch: Launch) -> None:
+@pytest.mark.parametrize("env_left", ["emptied", "deleted by an older skytui"])
+def test_a_phase_that_began_is_never_started_twice(node_home: Path, launch: Launch, env_left: str) -> None:
     directory = _phase(node_home, "p")
     directory.mkdir(parents=True)
     os.symlink(DEAD_PID, directory / "owner")
     (directory / "pid").write_text(f"{DEAD_PID}\n")  # its env was read: the script ran, then vanished
+    if env_left == "emptied":
+        (directory / "env").write_text("")
     result = launch(node_home, "p", launcher_input("echo must not run", {}))
     assert result.stdout.strip() == DEAD_PID  # the controller's liveness check takes it from here
     assert not (directory / "out.log").exists()

@@ -138,6 +138,14 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def _env_unread(directory: Path) -> bool:
+    """The phase's env file is there and not yet emptied by its wrapper."""
+    try:
+        return (directory / "env").stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 def _read_pid(path: Path) -> int | None:
     try:
         text = path.read_text().strip()
@@ -184,7 +192,7 @@ class NativeLauncher:
             # Its owner died before the wrapper was on its own, or the wrapper
             # died before it read its env (the user's script never began).
             if (recorded is None and (owner is None or not pid_exists(owner))) or (
-                recorded is not None and (directory / "env").exists() and not pid_exists(recorded)
+                recorded is not None and _env_unread(directory) and not pid_exists(recorded)
             ):
                 for name in ("pid", "owner"):
                     with contextlib.suppress(FileNotFoundError):

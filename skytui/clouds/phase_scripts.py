@@ -10,8 +10,11 @@ that durations do not depend on when a controller looked), `exit_code`
 so a thousand phases ending together fork no thousand `mv`: a reader takes
 an empty `exit_code` for one not yet written). `owner` makes starting a
 phase exactly-once, so a controller that crashed mid-start can simply start
-again (see _LAUNCHER). Secrets travel in a 0600 env file that the phase deletes
-once read; they never appear on a command line.
+again (see _LAUNCHER). Secrets travel in a 0600 env file that the phase empties
+once read (truncated by a shell builtin: an `rm` was a process per phase);
+they never appear on a command line. An env file is never written empty
+(`env_file` heads it with a comment), so an empty one means "read": the
+user's script began.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ trap 'true' TERM INT HUP
 [ -s "$D/pid" ] || { echo $$ > "$D/pid.tmp" && mv "$D/pid.tmp" "$D/pid"; }
 _skytui_now() { local t=${EPOCHREALTIME:-}; [ -n "$t" ] && echo "${t/,/.}" || date +%s.%N; }
 _skytui_now > "$D/started_at" 2>/dev/null
-set -a; . "$D/env"; set +a; rm -f "$D/env"
+set -a; . "$D/env"; set +a; : > "$D/env"
 cd "$HOME/$PHASE_CWD" 2>/dev/null || cd "$HOME"
 if [ -n "${SKYTUI_LOG_SINK:-}" ] && [ -w "$SKYTUI_LOG_SINK" ]; then
   bash "$D/script.sh" < /dev/null 2>&1 | tee -a "$SKYTUI_LOG_SINK" > "$D/out.log"
@@ -82,7 +85,7 @@ for _ in $(seq 1 200); do [ -s "$D/pid" ] && break; sleep 0.02; done
 if [ ! -e "$D/lock" ] && [ ! -e "$D/exit_code" ]; then
   p=$(cat "$D/pid" 2>/dev/null); o=$(readlink "$D/owner" 2>/dev/null)
   if {{ [ -z "$p" ] && ! kill -0 "${{o:-none}}" 2>/dev/null; }} || \
-     {{ [ -n "$p" ] && [ -e "$D/env" ] && ! kill -0 "$p" 2>/dev/null; }}; then
+     {{ [ -n "$p" ] && [ -s "$D/env" ] && ! kill -0 "$p" 2>/dev/null; }}; then
     rm -f "$D/pid" "$D/owner"; take
   fi
 fi
@@ -137,8 +140,12 @@ ALIVE_FUNCTION = (
 )
 
 
+ENV_FILE_HEAD = "# skytui phase env: emptied once read\n"
+
+
 def env_file(env: dict[str, str]) -> str:
-    return "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
+    """The env file's text: never empty, so that empty means "read"."""
+    return ENV_FILE_HEAD + "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
 
 
 def launch_request_json(phases_dir: str, phase_id: str, cwd: str | None) -> str:

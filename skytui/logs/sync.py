@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from skytui.clouds.base import Node
-from skytui.logs.store import file_size
+from skytui.logs.store import append_bytes, file_size
 
 CHUNK_BYTES = 1 << 20
 MIN_MASKED_BYTES = 3
@@ -42,11 +42,10 @@ def _mask(data: bytearray, secrets: Sequence[bytes]) -> None:
 
 
 def _append(path: Path, data: bytes, secrets: Sequence[bytes] = ()) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as f:
-        if not secrets:
-            f.write(data)
-            return
+    if not secrets:
+        append_bytes(path, data)
+        return
+    append_bytes(path, b"")  # it exists (its folder too) before it is opened in place
     # A secret may straddle the previous chunk and this one: the stored tail
     # that could hold its beginning is masked again together with the chunk,
     # and written back in place (same length: no offset moves).
