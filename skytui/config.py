@@ -217,7 +217,6 @@ class Paths:
     nodes: Path = field(init=False)
     controller_pid: Path = field(init=False)
     controller_lock: Path = field(init=False)
-    controller_socket: Path = field(init=False)
     sim_state: Path = field(init=False)
     known_hosts: Path = field(init=False)
     install_id_file: Path = field(init=False)
@@ -233,7 +232,6 @@ class Paths:
         set_(self, "nodes", self.home / "nodes")
         set_(self, "controller_pid", self.home / "controller.pid")
         set_(self, "controller_lock", self.home / "controller.lock")
-        set_(self, "controller_socket", self.home / "controller.sock")
         set_(self, "sim_state", self.home / "sim.json")  # stock-outs set by `skytui sim`
         set_(self, "known_hosts", self.home / "known_hosts")  # ssh host keys pinned at first contact
         set_(self, "install_id_file", self.home / "install_id")

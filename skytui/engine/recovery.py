@@ -117,6 +117,3 @@ class CapacityBackoff:
         base = min(self.max_s, self.initial_s * self.FACTOR ** self.rounds)
         self.rounds += 1
         return base * self._rng.uniform(1 - self.JITTER, 1 + self.JITTER)
-
-    def reset(self) -> None:
-        self.rounds = 0

@@ -88,11 +88,6 @@ def can_transition(current: TaskStatus, wanted: TaskStatus) -> bool:
     return wanted in TRANSITIONS[current]
 
 
-def sources_of(wanted: TaskStatus) -> frozenset[TaskStatus]:
-    """Every status from which `wanted` may be reached: the guard of a CAS update."""
-    return frozenset(s for s, targets in TRANSITIONS.items() if wanted in targets)
-
-
 def job_status(task_statuses: list[TaskStatus]) -> TaskStatus:
     """A job's status is that of its current task: the first one not SUCCEEDED."""
     for status in task_statuses:
