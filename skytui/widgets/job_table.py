@@ -2,16 +2,18 @@
 
 This module owns the widget: its rows, cursor and marks, the keys, the
 messages, and painting the header and row lines (with a cache of drawn
-lines). The row model is `job_table_rows`', fitting a cell to its column
-`job_table_cells`', and the geometry and scrolling `job_table_viewport`'s;
-`Column` and `TableRow` are re-exported here. Textual's DataTable measures
-every cell and removes rows in O(n), which costs seconds at 10,000 jobs; JobTable is a Line-API `ScrollView` (the toolong pattern) instead: rows
-are plain data, columns have fixed widths, and only the lines on screen are
-ever turned into Strips. Screens filter and sort, then hand the whole list to
-`set_rows` as often as they like; the table keeps the cursor on its job. A
-few changed rows are cheaper through `update_rows`, and a subclass can keep
-only the rows on screen current (`freshen_rows` catches the rest as they
-scroll into view).
+lines); it touches only itself. The row model is `job_table_rows`', fitting a
+cell to its column `job_table_cells`', and the geometry and scrolling
+`job_table_viewport`'s; `Column` and `TableRow` are re-exported here.
+
+Textual's DataTable measures every cell and removes rows in O(n), which costs
+seconds at 10,000 jobs; JobTable is a Line-API `ScrollView` (the toolong
+pattern) instead: rows are plain data, columns have fixed widths, and only
+the lines on screen are ever turned into Strips. Screens filter and sort,
+then hand the whole list to `set_rows` as often as they like; the table keeps
+the cursor on its job. A few changed rows are cheaper through `update_rows`,
+and a subclass can keep only the rows on screen current (`freshen_rows`
+catches the rest as they scroll into view).
 
 Call every method from the app's event loop (`app.call_from_thread` from a
 thread), as with any widget.
