@@ -31,6 +31,8 @@ from textual.strip import Strip
 
 from skytui.widgets.log_lines import TIMESTAMP_FORMAT, TIMESTAMP_WIDTH
 from skytui.widgets.log_search import LogSearch
+# Painting calls `styled_text` by this module's name, so a test can count
+# the lines converted by patching `log_view.styled_text`.
 from skytui.widgets.log_text import TAB_SIZE, display_width, is_plain, plain_text, styled_text, terminal_line
 
 __all__ = [
