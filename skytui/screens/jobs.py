@@ -5,15 +5,16 @@ filters, sorts and hands the visible rows to a virtualised table, so ten
 thousand jobs cost one list rebuild, not ten thousand widgets. Most updates
 cost less than that: the feed's few changed jobs are patched into their rows,
 and a filter that extends the previous one only searches the previous matches.
+The columns, sorts and the `/` filter themselves are `jobs_query`'s; this
+module keeps the caches that apply them to ten thousand jobs; it reads the
+app's job feed, drives its own widgets and asks the client to cancel.
 """
 
 from __future__ import annotations
 
 import bisect
-import re
 from collections.abc import Iterable, Sequence
 from itertools import chain
-from typing import Literal
 
 from textual import on
 from textual.app import ComposeResult
@@ -24,97 +25,17 @@ from textual.widgets import Input, Static
 
 from skytui.client import JobView
 from skytui.engine.status import TERMINAL_NAMES, TaskStatus
-from skytui.format import QUEUE_COLUMNS, in_progress_summary, jobs_phrase, queue_lines, readable_cost
+from skytui.format import in_progress_summary, jobs_phrase, queue_lines, readable_cost
 from skytui.screens.base import SkyScreen
+from skytui.screens.jobs_query import ORDER_FIXED_SORTS, JobFilter, Scope, SortKey, haystack, queue_columns, sort_value
 from skytui.widgets.controller_banner import ControllerBanner
 from skytui.widgets.footer import QuietFooter
-from skytui.widgets.job_table import Column, JobTable, TableRow
+from skytui.widgets.job_table import JobTable, TableRow
 
-SortKey = Literal["id", "name", "age", "status", "duration", "recoveries"]
-Scope = Literal["all", "active", "faults"]
-
-# Fixed widths: measuring ten thousand cells is what makes big tables slow.
-# Fixed widths, about 150 cells with INFRA and COST; narrower terminals scroll sideways.
-COLUMN_WIDTHS = {
-    "ID": 5, "TASK": 4, "NAME": 18, "REQUESTED": 12, "SUBMITTED": 14, "TOT. DURATION": 13,
-    "JOB DURATION": 12, "#RECOVERIES": 11, "STATUS": 20, "POOL": 14, "INFRA": 12, "COST": 9,
-}
-RIGHT_ALIGNED = {"#RECOVERIES", "COST"}
 FAULTS = {s.value for s in TaskStatus if s.is_failure} | {TaskStatus.RECOVERING.value}
-# Sorts whose order a status change cannot alter (ids and ages never change):
-# the feed's changes are patched into place instead of re-sorting the queue.
-ORDER_FIXED_SORTS = ("id", "age")
-REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
 
 # (view the rows were made from, finished, time stamp they are valid for, rows)
 RowCacheEntry = tuple[JobView, bool, int, list[TableRow]]
-
-
-class JobFilter:
-    """The `/` filter: a regex over a job's visible text; a leading `!` inverts it."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.invert = text.startswith("!")
-        pattern = text[1:] if self.invert else text
-        try:
-            self.regex: re.Pattern[str] | None = re.compile(pattern, re.IGNORECASE) if pattern else None
-            self.error: str | None = None
-        except re.error as exc:
-            # A half-typed regex matches literally rather than hiding everything.
-            self.regex = re.compile(re.escape(pattern), re.IGNORECASE)
-            self.error = str(exc)
-        self.plain = not self.invert and self.error is None and not REGEX_SYNTAX.intersection(pattern)
-        """Plain text: a job matches when its text contains this one (ignoring case)."""
-        self._needle = pattern.lower() if self.plain and pattern.isascii() else None
-
-    def matches(self, haystack: str, folded: str | None = None) -> bool:
-        """`folded` is `haystack.lower()` if `haystack` is ASCII, else None.
-
-        Plain ASCII text is then looked for with `in`, five times faster than
-        an IGNORECASE regex over ten thousand jobs, and the same answer (ASCII
-        against ASCII has no case folding subtleties).
-        """
-        if self.regex is None:
-            return True
-        if self._needle is not None and folded is not None:
-            return self._needle in folded
-        found = self.regex.search(haystack) is not None
-        return found != self.invert
-
-    def narrows(self, other: JobFilter) -> bool:
-        """True when every job this filter keeps, `other` keeps too.
-
-        So the jobs matching `other` are the only ones worth searching: as a
-        filter is typed one letter at a time, each keystroke searches the
-        previous keystroke's matches, not the whole queue. Sure only for plain
-        text containing `other`'s plain text (or when `other` keeps everything).
-        """
-        if other.regex is None:
-            return True
-        return self.plain and other.plain and other.text in self.text
-
-
-def _haystack(view: JobView) -> str:
-    job = view.job
-    parts = [str(job.id), job.name, job.status, job.pool or ""]
-    for task in view.tasks:
-        parts += [task.name, task.status, task.infra or "", task.requested]
-    return " ".join(parts)
-
-
-def _sort_value(view: JobView, key: SortKey, now: float) -> object:
-    if key == "name":
-        return view.job.name.lower()
-    if key == "age":
-        return view.job.submitted_at
-    if key == "status":
-        return view.job.status
-    if key == "duration":
-        return sum(t.duration_s(now) for t in view.tasks)
-    if key == "recoveries":
-        return sum(t.recoveries for t in view.tasks)
-    return view.job.id
 
 
 class QueueTable(JobTable):
@@ -190,11 +111,7 @@ class JobsScreen(SkyScreen):
 
     def on_mount(self) -> None:
         table = self.query_one(JobTable)
-        names = (*QUEUE_COLUMNS, "INFRA", "COST")
-        table.set_columns(
-            [Column(name.lower(), name, COLUMN_WIDTHS[name], "right" if name in RIGHT_ALIGNED else "left")
-             for name in names]
-        )
+        table.set_columns(queue_columns())
         self.watch(self.tui, "jobs_revision", self._jobs_changed, init=False)
         self.set_interval(1.0, self._tick)
         table.focus()
@@ -228,7 +145,7 @@ class JobsScreen(SkyScreen):
             return self._order[::-1] if self.sort_reverse else list(self._order)
         self._order_key = None
         views = sorted(
-            jobs.values(), key=lambda v: (_sort_value(v, self.sort_key, now), v.job.id), reverse=self.sort_reverse
+            jobs.values(), key=lambda v: (sort_value(v, self.sort_key, now), v.job.id), reverse=self.sort_reverse
         )
         return [v.job.id for v in views]
 
@@ -265,7 +182,7 @@ class JobsScreen(SkyScreen):
         cached = self._haystack_cache.get(view.job.id)
         if cached is not None and cached[0] is view:
             return cached[1]
-        text = _haystack(view)
+        text = haystack(view)
         texts = (text, text.lower() if text.isascii() else None)
         self._haystack_cache[view.job.id] = (view, texts)
         return texts

@@ -1,14 +1,19 @@
 """JobTable: the virtualised, keyboard-driven table behind the jobs queue.
 
-This module owns `Column`, `TableRow` and `JobTable`. Textual's DataTable
-measures every cell and removes rows in O(n), which costs seconds at 10,000
-jobs; JobTable is a Line-API `ScrollView` (the toolong pattern) instead: rows
-are plain data, columns have fixed widths, and only the lines on screen are
-ever turned into Strips. Screens filter and sort, then hand the whole list to
-`set_rows` as often as they like; the table keeps the cursor on its job. A
-few changed rows are cheaper through `update_rows`, and a subclass can keep
-only the rows on screen current (`freshen_rows` catches the rest as they
-scroll into view).
+This module owns the widget: its rows, cursor and marks, the keys, the
+messages, and painting the header and row lines (with a cache of drawn
+lines); it touches only itself. The row model is `job_table_rows`', fitting a
+cell to its column `job_table_cells`', and the geometry and scrolling
+`job_table_viewport`'s; `Column` and `TableRow` are re-exported here.
+
+Textual's DataTable measures every cell and removes rows in O(n), which costs
+seconds at 10,000 jobs; JobTable is a Line-API `ScrollView` (the toolong
+pattern) instead: rows are plain data, columns have fixed widths, and only
+the lines on screen are ever turned into Strips. Screens filter and sort,
+then hand the whole list to `set_rows` as often as they like; the table keeps
+the cursor on its job. A few changed rows are cheaper through `update_rows`,
+and a subclass can keep only the rows on screen current (`freshen_rows`
+catches the rest as they scroll into view).
 
 Call every method from the app's event loop (`app.call_from_thread` from a
 thread), as with any widget.
@@ -17,165 +22,31 @@ thread), as with any widget.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from operator import attrgetter
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-from rich.cells import cell_len, set_cell_size
-from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
-from textual.geometry import Region, Size
+from textual.geometry import Region
 from textual.message import Message
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
+
+from skytui.widgets.job_table_cells import fit_plain, fit_text
+from skytui.widgets.job_table_rows import INDENT_PREFIX, Cell, Column, TableRow, row_key, same_row, starts_with_arrow
+from skytui.widgets.job_table_viewport import GUTTER_WIDTH, HEADER_LINES, JobTableViewport
 
 __all__ = ["Column", "JobTable", "TableRow"]
 
-Cell = str | Text
-Align = Literal["left", "right"]
-
-ELLIPSIS = "…"
 MARK_GUTTER = "▌"
-INDENT_PREFIX = "↳ "
-# One cell on the left of every line holds the mark gutter, so a marked row is
-# visible even when the cursor or the row's own colours sit on top of it.
-GUTTER_WIDTH = 1
-# The header is line 0 of the content; rows start on line 1.
-HEADER_LINES = 1
 # Rendered lines kept: a few screens' worth, in both cursor styles. Each Strip
 # is a dozen long-lived objects that every full GC collection walks, so more
 # than that costs more in GC pauses than it saves in rendering.
 LINE_CACHE_SIZE = 256
 
 
-@dataclass(frozen=True)
-class Column:
-    """A fixed-width column; widths are given, never measured from the cells."""
-
-    key: str
-    label: str
-    width: int
-    align: Align = "left"
-
-
-@dataclass(frozen=True)
-class TableRow:
-    """One line of the table; `key` is its identity across `set_rows` calls.
-
-    A `str` cell is shown literally (never parsed as markup); a `Text` keeps its
-    styles. `indent` marks a pipeline task under its job: the table draws `↳ `
-    before the first cell, unless that cell already starts with a `↳` (as the
-    headless queue's ID column does), so the arrow is never doubled.
-    """
-
-    key: str
-    cells: tuple[Cell, ...]
-    dim: bool = False
-    indent: bool = False
-
-
-def _sanitize(text: str) -> str:
-    """`text` with one safe character for each one that would break a terminal line.
-
-    Tabs and newlines become spaces and other non-printables (ESC, NUL, ...)
-    become U+FFFD, so a job name can never move the terminal's cursor.
-    """
-    safe = []
-    for char in text:
-        if char.isprintable():
-            safe.append(char)
-        elif char in "\t\n\r":
-            safe.append(" ")
-        else:
-            safe.append("\ufffd")
-    return "".join(safe)
-
-
-def _fit_plain(text: str, width: int, align: Align) -> str:
-    """`text` cropped with an ellipsis or padded to exactly `width` cells."""
-    if width <= 0:
-        return ""
-    if not text.isprintable():
-        text = _sanitize(text)
-    length = cell_len(text)
-    if length > width:
-        text = _crop_prefix(text, width - 1) + ELLIPSIS
-        length = cell_len(text)
-    if length == width:
-        return text
-    padding = " " * (width - length)
-    return padding + text if align == "right" else text + padding
-
-
-def _crop_prefix(text: str, width: int) -> str:
-    """The longest prefix of `text` that fits in `width` cells."""
-    cropped = set_cell_size(text, width)
-    # set_cell_size pads with a space rather than split a double-width
-    # character; drop that space so the ellipsis follows the text directly.
-    if not text.startswith(cropped):
-        cropped = cropped[:-1]
-    return cropped
-
-
-def _fit_text(text: Text, width: int, align: Align, style: Style, console: Console) -> list[Segment]:
-    """Segments of a styled cell, cropped or padded to exactly `width` cells."""
-    if width <= 0:
-        return []
-    plain = text.plain
-    if not plain.isprintable():
-        # One character for one, so the spans still line up.
-        text = Text(_sanitize(plain), style=text.style, spans=list(text.spans), end="")
-    length = text.cell_len
-    if length > width:
-        text = text[: len(_crop_prefix(text.plain, width - 1))]
-        text.append(ELLIPSIS)
-        length = text.cell_len
-    # Text.render drops the Text's own base style when it has no spans.
-    base = style + console.get_style(text.style, default=Style.null())
-    segments = list(Segment.apply_style(text.render(console, end=""), base))
-    if length < width:
-        padding = Segment(" " * (width - length), style)
-        if align == "right":
-            segments.insert(0, padding)
-        else:
-            segments.append(padding)
-    return segments
-
-
-_row_key = attrgetter("key")
-
-
-def _starts_with_arrow(cell: Cell) -> bool:
-    plain = cell if isinstance(cell, str) else cell.plain
-    return plain.lstrip().startswith(INDENT_PREFIX[0])
-
-
-def _same_cell(a: Cell, b: Cell) -> bool:
-    # Text.__eq__ ignores the base style, so a status whose colour changed but
-    # whose words did not would otherwise keep its stale cached line.
-    if isinstance(a, str) or isinstance(b, str):
-        return a == b
-    return a.plain == b.plain and a.style == b.style and a.spans == b.spans
-
-
-def _same_row(a: TableRow, b: TableRow) -> bool:
-    if a is b:
-        return True
-    return (
-        a.key == b.key
-        and a.dim == b.dim
-        and a.indent == b.indent
-        and len(a.cells) == len(b.cells)
-        and all(_same_cell(x, y) for x, y in zip(a.cells, b.cells))
-    )
-
-
-class JobTable(ScrollView, can_focus=True):
+class JobTable(JobTableViewport, can_focus=True):
     """A table of up to tens of thousands of rows that renders only what is visible.
 
     Layout of the virtual canvas: line 0 is the header, line 1 + i is row i, so
@@ -347,7 +218,7 @@ class JobTable(ScrollView, can_focus=True):
 
         new_rows = tuple(rows)
         self._rows = new_rows
-        self._index_of = dict(zip(map(_row_key, new_rows), range(len(new_rows))))
+        self._index_of = dict(zip(map(row_key, new_rows), range(len(new_rows))))
 
         cursor = self._index_of.get(old_key) if old_key is not None else None
         if cursor is None:
@@ -410,7 +281,7 @@ class JobTable(ScrollView, can_focus=True):
         bottom = top + self._body_height()
         for index, row in updates:
             # Only lines on screen are compared: the rest are drawn when scrolled to.
-            if top <= index < bottom and not _same_row(new_rows[index], row):
+            if top <= index < bottom and not same_row(new_rows[index], row):
                 line = index - top + HEADER_LINES
                 if painting is None or not painting.y <= line < painting.bottom:
                     self._refresh_row(index)
@@ -500,7 +371,7 @@ class JobTable(ScrollView, can_focus=True):
             for position, column in enumerate(self._columns):
                 if position:
                     segments.append(Segment(" ", style))
-                segments.append(Segment(_fit_plain(column.label, column.width, column.align), style))
+                segments.append(Segment(fit_plain(column.label, column.width, column.align), style))
             self._header_cache = (style, Strip(segments, self._content_width))
         return self._header_cache[1], style
 
@@ -521,7 +392,7 @@ class JobTable(ScrollView, can_focus=True):
 
         cache_key = (row.key, style, is_marked)
         cached = self._line_cache.get(cache_key)
-        if cached is not None and _same_row(cached[0], row):
+        if cached is not None and same_row(cached[0], row):
             return cached[1], style
 
         segments: list[Segment] = [Segment(MARK_GUTTER if is_marked else " " * GUTTER_WIDTH, style)]
@@ -532,14 +403,14 @@ class JobTable(ScrollView, can_focus=True):
                 segments.append(Segment(" ", style))
             width = max(0, column.width)
             cell: Cell = cells[position] if position < len(cells) else ""
-            if position == 0 and row.indent and width > 0 and not _starts_with_arrow(cell):
+            if position == 0 and row.indent and width > 0 and not starts_with_arrow(cell):
                 prefix = INDENT_PREFIX[:width]
                 segments.append(Segment(prefix, style))
                 width -= len(prefix)
             if isinstance(cell, str):
-                segments.append(Segment(_fit_plain(cell, width, column.align), style))
+                segments.append(Segment(fit_plain(cell, width, column.align), style))
             else:
-                segments.extend(_fit_text(cell, width, column.align, style, console))
+                segments.extend(fit_text(cell, width, column.align, style, console))
 
         strip = Strip(segments, self._content_width)
         self._line_cache[cache_key] = (row, strip)
@@ -579,57 +450,6 @@ class JobTable(ScrollView, can_focus=True):
 
     # ------------------------------------------------------------------ helpers
 
-    def _view_width(self) -> int:
-        # `size` of a ScrollView includes its scrollbars; the viewport does not.
-        return self.scrollable_content_region.width
-
-    def _body_height(self) -> int:
-        """Lines available for rows: the viewport (without a horizontal scrollbar) minus the header."""
-        return max(0, self.scrollable_content_region.height - HEADER_LINES)
-
-    def _update_virtual_size(self) -> None:
-        self.virtual_size = Size(self._content_width, len(self._rows) + HEADER_LINES)
-
-    def _max_scroll(self, body: int) -> int:
-        return max(0, len(self._rows) - body)
-
-    def _scroll_after_update(self, old_cursor: int, old_scroll: int, body: int) -> int:
-        """Where the view should start after the rows were replaced.
-
-        The cursor row keeps its line on screen, so the rows around it don't
-        appear to jump when rows are added or removed above it. At the very
-        top the view stays at the top instead (while the cursor still fits),
-        so jobs that sort to the top come into view rather than scrolling off
-        above. A cursor the user had scrolled out of view leaves the scroll alone.
-        """
-        if body <= 0:
-            return 0
-        line = old_cursor - old_scroll
-        if not 0 <= line < body:
-            return max(0, min(old_scroll, self._max_scroll(body)))
-        if old_scroll == 0 and self._cursor < body:
-            return 0
-        return max(0, min(self._cursor - line, self._max_scroll(body)))
-
-    def _scroll_to_line(self, scroll: int) -> bool:
-        """Scroll so row `scroll` is the first body line; True if that moved the view."""
-        if scroll == self.scroll_offset.y or not self.is_mounted:
-            return False
-        # force: the scroll must happen even before layout shows the scrollbar.
-        self.scroll_to(y=scroll, animate=False, force=True)
-        return True
-
-    def _scroll_cursor_into_view(self) -> bool:
-        body = self._body_height()
-        if body <= 0 or not self._rows:
-            return False
-        top = self.scroll_offset.y
-        if self._cursor < top:
-            return self._scroll_to_line(self._cursor)
-        if self._cursor >= top + body:
-            return self._scroll_to_line(self._cursor - body + 1)
-        return False
-
     def _move_cursor(self, index: int) -> None:
         if not self._rows:
             return
@@ -651,31 +471,3 @@ class JobTable(ScrollView, can_focus=True):
         target_scroll = max(0, min(self.scroll_offset.y + direction * page, self._max_scroll(page)))
         self._scroll_to_line(target_scroll)
         self._move_cursor(self._cursor + direction * page)
-
-    def _refresh_row(self, index: int) -> None:
-        line = index - self.scroll_offset.y + HEADER_LINES
-        if HEADER_LINES <= line < HEADER_LINES + self._body_height():
-            self.refresh(Region(0, line, self._view_width(), 1))
-
-    def _refresh_changed_lines(
-        self,
-        old_rows: tuple[TableRow, ...],
-        old_cursor: int,
-        old_marks: frozenset[str],
-        scroll: int,
-        body: int,
-    ) -> None:
-        """Repaint only the visible lines whose row, cursor or mark state changed."""
-        if len(old_rows) != len(self._rows):
-            # The scrollbar changes too; a single full refresh is simplest.
-            self.refresh()
-            return
-        rows = self._rows
-        for index in range(scroll, min(scroll + body, len(rows))):
-            old, new = old_rows[index], rows[index]
-            if (
-                not _same_row(old, new)
-                or (index == old_cursor) != (index == self._cursor)
-                or (old.key in old_marks) != (new.key in self._marks)
-            ):
-                self._refresh_row(index)
