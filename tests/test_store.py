@@ -728,3 +728,25 @@ async def test_concurrent_writes_share_a_commit_and_fail_alone(store: Store) -> 
     assert results[1:20] == [True] * 19
     assert [r.ended for r in results[20:]] == [False] * 10  # type: ignore[union-attr]  # already FAILED
     assert [store.job(j).status for j in jobs] == ["SUCCEEDED"] + ["FAILED"] * 19  # type: ignore[union-attr]
+
+
+def test_the_async_store_mirrors_the_store() -> None:
+    """Each AsyncStore method takes what its Store method takes (same names,
+    defaults and types) and returns what it returns, awaited; the job
+    coroutines' writes, and only they, share commits."""
+    import inspect
+
+    from skytui.engine.store import AsyncStore
+
+    methods = {
+        name: method for name, method in inspect.getmembers(AsyncStore, inspect.iscoroutinefunction)
+        if not name.startswith("_")
+    }
+    for name, method in methods.items():
+        assert inspect.signature(method) == inspect.signature(getattr(Store, name)), name
+    grouped = {name for name, method in methods.items() if "self._grouped(" in inspect.getsource(method)}
+    assert grouped == {
+        "transition_task", "set_task_fields", "note", "start_attempt", "end_attempt", "set_attempt_cluster",
+        "open_segment", "update_segment", "insert_cluster", "update_cluster", "update_worker",
+        "assign_worker", "release_worker",
+    }

@@ -45,7 +45,7 @@ def sqlite_setup(engine: Engine, *, immediate: bool) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
     # Readers run each statement in its own implicit transaction (one
     # statement sees one snapshot); a read of several statements that must
-    # agree asks for a snapshot (Store._read(snapshot=True)).
+    # agree asks for a snapshot (Database._read(snapshot=True)).
 
 
 def sqlite_file(url: str) -> str | None:
