@@ -92,5 +92,3 @@ class ClusterRepository:
     def clusters(self) -> list[ClusterRow]:
         with self._db._read() as conn:
             return [record(ClusterRow, r) for r in conn.execute(select(clusters_table)).all()]
-
-    # ------------------------------------------------------------------ pools

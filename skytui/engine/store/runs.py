@@ -189,6 +189,8 @@ class RunRepository:
                         results[i] = RunEnd(ended=True, terminating=by_task.get(key, []))
         return results
 
+    # ----------------------------------------------------------------- events
+
     def note(self, job_id: int, task_idx: int | None, kind: str, message: str) -> None:
         """An event that changes no status (a round of capacity search that
         found none, say): what the job's timeline and followers show."""
