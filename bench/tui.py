@@ -191,7 +191,7 @@ def _batched(store: Any) -> Any:
     SQL, events and derived job statuses; only the commits are shared.
     """
     writer = getattr(store, "_writer", None)
-    if writer is None or "_write" not in type(store).__dict__:
+    if writer is None or not callable(getattr(type(store), "_write", None)):
         yield  # the Store changed shape: fall back to a commit per call
         return
     with writer.begin() as conn:

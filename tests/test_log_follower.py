@@ -11,9 +11,9 @@ from skytui.logs.store import task_log_path
 
 
 def _job(client: Client, name: str = "train") -> int:
-    return client.store.submit_job(
+    return client.store.submit_jobs(
         name=name, tasks=[NewTask(name, "id-{job_id}-0", "-", 1)], spec={"name": name}, secrets={}
-    )
+    )[0]
 
 
 def _log(client: Client, job_id: int) -> Path:

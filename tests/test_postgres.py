@@ -18,12 +18,12 @@ S = TaskStatus
 
 
 def _submit(store: Store, tasks: int = 1) -> int:
-    return store.submit_job(
+    return store.submit_jobs(
         name="pg",
         tasks=[NewTask(f"t{i}", "id-{job_id}-" + str(i), "-", 1) for i in range(tasks)],
         spec={"name": "pg"},
         secrets={},
-    )
+    )[0]
 
 
 def test_store_guarantees_hold_on_postgres(pg_url: str) -> None:

@@ -34,12 +34,12 @@ def _holding(home: Path, canary: str) -> list[str]:
 
 
 def _submit(store: Store, secrets: dict[str, dict[str, str]], tasks: int = 1) -> int:
-    return store.submit_job(
+    return store.submit_jobs(
         name="sec",
         tasks=[NewTask(f"t{i}", "id-{job_id}-" + str(i), "-", 1) for i in range(tasks)],
         spec={"name": "sec"},
         secrets=secrets,
-    )
+    )[0]
 
 
 def _finish(store: Store, job_id: int, task_idx: int, to: TaskStatus = S.SUCCEEDED) -> None:

@@ -55,12 +55,12 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 def submit(store: Store) -> int:
-    return store.submit_job(
+    return store.submit_jobs(
         name="prop",
         tasks=[NewTask(name="t", skypilot_task_id="id-{job_id}-0", requested="-", num_nodes=1)],
         spec={},
         secrets={},
-    )
+    )[0]
 
 
 def status_chain(store: Store, job_id: int) -> list[tuple[str | None, str | None]]:

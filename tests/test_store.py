@@ -57,13 +57,13 @@ def new_task(name: str = "train", idx: int = 0) -> NewTask:
 
 
 def submit(store: Store, n_tasks: int = 1, *, name: str = "job", priority: int = 0) -> int:
-    return store.submit_job(
+    return store.submit_jobs(
         name=name,
         tasks=[new_task(f"t{i}", i) for i in range(n_tasks)],
         spec={"name": name},
         secrets={},
         priority=priority,
-    )
+    )[0]
 
 
 def status_events(store: Store, job_id: int) -> list[tuple[int | None, str | None, str | None]]:
@@ -108,10 +108,10 @@ def test_submit_fills_in_job_id_and_starts_pending(store: Store) -> None:
 
 
 def test_secrets_are_kept_apart_from_the_spec(store: Store) -> None:
-    job_id = store.submit_job(
+    job_id = store.submit_jobs(
         name="s", tasks=[new_task()], spec={"name": "s", "envs": {"A": "1"}},
         secrets={"0": {"TOKEN": "hunter2"}},
-    )
+    )[0]
     spec, secrets = store.job_spec(job_id)
     assert spec == {"name": "s", "envs": {"A": "1"}}
     assert secrets == {"0": {"TOKEN": "hunter2"}}
@@ -152,7 +152,8 @@ def test_status_change_and_its_event_commit_together(
     def broken_event(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(store, "_event", broken_event)
+    # The event row a status change writes (its insert, in the jobs repository).
+    monkeypatch.setattr("skytui.engine.store.jobs.insert_event", broken_event)
     with pytest.raises(RuntimeError, match="disk full"):
         store.transition_task(job_id, 0, S.STARTING)
     monkeypatch.undo()
@@ -727,3 +728,25 @@ async def test_concurrent_writes_share_a_commit_and_fail_alone(store: Store) -> 
     assert results[1:20] == [True] * 19
     assert [r.ended for r in results[20:]] == [False] * 10  # type: ignore[union-attr]  # already FAILED
     assert [store.job(j).status for j in jobs] == ["SUCCEEDED"] + ["FAILED"] * 19  # type: ignore[union-attr]
+
+
+def test_the_async_store_mirrors_the_store() -> None:
+    """Each AsyncStore method takes what its Store method takes (same names,
+    defaults and types) and returns what it returns, awaited; the job
+    coroutines' writes, and only they, share commits."""
+    import inspect
+
+    from skytui.engine.store import AsyncStore
+
+    methods = {
+        name: method for name, method in inspect.getmembers(AsyncStore, inspect.iscoroutinefunction)
+        if not name.startswith("_")
+    }
+    for name, method in methods.items():
+        assert inspect.signature(method) == inspect.signature(getattr(Store, name)), name
+    grouped = {name for name, method in methods.items() if "self._grouped(" in inspect.getsource(method)}
+    assert grouped == {
+        "transition_task", "set_task_fields", "note", "start_attempt", "end_attempt", "set_attempt_cluster",
+        "open_segment", "update_segment", "insert_cluster", "update_cluster", "update_worker",
+        "assign_worker", "release_worker",
+    }

@@ -64,18 +64,18 @@ def _run(store: Store, job_id: int, idx: int, at: Any, start: float, *, end: flo
 
 def _fill(store: Store, at: Any) -> None:
     job_logs = paths().job_logs
-    done = store.submit_job(name="hello", tasks=[_task("hello")], spec={"name": "hello", "tasks": [{}]}, secrets={})
+    done = store.submit_jobs(name="hello", tasks=[_task("hello")], spec={"name": "hello", "tasks": [{}]}, secrets={})[0]
     _run(store, done, 0, at, 10, end=20, final=S.SUCCEEDED, exit_code=0)
-    pipe = store.submit_job(
+    pipe = store.submit_jobs(
         name="pipeline", tasks=[_task("prepare", 0), _task("train", 1, "1x[CPU:2+]"), _task("eval", 2)],
         spec={"name": "pipeline", "tasks": [{"resources": {"cpus": "2+"}}] * 3}, secrets={},
-    )
+    )[0]
     _run(store, pipe, 0, at, 30, end=90, final=S.SUCCEEDED, exit_code=0)
     _run(store, pipe, 1, at, 95, end=None, final=S.RUNNING)
-    failed = store.submit_job(name="broken", tasks=[_task("broken")], spec={"name": "broken", "tasks": [{}]}, secrets={})
+    failed = store.submit_jobs(name="broken", tasks=[_task("broken")], spec={"name": "broken", "tasks": [{}]}, secrets={})[0]
     _run(store, failed, 0, at, 200, end=230, final=S.FAILED, reason="job exited with exit code 7", exit_code=7)
     at(3000)
-    store.submit_job(name="queued-sweep", tasks=[_task("queued-sweep")], spec={"name": "q", "tasks": [{}]}, secrets={})
+    store.submit_jobs(name="queued-sweep", tasks=[_task("queued-sweep")], spec={"name": "q", "tasks": [{}]}, secrets={})
     for idx, lines in ((0, ["preparing shard 1/3", "preparing shard 2/3", "preparing shard 3/3"]),
                        (1, [f"train step {i}/100 loss=0.{90 - i:02d}" for i in range(1, 30)])):
         segment = store.open_segment(pipe, idx, 1, 0, "run", 0)

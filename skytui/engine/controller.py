@@ -913,10 +913,10 @@ class JobController:
         try:
             if self.job.pool is not None:
                 await self._stop_on_worker()
-            for row in await self.store.live_clusters(self.job.id):
-                if chosen(row.task_idx):
-                    await self._stop_and_collect(row)
-                    await self._teardown(row, reason=why)
+            for cluster in await self.store.live_clusters(self.job.id):
+                if chosen(cluster.task_idx):
+                    await self._stop_and_collect(cluster)
+                    await self._teardown(cluster, reason=why)
         except Exception as exc:  # noqa: BLE001 - reported on the job, not raised
             log.exception("job %s: cleanup after cancel failed", self.job.id)
             for row in await self.store.tasks(self.job.id):

@@ -1,8 +1,8 @@
 """The state DB's tables: what each row holds.
 
-The schema's single definition; `store` owns the migrations between versions
-(SCHEMA_VERSION) and every query. Only `store` and the read-only SQL builders
-beside it (`queue_json`) import these.
+The schema's single definition; `migrations` owns the changes between versions
+(SCHEMA_VERSION) and the repositories beside it every query. Nothing outside
+`engine/store/` imports these.
 """
 
 from __future__ import annotations

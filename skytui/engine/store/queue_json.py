@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from skytui.engine.schema import attempts_table, jobs_table, tasks_table
+from skytui.engine.store.schema import attempts_table, jobs_table, tasks_table
 
 A, J, T = attempts_table.c, jobs_table.c, tasks_table.c
 

@@ -1,0 +1,58 @@
+"""The state DB: its tables (`schema`), versions (`migrations`), records
+(`rows`), one repository per aggregate (`jobs`, `runs`, `clusters`, `pools`,
+`intents`), the `Store` that composes them and the `AsyncStore` over it.
+
+Nothing else in skytui writes SQL, save `queue_json`, the one read the DB
+itself renders. Callers import from here: `from skytui.engine.store import
+Store, JobRow`.
+"""
+
+from skytui.engine.store.async_store import AsyncStore
+from skytui.engine.store.database import CONTROLLER_LOCK_KEY
+from skytui.engine.store.errors import CancelRequested, StoreError
+from skytui.engine.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from skytui.engine.store.rows import (
+    UNSET,
+    AttemptRow,
+    ClusterRow,
+    ClusterStatus,
+    EventRow,
+    JobRow,
+    NewTask,
+    PoolApplied,
+    PoolRow,
+    RunEnd,
+    RunEndRequest,
+    SegmentRow,
+    TaskRow,
+    Unset,
+    WorkerRow,
+    WorkerStatus,
+)
+from skytui.engine.store.sync_store import Store
+
+__all__ = [
+    "CONTROLLER_LOCK_KEY",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "UNSET",
+    "AsyncStore",
+    "AttemptRow",
+    "CancelRequested",
+    "ClusterRow",
+    "ClusterStatus",
+    "EventRow",
+    "JobRow",
+    "NewTask",
+    "PoolApplied",
+    "PoolRow",
+    "RunEnd",
+    "RunEndRequest",
+    "SegmentRow",
+    "Store",
+    "StoreError",
+    "TaskRow",
+    "Unset",
+    "WorkerRow",
+    "WorkerStatus",
+]
