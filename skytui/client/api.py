@@ -3,7 +3,9 @@
 Owns `Client`, whose public methods are the seam between the faces and the
 controller's state (a later controller on another machine answers the same
 calls). It may touch the store, the daemon's start/stop/wake, the log store,
-and, lazily, the optimizer, the cloud registry and the spec models.
+and, lazily, the optimizer (always through `client.planning`, so that a face
+can tell an InfeasibleError by that module being loaded), the cloud registry
+and the spec models.
 
 Clients read state and write intents through the store, then wake the
 controller (starting it if needed). The one status they change is a cancel of
@@ -47,7 +49,7 @@ from skytui.logs.store import controller_log_path
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from skytui.engine.optimizer import Plan
+    from skytui.client.planning import Plan
     from skytui.spec import Pipeline, PoolDefinition
 
 # The optimizer, the cloud registry and the spec models load only in the
@@ -100,8 +102,8 @@ class Client:
 
     def plan(self, pipeline: Pipeline) -> list[Plan]:
         """Where each task would go; raises InfeasibleError before anything is written."""
+        from skytui.client.planning import plan_task
         from skytui.clouds.registry import enabled_clouds
-        from skytui.engine.optimizer import plan_task
 
         clouds = enabled_clouds(self.paths, load_config(self.paths))
         return [plan_task(task, clouds) for task in pipeline.tasks]
@@ -124,7 +126,7 @@ class Client:
     ) -> list[int]:
         """Queue the job (N copies with --num-jobs); the plan must have been checked
         (or, for a pool, the pool must exist: ValueError otherwise)."""
-        from skytui.engine.optimizer import requested_str
+        from skytui.client.planning import requested_str
 
         if pool is not None and pipeline.is_group:
             raise ValueError("a job group runs on machines of its own, not in a pool; drop --pool")

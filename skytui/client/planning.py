@@ -3,11 +3,19 @@
 
 Importing this loads the optimizer; the faces do so only where they plan a
 launch (`jobs launch`, `validate --here`, the TUI's launch screen), never
-for a read (tests/test_imports.py). Touches nothing but the optimizer.
+for a read (tests/test_imports.py). The client reaches the optimizer only
+through here too, so an InfeasibleError can only have been raised once this
+module is loaded. Touches nothing but the optimizer.
 """
 
 from __future__ import annotations
 
-from skytui.engine.optimizer import InfeasibleError, Plan, considered_rows
+from skytui.engine.optimizer import (
+    InfeasibleError,
+    Plan,
+    considered_rows,
+    plan_task,
+    requested_str,
+)
 
-__all__ = ["InfeasibleError", "Plan", "considered_rows"]
+__all__ = ["InfeasibleError", "Plan", "considered_rows", "plan_task", "requested_str"]
