@@ -2,10 +2,10 @@
 
 `Client` (api.py) submits, cancels and reads; `JobView` and `PoolView`
 (views.py) are what the faces show; follow.py holds the one follow loop of
-a job and of the queue. The store's row types and errors, and the infra statuses, that the faces
-name are re-exported here, so that a face imports from `skytui.client` and never from
-the engine. The plan types live in `skytui.client.planning`, apart, because
-they load the optimizer.
+a job and of the queue. The store's row types and errors, and the infra
+statuses, that the faces name are re-exported here, so that a face imports
+from `skytui.client` and never from the engine. The plan types live in
+`skytui.client.planning`, apart, because they load the optimizer.
 """
 
 from __future__ import annotations
