@@ -16,15 +16,15 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from textual import events, work
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding
-from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from skytui.client import Client, JobView
 from skytui.config import ConfigError, load_config
 from skytui.engine.status import TERMINAL_NAMES
+from skytui.screens.base import SkyAppBase
 from skytui.screens.jobs import JobsScreen
 from skytui.screens.pools import PoolsScreen
 from skytui.widgets.controller_banner import UP, ControllerState
@@ -44,7 +44,7 @@ NO_AUTOMATIC_FULL_GC = 1 << 30
 SUPERVISE_EVERY_S = 2.0
 """How often the app checks that the controller lives (a lock probe: cheap)."""
 
-class SkyTUI(App[None]):
+class SkyTUI(SkyAppBase):
     """Managed jobs at the keyboard."""
 
     CSS_PATH = "app.tcss"
@@ -57,10 +57,8 @@ class SkyTUI(App[None]):
         Binding("colon", "command_prompt", ":command", id="app.command"),
     ]
 
-    jobs_revision: reactive[int] = reactive(0, init=False)
-    """Bumped whenever `jobs` changed; screens watch it."""
-    controller: reactive[ControllerState] = reactive(UP, init=False)
-    """The controller as last checked; banners watch it."""
+    # `jobs_revision` and `controller`, the reactives the screens watch, are
+    # declared on SkyAppBase, as the screens know the app.
 
     def __init__(
         self, client: Client | None = None, *, clock: Clock = time.time, poll_interval: float = 0.25,
@@ -192,17 +190,14 @@ class SkyTUI(App[None]):
         """Snapshot, then changes by event id; runs until the app exits."""
         worker = get_current_worker()
         # The newest jobs first, so the queue paints at once; then all of them.
-        # Changes are followed from the first read's event id: nothing is missed.
-        views, last_event = self.client.snapshot(limit=FIRST_PAINT_JOBS)
-        self.call_from_thread(self._apply, views, True)
-        if len(views) == FIRST_PAINT_JOBS and not worker.is_cancelled:
-            everything, _ = self.client.snapshot()
-            self.call_from_thread(self._apply, everything, True)
-        while self._follow and not worker.is_cancelled:
-            time.sleep(self.poll_interval)
-            changed, last_event = self.client.changes(last_event)
-            if changed and not worker.is_cancelled:
-                self.call_from_thread(self._apply, changed, False)
+        updates = self.client.follow_queue(
+            first_paint=FIRST_PAINT_JOBS, poll_s=self.poll_interval, follow=self._follow
+        )
+        for update in updates:
+            if worker.is_cancelled:
+                return
+            if update.views or update.full:
+                self.call_from_thread(self._apply, update.views, update.full)
 
     def _apply(self, views: Iterable[JobView], full: bool) -> None:
         if full:

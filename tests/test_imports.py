@@ -119,6 +119,68 @@ def test_engine_imports_no_front_end() -> None:
     assert problems == []
 
 
+# The faces (the TUI and the CLI) reach skytui only through these: the client
+# is their one API, and `engine.status` the shared vocabulary of statuses.
+FACE_SHARED = ("skytui.client", "skytui.format", "skytui.config", "skytui.spec", "skytui.logs",
+               "skytui.engine.status")
+# Each face's own packages on top. The app composes screens and widgets;
+# screens compose widgets and never import the app (which imports them); the
+# CLI starts the TUI for `skytui` with no command (a lazy import of the app).
+FACE_OWN = {
+    "skytui/app.py": ("skytui.app", "skytui.screens", "skytui.widgets"),
+    "skytui/screens": ("skytui.screens", "skytui.widgets"),
+    "skytui/widgets": ("skytui.widgets",),
+    "skytui/cli": ("skytui.cli", "skytui.app"),
+}
+
+
+def face_problems(module: str, imports: set[str], own: tuple[str, ...]) -> list[str]:
+    """The imports of a face's module that go past the client."""
+    allowed = FACE_SHARED + own
+    return [
+        f"{module} imports {name}" for name in sorted(imports)
+        if name.startswith("skytui.") and not any(violates(name, ok) for ok in allowed)
+    ]
+
+
+def test_the_faces_rule_catches_what_reaches_past_the_client() -> None:
+    """The checker itself, on the imports the faces had before they went through the client."""
+    source = (
+        "from skytui.engine.store import EventRow, StoreError\n"
+        "from skytui.client import Client\n"
+        "from skytui import format\n"
+        "def later():\n    from skytui.engine.optimizer import considered_rows\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from skytui.app import SkyTUI\n"
+        "from skytui.engine.status import TERMINAL\n"
+        "from skytui.clouds.base import InfraStatus\n"
+    )
+    found = imports_in_source(source, "skytui.screens.probe")
+    assert face_problems("probe", found, FACE_OWN["skytui/screens"]) == [
+        "probe imports skytui.app", "probe imports skytui.app.SkyTUI", "probe imports skytui.clouds.base",
+        "probe imports skytui.clouds.base.InfraStatus", "probe imports skytui.engine.optimizer",
+        "probe imports skytui.engine.optimizer.considered_rows", "probe imports skytui.engine.store",
+        "probe imports skytui.engine.store.EventRow", "probe imports skytui.engine.store.StoreError",
+    ]
+
+
+def test_the_faces_import_from_skytui_only_through_the_client() -> None:
+    problems = []
+    for face, own in FACE_OWN.items():
+        path = REPO / face
+        for module in python_files(path) if path.is_dir() else [path]:
+            problems += face_problems(str(module.relative_to(REPO)), imported_modules(module), own)
+    assert problems == []
+
+
+def test_the_client_and_the_log_store_import_no_face() -> None:
+    """The client is under the faces; `logs` is under the client (its follower reads rows, not the client)."""
+    faces = ["skytui.cli", "skytui.screens", "skytui.widgets", "skytui.app", "textual"]
+    problems = offending_imports(PACKAGE / "client", faces)
+    problems += offending_imports(PACKAGE / "logs", [*faces, "skytui.client"])
+    assert problems == []
+
+
 def test_spec_imports_no_other_skytui_layer() -> None:
     """spec.py is the user's language, the leaf everything else builds on.
 

@@ -20,9 +20,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Log, Static, Tree
 
-from skytui.client import JobView
+from skytui.client import AttemptRow, EventRow, JobView
 from skytui.engine.status import TERMINAL_NAMES
-from skytui.engine.store import AttemptRow, EventRow
 from skytui.format import readable_cost, readable_duration, status_style
 from skytui.screens.base import SkyScreen
 from skytui.widgets.controller_banner import ControllerBanner

@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
-from skytui.engine.optimizer import InfeasibleError, Plan, considered_rows
+from skytui.client.planning import InfeasibleError, Plan, considered_rows
 from skytui.format import jobs_phrase
 from skytui.screens.base import SkyScreen
 from skytui.spec import Overrides, Pipeline, SpecError, load_pipeline, parse_env_flag

@@ -1,5 +1,12 @@
 """The one API the TUI and the headless CLI use: submit, cancel, queue, events, logs.
 
+Owns `Client`, whose public methods are the seam between the faces and the
+controller's state (a later controller on another machine answers the same
+calls). It may touch the store, the daemon's start/stop/wake, the log store,
+and, lazily, the optimizer (always through `client.planning`, so that a face
+can tell an InfeasibleError by that module being loaded), the cloud registry
+and the spec models.
+
 Clients read state and write intents through the store, then wake the
 controller (starting it if needed). The one status they change is a cancel of
 a job that never started (PENDING, nothing provisioned): it ends CANCELLED in
@@ -16,159 +23,38 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skytui.clouds.base import InfraStatus, infra_label
+from skytui.client.follow import FollowStep, QueueUpdate, follow_job, follow_queue
+from skytui.client.views import JobView, PoolView, skypilot_task_id
+from skytui.clouds.base import InfraStatus
 from skytui.config import Paths, load_config
 from skytui.config import paths as default_paths
 from skytui.engine import daemon
-from skytui.engine.status import AUXILIARY, PRIMARY, TaskStatus
+from skytui.engine.status import AUXILIARY, PRIMARY
 from skytui.engine.store import (
     AttemptRow,
-    ClusterRow,
     ClusterStatus,
     EventRow,
     JobRow,
     NewTask,
-    PoolRow,
-    SegmentRow,
     Store,
     StoreError,
-    TaskRow,
-    WorkerRow,
-    WorkerStatus,
 )
-from skytui.logs.store import controller_log_path, file_size, task_log_path
+from skytui.logs.follow import LogFollower
+from skytui.logs.store import controller_log_path
 
 if TYPE_CHECKING:
-    from skytui.engine.optimizer import Plan
+    from collections.abc import Iterator
+
+    from skytui.client.planning import Plan
     from skytui.spec import Pipeline, PoolDefinition
 
 # The optimizer, the cloud registry and the spec models load only in the
 # methods that need them: `jobs queue` and the TUI's first paint read the DB
 # and nothing else, and never pay for them (tests/test_imports.py).
-
-
-@dataclass(frozen=True)
-class JobView:
-    """A job with its tasks, as the queue shows it."""
-
-    job: JobRow
-    tasks: list[TaskRow]
-    attempts: list[AttemptRow] = field(default_factory=list)
-
-    def cost(self, now: float, task_idx: int | None = None) -> float | None:
-        """Dollars spent so far (one task's, or the job's); None while no
-        attempt has a known price."""
-        priced = [
-            a for a in self.attempts
-            if a.price_per_hour is not None and (task_idx is None or a.task_idx == task_idx)
-        ]
-        return sum(a.cost(now) for a in priced) if priced else None
-
-    @property
-    def status(self) -> TaskStatus:
-        return TaskStatus(self.job.status)
-
-    @property
-    def is_pipeline(self) -> bool:
-        """Shown task by task: a pipeline, or a job group (`is_group`)."""
-        return len(self.tasks) > 1 or self.is_group
-
-    @property
-    def is_group(self) -> bool:
-        """A job group: its tasks run at once."""
-        return any(task.group_role for task in self.tasks)
-
-    def is_primary(self, task: TaskRow) -> bool:
-        """Whether a group's task is one of those whose end ends the group."""
-        return task.group_role == PRIMARY
-
-    @property
-    def current_task(self) -> TaskRow | None:
-        for task in self.tasks:
-            if task.status_enum is not TaskStatus.SUCCEEDED:
-                return task
-        return self.tasks[-1] if self.tasks else None
-
-    def to_json(self, now: float) -> dict[str, Any]:
-        return {
-            "id": self.job.id,
-            "name": self.job.name,
-            "pool": self.job.pool,
-            "status": self.job.status,
-            "submitted_at": self.job.submitted_at,
-            "recoveries": sum(t.recoveries for t in self.tasks),
-            # Every attempt's machine time x its price, preempted ones included.
-            "cost_usd": round(self.cost(now) or 0.0, 4),
-            "tasks": [
-                {
-                    "task_id": t.task_idx,
-                    "name": t.name,
-                    "status": t.status,
-                    "infra": t.infra,
-                    "instance_type": t.instance_type,
-                    "use_spot": t.use_spot,
-                    "recoveries": t.recoveries,
-                    "restarts_on_errors": t.restarts_on_errors,
-                    "exit_code": t.exit_code,
-                    "failure_reason": t.failure_reason,
-                    "job_duration_s": round(t.duration_s(now), 3),
-                    "cost_usd": round(self.cost(now, t.task_idx) or 0.0, 4),
-                }
-                for t in self.tasks
-            ],
-        }
-
-
-@dataclass(frozen=True)
-class PoolView:
-    """A pool and its live workers, as `pool status` shows them."""
-
-    pool: PoolRow
-    workers: list[WorkerRow]
-    clusters: dict[int, ClusterRow]
-
-    @property
-    def ready(self) -> int:
-        return sum(1 for w in self.workers if w.status == WorkerStatus.READY)
-
-    @property
-    def status(self) -> str:
-        """SkyPilot's pool statuses, derived from the workers."""
-        if self.pool.down_requested_at is not None:
-            return "SHUTTING_DOWN"
-        if self.ready:
-            return "READY"
-        if self.pool.target_workers == 0:
-            return "NO_REPLICA"
-        return "REPLICA_INIT"
-
-    def infra_of(self, worker: WorkerRow) -> tuple[str | None, str | None]:
-        cluster = self.clusters.get(worker.cluster_id) if worker.cluster_id else None
-        if cluster is None:
-            return None, None
-        return infra_label(cluster.cloud, cluster.region, cluster.zone), cluster.instance_type
-
-    def to_json(self) -> dict[str, Any]:
-        workers = []
-        for w in self.workers:
-            infra, instance = self.infra_of(w)
-            workers.append({"id": w.id, "version": w.version, "status": w.status, "infra": infra,
-                            "instance_type": instance, "job_id": w.job_id, "status_reason": w.status_reason})
-        return {"name": self.pool.name, "version": self.pool.version, "status": self.status,
-                "target_workers": self.pool.target_workers, "ready_workers": self.ready, "workers": workers}
-
-
-def skypilot_task_id(job_name: str, task_name: str, task_idx: int, is_pipeline: bool, at: float) -> str:
-    """SkyPilot's format; `{job_id}` is filled in by the store at insert."""
-    stamp = datetime.fromtimestamp(at).strftime("%Y-%m-%d-%H-%M-%S-%f")
-    middle = f"{job_name}_{task_name}" if is_pipeline else job_name
-    return f"sky-managed-{stamp}_{middle}_{{job_id}}-{task_idx}"
 
 
 class Client:
@@ -216,8 +102,8 @@ class Client:
 
     def plan(self, pipeline: Pipeline) -> list[Plan]:
         """Where each task would go; raises InfeasibleError before anything is written."""
+        from skytui.client.planning import plan_task
         from skytui.clouds.registry import enabled_clouds
-        from skytui.engine.optimizer import plan_task
 
         clouds = enabled_clouds(self.paths, load_config(self.paths))
         return [plan_task(task, clouds) for task in pipeline.tasks]
@@ -240,7 +126,7 @@ class Client:
     ) -> list[int]:
         """Queue the job (N copies with --num-jobs); the plan must have been checked
         (or, for a pool, the pool must exist: ValueError otherwise)."""
-        from skytui.engine.optimizer import requested_str
+        from skytui.client.planning import requested_str
 
         if pool is not None and pipeline.is_group:
             raise ValueError("a job group runs on machines of its own, not in a pool; drop --pool")
@@ -504,162 +390,21 @@ class Client:
     def log_follower(
         self, job_id: int, task_idx: int | None = None, *, tail_bytes: int | None = None
     ) -> LogFollower:
-        return LogFollower(self, job_id, task_idx, tail_bytes=tail_bytes)
+        return LogFollower(self.store, self.paths.job_logs, job_id, task_idx, tail_bytes=tail_bytes)
 
+    # --------------------------------------------------------------- following
 
-# ---------------------------------------------------------------- log follower
+    def follow_job(
+        self, job_id: int, task_idx: int | None = None, *, tail_bytes: int | None = None,
+        with_events: bool = True, poll_s: float = 0.2, rest_after_output: bool = True,
+    ) -> Iterator[FollowStep]:
+        """A job as it goes: its state, its news and its log lines, one step
+        per look, until it has ended and its last line is out (see
+        `follow.follow_job`)."""
+        return follow_job(self, job_id, task_idx, tail_bytes=tail_bytes, with_events=with_events,
+                          poll_s=poll_s, rest_after_output=rest_after_output)
 
-
-@dataclass
-class _Source:
-    task_idx: int
-    rank: int
-    path: Path
-    position: int = 0
-    pending: bytes = b""
-    segment: SegmentRow | None = None
-
-
-class LogFollower:
-    """Turns a job's log files into prefixed lines, following them as they grow.
-
-    `(train, pid=123) step 1`; setup lines read `(setup pid=123)`, and other
-    nodes `(worker1, rank=1, pid=124)`, as SkyPilot prints them. A line is
-    shown once it is complete, or when its phase has ended without a newline.
-    """
-
-    # Bytes read per poll at most, so a huge log is consumed in steps and the
-    # caller stays responsive.
-    POLL_BUDGET = 4 << 20
-
-    def __init__(
-        self, client: Client, job_id: int, task_idx: int | None, *, tail_bytes: int | None = None
-    ) -> None:
-        self.client = client
-        self.job_id = job_id
-        self.task_idx = task_idx
-        self.tail_bytes = tail_bytes
-        self._sources: dict[tuple[int, int], _Source] = {}
-        self._shown_attempt: dict[int, int] = {}
-        # A secret the job printed is already masked in the stored log
-        # (logs/sync.py): clients never read secrets.
-
-    def _segments(self) -> list[SegmentRow]:
-        return self.client.store.segments(self.job_id, self.task_idx)
-
-    def poll(self, *, final: bool = False, before_task: int | None = None) -> list[str]:
-        """New complete lines since the last call (everything left with `final`).
-
-        `before_task` limits the read to the tasks before it, so a caller can
-        print a pipeline's output and its status news in order.
-        """
-        segments = self._segments()
-        if not segments:
-            return []
-        tasks = {t.task_idx: t for t in self.client.store.tasks(self.job_id)}
-        attempts = {(a.task_idx, a.attempt_no): a for a in self.client.store.attempts(self.job_id)}
-        out: list[str] = []
-        keys = sorted(
-            {(s.task_idx, s.rank) for s in segments if before_task is None or s.task_idx < before_task}
-        )
-        for key in keys:
-            source = self._sources.get(key)
-            if source is None:
-                path = task_log_path(self.client.paths.job_logs, self.job_id, key[0], key[1])
-                source = self._sources[key] = _Source(key[0], key[1], path, _tail_start(path, self.tail_bytes))
-            mine = sorted(
-                (s for s in segments if (s.task_idx, s.rank) == key), key=lambda s: s.start_offset
-            )
-            out.extend(self._read(source, mine, tasks, attempts, final))
-        return out
-
-    def _read(
-        self,
-        source: _Source,
-        segments: list[SegmentRow],
-        tasks: dict[int, TaskRow],
-        attempts: dict[tuple[int, int], AttemptRow],
-        final: bool,
-    ) -> list[str]:
-        size = file_size(source.path)
-        out: list[str] = []
-        if source.segment is not None:  # take the fresh row: `finished` may have changed
-            source.segment = next((s for s in segments if s.id == source.segment.id), source.segment)
-        budget = self.POLL_BUDGET
-        while source.position < size and budget > 0:
-            index = 0
-            for i, candidate in enumerate(segments):
-                if candidate.start_offset <= source.position:
-                    index = i
-            segment = segments[index]
-            if source.segment is not None and source.segment.id != segment.id and source.pending:
-                out.extend(self._lines(source, b"", source.segment, tasks, closed=True))
-            if source.segment is None or source.segment.id != segment.id:
-                out.extend(self._separator(segment, tasks, attempts))
-            source.segment = segment
-            end = segments[index + 1].start_offset if index + 1 < len(segments) else size
-            with open(source.path, "rb") as f:
-                f.seek(source.position)
-                data = f.read(min(min(end, size) - source.position, budget))
-            source.position += len(data)
-            budget -= len(data)
-            closed = index + 1 < len(segments) or segment.finished or final
-            out.extend(self._lines(source, data, segment, tasks, closed and source.position >= min(end, size)))
-        caught_up = source.position >= size
-        if caught_up and source.pending and source.segment is not None and (final or source.segment.finished):
-            out.extend(self._lines(source, b"", source.segment, tasks, closed=True))
-        return out
-
-    def _separator(
-        self, segment: SegmentRow, tasks: dict[int, TaskRow], attempts: dict[tuple[int, int], AttemptRow]
-    ) -> list[str]:
-        shown = self._shown_attempt.get(segment.task_idx)
-        self._shown_attempt[segment.task_idx] = segment.attempt_no
-        if shown is None or shown == segment.attempt_no or segment.rank != 0:
-            return []
-        previous = attempts.get((segment.task_idx, shown))
-        current = attempts.get((segment.task_idx, segment.attempt_no))
-        ended = ""
-        if previous is not None:
-            was = f" on {previous.infra}" if previous.infra else ""
-            ended = f"attempt {shown}{was} ended: {previous.end_reason or 'unknown'} · "
-        where = f" on {current.infra}" if current and current.infra else ""
-        task = tasks.get(segment.task_idx)
-        name = task.name if task else str(segment.task_idx)
-        return [f"──── {name}: {ended}attempt {segment.attempt_no}{where} ────"]
-
-    def _lines(
-        self, source: _Source, data: bytes, segment: SegmentRow, tasks: dict[int, TaskRow], closed: bool
-    ) -> list[str]:
-        buffer = source.pending + data
-        parts = buffer.split(b"\n")
-        source.pending = parts.pop()
-        if closed and source.pending:
-            parts.append(source.pending)
-            source.pending = b""
-        prefix = self._prefix(segment, tasks)
-        return [f"{prefix} {part.decode('utf-8', errors='replace')}" for part in parts]
-
-    @staticmethod
-    def _prefix(segment: SegmentRow, tasks: dict[int, TaskRow]) -> str:
-        pid = segment.pid if segment.pid is not None else "?"
-        if segment.phase == "setup":
-            return f"(setup pid={pid})"
-        if segment.rank:
-            return f"(worker{segment.rank}, rank={segment.rank}, pid={pid})"
-        task = tasks.get(segment.task_idx)
-        return f"({task.name if task else segment.task_idx}, pid={pid})"
-
-
-def _tail_start(path: Path, tail_bytes: int | None) -> int:
-    """Where to start reading so that only about the last `tail_bytes` are
-    shown, at the start of a line: a 1 GB log opens at its end at once."""
-    size = file_size(path)
-    if tail_bytes is None or size <= tail_bytes:
-        return 0
-    start = size - tail_bytes
-    with open(path, "rb") as f:
-        f.seek(start)
-        newline = f.read(64 * 1024).find(b"\n")
-    return start + newline + 1 if newline >= 0 else start
-
+    def follow_queue(self, *, first_paint: int, poll_s: float, follow: bool = True) -> Iterator[QueueUpdate]:
+        """The queue: snapshots, then the jobs that changed, one update per
+        look (see `follow.follow_queue`)."""
+        return follow_queue(self, first_paint=first_paint, poll_s=poll_s, follow=follow)

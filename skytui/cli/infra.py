@@ -1,0 +1,40 @@
+"""`check` (which infra is enabled, and why not) and the `sim` chaos verbs.
+
+May touch the client, `render` and `common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from skytui.cli.common import EXIT_OK, fail_usage
+from skytui.cli.render import check_json, out, print_check
+from skytui.client import Client
+
+
+def cmd_check(client: Client, args: argparse.Namespace) -> int:
+    report = client.infra_report()
+    if args.json:
+        print(check_json(report))
+        return EXIT_OK
+    print_check(report)
+    return EXIT_OK
+
+
+def cmd_sim_preempt(client: Client, args: argparse.Namespace) -> int:
+    try:
+        name = client.sim_preempt(args.job_id, args.task)
+    except ValueError as exc:
+        fail_usage(str(exc))
+    out.print(f"Preempted {name} (job {args.job_id}); the controller will recover the job.")
+    return EXIT_OK
+
+
+def cmd_sim_stockout(client: Client, args: argparse.Namespace) -> int:
+    try:
+        region, stockouts = client.sim_stockout(args.region, args.state == "on")
+    except ValueError as exc:
+        fail_usage(str(exc))
+    out.print(f"sim {region}: {'stocked out' if args.state == 'on' else 'capacity back'}; "
+              f"stock-outs now: {', '.join(sorted(stockouts)) or 'none'}")
+    return EXIT_OK
