@@ -267,3 +267,16 @@ def test_reading_commands_load_no_cloud_sdk_ssh_or_optimizer(tmp_path: Path, arg
     assert "skytui.engine.store" in loaded  # the probe sees what the command imported
     heavy = sorted(m for m in loaded if any(violates(m, bad) for bad in HEAVY_FOR_READS))
     assert heavy == []
+
+
+def test_the_import_contracts_hold() -> None:
+    """The contracts in .importlinter (the layers of docs/architecture.md,
+    and only the store speaking SQL), checked by import-linter over the
+    whole import graph: an import that breaks one names its line here."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run(
+        [str(lint_imports), "--no-cache"], capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout
