@@ -56,7 +56,7 @@ from skytui.clouds.base import (
 from skytui.clouds.keys import public_key_line
 from skytui.clouds.phase_scripts import kill_command
 from skytui.clouds.ssh import NAME, declared_gpus, load_hosts
-from skytui.clouds.sshnode import SSHNode
+from skytui.clouds.nodes.sshnode import SSHNode
 from skytui.clouds.vm_ssh import vm_key_path
 from skytui.config import Paths, SSHHost, SSHInfraConfig
 
