@@ -33,7 +33,7 @@ import asyncssh
 
 from skytui.clouds.local_layout import LOCK_FILE, NODE_MARKER, STATE_FILE
 from skytui.clouds.nodehost_housekeeping import (
-    Reclaimer as Reclaimer,  # its home before the split
+    Reclaimer as Reclaimer,  # re-exported: callers reach it as nodehost.Reclaimer
 )
 from skytui.clouds.nodehost_housekeeping import Watch, withdraw_state, write_state
 from skytui.clouds.nodehost_launch import (

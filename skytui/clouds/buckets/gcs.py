@@ -15,6 +15,7 @@ from typing import Any
 from skytui.clouds.base import PrecheckError
 from skytui.clouds.buckets.store import (
     SIGNED_URL_TTL_S,
+    BucketClient,
     local_files,
     name_taken,
     not_ours,
@@ -22,7 +23,7 @@ from skytui.clouds.buckets.store import (
 from skytui.clouds.buckets.urls import BucketURL
 
 
-class GCSBucket:
+class GCSBucket(BucketClient):
     """gs:// through google-cloud-storage, with Application Default Credentials.
 
     The endpoint is the library's own choice: storage.googleapis.com, or
@@ -33,6 +34,7 @@ class GCSBucket:
     signBlob). Credentials are read on first use, in a thread: on a VM that
     may ask the metadata server."""
 
+    scheme = "gs"
     _SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
     _PARALLEL = 8  # objects uploaded or deleted at once: GCS takes one HTTP call per object
 
@@ -213,7 +215,7 @@ class GCSBucket:
     async def exists(self) -> bool:
         from google.api_core.exceptions import Forbidden
 
-        where = BucketURL("gs", self.bucket)
+        where = BucketURL(self.scheme, self.bucket)
 
         def probe(bucket: Any) -> bool:
             try:
@@ -228,7 +230,7 @@ class GCSBucket:
     async def create(self, region: str | None) -> bool:
         from google.api_core.exceptions import BadRequest, Conflict
 
-        where = BucketURL("gs", self.bucket)
+        where = BucketURL(self.scheme, self.bucket)
 
         def make(bucket: Any) -> None:
             if bucket.client.project is None:
@@ -244,13 +246,8 @@ class GCSBucket:
         await self._call(where, make)
         return True
 
-    async def remove(self) -> int:
+    async def _drop_bucket(self, where: BucketURL) -> None:
         from google.api_core.exceptions import NotFound
-
-        where = BucketURL("gs", self.bucket)
-        if not await self.exists():
-            return 0
-        count = await self.delete(where)
 
         def drop(bucket: Any) -> None:
             try:
@@ -259,4 +256,3 @@ class GCSBucket:
                 pass  # gone meanwhile: what was asked
 
         await self._call(where, drop)
-        return count

@@ -12,6 +12,7 @@ from typing import Any
 from skytui.clouds.base import PrecheckError
 from skytui.clouds.buckets.store import (
     SIGNED_URL_TTL_S,
+    BucketClient,
     local_files,
     name_taken,
     not_ours,
@@ -34,7 +35,9 @@ def _s3_problem(exc: Exception, where: BucketURL) -> PrecheckError | None:
     return None
 
 
-class S3Bucket:
+class S3Bucket(BucketClient):
+    scheme = "s3"
+
     def __init__(self, bucket: str) -> None:
         try:
             import boto3
@@ -118,7 +121,7 @@ class S3Bucket:
     async def exists(self) -> bool:
         from botocore.exceptions import ClientError
 
-        where = BucketURL("s3", self.bucket)
+        where = BucketURL(self.scheme, self.bucket)
         try:
             await asyncio.to_thread(self._s3.head_bucket, Bucket=self.bucket)
         except ClientError as exc:
@@ -136,7 +139,7 @@ class S3Bucket:
     async def create(self, region: str | None) -> bool:
         from botocore.exceptions import ClientError
 
-        where = BucketURL("s3", self.bucket)
+        where = BucketURL(self.scheme, self.bucket)
         region = region or self._s3.meta.region_name
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
         if region and region != "us-east-1":  # us-east-1 is S3's default and refuses to be named
@@ -157,10 +160,5 @@ class S3Bucket:
             raise
         return True
 
-    async def remove(self) -> int:
-        where = BucketURL("s3", self.bucket)
-        if not await self.exists():
-            return 0
-        count = await self.delete(where)
+    async def _drop_bucket(self, where: BucketURL) -> None:
         await self._call(where, self._s3.delete_bucket, Bucket=self.bucket)
-        return count

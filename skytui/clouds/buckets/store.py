@@ -5,6 +5,7 @@ give alike. No SDK here.
 
 from __future__ import annotations
 
+import abc
 import os
 import stat
 from collections.abc import Iterator
@@ -85,3 +86,29 @@ def not_ours(where: BucketURL) -> PrecheckError:
 def name_taken(where: BucketURL) -> PrecheckError:
     return PrecheckError(f"{where}: the bucket name {where.bucket!r} is taken by someone else "
                          "(bucket names are global); choose another `name:`")
+
+
+class BucketClient(abc.ABC):
+    """What the S3 and GCS clients share: a bucket goes only once emptied."""
+
+    scheme: str
+    bucket: str
+
+    @abc.abstractmethod
+    async def exists(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def delete(self, src: BucketURL) -> int: ...
+
+    @abc.abstractmethod
+    async def _drop_bucket(self, where: BucketURL) -> None:
+        """Delete the (now empty) bucket itself; gone already is fine."""
+
+    async def remove(self) -> int:
+        """Delete the bucket with every object in it; how many objects (0 when it is gone already)."""
+        where = BucketURL(self.scheme, self.bucket)
+        if not await self.exists():
+            return 0
+        count = await self.delete(where)
+        await self._drop_bucket(where)
+        return count

@@ -3,11 +3,6 @@
 `shell_node.py` owns the detached-phase protocol every driver shares;
 `sshnode.py` drives it over an asyncssh channel (VMs, SSH hosts, the local
 node host), `podnode.py` over the Kubernetes exec API. Nothing here knows the
-engine.
+engine. Import the driver's own module: this package imports none of them,
+so that reaching for a pod's driver does not load asyncssh.
 """
-
-from skytui.clouds.nodes.podnode import PodNode
-from skytui.clouds.nodes.shell_node import ShellNode
-from skytui.clouds.nodes.sshnode import SSHNode
-
-__all__ = ["PodNode", "SSHNode", "ShellNode"]
