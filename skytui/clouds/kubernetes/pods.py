@@ -54,7 +54,6 @@ def _is_up(pod: Any, instance_id: str) -> bool:
     return status is not None and status.phase == "Running" and status.reason != "Evicted"
 
 
-
 class PodLifecycle:
     """Provisioning and deleting a cluster's pods, for KubernetesCloud."""
 

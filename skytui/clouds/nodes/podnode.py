@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import shlex
 import tarfile
@@ -33,8 +32,6 @@ from typing import IO, Any
 from skytui.clouds.base import NodeError, NodeInfo, PhaseState
 from skytui.clouds.nodes.shell_node import ShellNode, env_prefix
 from skytui.clouds.phase_scripts import parse_exit_code, parse_node_time
-
-log = logging.getLogger(__name__)
 
 CONTAINER = "main"
 # Commands run in bash, as the phase wrapper does (the image must have it):
