@@ -40,7 +40,7 @@ from skytui.clouds.base import (
 )
 from skytui.clouds.keys import ensure_keypair, public_key_line
 from skytui.clouds.local import LocalCloud
-from skytui.clouds.sshnode import SSHNode
+from skytui.clouds.nodes.sshnode import SSHNode
 from skytui.config import paths
 
 T = TypeVar("T")

@@ -22,7 +22,7 @@ from infra.tcp_relay import TCPRelay
 
 from skytui.clouds.base import NodeInfo
 from skytui.clouds.local import LocalCloud
-from skytui.clouds.sshnode import SSHNode
+from skytui.clouds.nodes.sshnode import SSHNode
 from skytui.config import paths
 
 IDLE_WINDOW_S = 10.0

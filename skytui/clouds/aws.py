@@ -46,7 +46,7 @@ from skytui.clouds.catalog import regions as catalog_regions
 from skytui.config import AWSInfraConfig, Config, Paths
 
 if TYPE_CHECKING:
-    from skytui.clouds.sshnode import SSHNode
+    from skytui.clouds.nodes.sshnode import SSHNode
     from skytui.spec import Resources
 
 log = logging.getLogger(__name__)
@@ -471,7 +471,7 @@ class AWSCloud:
         return sorted(names)
 
     def node(self, info: NodeInfo) -> SSHNode:
-        from skytui.clouds.sshnode import SSHNode
+        from skytui.clouds.nodes.sshnode import SSHNode
         from skytui.clouds.vm_ssh import vm_key_path
 
         return SSHNode(info, vm_key_path(self.paths), proxy_command=self.config.ssh_proxy_command)

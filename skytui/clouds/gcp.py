@@ -47,7 +47,7 @@ from skytui.clouds.gcp_auth import CredentialsError, Found, find_credentials
 from skytui.config import Config, GCPInfraConfig, Paths
 
 if TYPE_CHECKING:
-    from skytui.clouds.sshnode import SSHNode
+    from skytui.clouds.nodes.sshnode import SSHNode
     from skytui.spec import Resources
 
 log = logging.getLogger(__name__)
@@ -429,7 +429,7 @@ class GCPCloud:
         })
 
     def node(self, info: NodeInfo) -> SSHNode:
-        from skytui.clouds.sshnode import SSHNode
+        from skytui.clouds.nodes.sshnode import SSHNode
         from skytui.clouds.vm_ssh import vm_key_path
 
         return SSHNode(info, vm_key_path(self.paths), proxy_command=self.config.ssh_proxy_command)

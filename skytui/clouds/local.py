@@ -30,7 +30,7 @@ from skytui.clouds.sandboxes import SandboxHost
 from skytui.config import Paths
 
 if TYPE_CHECKING:
-    from skytui.clouds.sshnode import SSHNode
+    from skytui.clouds.nodes.sshnode import SSHNode
     from skytui.spec import Resources
 
 

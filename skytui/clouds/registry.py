@@ -21,7 +21,6 @@ from skytui.config import Config, Paths
 log = logging.getLogger(__name__)
 
 PROVIDERS = ("ssh", "aws", "gcp", "kubernetes")
-ALL_INFRA = ("local", "sim", *PROVIDERS)
 
 
 def _provider(name: str) -> object:

@@ -55,7 +55,7 @@ from skytui.config import (
 from skytui.logs.store import open_private_append
 
 if TYPE_CHECKING:
-    from skytui.clouds.sshnode import SSHNode
+    from skytui.clouds.nodes.sshnode import SSHNode
 
 
 def _process_exited(pid: int) -> bool:
@@ -293,7 +293,7 @@ class SandboxHost:
         return sorted({str(marker["cluster"]) for _, marker in markers})
 
     def node(self, info: NodeInfo) -> SSHNode:
-        from skytui.clouds.sshnode import SSHNode
+        from skytui.clouds.nodes.sshnode import SSHNode
 
         # No keepalives: on 127.0.0.1 a dead node host's sockets are closed by
         # the kernel at once, and 10,000 idle connections would otherwise

@@ -45,7 +45,7 @@ from skytui.clouds.sandboxes import SandboxHost
 from skytui.config import Paths, SimInfraConfig
 
 if TYPE_CHECKING:
-    from skytui.clouds.sshnode import SSHNode
+    from skytui.clouds.nodes.sshnode import SSHNode
     from skytui.spec import Resources
 
 # A spot reclaim gives the job a moment to see SIGTERM (AWS gives two minutes;

@@ -19,23 +19,21 @@ verified key rides in NodeInfo.host_key for every later connection.
 Since SSH can drop while the machine is fine, a host that stops answering
 keeps its leases UP for a grace period (`unreachable_grace_s`): skytui must
 never relaunch a healthy job because a network flapped.
-"""
 
+The leases are in ssh_leases.py, the host keys in ssh_host_keys.py; this
+module owns the Cloud: offers, provisioning, states and clean-up. May touch
+clouds.base, the node driver and those two modules; nothing of the engine.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import getpass
-import json
 import logging
-import os
 import re
 import shlex
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +42,6 @@ import asyncssh
 from skytui.clouds.base import (
     Accepted,
     CapacityError,
-    CloudError,
     ClusterHandle,
     ClusterState,
     InstanceOffer,
@@ -53,10 +50,21 @@ from skytui.clouds.base import (
     PrecheckError,
     states_one_by_one,
 )
-from skytui.clouds.keys import public_key_line
+from skytui.clouds.nodes.sshnode import SSHNode
 from skytui.clouds.phase_scripts import kill_command
 from skytui.clouds.ssh import NAME, declared_gpus, load_hosts
-from skytui.clouds.sshnode import SSHNode
+from skytui.clouds.ssh_host_keys import PROBE_TIMEOUT_S, HostKeys
+from skytui.clouds.ssh_leases import (
+    LEASES_DIR,
+    LEASES_FILE,
+    Lease,
+    LeaseBook,
+    Take,
+    busy_reason,
+    refit,
+    take_for,
+    whole_host,
+)
 from skytui.clouds.vm_ssh import vm_key_path
 from skytui.config import Paths, SSHHost, SSHInfraConfig
 
@@ -65,181 +73,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("skytui.clouds.ssh")
 
-LEASES_FILE = "ssh_leases.json"
-LEASES_DIR = ".skytui/leases"
 # Asking a host whether it still answers is an SSH round trip: not every second.
 STATE_POLL_S = 10.0
-PROBE_TIMEOUT_S = 10.0
 # Leftover phases get this long after TERM before KILL (a cancel already
 # stopped the job gracefully; this is the sweep behind it).
 KILL_GRACE_S = 3.0
 _PHASE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 _PROBE_OK = "skytui-probe-ok"
-_EPSILON = 1e-9
-
-
-# ---------------------------------------------------------- what a lease takes
-
-
-@dataclass(frozen=True)
-class Take:
-    """What one lease takes of its host."""
-
-    cpus: float
-    memory_gb: float
-    accelerators: dict[str, float]
-
-
-def whole_host(host: SSHHost) -> Take:
-    return Take(host.resources.cpus or 0.0, host.resources.memory or 0.0, declared_gpus(host))
-
-
-def take_for(host: SSHHost, request: Resources) -> Take | None:
-    """What a lease for `request` takes of `host`, or None if it can never fit.
-
-    A task that asks for nothing specific takes the whole host. A GPU the host
-    does not declare never fits; undeclared cpus or memory do not refuse (the
-    user knows the machine), but such a lease has the host to itself."""
-    gpus = declared_gpus(host)
-    if request.cpus is None and request.memory is None and not request.accelerators:
-        return whole_host(host)
-    accelerators: dict[str, float] = {}
-    if request.accelerators:
-        wanted = request.accelerators[0]
-        if wanted.name is None:
-            return None  # by GPU memory: hosts declare no GPU memory
-        name = next((n for n in gpus if n.lower() == wanted.name.lower()), None)
-        if name is None or gpus[name] + _EPSILON < wanted.count:
-            return None
-        accelerators = {name: wanted.count}
-    declared = host.resources
-    cpus = request.cpus_min or 0.0
-    if declared.cpus is not None and cpus > declared.cpus + _EPSILON:
-        return None
-    per_cpu = request.memory_per_cpu
-    memory = request.memory_min or (per_cpu * (cpus or declared.cpus or 0.0) if per_cpu else 0.0)
-    if declared.memory is not None and memory > declared.memory + _EPSILON:
-        return None
-    return Take(cpus, memory, accelerators)
-
-
-def _refit(host: SSHHost, take: Take) -> Take | None:
-    """The same take on another host (another rank of a multi-node cluster)."""
-    declared, gpus = host.resources, declared_gpus(host)
-    if take.cpus and declared.cpus is not None and take.cpus > declared.cpus + _EPSILON:
-        return None
-    if take.memory_gb and declared.memory is not None and take.memory_gb > declared.memory + _EPSILON:
-        return None
-    accelerators: dict[str, float] = {}
-    for wanted, count in take.accelerators.items():
-        name = next((n for n in gpus if n.lower() == wanted.lower()), None)
-        if name is None or gpus[name] + _EPSILON < count:
-            return None
-        accelerators[name] = count
-    return Take(take.cpus, take.memory_gb, accelerators)
-
-
-def _shareable(host: SSHHost, take: Take) -> bool:
-    """A lease shares its host only when everything it takes is declared, so
-    the sum of leases can be checked against it."""
-    declared = host.resources
-    if not (take.cpus or take.memory_gb or any(take.accelerators.values())):
-        return False
-    return (not take.cpus or declared.cpus is not None) and (not take.memory_gb or declared.memory is not None)
-
-
-# ------------------------------------------------------------------ leases
-
-
-@dataclass
-class Lease:
-    cluster: str
-    rank: int
-    host: str  # the host's name in config
-    cpus: float
-    memory_gb: float
-    accelerators: dict[str, float]
-    workspace: str
-    host_key: str = ""  # set once verified
-    labels: dict[str, str] = field(default_factory=dict)
-    created_at: float = 0.0
-
-    @property
-    def take(self) -> Take:
-        return Take(self.cpus, self.memory_gb, self.accelerators)
-
-
-class LeaseBook:
-    """This install's leases, in one JSON file shared by every skytui process."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lock_path = path.with_name(path.name + ".lock")
-
-    def read(self) -> list[Lease]:
-        # Writes are atomic renames: a reader without the lock sees a whole file.
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return []
-        except ValueError as exc:
-            raise CloudError(f"{self.path} is corrupt ({exc}); remove it once no ssh job runs") from None
-        return [Lease(**item) for item in data.get("leases", [])]
-
-    @contextmanager
-    def locked(self) -> Iterator[list[Lease]]:
-        """The leases, for changing in place; written back on exit."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            leases = self.read()
-            before = [asdict(lease) for lease in leases]
-            yield leases
-            after = [asdict(lease) for lease in leases]
-            if after != before:
-                tmp = self.path.with_name(self.path.name + ".tmp")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    json.dump({"leases": after}, f, indent=1)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-
-    def of(self, cluster: str) -> list[Lease]:
-        return sorted((lease for lease in self.read() if lease.cluster == cluster), key=lambda lease: lease.rank)
-
-    def set_key(self, cluster: str, rank: int, host_key: str) -> None:
-        with self.locked() as leases:
-            for lease in leases:
-                if lease.cluster == cluster and lease.rank == rank:
-                    lease.host_key = host_key
-
-    def drop(self, cluster: str) -> None:
-        with self.locked() as leases:
-            leases[:] = [lease for lease in leases if lease.cluster != cluster]
-
-
-# -------------------------------------------------------------- host keys
-
-
-def _known_hosts_name(host: SSHHost) -> str:
-    return host.host if host.port == 22 else f"[{host.host}]:{host.port}"
-
-
-def _fingerprint(key: asyncssh.SSHKey) -> str:
-    return str(key.get_fingerprint("sha256"))
-
-
-def _keys_in(path: Path, host: SSHHost) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey]]:
-    """(trusted, revoked) keys of `host` in one known_hosts file."""
-    if not path.exists():
-        return [], []
-    try:
-        known = asyncssh.read_known_hosts(str(path))
-        trusted, _, revoked, *_ = known.match(host.host, "", host.port if host.port != 22 else None)
-    except (OSError, ValueError, asyncssh.KeyImportError) as exc:
-        raise PrecheckError(f"{path}: cannot read known hosts: {exc}") from None
-    return list(trusted), list(revoked)
 
 
 # ------------------------------------------------------------------- cloud
@@ -256,7 +96,7 @@ class SSHCloud:
         self.config = config
         self.hosts = load_hosts(paths, config)
         self.book = LeaseBook(paths.home / LEASES_FILE)
-        self.known_hosts = Path(config.known_hosts_file).expanduser()
+        self.host_keys = HostKeys(Path(config.known_hosts_file).expanduser(), paths.known_hosts)
         # Host name -> when it stopped answering (this process's view: a
         # restarted controller starts the grace period over, never shortens it).
         self._unreachable_since: dict[str, float] = {}
@@ -303,27 +143,6 @@ class SSHCloud:
 
     # -------------------------------------------------------------- leasing
 
-    def _busy(self, host: SSHHost, take: Take, leases: list[Lease]) -> str | None:
-        """Why `take` does not fit beside the host's current leases, or None."""
-        existing = [lease for lease in leases if lease.host == host.name]
-        if not existing:
-            return None
-        if not _shareable(host, take) or not all(_shareable(host, lease.take) for lease in existing):
-            holders = ", ".join(sorted({lease.cluster for lease in existing}))
-            return f"{host.name} is busy: leased to {holders}"
-        declared = host.resources
-        used_cpus = sum(lease.cpus for lease in existing)
-        if take.cpus and declared.cpus is not None and used_cpus + take.cpus > declared.cpus + _EPSILON:
-            return f"{host.name} is busy: {used_cpus:g} of {declared.cpus:g} CPUs leased"
-        used_memory = sum(lease.memory_gb for lease in existing)
-        if take.memory_gb and declared.memory is not None and used_memory + take.memory_gb > declared.memory + _EPSILON:
-            return f"{host.name} is busy: {used_memory:g} of {declared.memory:g} GB of memory leased"
-        gpus = declared_gpus(host)
-        for name, count in take.accelerators.items():
-            used = sum(lease.accelerators.get(name, 0.0) for lease in existing)
-            if used + count > gpus.get(name, 0.0) + _EPSILON:
-                return f"{host.name} is busy: {used:g} of {gpus.get(name, 0.0):g} {name} GPUs leased"
-        return None
 
     def _take_leases(
         self, cluster: str, first: SSHHost, take: Take, num_nodes: int, labels: dict[str, str]
@@ -334,7 +153,7 @@ class SSHCloud:
             mine = sorted((lease for lease in leases if lease.cluster == cluster), key=lambda lease: lease.rank)
             if mine:
                 return mine  # a provision retried under the same name keeps what it took
-            reason = self._busy(first, take, leases)
+            reason = busy_reason(first, take, leases)
             if reason is not None:
                 raise CapacityError(reason)
             chosen: list[tuple[SSHHost, Take]] = [(first, take)]
@@ -344,10 +163,10 @@ class SSHCloud:
                     break
                 if host.name == first.name:
                     continue
-                other = whole_host(host) if whole else _refit(host, take)
+                other = whole_host(host) if whole else refit(host, take)
                 if other is None:
                     continue
-                reason = self._busy(host, other, leases)
+                reason = busy_reason(host, other, leases)
                 if reason is not None:
                     refused.append(reason)
                     continue
@@ -376,78 +195,6 @@ class SSHCloud:
             rank=lease.rank, host=host.host, port=host.port, user=self._user(host), internal_ip=host.host,
             host_key=host_key, instance_id=f"{host.name}/{lease.cluster}-{lease.rank}", workspace=lease.workspace,
         )
-
-    # ------------------------------------------------------------ host keys
-
-    async def _server_key(self, host: SSHHost, algs: list[str]) -> asyncssh.SSHKey | None:
-        """The key the host presents (of one of `algs` when given); None when
-        it has no key of those types."""
-        try:
-            return await asyncio.wait_for(
-                asyncssh.get_server_host_key(host.host, host.port, server_host_key_algs=algs or (), config=[]),
-                timeout=PROBE_TIMEOUT_S,
-            )
-        except asyncssh.KeyExchangeFailed:
-            if algs:
-                return None
-            raise CapacityError(f"{host.name} ({host.host}:{host.port}): SSH key exchange failed") from None
-        except (TimeoutError, OSError, asyncssh.Error) as exc:
-            raise CapacityError(f"{host.name} ({host.host}:{host.port}) is unreachable: {exc}") from None
-
-    async def verify_host_key(self, host: SSHHost) -> str:
-        """The host's key as `type base64`, checked against known_hosts or the
-        key pinned at first contact (pinned now if neither knows the host)."""
-        trusted, revoked, source = await asyncio.to_thread(self._trusted_keys, host)
-        algs = [alg.decode() for key in trusted for alg in key.sig_algorithms]
-        received = await self._server_key(host, algs)
-        if received is None:  # it no longer has a key of the type we know
-            received = await self._server_key(host, [])
-        if received is None:
-            raise CapacityError(f"{host.name} ({host.host}:{host.port}) presented no host key")
-        line = public_key_line(received)
-        if any(public_key_line(key) == line for key in revoked):
-            raise PrecheckError(f"host key {_fingerprint(received)} of ssh host {host.name} is marked revoked")
-        if not trusted:
-            return await asyncio.to_thread(self._pin, host, received)
-        if any(public_key_line(key) == line for key in trusted):
-            return line
-        raise PrecheckError(self._changed(host, trusted[0], received, source))
-
-    def _trusted_keys(self, host: SSHHost) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], Path]:
-        revoked_all: list[asyncssh.SSHKey] = []
-        for source in (self.known_hosts, self.paths.known_hosts):
-            trusted, revoked = _keys_in(source, host)
-            revoked_all += revoked
-            if trusted:
-                return trusted, revoked_all, source
-        return [], revoked_all, self.paths.known_hosts
-
-    def _changed(self, host: SSHHost, expected: asyncssh.SSHKey, received: asyncssh.SSHKey, source: Path) -> str:
-        return (
-            f"the host key of ssh host {host.name} ({host.host}:{host.port}) has changed: expected "
-            f"{_fingerprint(expected)} (from {source}), received {_fingerprint(received)}. Someone may be "
-            f"intercepting the connection. If the machine was reinstalled, remove its line "
-            f"({_known_hosts_name(host)}) from {source} and launch again."
-        )
-
-    def _pin(self, host: SSHHost, key: asyncssh.SSHKey) -> str:
-        """Pin a first-contact key (0600), unless another process just did."""
-        pinned = self.paths.known_hosts
-        pinned.parent.mkdir(parents=True, exist_ok=True)
-        with open(pinned.with_name(pinned.name + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            trusted, _ = _keys_in(pinned, host)
-            line = public_key_line(key)
-            if trusted:
-                if any(public_key_line(k) == line for k in trusted):
-                    return line
-                raise PrecheckError(self._changed(host, trusted[0], key, pinned))
-            fd = os.open(pinned, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "a") as f:
-                f.write(f"{_known_hosts_name(host)} {line}\n")
-            os.chmod(pinned, 0o600)
-        log.info("pinned the host key %s of ssh host %s in %s", _fingerprint(key), host.name, pinned)
-        return line
 
     # ------------------------------------------------------------- clusters
 
@@ -484,7 +231,7 @@ class SSHCloud:
         key_path = self._key_path(host)
         if not key_path.exists():
             raise PrecheckError(f"identity_file {key_path} of ssh host {host.name} does not exist")
-        host_key = lease.host_key or await self.verify_host_key(host)
+        host_key = lease.host_key or await self.host_keys.verify(host)
         await asyncio.to_thread(self.book.set_key, lease.cluster, lease.rank, host_key)
         info = self._info(host, lease, host_key)
         node = self.node(info)

@@ -7,7 +7,7 @@ protocol as every VM (phase_scripts.py): setup and run start detached under
 setup's installs are there for run. Files come back with `cat`, output by
 exact byte offset with `tail -c +N | head -c M`, uploads go in as a tar
 stream on stdin. The pod sets SKYTUI_LOG_SINK to its PID 1's stdout, so the
-job's output is also in the pod log: `follow_log()` streams it live.
+job's output is also in the pod log (`kubectl logs`).
 
 The official client is synchronous: every call runs in a thread with explicit
 timeouts. `kubernetes.stream.stream` swaps `call_api` on the ApiClient it is
@@ -20,27 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import shlex
 import tarfile
 import tempfile
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
 from skytui.clouds.base import NodeError, NodeInfo, PhaseState
-from skytui.clouds.phase_scripts import (
-    kill_command,
-    launcher_command,
-    launcher_input,
-    parse_exit_code,
-    parse_node_time,
-)
-
-log = logging.getLogger(__name__)
+from skytui.clouds.nodes.shell_node import ShellNode, env_prefix
+from skytui.clouds.phase_scripts import parse_exit_code, parse_node_time
 
 CONTAINER = "main"
 # Commands run in bash, as the phase wrapper does (the image must have it):
@@ -68,7 +59,7 @@ def _error_text(exc: BaseException) -> str:
     return str(text).splitlines()[0][:300]
 
 
-class PodNode:
+class PodNode(ShellNode):
     """One pod. `context`/`api` may be left None with a `resolve` callback
     that finds them (a pod in one of several contexts)."""
 
@@ -133,14 +124,14 @@ class PodNode:
     ) -> tuple[int, bytes, bytes]:
         import websocket
         from kubernetes import client
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
 
         if websocket.getdefaulttimeout() is None:
             # websocket-client has no per-call connect timeout; the kubernetes
             # client builds the socket itself, so this default is the only knob.
             websocket.setdefaulttimeout(SOCKET_TIMEOUT_S)
-        api_client = client.ApiClient(configuration)  # its own: stream() patches it
+        api_client: Any = client.ApiClient(configuration)  # its own: stream() patches it
         try:
             core = client.CoreV1Api(api_client)
             try:
@@ -209,7 +200,7 @@ class PodNode:
         """Run a short shell command. `env` goes on the command line: never
         secrets there; they travel on `input` (stdin)."""
         # Exec starts in the image's WORKDIR, a login in its home: start there too.
-        prefix = 'cd "$HOME" 2>/dev/null; ' + "".join(f"export {k}={shlex.quote(v)}; " for k, v in (env or {}).items())
+        prefix = 'cd "$HOME" 2>/dev/null; ' + env_prefix(env)
         status, out, err = await self._exec(
             [SHELL, "-c", prefix + command],
             stdin=input.encode() if input is not None else None, timeout=timeout,
@@ -248,21 +239,6 @@ class PodNode:
             )
 
     # --------------------------------------------------------------- phases
-
-    def _phase_dir(self, phase_id: str) -> str:
-        return f"{self.info.phases_dir}/{phase_id}"
-
-    async def start_phase(
-        self, phase_id: str, script: str, env: dict[str, str], *, cwd: str | None = None
-    ) -> int:
-        """Start a phase detached (a no-op if it was already started); its pid.
-        `cwd` is relative to the pod's home (the caller adds the workspace)."""
-        command = launcher_command(self.info.phases_dir, phase_id, cwd)
-        status, out, err = await self.run(command, timeout=30, input=launcher_input(script, env))
-        try:
-            return int(out.strip())
-        except ValueError as exc:
-            raise NodeError(f"phase {phase_id} did not start (exit {status}): {err.strip()[:300]}") from exc
 
     async def phase_state(self, phase_id: str, *, check_alive: bool = False) -> PhaseState:
         """One exec: the exit code, and when asked the pid and whether it
@@ -313,102 +289,9 @@ class PodNode:
             raise NodeError(f"cannot read output of {phase_id} (exit {status}): {err.decode(errors='replace')[:200]}")
         return out
 
-    async def kill_phase(self, phase_id: str, *, grace_s: float = 5.0) -> None:
-        """TERM the phase's process group, KILL it after the grace period."""
+    async def _running_pid(self, phase_id: str) -> int | None:
         state = await self.phase_state(phase_id, check_alive=True)
-        if state.pid is None or state.finished:
-            return
-        await self.run(kill_command(self._phase_dir(phase_id), state.pid, grace_s), timeout=grace_s + 15)
-
-    # ------------------------------------------------------------------ logs
-
-    async def follow_log(self, *, tail_lines: int | None = None, idle_timeout_s: float = 300.0) -> AsyncIterator[str]:
-        """The pod's log, line by line, live (the pod log API with follow):
-        every job phase tees its output there. Ends when the container
-        ends or the pod is gone; a quiet stream is reopened after
-        `idle_timeout_s` from where it was. Stop it by leaving the loop."""
-        api = await self._ensure()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
-        stop = threading.Event()
-        current: list[Any] = []
-
-        def put(item: str | BaseException | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def follow() -> None:
-            try:
-                self._follow_blocking(api, tail_lines, idle_timeout_s, stop, current, put)
-            except BaseException as exc:  # noqa: BLE001 - handed to the reader
-                if not stop.is_set():
-                    put(exc)
-            finally:
-                put(None)
-
-        # Its own thread, not the default executor: a follow lasts as long as the job.
-        thread = threading.Thread(target=follow, name=f"follow-{self.pod_name}", daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise NodeError(f"following the log of pod {self.pod_name} failed: {_error_text(item)}") from item
-                yield item
-        finally:
-            stop.set()
-            for response in current:
-                with contextlib.suppress(Exception):
-                    response.shutdown()  # unblocks the thread's read
-
-    def _follow_blocking(
-        self, api: Any, tail_lines: int | None, idle_timeout_s: float, stop: threading.Event,
-        current: list[Any], put: Callable[[str | BaseException | None], None],
-    ) -> None:
-        from kubernetes import client
-        from kubernetes.client.rest import ApiException
-        from urllib3.exceptions import ProtocolError, ReadTimeoutError
-
-        core = client.CoreV1Api(api)
-        tail = tail_lines
-        while not stop.is_set():
-            try:
-                # Without preloading it is the raw urllib3 response, whatever the stub says.
-                response: Any = core.read_namespaced_pod_log(
-                    self.pod_name, self.namespace, container=self.container, follow=True,
-                    tail_lines=tail, _preload_content=False, _request_timeout=(10, idle_timeout_s),
-                )
-            except ApiException as exc:
-                if exc.status in (400, 404):  # not running any more, or gone
-                    return
-                raise
-            current[:] = [response]
-            if stop.is_set():
-                response.shutdown()
-            pending = b""
-            try:
-                for chunk in response.stream(amt=None, decode_content=False):
-                    pending += chunk
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        put(line.decode(errors="replace"))
-            except (ReadTimeoutError, ProtocolError, OSError):
-                if stop.is_set():
-                    return
-                # Quiet for idle_timeout_s: reopen from now on (tailLines=0),
-                # keeping what was already shown.
-                if pending:
-                    put(pending.decode(errors="replace"))
-                tail = 0
-                continue
-            finally:
-                with contextlib.suppress(Exception):
-                    response.release_conn()
-            if pending:
-                put(pending.decode(errors="replace"))
-            return  # the stream ended: the container did
+        return None if state.finished else state.pid
 
 
 def _tar(source: Path, member: str | None) -> tuple[IO[bytes], int]:

@@ -17,13 +17,11 @@ from pathlib import Path
 import asyncssh
 
 from skytui.clouds.base import CloudError, NodeError, NodeInfo, PhaseState
+from skytui.clouds.nodes.shell_node import START_TIMEOUT_S, ShellNode, env_prefix
 from skytui.clouds.phase_scripts import (
     ALIVE_FUNCTION,
     encoded_launch_input,
-    kill_command,
     launch_request_json,
-    launcher_command,
-    launcher_input,
     parse_exit_code,
     parse_node_time,
 )
@@ -36,9 +34,6 @@ from skytui.clouds.phase_watch import (
 
 # How long a new watch waits for the node's answer before looking itself.
 WATCH_ANSWER_TIMEOUT_S = 5.0
-# How long a start may take before the node is taken for unreachable (the
-# launcher waits up to 4 s for another start's owner).
-START_TIMEOUT_S = 30.0
 # AES-GCM first: asyncssh's chacha20-poly1305 builds three cipher contexts per
 # packet (14 us each here, against 2 us for AES-GCM on AES-NI), and a job's
 # start, watch and output cost a few dozen packets on both ends. The rest is
@@ -49,7 +44,7 @@ ENCRYPTION_ALGS = [
 ]
 
 
-class SSHNode:
+class SSHNode(ShellNode):
     """One persistent SSH connection per node; commands are channels on it."""
 
     def __init__(
@@ -155,7 +150,7 @@ class SSHNode:
         conn, _ = await self._ensure()
         # Env goes inline (not SSH `env` requests) because OpenSSH drops any
         # variable its AcceptEnv does not list.
-        prefix = "".join(f"export {k}={shlex.quote(v)}; " for k, v in (env or {}).items())
+        prefix = env_prefix(env)
         if input is None:
             running = conn.run(prefix + command, check=False, stdin=asyncssh.DEVNULL)
         else:
@@ -183,9 +178,6 @@ class SSHNode:
 
     # --------------------------------------------------------------- phases
 
-    def _phase_dir(self, phase_id: str) -> str:
-        return f"{self.info.phases_dir}/{phase_id}"
-
     async def start_phase(
         self, phase_id: str, script: str, env: dict[str, str], *, cwd: str | None = None
     ) -> int:
@@ -207,13 +199,7 @@ class SSHNode:
             except (TimeoutError, WatchStreamClosed) as exc:
                 self._lost()
                 raise NodeError(f"phase {phase_id}: no answer from {self.info.user} to its start") from exc
-        command = launcher_command(self.info.phases_dir, phase_id, cwd)
-        payload = launcher_input(script, env)
-        status, out, err = await self.run(command, timeout=START_TIMEOUT_S, input=payload)
-        try:
-            return int(out.strip())
-        except ValueError as exc:
-            raise NodeError(f"phase {phase_id} did not start (exit {status}): {err.strip()}") from exc
+        return await super().start_phase(phase_id, script, env, cwd=cwd)
 
     async def _read_small(self, path: str) -> str | None:
         _, sftp = await self._ensure()
@@ -332,16 +318,12 @@ class SSHNode:
         if watch is not None:
             watch.close()
 
-    async def kill_phase(self, phase_id: str, *, grace_s: float = 5.0) -> None:
-        """TERM the phase's process group, KILL it after the grace period."""
+    async def _running_pid(self, phase_id: str) -> int | None:
         if (await self.phase_state(phase_id)).finished:
-            return
+            return None
         # The pid by SFTP, not by a shell: the kill command itself finds out
         # whether the group still lives (the local node host, natively).
         pid_text = await self._read_small(f"{self._phase_dir(phase_id)}/pid")
         if pid_text is None or not pid_text.strip().isdigit():
-            return  # never started: nothing to stop
-        await self.run(
-            kill_command(self._phase_dir(phase_id), int(pid_text), grace_s),
-            timeout=grace_s + 15,
-        )
+            return None  # never started: nothing to stop
+        return int(pid_text)
