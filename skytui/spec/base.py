@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    ValidationInfo,
-)
+from pydantic import BaseModel, ConfigDict, ValidationInfo
 
 from skytui.spec.errors import _fail, _suggest
 from skytui.spec.kept_fields import KeptField

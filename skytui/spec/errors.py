@@ -13,9 +13,7 @@ import difflib
 import math
 from typing import Any
 
-from pydantic import (
-    ValidationError,
-)
+from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
 from skytui._yaml_lines import YamlDocument

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import (
-    ValidationError,
-)
+from pydantic import ValidationError
 
 from skytui._yaml_lines import YamlDocument
 from skytui.spec.documents import _check_group, _read_documents, _split_header, _termination_delays, read_text_file

@@ -7,12 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import (
-    Field,
-    Strict,
-    ValidationInfo,
-    model_validator,
-)
+from pydantic import Field, Strict, ValidationInfo, model_validator
 
 from skytui.spec.base import _SpecModel
 from skytui.spec.errors import _fail

@@ -12,13 +12,7 @@ import warnings as _warnings
 from functools import partial
 from typing import Annotated, Any, ClassVar
 
-from pydantic import (
-    Field,
-    Strict,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, Strict, ValidationInfo, field_validator, model_validator
 
 from skytui.spec.base import _from_yaml, _SpecModel
 from skytui.spec.errors import _fail, _suggest

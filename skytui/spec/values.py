@@ -15,10 +15,7 @@ import re
 from functools import partial
 from typing import Any
 
-from pydantic import (
-    ConfigDict,
-    model_validator,
-)
+from pydantic import ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
 from skytui.spec.base import _SpecModel
