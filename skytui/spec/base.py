@@ -28,11 +28,6 @@ def _base_dir(info: ValidationInfo) -> str | None:
     return base_dir
 
 
-# --------------------------------------------------------------------------
-# Models
-# --------------------------------------------------------------------------
-
-
 class _SpecModel(BaseModel):
     # Inputs may hold secrets: keep them out of pydantic's own error text too.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
