@@ -130,7 +130,7 @@ class _BoundedComposer(Composer):
 
 if _Parser is not None:
 
-    class _Loader(_BoundedComposer, _Parser, SafeConstructor, Resolver):  # type: ignore[misc, valid-type]
+    class _Loader(_BoundedComposer, _Parser, SafeConstructor, Resolver):  # type: ignore[misc]
         """libyaml's parser, our composer, PyYAML's safe scalar constructors."""
 
         def __init__(self, stream: str) -> None:
@@ -210,7 +210,7 @@ def _is_null(node: yaml.Node) -> bool:
 
 
 def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1  # type: ignore[no-any-return]
+    return node.start_mark.line + 1
 
 
 def _line_at(text: str, position: int) -> int:

@@ -127,21 +127,15 @@ class Client:
         """Queue the job (N copies with --num-jobs); the plan must have been checked
         (or, for a pool, the pool must exist: ValueError otherwise)."""
         from skytui.client.planning import requested_str
+        from skytui.spec.stored import stored_job_secrets, stored_job_spec
 
         if pool is not None and pipeline.is_group:
             raise ValueError("a job group runs on machines of its own, not in a pool; drop --pool")
         if pool is not None and self.store.pool(pool) is None:
             raise ValueError(f"no pool {pool!r}; create it with `skytui jobs pool apply -p {pool} POOL.yaml`")
         now = time.time()
-        spec: dict[str, Any] = {
-            "name": pipeline.name,
-            "source": pipeline.source,
-            "tasks": [task.model_dump(mode="json", exclude={"secrets"}) for task in pipeline.tasks],
-        }
-        if pipeline.is_group:
-            spec["execution"] = "parallel"
-            spec["termination_delay_s"] = pipeline.termination_delay_s
-        secrets = {str(i): dict(task.secrets) for i, task in enumerate(pipeline.tasks) if task.secrets}
+        spec = stored_job_spec(pipeline)
+        secrets = stored_job_secrets(pipeline)
         job_priority = priority if priority is not None else (pipeline.tasks[0].resources.priority or 0)
         tasks = [
             NewTask(
@@ -220,6 +214,14 @@ class Client:
     def apply_pool(self, name: str, definition: PoolDefinition | None, workers: int | None) -> tuple[int, str]:
         """Create or update a pool (from its YAML, or just a new worker count);
         returns (version, what changed). ValueError for what cannot be done."""
+        from skytui.spec.stored import (
+            stored_pool_min_workers,
+            stored_pool_resized,
+            stored_pool_secrets,
+            stored_pool_spec,
+            stored_pool_workers,
+        )
+
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
             raise ValueError(f"pool name {name!r}: letters, digits, '.', '_' and '-', at most 63")
         if definition is None:
@@ -228,22 +230,21 @@ class Client:
             if self.store.pool(name) is None:
                 raise ValueError(f"no pool {name!r}; create it with `skytui jobs pool apply -p {name} POOL.yaml`")
             spec, secrets = self.store.pool_spec(name)
-            if spec["pool"].get("workers") is None:
+            if stored_pool_workers(spec) is None:
                 raise ValueError(f"pool {name!r} autoscales; change min_workers/max_workers in its YAML instead")
-            spec = {**spec, "pool": {**spec["pool"], "workers": workers}}
+            spec = stored_pool_resized(spec, workers)
         else:
             pool_spec = definition.spec
             if workers is not None:
                 if pool_spec.autoscaling:
                     raise ValueError("--workers cannot be combined with an autoscaling pool YAML")
                 pool_spec = pool_spec.model_copy(update={"workers": workers})
-            task = definition.task.model_dump(mode="json", exclude={"secrets", "pool"})
-            spec = {"task": task, "pool": pool_spec.model_dump(mode="json")}
-            secrets = dict(definition.task.secrets)
-        target = spec["pool"]["workers"]
+            spec = stored_pool_spec(definition.task, pool_spec)
+            secrets = stored_pool_secrets(definition.task)
+        target = stored_pool_workers(spec)
         if target is None:
             current = self.store.pool(name)
-            target = current.target_workers if current else (spec["pool"].get("min_workers") or 0)
+            target = current.target_workers if current else stored_pool_min_workers(spec)
         try:
             applied = self.store.apply_pool(name, spec, secrets, target)
         except StoreError as exc:

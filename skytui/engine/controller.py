@@ -72,6 +72,7 @@ from skytui.engine.store import (
 from skytui.logs.store import append_line, controller_log_path, file_size, task_log_path
 from skytui.logs.sync import maskable, sync_phase_output
 from skytui.spec import Task
+from skytui.spec.stored import tasks_from_stored
 
 S = TaskStatus
 T = TypeVar("T")
@@ -991,7 +992,4 @@ class JobController:
 
 def load_tasks(spec: dict[str, Any], secrets: dict[str, dict[str, str]]) -> list[Task]:
     """Rebuild the job's tasks from the stored spec and their secrets."""
-    return [
-        Task.model_validate({**task, "secrets": secrets.get(str(index), {})})
-        for index, task in enumerate(spec["tasks"])
-    ]
+    return tasks_from_stored(spec, secrets)

@@ -64,6 +64,7 @@ from skytui.engine.store import (
 )
 from skytui.logs.sync import maskable
 from skytui.spec import PoolSpec, Task
+from skytui.spec.stored import pool_from_stored
 
 if TYPE_CHECKING:
     from skytui.engine.context import EngineContext
@@ -123,7 +124,7 @@ def worker_cluster_name(pool: str, worker_id: int) -> str:
 
 
 def load_pool_task(spec: dict[str, Any], secrets: dict[str, str]) -> tuple[Task, PoolSpec]:
-    return Task.model_validate({**spec["task"], "secrets": secrets}), PoolSpec.model_validate(spec["pool"])
+    return pool_from_stored(spec, secrets)
 
 
 class PoolManager:

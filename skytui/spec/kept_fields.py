@@ -10,7 +10,7 @@ Each entry says why skytui ignores the field: the warning is the user's only
 hint that part of their YAML has no effect here.
 
 Private to `spec` (the bottom layer): imports nothing from skytui but its
-sibling `_sizes`.
+sibling `sizes`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from skytui._sizes import parse_size_gb
+from skytui.spec.sizes import parse_size_gb
 
 # A check returns None when the value has SkyPilot's shape, else what is wrong.
 Check = Callable[[Any], "str | None"]
