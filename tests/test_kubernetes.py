@@ -53,6 +53,18 @@ def cloud_for(home: Path, **settings: Any) -> Any:
     return KubernetesCloud(Paths(home), KubernetesInfraConfig(**settings))
 
 
+def pod_log(pod: str, namespace: str) -> str:
+    """The pod's own log, read as `kubectl logs` reads it (the real client)."""
+    from kubernetes import client, config
+
+    # The kubeconfig of this test's fake (the SDK's default was fixed at its import).
+    api = config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    try:
+        return str(client.CoreV1Api(api).read_namespaced_pod_log(pod, namespace))
+    finally:
+        api.close()
+
+
 def resources(**fields: Any) -> Any:
     from skytui.spec import Resources
 
@@ -219,6 +231,9 @@ async def test_pod_node_runs_phases_uploads_and_serves_output(
     assert await node.read_phase_output("p-1", len(expected), 100) == b""
     assert await node.read_phase_output("no-such-phase", 0, 100) == b""
     assert secret not in json.dumps(kube.requests)  # on stdin, never in a URL
+    # Every phase tees its output to the pod's own log: `kubectl logs` shows the job.
+    shown = await asyncio.to_thread(pod_log, name, node.namespace)
+    assert shown.splitlines()[:2] == [f"setup sees {secret}", "from the workdir"]
 
     # Setup's installs are there for run: one container, one file system.
     await node.start_phase("p-2", "echo installed > ~/tool; sleep 600", {})
