@@ -118,8 +118,8 @@ def detect(paths: Paths, config: Config) -> InfraStatus:
                            "set infra.aws.enabled: true")
     if not _credentials_may_exist():
         return InfraStatus(NAME, False, "no AWS credentials found", CREDENTIALS_FIX)
-    import boto3  # type: ignore[import-untyped]
-    from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
+    import boto3
+    from botocore.exceptions import BotoCoreError
 
     try:
         credentials = boto3.Session().get_credentials()

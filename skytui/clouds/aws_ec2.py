@@ -73,7 +73,7 @@ def translate(
     exc: BaseException, *, region: str, action: str, instance_type: str | None = None, market: str | None = None,
 ) -> CloudError:
     """A botocore failure as the CloudError the engine acts on."""
-    from botocore import exceptions as boto_errors  # type: ignore[import-untyped]
+    from botocore import exceptions as boto_errors
 
     what = " ".join(part for part in (market, instance_type) if part)
     if isinstance(exc, (boto_errors.NoCredentialsError, boto_errors.PartialCredentialsError,
@@ -119,7 +119,7 @@ def make_client(session: Any, region: str, *, attempts: int, read_timeout_s: flo
 def find_image(client: Any, region: str, configured: str | None) -> tuple[str, str]:
     """(AMI id, root device name): the configured image, or the newest
     Canonical Ubuntu 22.04 amd64 image of the region."""
-    from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+    from botocore.exceptions import ClientError
 
     if configured:
         try:
