@@ -12,7 +12,9 @@ tasks in order (or a job group's all at once), one attempt's run and its
 outcome, restarts on errors, a lost machine's recovery, the final status.
 The steps it calls live beside it: job_launch (a machine with setup done),
 job_phases (env and phases), job_worker (a pool job's worker), job_cleanup
-(teardown, cancel); job_base holds the state they share.
+(teardown, cancel); job_base holds the state they share. Each is a class
+JobController builds on: LaunchSteps(CleanupSteps(WorkerSteps), PhaseSteps),
+all on JobBase, so a step calls another as `self._step(...)`.
 """
 
 from __future__ import annotations
