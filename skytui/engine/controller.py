@@ -6,108 +6,42 @@ action on a node is idempotent (a phase starts at most once), so a controller
 killed at any moment and started again picks each job up where it was:
 running phases are re-attached, never restarted, and logs resume at the byte
 where they stopped.
+
+This module owns the job's state machine and its recovery decisions: the
+tasks in order (or a job group's all at once), one attempt's run and its
+outcome, restarts on errors, a lost machine's recovery, the final status.
+The steps it calls live beside it: job_launch (a machine with setup done),
+job_phases (env and phases), job_worker (a pool job's worker), job_cleanup
+(teardown, cancel); job_base holds the state they share. Each is a class
+JobController builds on: LaunchSteps(CleanupSteps(WorkerSteps), PhaseSteps),
+all on JobBase, so a step calls another as `self._step(...)`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import functools
-import json
-import logging
-import re
-import secrets
 import time
-from typing import Any, Literal, TypeVar
+from typing import Any
 
-from skytui.clouds.base import (
-    CloudError,
-    ClusterHandle,
-    ClusterState,
-    InstanceOffer,
-    NodeError,
-    PrecheckError,
-    infra_label,
-)
-from skytui.engine.context import EngineContext
-from skytui.engine.file_sync import (
-    WORKDIR,
-    FileSyncError,
-    StagingArea,
-    UnsafePathError,
-    discard_staging,
-    has_local_files,
-    sync_task_files,
-)
-from skytui.engine.job_group import GroupNames, JobGroup
-from skytui.engine.named_buckets import JobBuckets
-from skytui.engine.optimizer import InfeasibleError, plan_task
-from skytui.engine.phase_runner import (
-    UNREACHABLE_GRACE_S,
-    LiveCluster,
-    NodeLost,
-    PhaseNeverBegan,
-    PhaseOutcome,
-    PhaseRunner,
-)
-from skytui.engine.pools import Lease, PoolGone
-from skytui.engine.provisioner import NoCapacity, Provisioner
-from skytui.engine.recovery import (
-    CapacityBackoff,
-    Place,
-    RecoveryPolicy,
-    launch_order,
-    restart_decision,
-)
+from skytui.clouds.base import infra_label
+from skytui.engine.file_sync import discard_staging
+from skytui.engine.job_base import StopReason, TaskFailed, log
+from skytui.engine.job_group import GroupNames
+from skytui.engine.job_launch import LaunchSteps
+from skytui.engine.phase_runner import NodeLost, PhaseOutcome
+from skytui.engine.recovery import Place, RecoveryPolicy, restart_decision
 from skytui.engine.status import PRIMARY, TaskStatus
-from skytui.engine.store import (
-    CancelRequested,
-    ClusterRow,
-    ClusterStatus,
-    JobRow,
-    RunEndRequest,
-    TaskRow,
-)
-from skytui.logs.store import append_line, controller_log_path, file_size, task_log_path
-from skytui.logs.sync import maskable, sync_phase_output
+from skytui.engine.store import CancelRequested, RunEndRequest, TaskRow
 from skytui.spec import Task
 from skytui.spec.stored import tasks_from_stored
 
+__all__ = ["JobController", "StopReason", "TaskFailed", "load_tasks"]
+
 S = TaskStatus
-T = TypeVar("T")
 # A machine lost again within this long after its relaunch is retried after a
 # growing pause, not in a tight loop; any other loss is relaunched at once.
 FLAPPING_WINDOW_S = 60.0
 FLAPPING_BACKOFF_MAX_S = 60.0
-
-log = logging.getLogger("skytui.controller")
-
-# Why a job's coroutine is asked to stop (JobController.request_stop).
-StopReason = Literal["user", "shutdown", "ended"]
-
-
-class TaskFailed(Exception):
-    """The task ended in a failure status; the message is the reason.
-
-    `exit_codes` is set when the user's code failed on a machine that is still
-    up: only such a failure may be restarted (max_restarts_on_errors,
-    recover_on_exit_codes)."""
-
-    def __init__(
-        self, status: TaskStatus, reason: str, exit_code: int | None = None,
-        exit_codes: list[int] | None = None, ended_at: float | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.exit_code = exit_code
-        self.exit_codes = exit_codes
-        self.ended_at = ended_at  # by the node's clock, when its code ended
-
-
-def _market(offer: InstanceOffer) -> str:
-    return "spot" if offer.use_spot else "on-demand"
 
 
 def _short_duration(seconds: float) -> str:
@@ -120,62 +54,9 @@ def _short_duration(seconds: float) -> str:
     return f"{whole // 3600}h {whole % 3600 // 60}m"
 
 
-def _refusals(errors: list[str]) -> str:
-    """"2 place(s) said no (sim:aws/us-east-1: stocked out; …)": the first few, for one line."""
-    shown = "; ".join(errors[:2]) + ("; …" if len(errors) > 2 else "")
-    return f"{len(errors)} place(s) said no ({shown})"
-
-
-def cluster_name_for(task_name: str, job_id: int, task_idx: int, attempt: int) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", task_name.lower()).strip("-")[:20] or "task"
-    return f"{slug}-{job_id}-{task_idx}-{attempt}"
-
-
-def phase_id_for(job_id: int, task_idx: int, attempt: int, phase: str) -> str:
-    return f"job{job_id}-task{task_idx}-attempt{attempt}-{phase}"
-
-
-class JobController:
-    def __init__(self, ctx: EngineContext, job: JobRow, tasks: list[Task], group: JobGroup | None = None) -> None:
-        self.ctx = ctx
-        self.job = job
-        self.tasks = tasks
-        self.group = group  # a job group: every task at once (_run_group)
-        self.store = ctx.store
-        self.stop_reason: StopReason | None = None
-        self._asyncio_task: asyncio.Task[None] | None = None
-        self._clusters: dict[int, LiveCluster] = {}
-        self._controller_log = controller_log_path(ctx.paths.job_logs, job.id)
-        self._task_ids: list[str] = []
-        self._retiring = False  # tearing down after its success: see request_stop
-        self._names: GroupNames | None = None  # a job group's `<task>-<rank>.<group>` names
-        # Per task: where its last machine was lost, to steer the relaunch.
-        self._lost_at: dict[int, Place] = {}
-        # Per task: the line that explains the recovery in progress.
-        self._recovery_note: dict[int, str] = {}
-        # A pool job: the worker it runs on now, and the pool's own task
-        # (its workdir and envs are the job's too).
-        self._lease: Lease | None = None
-        self._pool_task: Task | None = None
-        # Per task: log segments whose output is all copied but not yet marked
-        # so: the run's last one, closed with the attempt (`_end_attempt`, `end_run`).
-        self._unclosed_segments: dict[int, list[int]] = {}
-
-    # ------------------------------------------------------------- plumbing
-
-    @property
-    def _masked(self) -> tuple[bytes, ...]:
-        """Every secret value this job's phases see (its tasks', its pool's):
-        masked in the logs as they are stored."""
-        values = [v for task in self.tasks for v in task.secrets.values()]
-        if self._pool_task is not None:
-            values += self._pool_task.secrets.values()
-        return maskable(values)
-
-    def _say(self, message: str) -> None:
-        """The controller's account of this job: its own log and the daemon's."""
-        log.info("job %s: %s", self.job.id, message)
-        append_line(self._controller_log, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+class JobController(LaunchSteps):
+    """One job's coroutine: `start`, `request_stop`, `stop_reason`; built with
+    (ctx, job, tasks, group) as JobBase says."""
 
     def start(self) -> asyncio.Task[None]:
         self._asyncio_task = asyncio.create_task(self.run(), name=f"job-{self.job.id}")
@@ -303,11 +184,6 @@ class JobController:
         await asyncio.gather(run, return_exceptions=True)
         await self._cancel_tasks([idx], "stopped: the group's primary tasks have ended")
 
-    async def _publish_group_names(self) -> None:
-        if self._names is not None:
-            for problem in await self._names.publish(self._clusters.values()):
-                self._say(problem)
-
     async def _run_task(self, row: TaskRow, task: Task) -> TaskStatus:
         idx = row.task_idx
         policy = RecoveryPolicy.of(task)
@@ -397,8 +273,6 @@ class JobController:
             for segment_id in closing:
                 await self.store.update_segment(segment_id, finished=True)
 
-    # -------------------------------------------------------------- attempt
-
     async def _attempt(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> TaskStatus:
         """One attempt of a task, resumed from wherever the DB says it was."""
         idx = row.task_idx
@@ -472,522 +346,6 @@ class JobController:
             return S.SUCCEEDED
         raise TaskFailed(S.FAILED, ended.end_reason or f"job exited with exit code {ended.exit_code}",
                          ended.exit_code, exit_codes=[ended.exit_code], ended_at=ended.ended_at)
-
-    async def _launch(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> tuple[LiveCluster, int]:
-        """Get the task a machine with setup done: re-attach or provision,
-        holding a launch slot; when no place has capacity, wait PENDING
-        (slot given back) and try again, forever, as SkyPilot does."""
-        idx = row.task_idx
-        if self.job.pool is not None:
-            return await self._launch_on_worker(row)
-        backoff = CapacityBackoff(self.ctx.recovery.backoff_initial_s, self.ctx.recovery.backoff_max_s)
-        while True:
-            async with self.ctx.scheduler.launch_slot(on_wait=lambda why: self._waiting(idx, why)):
-                row = await self.store.task(self.job.id, idx)
-                if row.status_enum.is_terminal:
-                    raise CancelRequested(self.job.id)  # cancelled while it waited for the slot
-                try:
-                    cluster = await self._reattach(row) or await self._provision(row, task, policy)
-                except NoCapacity as exc:
-                    wait = backoff.next_wait()
-                    await self._wait_for_capacity(idx, exc, wait, backoff.rounds)
-                else:
-                    attempt = cluster.row.attempt_no or row.attempt
-                    await self._placed(idx)
-                    await self._runner(cluster).connect()
-                    await self._publish_group_names()
-                    if not await self._any_phase_started(idx, attempt):
-                        await self._sync_files(cluster, idx, task)
-                    if task.setup:
-                        codes = (await self._run_phase(cluster, idx, attempt, "setup", task.setup, task)).codes
-                        failed = [(rank, code) for rank, code in enumerate(codes) if code != 0]
-                        if failed:
-                            rank, code = failed[0]
-                            raise TaskFailed(
-                                S.FAILED_SETUP, f"setup failed with exit code {code} on node {rank}", code,
-                                exit_codes=codes,
-                            )
-                    return cluster, attempt
-            await asyncio.sleep(wait)
-
-    async def _placed(self, idx: int, *, keep_reason: bool = False) -> None:
-        """A place said yes: a task that waited PENDING for one starts now
-        (a relaunch stays a recovery). While its machine boots, the reason
-        ("provisioning on …") stays shown."""
-        row = await self.store.task(self.job.id, idx)
-        if row.status_enum is S.PENDING:
-            await self.store.transition_task(
-                self.job.id, idx, S.RECOVERING if row.recoveries else S.STARTING,
-                status_reason=row.status_reason if keep_reason else None,
-            )
-        elif row.status_reason and not keep_reason:
-            await self.store.set_task_fields(self.job.id, idx, status_reason=None)
-
-    async def _wait_for_capacity(self, idx: int, exc: NoCapacity, wait: float, rounds: int) -> None:
-        """One round found no place: PENDING until the next, told once per round."""
-        # The next round starts from the cheapest place again: the place that
-        # was lost is no worse than any other once every place has said no.
-        self._lost_at.pop(idx, None)
-        next_at = time.strftime("%H:%M:%S", time.localtime(time.time() + wait))
-        why = f"{exc}; round {rounds}, next at {next_at} (in {wait:.0f}s)"
-        self._say(f"task {idx}: {why}")
-        short = f"no capacity in any of {exc.places} place(s); next round at {next_at}"
-        row = await self.store.task(self.job.id, idx)
-        if row.status_enum is S.PENDING:
-            await self.store.note(self.job.id, idx, "capacity", f"round {rounds}: {why}")
-            await self.store.set_task_fields(self.job.id, idx, status_reason=short)
-        else:
-            await self.store.transition_task(
-                self.job.id, idx, S.PENDING, message=f"round {rounds}: {why}", status_reason=short,
-            )
-
-    async def _launch_on_worker(self, row: TaskRow) -> tuple[LiveCluster, int]:
-        """A pool job: wait PENDING for an idle READY worker, then take it.
-        Its setup and file_mounts are the pool's, done once per worker."""
-        idx = row.task_idx
-        pools, pool = self.ctx.pools, self.job.pool
-        assert pools is not None and pool is not None
-        cluster = await self._reattach(row)
-        fresh = cluster is None
-        if cluster is None:
-            try:
-                lease = await pools.acquire(self.job, on_wait=lambda why: self._waiting(idx, why))
-            except PoolGone as exc:
-                raise TaskFailed(S.FAILED_NO_RESOURCE, str(exc)) from exc
-            self._lease = lease
-            cloud = self.ctx.clouds.get(lease.cluster.cloud)
-            if cloud is None:
-                raise TaskFailed(S.FAILED_PRECHECKS, f"pool {pool}'s worker is on {lease.cluster.cloud}, not enabled")
-            cluster = LiveCluster(lease.cluster, lease.handle, cloud, nodes=pools.nodes_for(lease, cloud))
-            self._clusters[lease.cluster.id] = cluster
-        current = await self.store.task(self.job.id, idx)
-        if fresh or not await self._attempt_is_on(current, cluster):
-            # A worker just taken, or taken by a controller that died before
-            # it recorded the attempt on it: the attempt there starts now.
-            attempt = await self._start_attempt_on_worker(current, cluster)
-        else:
-            attempt = current.attempt
-        await self._load_pool_task()
-        await self._runner(cluster).connect()
-        return cluster, attempt
-
-    async def _attempt_is_on(self, task: TaskRow, cluster: LiveCluster) -> bool:
-        """Whether the task's current attempt runs on this worker's machine."""
-        if not task.attempt:
-            return False
-        row = next((a for a in await self.store.attempts(self.job.id, task.task_idx)
-                    if a.attempt_no == task.attempt), None)
-        if row is None or row.ended_at is not None:
-            return False
-        # An attempt recorded before attempts named their worker: it ran here if it runs.
-        return row.cluster_id == cluster.row.id or (row.cluster_id is None and task.status_enum is S.RUNNING)
-
-    async def _start_attempt_on_worker(self, task: TaskRow, cluster: LiveCluster) -> int:
-        idx, lease = task.task_idx, self._lease
-        assert lease is not None
-        if task.status_enum is S.PENDING:
-            await self.store.transition_task(self.job.id, idx, S.RECOVERING if task.recoveries else S.STARTING,
-                                             status_reason=None)
-        else:
-            await self.store.set_task_fields(self.job.id, idx, status_reason=None)
-        return int(await self.store.start_attempt(
-            self.job.id, idx, infra=infra_label(lease.cluster.cloud, lease.cluster.region, lease.cluster.zone),
-            instance_type=lease.cluster.instance_type, use_spot=lease.cluster.use_spot,
-            message=f"attempt on pool {self.job.pool}, worker {lease.worker.id}", cluster_id=cluster.row.id,
-        ))
-
-    async def _load_pool_task(self) -> None:
-        if self._pool_task is None and self.job.pool is not None and self.ctx.pools is not None:
-            with contextlib.suppress(Exception):  # a pool already gone keeps the job's own envs
-                self._pool_task = await self.ctx.pools.pool_task(self.job.pool)
-
-    async def _release_worker(self, *, lost: bool = False) -> None:
-        lease = self._lease or (await self.ctx.pools.lease_of(self.job.id) if self.ctx.pools else None)
-        self._lease = None
-        if lease is None or self.ctx.pools is None or self.job.pool is None:
-            return
-        cached = self._clusters.pop(lease.cluster.id, None)
-        if cached is not None and cached.nodes and not lost:
-            self.ctx.pools.keep_nodes(lease.worker.id, cached.nodes)  # open, for the next job
-        await self.ctx.pools.release(self.job.pool, lease.worker.id, self.job.id, lost=lost)
-
-    async def _waiting(self, idx: int, why: str) -> None:
-        await self.store.set_task_fields(self.job.id, idx, status_reason=why)
-
-    async def _any_phase_started(self, idx: int, attempt: int) -> bool:
-        return any(s.attempt_no == attempt for s in await self.store.segments(self.job.id, idx))
-
-    # -------------------------------------------------------------- cluster
-
-    async def _reattach(self, row: TaskRow) -> LiveCluster | None:
-        """The current attempt's cluster if it is still up; anything else of the
-        task still standing (half-provisioned, gone under us) is torn down."""
-        idx = row.task_idx
-        if self.job.pool is not None and self.ctx.pools is not None:
-            # Even before an attempt: the controller may have died between
-            # taking a worker and recording the attempt on it.
-            return await self._reattach_worker(row)
-        for existing in await self.store.live_clusters(self.job.id):
-            if existing.task_idx != idx:
-                continue
-            cloud = self.ctx.clouds.get(existing.cloud)
-            if (
-                cloud is not None
-                and existing.status == ClusterStatus.UP
-                and existing.attempt_no == row.attempt
-                and existing.handle_json
-            ):
-                handle = ClusterHandle.from_json(existing.handle)
-                if await cloud.cluster_state(handle) is ClusterState.UP:
-                    self._say(f"task {idx}: re-attached to {existing.name}")
-                    cluster = LiveCluster(existing, handle, cloud)
-                    self._clusters[existing.id] = cluster
-                    return cluster
-            # A machine of an earlier attempt, or one that came up just as the
-            # controller died, before its attempt was recorded: not ours to keep.
-            await self._teardown(existing, reason="not usable after a controller restart")
-        if row.attempt:
-            # Idempotent: an attempt already ended keeps its first reason.
-            await self.store.end_attempt(
-                self.job.id, idx, row.attempt, reason="its machine was lost while the controller was down"
-            )
-        return None
-
-    async def _reattach_worker(self, row: TaskRow) -> LiveCluster | None:
-        assert self.ctx.pools is not None
-        if self.job.worker_id is None:
-            return None  # never given a worker (jobs.worker_id is set with the worker's job_id)
-        lease = await self.ctx.pools.lease_of(self.job.id)
-        cloud = self.ctx.clouds.get(lease.cluster.cloud) if lease else None
-        if lease is None or cloud is None:
-            return None
-        if await cloud.cluster_state(lease.handle) is not ClusterState.UP:
-            await self.ctx.pools.release(self.job.pool or "", lease.worker.id, self.job.id, lost=True)
-            await self.store.end_attempt(self.job.id, row.task_idx, row.attempt, reason="its worker was lost")
-            return None
-        self._lease = lease
-        self._say(f"task {row.task_idx}: re-attached to worker {lease.worker.id} of pool {self.job.pool}")
-        cluster = LiveCluster(lease.cluster, lease.handle, cloud, nodes=self.ctx.pools.nodes_for(lease, cloud))
-        self._clusters[lease.cluster.id] = cluster
-        return cluster
-
-    async def _provision(self, row: TaskRow, task: Task, policy: RecoveryPolicy) -> LiveCluster:
-        """Ask each place in turn (cheapest first, as the strategy orders
-        them) until one says yes. Only a machine that came up opens an
-        attempt: its cost runs from then, and places that said no leave no
-        attempt, no log line and no record behind (NoCapacity sums them up)."""
-        idx = row.task_idx
-        try:
-            plan = plan_task(task, self.ctx.clouds)
-        except InfeasibleError as exc:
-            # Infeasible now (an infra was disabled, say): fail at once, never wait PENDING.
-            raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
-        offers = launch_order(plan.offers, policy.strategy, self._lost_at.get(idx))
-        base_name = cluster_name_for(row.name, self.job.id, idx, row.attempt + 1)
-
-        async def name_for(tried: int) -> str:
-            # A fresh name per place (a refused one may still be winding down),
-            # and past one left over from before a controller restart.
-            if tried or await self.store.cluster_name_taken(base_name):
-                return f"{base_name}-{secrets.token_hex(2)}"
-            return base_name
-
-        async def trying(tried: int, offer: InstanceOffer) -> None:
-            await self.store.set_task_fields(
-                self.job.id, idx,
-                status_reason=f"provisioning on {offer.infra} ({offer.instance_type}, {_market(offer)}); "
-                              f"place {tried + 1} of {len(offers)}",
-            )
-
-        async def record(offer: InstanceOffer, name: str) -> int:
-            log.debug("job %s task %s: trying %s on %s", self.job.id, idx, name, offer.infra)
-            return await self.store.insert_cluster(
-                name=name, cloud=offer.cloud, region=offer.region, zone=offer.zone,
-                instance_type=offer.instance_type, use_spot=offer.use_spot,
-                num_nodes=task.num_nodes, job_id=self.job.id, task_idx=idx, attempt_no=row.attempt + 1,
-            )
-
-        try:
-            placed = await Provisioner(self.store, self.ctx.clouds).provision_with_failover(
-                offers, num_nodes=task.num_nodes, labels={"skytui-job": str(self.job.id), "skytui-task": str(idx)},
-                name_for=name_for, record=record, trying=trying,
-                accepted=functools.partial(self._placed, idx, keep_reason=True),
-            )
-        except PrecheckError as exc:
-            raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
-        offer = placed.offer
-        refused = f"after {_refusals(placed.refusals)}" if placed.refusals else None
-        attempt = await self.store.start_attempt(
-            self.job.id, idx, infra=offer.infra, instance_type=offer.instance_type,
-            use_spot=offer.use_spot, price_per_hour=offer.price_per_hour * task.num_nodes, message=refused,
-        )
-        await self.store.set_attempt_cluster(self.job.id, idx, attempt, placed.cluster_id)
-        self._say(f"task {idx}: {placed.name} is up on {offer.infra} ({offer.instance_type}, {_market(offer)}, "
-                  f"{task.num_nodes} node(s))" + (f", {refused}" if refused else ""))
-        cluster_row = await self.store.cluster(placed.cluster_id)
-        assert cluster_row is not None
-        cluster = LiveCluster(cluster_row, placed.handle, self.ctx.clouds[offer.cloud])
-        self._clusters[placed.cluster_id] = cluster
-        return cluster
-
-    async def _sync_files(self, cluster: LiveCluster, idx: int, task: Task) -> None:
-        try:
-            await self._runner(cluster).while_up("copying files", lambda: sync_task_files(
-                cluster.nodes, task, absolute_mounts=cluster.cloud.absolute_mounts,
-                staging=self._staging(), staging_part=f"task-{idx}" if idx else "",
-                buckets=self._buckets().for_task(idx, cluster.row.cloud, cluster.row.region),
-            ))
-        except UnsafePathError as exc:
-            # The bucket or the spec points outside its target: nothing was written there.
-            raise TaskFailed(S.FAILED_SETUP, str(exc)) from exc
-        except FileSyncError as exc:
-            raise TaskFailed(S.FAILED_PRECHECKS, str(exc)) from exc
-
-    def _staging(self) -> StagingArea | None:
-        """The job's files in jobs.bucket; None without a bucket, for a pool job
-        (the pool's files are the pool's) or a job with no local files."""
-        if not self.ctx.bucket or self.job.pool is not None or not any(map(has_local_files, self.tasks)):
-            return None
-        return StagingArea(self.ctx.bucket, self.ctx.paths.install_id, f"job-{self.job.id}")
-
-    def _buckets(self) -> JobBuckets:
-        """The buckets the job's storage mounts name (made, kept or deleted by file_sync)."""
-        return JobBuckets(self.store, self.job.id, self.tasks)
-
-    # --------------------------------------------------------------- phases
-
-    def _env(self, cluster: LiveCluster, idx: int, task: Task, rank: int, phase: str) -> dict[str, str]:
-        ips = "\n".join(info.internal_ip for info in cluster.handle.nodes)
-        gpus = sum(cluster.handle.accelerators.values())
-        row_task_id = self._task_ids[idx]
-        env: dict[str, str] = {}
-        if self._pool_task is not None:
-            env.update(self._pool_task.envs)
-            env.update(self._pool_task.secrets)
-        env.update(task.envs)
-        env.update(task.secrets)
-        env.update(
-            SKYPILOT_TASK_ID=row_task_id,
-            SKYPILOT_TASK_IDS="\n".join(self._task_ids),
-            SKYPILOT_JOB_ID=str(self.job.id),
-            SKYPILOT_MANAGED_JOB_ID=str(self.job.id),
-            SKYPILOT_JOB_RANK=str(self.job.job_rank),
-            SKYPILOT_NUM_JOBS=str(self.job.num_jobs),
-            SKYPILOT_NUM_NODES=str(len(cluster.handle.nodes)),
-            SKYPILOT_CLUSTER_INFO=json.dumps(
-                {"cluster_name": cluster.row.name, "cloud": cluster.row.cloud,
-                 "region": cluster.row.region, "zone": cluster.row.zone}
-            ),
-        )
-        if self.group is not None:
-            env.update(self.group.env(self.job.id))
-            if self._names is not None:
-                env.update(self._names.env(cluster, rank, env.get("LD_PRELOAD")))
-        if phase == "setup":
-            env.update(
-                SKYPILOT_SETUP_NODE_RANK=str(rank),
-                SKYPILOT_SETUP_NODE_IPS=ips,
-                SKYPILOT_SETUP_NUM_GPUS_PER_NODE=f"{gpus:g}",
-            )
-        else:
-            env.update(
-                SKYPILOT_NODE_RANK=str(rank),
-                SKYPILOT_NODE_IPS=ips,
-                SKYPILOT_NUM_GPUS_PER_NODE=f"{gpus:g}",
-            )
-        return env
-
-    def _runner(self, cluster: LiveCluster) -> PhaseRunner:
-        return PhaseRunner(cluster, self.ctx.machines, say=self._say, secrets=self._masked)
-
-    async def _run_phase(
-        self, cluster: LiveCluster, idx: int, attempt: int, phase: str, script: str, task: Task
-    ) -> PhaseOutcome:
-        """Start (or re-attach to) a phase on every node and wait for its exit
-        codes; each node's output goes to its log, in a segment on record."""
-        phase_id = phase_id_for(self.job.id, idx, attempt, phase)
-        paths = [
-            task_log_path(self.ctx.paths.job_logs, self.job.id, idx, rank)
-            for rank in range(len(cluster.nodes))
-        ]
-        segments = [
-            await self.store.open_segment(
-                self.job.id, idx, attempt, rank, phase, await asyncio.to_thread(file_size, paths[rank])
-            )
-            for rank in range(len(cluster.nodes))
-        ]
-        # A pool job runs in the pool's workdir (its own was ignored, as in SkyPilot).
-        owner = self._pool_task if self.job.pool is not None else task
-        cwd = cluster.nodes[0].info.path(WORKDIR) if owner is not None and isinstance(owner.workdir, str) else None
-        runner = self._runner(cluster)
-
-        def env_for(rank: int) -> dict[str, str]:
-            return self._env(cluster, idx, task, rank, phase)
-
-        pids = await runner.start(
-            phase_id, script, env_for, cwd=cwd,
-            give_up_after_s=None if phase == "run" and any(s.pid for s in segments) else UNREACHABLE_GRACE_S,
-        )
-        for segment, pid in zip(segments, pids):
-            if segment.pid != pid:
-                await self.store.update_segment(segment.id, pid=pid)
-        if any(not s.finished for s in segments):
-            self._say(f"task {idx}: {phase} started (attempt {attempt}, pid {', '.join(map(str, pids))})")
-
-        open_ranks = {rank for rank, segment in enumerate(segments) if not segment.finished}
-
-        async def node_done(rank: int) -> None:
-            open_ranks.discard(rank)
-            if phase == "run" and not open_ranks:
-                # The run's last segment closes in the transaction that ends
-                # its attempt (`_unclosed_segments`): one commit per job end.
-                self._unclosed_segments.setdefault(idx, []).append(segments[rank].id)
-                return
-            await self.store.update_segment(segments[rank].id, finished=True)
-
-        while True:
-            try:
-                return await runner.follow(phase_id, paths, [s.start_offset for s in segments], node_done)
-            except PhaseNeverBegan as never:
-                rank = never.rank
-                self._say(f"task {idx}: {phase} on node {rank} was killed before it began; starting it again")
-                [pid] = await runner.start(phase_id, script, env_for, cwd=cwd, ranks=[rank])
-                await self.store.update_segment(segments[rank].id, pid=pid)
-
-    # -------------------------------------------------------------- cleanup
-
-    async def _teardown(self, row: ClusterRow, *, reason: str) -> None:
-        cloud = self.ctx.clouds.get(row.cloud)
-        cached = self._clusters.pop(row.id, None)
-        if cached is not None:
-            for node in cached.nodes:
-                await node.close()
-        if cloud is None:
-            raise CloudError(f"cluster {row.name} is on {row.cloud}, which is not enabled")
-        if row.status != ClusterStatus.TERMINATING:
-            await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATING)
-        handle = ClusterHandle.from_json(row.handle) if row.handle_json else None
-        await cloud.terminate(row.name, handle)
-        await self.store.update_cluster(row.id, status=ClusterStatus.TERMINATED, end_reason=reason)
-        self._say(f"terminated {row.name} ({reason})")
-
-    async def _teardown_all(self, *, reason: str, machine_lost: bool = False, task_idx: int | None = None) -> None:
-        """Tear down the job's machines: those of `task_idx` only, when given
-        (a job group's other tasks run on)."""
-        if self.job.pool is not None:
-            # The worker stays up for the next job, unless its machine is gone.
-            await self._release_worker(lost=machine_lost)
-            return
-        for row in await self.store.live_clusters(self.job.id):
-            if task_idx is None or row.task_idx == task_idx:
-                await self._teardown(row, reason=reason)
-
-    async def _close_nodes(self) -> None:
-        for cluster in list(self._clusters.values()):
-            for node in cluster.nodes:
-                try:
-                    await node.close()
-                except Exception:  # noqa: BLE001 - closing is best effort
-                    pass
-        self._clusters.clear()
-
-    async def _cancel(self) -> None:
-        """The user's cancel: stop the job wherever it is, keep its logs, leave nothing up."""
-        self._say("cancel requested")
-        await self._cancel_tasks(None, "cancelled by user")
-        self._say("cancelled")
-
-    async def _cancel_tasks(self, only: list[int] | None, why: str) -> None:
-        """Stop tasks (`only` these, else all) wherever they are, keep their
-        logs, leave none of their machines up; they end CANCELLED."""
-        def chosen(task_idx: int | None) -> bool:
-            return only is None or task_idx in only
-
-        for row in await self.store.tasks(self.job.id):
-            status = row.status_enum
-            if not chosen(row.task_idx):
-                continue
-            if status is S.PENDING:
-                await self.store.transition_task(self.job.id, row.task_idx, S.CANCELLED, message=why, expect=S.PENDING)
-            elif not status.is_terminal and status is not S.CANCELLING:
-                await self.store.transition_task(self.job.id, row.task_idx, S.CANCELLING, message=why)
-        try:
-            if self.job.pool is not None:
-                await self._stop_on_worker()
-            for cluster in await self.store.live_clusters(self.job.id):
-                if chosen(cluster.task_idx):
-                    await self._stop_and_collect(cluster)
-                    await self._teardown(cluster, reason=why)
-        except Exception as exc:  # noqa: BLE001 - reported on the job, not raised
-            log.exception("job %s: cleanup after cancel failed", self.job.id)
-            for row in await self.store.tasks(self.job.id):
-                if row.status_enum is S.CANCELLING and chosen(row.task_idx):
-                    await self.store.transition_task(
-                        self.job.id, row.task_idx, S.FAILED_CONTROLLER,
-                        message=f"cleanup failed, resources may have leaked: {exc}",
-                        failure_reason=f"cleanup failed, resources may have leaked: {exc}",
-                    )
-            return
-        for row in await self.store.tasks(self.job.id):
-            if row.status_enum is S.CANCELLING and chosen(row.task_idx):
-                await self.store.end_attempt(self.job.id, row.task_idx, row.attempt, reason=why)
-                await self.store.transition_task(self.job.id, row.task_idx, S.CANCELLED, message=why)
-
-    async def _stop_on_worker(self) -> None:
-        """A pool job's cancel: stop its phase and keep its output; the worker
-        stays READY for the next job."""
-        lease = self._lease or (await self.ctx.pools.lease_of(self.job.id) if self.ctx.pools else None)
-        if lease is None:
-            return
-        for row in await self.store.tasks(self.job.id):
-            if row.status_enum is S.CANCELLING and row.attempt:
-                stand_in = dataclasses.replace(lease.cluster, task_idx=row.task_idx, attempt_no=row.attempt)
-                await self._stop_and_collect(stand_in)
-        self._lease = lease
-        await self._release_worker()
-
-    async def _stop_and_collect(self, row: ClusterRow) -> None:
-        """Stop the running phase gracefully and copy its last output before teardown."""
-        if row.status != ClusterStatus.UP or not row.handle_json or row.task_idx is None:
-            return
-        cloud = self.ctx.clouds.get(row.cloud)
-        if cloud is None:
-            return
-        handle = ClusterHandle.from_json(row.handle)
-        cluster = self._clusters.get(row.id) or LiveCluster(row, handle, cloud)
-        self._clusters[row.id] = cluster
-        segments = [s for s in await self.store.segments(self.job.id, row.task_idx) if s.attempt_no == row.attempt_no]
-        active = [s for s in segments if not s.finished]
-        if not active:
-            return
-        try:
-            await asyncio.wait_for(self._runner(cluster).connect(), timeout=10)
-            phase_id = phase_id_for(self.job.id, row.task_idx, row.attempt_no or 0, active[0].phase)
-            await self._runner(cluster).kill(phase_id)
-            for segment in active:
-                if segment.rank < len(cluster.nodes):
-                    path = task_log_path(self.ctx.paths.job_logs, self.job.id, row.task_idx, segment.rank)
-                    await sync_phase_output(cluster.nodes[segment.rank], phase_id, path, segment.start_offset, drain=True,
-                                            secrets=self._masked)
-                    await self.store.update_segment(segment.id, finished=True)
-        except (TimeoutError, NodeError, NodeLost) as exc:
-            self._say(f"could not stop {row.name} gracefully ({exc}); terminating it")
-
-    async def _fail_controller(self, reason: str) -> None:
-        try:
-            await self._teardown_all(reason=reason)
-        except Exception:  # noqa: BLE001
-            log.exception("job %s: teardown after a controller error failed", self.job.id)
-            reason += "; resources may have leaked"
-        current = True  # the first unfinished task is the one that failed (PENDING too: waiting for a place)
-        for row in await self.store.tasks(self.job.id):
-            if not row.status_enum.is_terminal:
-                status = S.FAILED_CONTROLLER if current else S.CANCELLED
-                current = False
-                await self.store.transition_task(
-                    self.job.id, row.task_idx, status, message=reason,
-                    failure_reason=reason if status is S.FAILED_CONTROLLER else None,
-                )
 
 
 def load_tasks(spec: dict[str, Any], secrets: dict[str, dict[str, str]]) -> list[Task]:
