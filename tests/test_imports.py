@@ -281,3 +281,17 @@ def test_the_import_contracts_hold() -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "0 broken" in result.stdout
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_over_500_lines() -> None:
+    """A module past 500 lines holds more than one job (issue 13): split it
+    by concern before adding to it."""
+    too_long = {
+        str(path.relative_to(REPO)): count
+        for path in python_files(PACKAGE)
+        if (count := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert too_long == {}
