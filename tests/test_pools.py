@@ -93,10 +93,14 @@ def test_two_workers_run_six_ranks_each_once_two_at_a_time(fast_env: Env) -> Non
 
 def test_a_job_submitted_before_any_worker_is_ready_waits_then_runs(fast_env: Env) -> None:
     env = fast_env
-    apply(env, "-p", "p", str(pool_yaml(env, workers=1, setup="sleep 3")))
+    release = env.tmp / "setup-may-finish"
+    # Setup holds until the test says so: however slow the machine, the job
+    # is looked at while no worker can be READY yet.
+    apply(env, "-p", "p", str(pool_yaml(env, workers=1, setup=f"until [ -e {release} ]; do sleep 0.05; done")))
     [job] = launch(env, stamped_job(env), "-p", "p")
     time.sleep(1.0)
     assert env.job(job)["status"] == "PENDING"
+    release.touch()
     env.wait_status(job, "SUCCEEDED", timeout=60)
 
 
