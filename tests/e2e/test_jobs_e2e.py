@@ -202,7 +202,7 @@ def test_cancel_while_provisioning(env: Env) -> None:
     env.config("infra:\n  local:\n    provision_delay_s: 30\n")
     task = env.write("p.yaml", "name: p\nrun: echo RUN-RAN\n")
     job_id = env.launch(task)
-    wait_for(lambda: env.job(job_id)["status"] == "STARTING", 30, what="STARTING")
+    env.wait_status(job_id, "STARTING", timeout=30)
     env.cli("jobs", "cancel", "-y", str(job_id), check=True)
     job = env.wait_status(job_id, "CANCELLED", timeout=30)
     assert job["tasks"][0]["status"] == "CANCELLED"
