@@ -35,6 +35,7 @@ from skytui.engine.pools import PoolManager
 from skytui.engine.scheduler import Scheduler
 from skytui.engine.status import IN_PROGRESS, TaskStatus
 from skytui.engine.store import AsyncStore, ClusterStatus, JobRow, Store
+from skytui.spec.stored import stored_group
 
 log = logging.getLogger("skytui.reconcile")
 
@@ -298,7 +299,7 @@ class Reconciler:
                         message=f"unreadable job spec: {exc}", failure_reason=f"unreadable job spec: {exc}",
                     )
             return
-        controller = JobController(self.ctx, job, tasks, JobGroup.of(spec))
+        controller = JobController(self.ctx, job, tasks, JobGroup.of(stored_group(spec), tasks))
         self.active[job.id] = controller
         task = controller.start()
         self._tasks[job.id] = task
