@@ -183,6 +183,7 @@ class Reconciler:
         await self._supervise_node_host()
         await self.sweep_leaks()
         await self.release_leftover_buckets()
+        await self.sim_intents.carry_out_waiting()
         pools = asyncio.create_task(self.pools.run(self._stopping), name="pools")
         self._last_sweep = self._last_node_check = time.monotonic()
         while not self._stopping.is_set():

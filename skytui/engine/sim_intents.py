@@ -57,6 +57,19 @@ class SimIntents:
                     self._carry_out(intent), name=f"sim-intent-{intent.id}"
                 )
 
+    async def carry_out_waiting(self) -> None:
+        """At controller start, before any job coroutine re-attaches: carry
+        out the intents written while no controller ran, and wait for them.
+        They were asked of the machines as they stood then (a client that ran
+        them itself had done so before this start), and a reclaim racing a
+        re-attach could be mistaken for the run's own end."""
+        try:
+            await self.deliver()
+        except Exception:  # noqa: BLE001 - a DB hiccup must not stop the start; the loop delivers them
+            log.exception("could not read the sim intents at start; the loop retries")
+        if self._running:
+            await asyncio.wait(list(self._running.values()))
+
     async def _carry_out(self, intent: IntentRow) -> None:
         try:
             try:
