@@ -28,6 +28,9 @@ from skytui.engine.store import (
 
 log = logging.getLogger("skytui.sim_intents")
 
+# The event kind of an injected reclaim, written just before the machine goes.
+PREEMPT_EVENT = "sim-preempt"
+
 
 def _current_task(tasks: list[TaskRow]) -> TaskRow | None:
     """The task a preemption without --task means: the first not yet
@@ -122,6 +125,10 @@ class SimIntents:
         cluster = clusters[-1]
         if cluster.cloud != "sim":
             return IntentOutcome(error=f"job {job_id} runs on {cluster.cloud}; only sim machines can be preempted")
+        # On the job's timeline before it is done: the recovery that follows
+        # reads as the answer to it (and a benchmark times detection from it).
+        await self.store.note(job_id, task_idx, PREEMPT_EVENT,
+                              f"reclaiming {cluster.name} now, as a spot preemption (skytui sim preempt)")
         if not await sim.preempt(cluster.name):
             return IntentOutcome(error=f"{cluster.name} is already gone")
         return IntentOutcome(cluster=cluster.name)
