@@ -13,8 +13,8 @@ until every job is RUNNING. After a short steady-state look at the
 controller's cost with N jobs watched, it reclaims the machines of K distinct
 RUNNING jobs (default 20) at uniformly random times within --window-s seconds,
 exactly as `skytui sim preempt JOB_ID` does (`Client.sim_preempt`: the
-machine's processes get SIGTERM, then SIGKILL after 1 s, the sandbox is
-removed), each from its own thread so one reclaim never delays the next. The
+controller, asked through an intent, gives the machine's processes SIGTERM,
+then SIGKILL after 1 s, and removes the sandbox), each from its own thread so one reclaim never delays the next. The
 wall time of each preemption is taken just before `sim_preempt` is called.
 
 From the events table (`Store.events`, same clock as the bench), per
@@ -29,10 +29,9 @@ preemption:
   "recovered: ...");
 
 each as p50 / p95 / max. Detection is split where the time goes: the
-sim_preempt call until the sandbox is marked down (this process wraps
-`sandboxes.destroy_sandbox`, which sim_preempt calls here, with a timestamp;
-the controller and node host are untouched), marked down -> the controller
-caught the loss (the lost attempt's `ended_at`), caught -> RECOVERING
+sim_preempt call until the machine is taken down (the controller carries the
+preemption out, as an intent, and writes a `sim-preempt` event on the job just
+before it takes the machine), taken down -> the controller caught the loss (the lost attempt's `ended_at`), caught -> RECOVERING
 written (the controller records RECOVERING before it tears the lost machine
 down). `-v` prints one line per
 preemption. Then:
@@ -101,10 +100,10 @@ from harness import (
     system_cpu,
 )
 from skytui.client import Client
-from skytui.clouds import sandboxes as sandboxes_mod
 from skytui.clouds.local_layout import STATE_FILE
 from skytui.config import Paths
 from skytui.engine import daemon
+from skytui.engine.sim_intents import PREEMPT_EVENT
 from skytui.engine.status import TERMINAL, TaskStatus
 from skytui.spec import load_pipeline
 
@@ -286,8 +285,7 @@ class Preemption:
     returned_at: float | None = None  # when sim_preempt returned (machine gone)
     cluster: str | None = None
     error: str | None = None
-    down_at: float | None = None  # sim_preempt began destroying the sandbox (marked down)
-    destroyed_at: float | None = None  # ... and it is gone
+    down_at: float | None = None  # the controller took the machine down (its sim-preempt event)
     # from the store
     noticed_at: float | None = None  # the controller ended the lost attempt (caught the loss)
     recovering_at: float | None = None
@@ -372,24 +370,6 @@ def statuses(client: Client, wanted: set[int]) -> dict[int, str]:
     return {j.id: j.status for j in client.store.jobs() if j.id in wanted}
 
 
-_RECLAIMS: dict[str, tuple[float, float | None]] = {}  # sandbox name -> (start, end)
-_RECLAIMS_LOCK = threading.Lock()
-_ORIGINAL_DESTROY = sandboxes_mod.destroy_sandbox
-
-
-def _timed_destroy_sandbox(sandbox: Path, grace_s: float = 5.0) -> None:
-    """destroy_sandbox as sim_preempt calls it in this process, timestamped:
-    its first act marks the machine down (what the controller can see)."""
-    start = time.time()
-    with _RECLAIMS_LOCK:
-        _RECLAIMS[sandbox.name] = (start, None)
-    try:
-        _ORIGINAL_DESTROY(sandbox, grace_s)
-    finally:
-        with _RECLAIMS_LOCK:
-            _RECLAIMS[sandbox.name] = (start, time.time())
-
-
 def fire(p: Paths, pre: Preemption) -> None:
     """One reclaim, from its own thread (sim_preempt blocks for the 1 s grace)."""
     client = Client(p)
@@ -397,12 +377,12 @@ def fire(p: Paths, pre: Preemption) -> None:
         pre.issued_at = time.time()
         pre.cluster = client.sim_preempt(pre.job_id)
         pre.returned_at = time.time()
-        with _RECLAIMS_LOCK:
-            marks = [v for k, v in _RECLAIMS.items() if k.startswith(f"{pre.cluster}-")]
+        # The controller writes this event just before it takes the machine
+        # down: the moment the loss became visible.
+        marks = [e.at for e in client.store.events(job_id=pre.job_id)
+                 if e.kind == PREEMPT_EVENT and e.at >= pre.issued_at]
         if marks:
-            pre.down_at = min(m[0] for m in marks)
-            ends = [m[1] for m in marks if m[1] is not None]
-            pre.destroyed_at = max(ends) if ends else None
+            pre.down_at = min(marks)
     except Exception as exc:  # noqa: BLE001 - recorded and reported
         pre.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -460,9 +440,6 @@ def run_bench(args: argparse.Namespace, root: Path, run: Run) -> None:
     sampler = run.sampler = Sampler(p)
     threads: list[threading.Thread] = []
     log = EventLog(client)
-    # Only this process (sim_preempt's thread) sees the patch; the controller
-    # and the node host run their own, untouched copy.
-    sandboxes_mod.destroy_sandbox = _timed_destroy_sandbox
     try:
         pipeline = load_pipeline(yaml_path)
         client.plan(pipeline)  # infeasible: fail here, before anything is written
@@ -698,13 +675,13 @@ def report(run: Run, args: argparse.Namespace) -> bool:
         ("  marked down -> controller caught the loss", [v for pre in issued if (v := pre.notice_s) is not None]),
         ("  caught -> RECOVERING written", [v for pre in issued if (v := pre.teardown_s) is not None]),
     ]
-    reclaim_done = [pre.destroyed_at - pre.issued_at for pre in issued
-                    if pre.destroyed_at is not None and pre.issued_at is not None]
+    reclaim_done = [pre.returned_at - pre.issued_at for pre in issued
+                    if pre.returned_at is not None and pre.issued_at is not None]
     for name, values in split:
         if values:
             dist(name, values, len(issued))
     if reclaim_done:
-        dist("  (ref: sim_preempt called -> sandbox gone)", reclaim_done, len(issued))
+        dist("  (ref: sim_preempt called -> returned: sandbox gone)", reclaim_done, len(issued))
     dist("RECOVERING -> placement (relaunch started)", gap, len(issued))
     dist("placement -> RUNNING (provision+setup)", placed_to_running, len(issued))
     dist("RECOVERING -> RUNNING", back_after, len(issued))
@@ -725,7 +702,7 @@ def report(run: Run, args: argparse.Namespace) -> bool:
                 return f"{v:6.2f}" if v is not None else "   n/a"
             print(f"  {pre.job_id:4d} {pre.planned_s:5.1f} {f(pre.issue_s)} {f(pre.notice_s)} {f(pre.teardown_s)} "
                   f"{f(pre.detect_s)} {f(pre.relaunch_gap_s)} {f(pre.to_running_s)} "
-                  f"{f(pre.destroyed_at - pre.issued_at if pre.destroyed_at and pre.issued_at else None)}  "
+                  f"{f(pre.returned_at - pre.issued_at if pre.returned_at and pre.issued_at else None)}  "
                   f"{pre.recovering_msg} / {pre.placement_msg} / {pre.running_msg}")
     print()
 

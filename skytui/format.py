@@ -141,7 +141,6 @@ def queue_lines(view: JobView, now: float) -> list[QueueLine]:
     # A job group's tasks run at once: its row says so; with auxiliary tasks,
     # the primaries (whose end ends the group) are marked [P], as in SkyPilot.
     name = f"{job.name} (parallel)" if view.is_group else job.name
-    marked = view.is_group and not all(view.is_primary(t) for t in view.tasks)
     lines = [QueueLine(str(job.id), job.id, None, (
         str(job.id), "", name, "-", readable_ago(job.submitted_at, now), tot,
         readable_duration(sum(t.duration_s(now) for t in view.tasks) if started else None),
@@ -149,7 +148,7 @@ def queue_lines(view: JobView, now: float) -> list[QueueLine]:
     ), finished)]
     for task in view.tasks:
         task_tot = (task.ended_at or now) - task.submitted_at if task.started_at or task.ended_at else None
-        task_name = f"{task.name} [P]" if marked and view.is_primary(task) else task.name
+        task_name = f"{task.name} [P]" if view.marked_primary(task) else task.name
         lines.append(QueueLine(f"{job.id}/{task.task_idx}", job.id, task.task_idx, (
             " ↳", str(task.task_idx), task_name, task.requested, readable_ago(task.submitted_at, now),
             readable_duration(task_tot), readable_duration(task.duration_s(now) if task.started_at else None),

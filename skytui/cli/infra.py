@@ -1,4 +1,5 @@
-"""`check` (which infra is enabled, and why not) and the `sim` chaos verbs.
+"""`check` (which infra is enabled, and why not) and the `sim` chaos verbs
+(the client has the controller carry them out and waits for the outcome).
 
 May touch the client, `render` and `common`.
 """
@@ -7,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from skytui.cli.common import EXIT_OK, fail_usage
-from skytui.cli.render import check_json, out, print_check
+from rich.text import Text
+
+from skytui.cli.common import EXIT_FAILED, EXIT_OK, fail_usage
+from skytui.cli.render import check_json, err, out, print_check
 from skytui.client import Client
 
 
@@ -26,6 +29,8 @@ def cmd_sim_preempt(client: Client, args: argparse.Namespace) -> int:
         name = client.sim_preempt(args.job_id, args.task)
     except ValueError as exc:
         fail_usage(str(exc))
+    except RuntimeError as exc:
+        return _no_answer(exc)
     out.print(f"Preempted {name} (job {args.job_id}); the controller will recover the job.")
     return EXIT_OK
 
@@ -35,6 +40,14 @@ def cmd_sim_stockout(client: Client, args: argparse.Namespace) -> int:
         region, stockouts = client.sim_stockout(args.region, args.state == "on")
     except ValueError as exc:
         fail_usage(str(exc))
+    except RuntimeError as exc:
+        return _no_answer(exc)
     out.print(f"sim {region}: {'stocked out' if args.state == 'on' else 'capacity back'}; "
               f"stock-outs now: {', '.join(sorted(stockouts)) or 'none'}")
     return EXIT_OK
+
+
+def _no_answer(exc: RuntimeError) -> int:
+    """The controller would not start, or did not carry the verb out in time."""
+    err.print(Text(f"Error: {exc}"))
+    return EXIT_FAILED

@@ -8,17 +8,17 @@ can tell an InfeasibleError by that module being loaded), the cloud registry
 and the spec models.
 
 Clients read state and write intents through the store, then wake the
-controller (starting it if needed). The one status they change is a cancel of
-a job that never started (PENDING, nothing provisioned): it ends CANCELLED in
-the transaction that records the intent, as SkyPilot's `jobs cancel` does, so
-cancelling 10,000 queued jobs needs no controller round trip; see
-`Client.cancel`. Logs are read from the local log store, which the controller
-fills from the nodes.
+controller (starting it if needed); nothing here acts on infra itself (the
+sim chaos verbs are intents the controller carries out: `sim_preempt`). The
+one status they change is a cancel of a job that never started (PENDING,
+nothing provisioned): it ends CANCELLED in the transaction that records the
+intent, as SkyPilot's `jobs cancel` does, so cancelling 10,000 queued jobs
+needs no controller round trip; see `Client.cancel`. Logs are read from the
+local log store, which the controller fills from the nodes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import time
@@ -36,10 +36,13 @@ from skytui.engine import daemon
 from skytui.engine.status import AUXILIARY, PRIMARY
 from skytui.engine.store import (
     AttemptRow,
-    ClusterStatus,
     EventRow,
+    IntentOutcome,
+    IntentRequest,
     JobRow,
     NewTask,
+    SimPreempt,
+    SimStockout,
     Store,
     StoreError,
 )
@@ -278,47 +281,57 @@ class Client:
 
     # --------------------------------------------------------------- sim chaos
 
-    def sim_preempt(self, job_id: int, task_idx: int | None = None) -> str:
-        """Reclaim the sim machine under a job's task now; returns its cluster
-        name. ValueError says why not (unknown job, not on sim, no machine)."""
-        from skytui.clouds.sim import SimCloud
+    # How long a sim verb waits for the controller to carry it out: a reclaim
+    # takes the machine's grace period (a second), a stock-out a file write.
+    SIM_INTENT_TIMEOUT_S = 60.0
 
-        view = self.job(job_id)
-        if view is None:
+    def sim_preempt(self, job_id: int, task_idx: int | None = None) -> str:
+        """Have the controller reclaim the sim machine under a job's task now;
+        returns its cluster name. ValueError says why not (unknown job, not on
+        sim, no machine); RuntimeError if the controller did not answer."""
+        if self.store.job(job_id) is None:
+            # Said from the DB at once: a mistyped id starts no controller.
             raise ValueError(f"no managed job {job_id}")
-        if task_idx is None:
-            current = view.current_task
-            task_idx = current.task_idx if current is not None else 0
-        clusters = [c for c in self.store.live_clusters(job_id) if c.task_idx == task_idx]
-        worker = self.store.worker_of_job(job_id) if view.job.pool else None
-        if worker is not None and worker.cluster_id is not None:
-            # A pool job runs on its worker's machine: preempting it takes the worker.
-            cluster_row = self.store.cluster(worker.cluster_id)
-            clusters = [cluster_row] if cluster_row is not None and cluster_row.status in ClusterStatus.LIVE else []
-        if not clusters:
-            raise ValueError(f"job {job_id} task {task_idx} has no machine up ({view.tasks[task_idx].status})"
-                             if task_idx < len(view.tasks) else f"job {job_id} has no task {task_idx}")
-        cluster = clusters[-1]
-        if cluster.cloud != "sim":
-            raise ValueError(f"job {job_id} runs on {cluster.cloud}; only sim machines can be preempted")
-        sim = SimCloud(self.paths, load_config(self.paths).infra.sim)
-        if not asyncio.run(sim.preempt(cluster.name)):
-            raise ValueError(f"{cluster.name} is already gone")
-        return cluster.name
+        outcome = self._carried_out(SimPreempt(job_id, task_idx), "the preemption")
+        if outcome.cluster is None:
+            raise RuntimeError(f"the controller preempted job {job_id} but did not say which machine")
+        return outcome.cluster
 
     def sim_stockout(self, region: str, on: bool) -> tuple[str, set[str]]:
-        """Make a sim region (or "all", or a whole mirrored cloud) run dry, or
-        give it capacity back; returns the region as resolved and every
-        stock-out now in force. ValueError for an unknown region."""
-        from skytui.clouds.base import CloudError
-        from skytui.clouds.sim import resolve_region, set_stockout
+        """Have the controller make a sim region (or "all", or a whole
+        mirrored cloud) run dry, or give it capacity back; returns the region
+        as resolved and every stock-out now in force. ValueError for an
+        unknown region; RuntimeError if the controller did not answer."""
+        outcome = self._carried_out(SimStockout(region, on), "the stock-out")
+        if outcome.region is None:
+            raise RuntimeError(f"the controller changed {region!r} but did not say which region it took")
+        return outcome.region, set(outcome.stockouts)
 
-        try:
-            resolved = resolve_region(region, load_config(self.paths).infra.sim.clouds)
-        except CloudError as exc:
-            raise ValueError(str(exc)) from exc
-        self.paths.ensure()
-        return resolved, set_stockout(self.paths.sim_state, resolved, on)
+    def _carried_out(self, request: IntentRequest, what: str) -> IntentOutcome:
+        """Record a sim intent, wake the controller (starting it if it is not
+        running) and wait for the outcome it records. The intent is durable:
+        if the wait ends first, the controller still carries it out."""
+        intent_id = self.store.request_intent(request)
+        self.ensure_controller()
+        daemon.wake_controller(self.paths)
+        deadline = time.monotonic() + self.SIM_INTENT_TIMEOUT_S
+        next_look = time.monotonic() + 1.0
+        while (outcome := self.store.intent_outcome(intent_id)) is None:
+            now = time.monotonic()
+            if now > deadline:
+                raise RuntimeError(
+                    f"the controller has not carried out {what} within {self.SIM_INTENT_TIMEOUT_S:g}s; it is "
+                    "still asked for and will be done when the controller gets to it (see `skytui controller logs`)"
+                )
+            if now > next_look:
+                # A controller that died meanwhile left the intent open: the next one carries it out at its start.
+                next_look = now + 1.0
+                if not daemon.controller_info(self.paths).running:
+                    self.ensure_controller()
+            time.sleep(0.05)
+        if outcome.error is not None:
+            raise ValueError(outcome.error)
+        return outcome
 
     def in_progress_ids(self, *, name: str | None = None, pool: str | None = None) -> list[int]:
         return self.store.in_progress_job_ids(name=name, pool=pool)

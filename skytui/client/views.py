@@ -60,6 +60,12 @@ class JobView:
         """Whether a group's task is one of those whose end ends the group."""
         return task.group_role == PRIMARY
 
+    def marked_primary(self, task: TaskRow) -> bool:
+        """Whether `task` is shown with SkyPilot's [P] mark: a primary of a
+        group that also has auxiliaries (where every task is primary, the
+        mark would say nothing)."""
+        return self.is_primary(task) and self.is_group and not all(self.is_primary(t) for t in self.tasks)
+
     @property
     def current_task(self) -> TaskRow | None:
         for task in self.tasks:

@@ -221,6 +221,13 @@ class SimCloud:
         await self.sandboxes.destroy(cluster_name, grace_s=PREEMPT_GRACE_S)
         return True
 
+    def stock_out(self, region: str, on: bool) -> tuple[str, set[str]]:
+        """Make a region as the user typed it (see `resolve_region`) run dry,
+        or give it capacity back; returns it as resolved and every stock-out
+        now in force. CloudError for an unknown region."""
+        resolved = resolve_region(region, self.config.clouds)
+        return resolved, set_stockout(self.paths.sim_state, resolved, on)
+
     async def list_clusters(self) -> list[str]:
         return await self.sandboxes.cluster_names()
 

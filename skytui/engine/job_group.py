@@ -26,10 +26,11 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from skytui.clouds.base import NodeError
 from skytui.engine.phase_runner import LiveCluster
+from skytui.spec import Task
+from skytui.spec.stored import StoredGroup
 
 # Where Debian, Fedora and others install nss_wrapper.
 NSS_WRAPPER_CANDIDATES = (
@@ -54,15 +55,15 @@ class JobGroup:
     termination_delay_s: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, spec: dict[str, Any]) -> JobGroup | None:
-        if spec.get("execution") != "parallel":
+    def of(cls, header: StoredGroup | None, tasks: Sequence[Task]) -> JobGroup | None:
+        """The group a job's tasks form, from its stored header (None: not a group)."""
+        if header is None:
             return None
-        tasks = spec["tasks"]
         return cls(
-            name=spec["name"], task_names=tuple(str(t["name"]) for t in tasks),
-            num_nodes=tuple(int(t.get("num_nodes") or 1) for t in tasks),
-            infra=tuple(_cloud_of(t) for t in tasks),
-            termination_delay_s=dict(spec.get("termination_delay_s") or {}),
+            name=header.name, task_names=tuple(str(t.name) for t in tasks),
+            num_nodes=tuple(t.num_nodes for t in tasks),
+            infra=tuple(t.resources.infra.split("/")[0] if t.resources.infra else None for t in tasks),
+            termination_delay_s=header.termination_delay_s,
         )
 
     def delay_for(self, task_name: str) -> float:
@@ -156,11 +157,6 @@ class GroupNames:
         if names and preload:
             names["LD_PRELOAD"] = f"{names['LD_PRELOAD']} {preload}"
         return names
-
-
-def _cloud_of(task: dict[str, Any]) -> str | None:
-    infra = (task.get("resources") or {}).get("infra")
-    return str(infra).split("/")[0] if infra else None
 
 
 def find_nss_wrapper(candidates: Sequence[str] = NSS_WRAPPER_CANDIDATES) -> str | None:

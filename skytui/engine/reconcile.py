@@ -1,11 +1,12 @@
-"""The controller's main loop: cancels, new jobs, leaked machines, the node host.
+"""The controller's main loop: cancels, sim chaos, new jobs, leaked machines, the node host.
 
 Twice a second, or at once when a client sends SIGUSR1, it reads the intents
-in the DB: cancel requests go to their job's coroutine, and new or resumed
-jobs get a coroutine while the running limit allows. At start-up, and every
-few minutes, it terminates every machine that no unfinished job owns, so
-nothing leaks across a crash. Stopping it (SIGTERM) leaves jobs running on
-their nodes; the next controller re-attaches to them.
+in the DB: cancel requests go to their job's coroutine, the sim chaos verbs
+to `SimIntents`, and new or resumed jobs get a coroutine while the running
+limit allows. At start-up, and every few minutes, it terminates every
+machine that no unfinished job owns, so nothing leaks across a crash.
+Stopping it (SIGTERM) leaves jobs running on their nodes; the next
+controller re-attaches to them.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from skytui.engine.job_group import JobGroup
 from skytui.engine.named_buckets import BUCKET_CREATING, JobBuckets
 from skytui.engine.pools import PoolManager
 from skytui.engine.scheduler import Scheduler
+from skytui.engine.sim_intents import SimIntents
 from skytui.engine.status import IN_PROGRESS, TaskStatus
 from skytui.engine.store import AsyncStore, ClusterStatus, JobRow, Store
+from skytui.spec.stored import stored_group
 
 log = logging.getLogger("skytui.reconcile")
 
@@ -67,6 +70,7 @@ class Reconciler:
                                  bucket=config.jobs.bucket)
         self.pools = PoolManager(self.ctx)
         self.ctx.pools = self.pools
+        self.sim_intents = SimIntents(self.control, self.ctx.clouds)
         self.active: dict[int, JobController] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -180,6 +184,7 @@ class Reconciler:
         await self._supervise_node_host()
         await self.sweep_leaks()
         await self.release_leftover_buckets()
+        await self.sim_intents.carry_out_waiting()
         pools = asyncio.create_task(self.pools.run(self._stopping), name="pools")
         self._last_sweep = self._last_node_check = time.monotonic()
         while not self._stopping.is_set():
@@ -234,6 +239,7 @@ class Reconciler:
     async def reconcile(self, *, intents: bool = True) -> None:
         if intents:
             await self._deliver_cancels()
+            await self.sim_intents.deliver()
         free = self.scheduler.free_running_slots(len(self.active))
         if free and not self._stopping.is_set() and (intents or self._more_runnable):
             runnable = await self.control.runnable_jobs(set(self.active), free)
@@ -298,7 +304,7 @@ class Reconciler:
                         message=f"unreadable job spec: {exc}", failure_reason=f"unreadable job spec: {exc}",
                     )
             return
-        controller = JobController(self.ctx, job, tasks, JobGroup.of(spec))
+        controller = JobController(self.ctx, job, tasks, JobGroup.of(stored_group(spec), tasks))
         self.active[job.id] = controller
         task = controller.start()
         self._tasks[job.id] = task

@@ -240,10 +240,9 @@ class JobScreen(SkyScreen):
         tree.clear()
         # A job group's tasks run side by side (∥), a pipeline's one after another.
         tree.border_title = "Tasks (parallel) and attempts" if view.is_group else "Tasks and attempts"
-        marked = view.is_group and not all(view.is_primary(t) for t in view.tasks)
         for task in view.tasks:
             label = Text(f"{'∥ ' if view.is_group else ''}{task.task_idx} {task.name} ")
-            if marked and view.is_primary(task):
+            if view.marked_primary(task):
                 label.append("[P] ", style="bold")
             label.append(task.status, style=status_style(task.status))
             label.append(f" · {readable_duration(task.duration_s(now) if task.started_at else None)}")

@@ -11,6 +11,7 @@ Imports only the models (`task`, `pool`) of its own package.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from skytui.spec.pool import PoolSpec
@@ -43,6 +44,22 @@ def tasks_from_stored(spec: dict[str, Any], secrets: dict[str, dict[str, str]]) 
         Task.model_validate({**task, "secrets": secrets.get(str(index), {})})
         for index, task in enumerate(spec["tasks"])
     ]
+
+
+@dataclass(frozen=True)
+class StoredGroup:
+    """A job group's header as stored: its name and how long each auxiliary
+    task (or "default") runs on after the primaries all succeeded."""
+
+    name: str
+    termination_delay_s: dict[str, float]
+
+
+def stored_group(spec: dict[str, Any]) -> StoredGroup | None:
+    """The job group header of a stored job spec; None for a single task or a pipeline."""
+    if spec.get("execution") != "parallel":
+        return None
+    return StoredGroup(str(spec["name"]), {k: float(v) for k, v in (spec.get("termination_delay_s") or {}).items()})
 
 
 def stored_pool_spec(task: Task, pool: PoolSpec) -> dict[str, Any]:

@@ -633,12 +633,14 @@ def test_a_v1_db_is_migrated_without_losing_data(home: Path) -> None:
                               ("pools", "updated_at"), ("pool_workers", "status_reason"),
                               ("pool_workers", "ready_at"), ("pool_workers", "jobs_done"), ("tasks", "group_role")):
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("DROP TABLE intents")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     store = Store(paths().db_url)
     try:
-        assert store.schema_version() == 4
+        assert store.schema_version() == 5
         assert store.job(job_id).worker_id is None  # v3's pool columns are there
         assert store.tasks(job_id)[0].group_role is None  # and v4's job group role
+        assert store.open_intents() == []  # and v5's intents table
         (old,) = store.attempts(job_id)
         assert (old.infra, old.attempt_no, old.price_per_hour) == ("local", 1, None)
         assert store.job(job_id) is not None and store.tasks(job_id)[0].attempt == 1

@@ -20,6 +20,8 @@ from skytui.engine.store.rows import (
     AttemptRow,
     ClusterRow,
     EventRow,
+    IntentOutcome,
+    IntentRow,
     JobRow,
     PoolRow,
     RunEnd,
@@ -106,6 +108,12 @@ class AsyncStore:
 
     async def cancelled_among(self, job_ids: Sequence[int]) -> list[int]:
         return await self._threaded(functools.partial(self.sync.cancelled_among, job_ids))
+
+    async def open_intents(self) -> list[IntentRow]:
+        return await self._threaded(self.sync.open_intents)
+
+    async def finish_intent(self, intent_id: int, outcome: IntentOutcome) -> bool:
+        return await self._threaded(functools.partial(self.sync.finish_intent, intent_id, outcome))
 
     async def transition_task(
         self, job_id: int, task_idx: int, to: TaskStatus, *, message: str | None = None,

@@ -1,27 +1,38 @@
 """What clients ask of the controller and the controller's own claims:
 cancel intents (and the cancels of jobs that never started, done at once),
-the check that a job may still start something, and the secrets erased at
-controller start.
+the sim chaos intents and their outcomes, the check that a job may still
+start something, and the secrets erased at controller start.
 
 Touches `jobs` (cancel_requested_at, status, secrets), the `tasks` and
-`events` of the jobs a cancel ends, `pools` (erased secrets), and reads
-`clusters` and `pool_workers` to see that nothing started.
+`events` of the jobs a cancel ends, `pools` (erased secrets), `intents`, and
+reads `clusters` and `pool_workers` to see that nothing started.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, Float, bindparam, exists, insert, literal, null, select, update
 
 from skytui.engine.status import IN_PROGRESS, TERMINAL_NAMES, TaskStatus
 from skytui.engine.store.database import Database
 from skytui.engine.store.errors import CancelRequested
-from skytui.engine.store.rows import ClusterStatus
+from skytui.engine.store.rows import (
+    ClusterStatus,
+    IntentOutcome,
+    IntentRequest,
+    IntentRow,
+    SimPreempt,
+    SimStockout,
+)
 from skytui.engine.store.schema import (
     clusters_table,
     events_table,
+    intents_table,
     jobs_table,
     pool_workers_table,
     pools_table,
@@ -44,8 +55,21 @@ def lock_startable_job(conn: Connection, job_id: int) -> None:
         raise CancelRequested(job_id)
 
 
+# The `kind` column of each request type (its fields go to `request_json`).
+_KINDS: dict[type[IntentRequest], str] = {SimPreempt: "sim_preempt", SimStockout: "sim_stockout"}
+_REQUESTS: dict[str, type[IntentRequest]] = {kind: cls for cls, kind in _KINDS.items()}
+
+
+def _outcome(outcome_json: str | None) -> IntentOutcome | None:
+    if outcome_json is None:
+        return None
+    fields: dict[str, Any] = json.loads(outcome_json)
+    return IntentOutcome(**{**fields, "stockouts": tuple(fields.get("stockouts", ()))})
+
+
 class IntentRepository:
-    """Cancel intents and the controller's start-up erasure (see the module's docstring)."""
+    """Cancel intents, the sim chaos intents, and the controller's start-up
+    erasure (see the module's docstring)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -197,3 +221,51 @@ class IntentRepository:
                 ).scalars().all()
         return found
 
+
+    # ------------------------------------------------------ sim chaos intents
+
+    def request_intent(self, request: IntentRequest) -> int:
+        """Record what a client asks the controller to do; the intent's id,
+        for `intent_outcome`."""
+        with self._db._write() as conn:
+            return int(
+                conn.execute(
+                    insert(intents_table).values(
+                        kind=_KINDS[type(request)], request_json=json.dumps(dataclasses.asdict(request)),
+                        requested_at=time.time(),
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+            )
+
+    def open_intents(self) -> list[IntentRow]:
+        """The intents not carried out yet, oldest first."""
+        with self._db._read() as conn:
+            rows = conn.execute(
+                select(intents_table).where(intents_table.c.done_at.is_(None)).order_by(intents_table.c.id)
+            ).all()
+        return [
+            IntentRow(row.id, _REQUESTS[row.kind](**json.loads(row.request_json)), row.requested_at, None, None)
+            for row in rows
+        ]
+
+    def finish_intent(self, intent_id: int, outcome: IntentOutcome) -> bool:
+        """Record an intent's outcome and mark it done, in one statement;
+        False if it was done already (nothing is written then)."""
+        with self._db._write() as conn:
+            done = conn.execute(
+                update(intents_table)
+                .where(intents_table.c.id == intent_id, intents_table.c.done_at.is_(None))
+                .values(done_at=time.time(), outcome_json=json.dumps(dataclasses.asdict(outcome)))
+                .returning(intents_table.c.id)
+            ).first()
+        return done is not None
+
+    def intent_outcome(self, intent_id: int) -> IntentOutcome | None:
+        """What the controller made of an intent; None while it is not done."""
+        with self._db._read() as conn:
+            outcome_json = conn.execute(
+                select(intents_table.c.outcome_json).where(
+                    intents_table.c.id == intent_id, intents_table.c.done_at.is_not(None)
+                )
+            ).scalar()
+        return _outcome(outcome_json)

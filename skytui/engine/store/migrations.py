@@ -12,9 +12,9 @@ from collections.abc import Callable
 from sqlalchemy import Connection, insert, inspect, select, text, update
 
 from skytui.engine.store.errors import StoreError
-from skytui.engine.store.schema import meta_table, metadata
+from skytui.engine.store.schema import intents_table, meta_table, metadata
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def migrate(conn: Connection) -> None:
@@ -74,4 +74,12 @@ def _v4_job_groups(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE tasks ADD COLUMN group_role VARCHAR(16)"))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v2_attempt_prices, 3: _v3_pools, 4: _v4_job_groups}
+def _v5_intents(conn: Connection) -> None:
+    # `create_all` in `migrate` has made it already; the step says so for the
+    # record, and stays right if that call ever goes.
+    intents_table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _v2_attempt_prices, 3: _v3_pools, 4: _v4_job_groups, 5: _v5_intents,
+}

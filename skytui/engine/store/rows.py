@@ -238,3 +238,44 @@ class ClusterStatus:
     TERMINATING = "TERMINATING"
     TERMINATED = "TERMINATED"
     LIVE = (PROVISIONING, UP, TERMINATING)
+
+
+@dataclass(frozen=True)
+class SimPreempt:
+    """`skytui sim preempt`: reclaim the sim machine under a job's task (the
+    current task when `task_idx` is None)."""
+
+    job_id: int
+    task_idx: int | None = None
+
+
+@dataclass(frozen=True)
+class SimStockout:
+    """`skytui sim stockout`: a sim region (as the user typed it) runs dry, or gets capacity back."""
+
+    region: str
+    on: bool
+
+
+IntentRequest = SimPreempt | SimStockout
+
+
+@dataclass(frozen=True)
+class IntentOutcome:
+    """What the controller made of an intent: `error` (said to the user as
+    is), or what it did: the machine it reclaimed (`cluster`), or the region
+    as resolved and every stock-out now in force (`region`, `stockouts`)."""
+
+    error: str | None = None
+    cluster: str | None = None
+    region: str | None = None
+    stockouts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IntentRow:
+    id: int
+    request: IntentRequest
+    requested_at: float
+    done_at: float | None
+    outcome: IntentOutcome | None

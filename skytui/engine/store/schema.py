@@ -193,3 +193,18 @@ pool_workers_table = Table(
     Column("ready_at", Float),
     Column("jobs_done", Integer, nullable=False, default=0),
 )
+
+# v5: what clients ask the controller to do to the infra, beyond a cancel
+# (which is a column of its job): the sim chaos verbs. The controller writes
+# the outcome and `done_at` in one UPDATE, so an intent is carried out once.
+intents_table = Table(
+    "intents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("request_json", Text, nullable=False),
+    Column("requested_at", Float, nullable=False),
+    Column("done_at", Float),
+    Column("outcome_json", Text),
+    Index("ix_intents_done", "done_at"),
+)

@@ -4,7 +4,7 @@ It is the `Database` (connection, batches, migration) composed with one
 repository per aggregate, each holding that aggregate's queries: jobs and
 tasks (`jobs`), runs (`runs`: attempts, log segments, events), machines
 (`clusters`), pools and workers (`pools`), and the controller's own (`intents`:
-cancel intents, its lock's start-up erasure). The methods here only forward,
+cancel and sim chaos intents, its lock's start-up erasure). The methods here only forward,
 so callers keep one name per query whatever module holds it.
 
 The DB is the contract between clients and the controller: clients write
@@ -35,6 +35,9 @@ from skytui.engine.store.rows import (
     AttemptRow,
     ClusterRow,
     EventRow,
+    IntentOutcome,
+    IntentRequest,
+    IntentRow,
     JobRow,
     NewTask,
     PoolRow,
@@ -132,6 +135,18 @@ class Store(Database):
 
     def pending_among(self, job_ids: Sequence[int]) -> list[int]:
         return self._intents.pending_among(job_ids)
+
+    def request_intent(self, request: IntentRequest) -> int:
+        return self._intents.request_intent(request)
+
+    def open_intents(self) -> list[IntentRow]:
+        return self._intents.open_intents()
+
+    def finish_intent(self, intent_id: int, outcome: IntentOutcome) -> bool:
+        return self._intents.finish_intent(intent_id, outcome)
+
+    def intent_outcome(self, intent_id: int) -> IntentOutcome | None:
+        return self._intents.intent_outcome(intent_id)
 
     def job(self, job_id: int) -> JobRow | None:
         return self._jobs.job(job_id)
