@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Env, wait_for
+from fixtures.env import Env, wait_for
 
 from skytui.config import Paths, SimInfraConfig
 from skytui.engine.store import AsyncStore, IntentOutcome, SimPreempt, SimStockout, Store
 
 pytestmark = pytest.mark.timeout(240)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 
 # The job blocks on its first attempt (until preempted), then finishes.
 BLOCK_ONCE = """\
