@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 # The optimizer, the cloud registry and the spec models load only in the
 # methods that need them: `jobs queue` and the TUI's first paint read the DB
-# and nothing else, and never pay for them (tests/test_imports.py).
+# and nothing else, and never pay for them (tests/unit/test_imports.py).
 
 
 class Client:

@@ -3,7 +3,7 @@
 
 Importing this loads the optimizer; the faces do so only where they plan a
 launch (`jobs launch`, `validate --here`, the TUI's launch screen), never
-for a read (tests/test_imports.py). The client reaches the optimizer only
+for a read (tests/unit/test_imports.py). The client reaches the optimizer only
 through here too, so an InfeasibleError can only have been raised once this
 module is loaded. Touches nothing but the optimizer.
 """

@@ -162,7 +162,9 @@ def test_an_intent_written_while_the_controller_is_stopped_is_carried_out_at_its
         preempt = store.request_intent(SimPreempt(job))
         stockout = store.request_intent(SimStockout("mars-north-1", True))
         assert store.intent_outcome(preempt) is None  # nobody to carry it out yet
-        assert env.job(job)["status"] == "RUNNING"
+        # Read from the DB: any CLI read would start a controller (work is in progress).
+        row = store.job(job)
+        assert row is not None and row.status == "RUNNING"
         env.cli("controller", "start", check=True)
         wait_for(lambda: not store.open_intents(), 30, 0.1, "the controller to carry out the intents")
         assert store.intent_outcome(preempt) == IntentOutcome(cluster=first_machine)
