@@ -15,22 +15,20 @@ import asyncio
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from skytui.clouds.base import (
     Accepted,
     ClusterHandle,
-    ClusterState,
     InstanceOffer,
-    NodeInfo,
 )
+from skytui.clouds.sandbox_cloud import SandboxCloud
 from skytui.clouds.sandboxes import SandboxHost
 from skytui.config import Paths
 
 if TYPE_CHECKING:
-    from skytui.clouds.nodes.sshnode import SSHNode
     from skytui.spec import Resources
 
 
@@ -75,18 +73,12 @@ def stop_nodehost_if_idle(paths: Paths, timeout: float = 10.0) -> bool:
     return SandboxHost(paths, "local").stop_node_host_if_idle(timeout)
 
 
-class LocalCloud:
+class LocalCloud(SandboxCloud):
     name = "local"
 
-    # The infra answers "is it up?" from the file system: cheap enough to ask often.
-    absolute_mounts = False
-    state_poll_s = 1.0
-
     def __init__(self, paths: Paths, *, provision_delay_s: float = 0.0) -> None:
-        self.paths = paths
+        super().__init__(paths)
         self.provision_delay_s = provision_delay_s
-        self.sandboxes = SandboxHost(paths, self.name)
-        self.client_key_path = self.sandboxes.client_key_path
 
     # ----------------------------------------------------------------- offers
 
@@ -125,13 +117,6 @@ class LocalCloud:
 
     # --------------------------------------------------------------- clusters
 
-    async def ensure_node_host(self, timeout: float = 20.0) -> int:
-        return await self.sandboxes.ensure_node_host(timeout)
-
-    def stop_node_host(self) -> None:
-        """For tests and `controller stop --all`: jobs on nodes keep running."""
-        self.sandboxes.stop_node_host()
-
     async def provision(
         self, cluster_name: str, offer: InstanceOffer, num_nodes: int, *, labels: Mapping[str, str] | None = None,
         accepted: Accepted | None = None,
@@ -146,18 +131,3 @@ class LocalCloud:
             cloud=self.name, name=cluster_name, region=None, zone=None, nodes=nodes,
             accelerators=dict(offer.accelerators),
         )
-
-    async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
-        return self.sandboxes.state(handle.nodes)
-
-    async def cluster_states(self, handles: Sequence[ClusterHandle]) -> list[ClusterState]:
-        return self.sandboxes.states(handles)
-
-    async def terminate(self, cluster_name: str, handle: ClusterHandle | None) -> None:
-        await self.sandboxes.destroy(cluster_name, nodes=handle.nodes if handle is not None else None)
-
-    async def list_clusters(self) -> list[str]:
-        return await self.sandboxes.cluster_names()
-
-    def node(self, info: NodeInfo) -> SSHNode:
-        return self.sandboxes.node(info)

@@ -36,16 +36,13 @@ from skytui.clouds.base import (
     CapacityError,
     CloudError,
     ClusterHandle,
-    ClusterState,
     InstanceOffer,
-    NodeInfo,
 )
 from skytui.clouds.catalog import load_catalog, matching_entries, price_of
-from skytui.clouds.sandboxes import SandboxHost
+from skytui.clouds.sandbox_cloud import SandboxCloud
 from skytui.config import Paths, SimInfraConfig
 
 if TYPE_CHECKING:
-    from skytui.clouds.nodes.sshnode import SSHNode
     from skytui.spec import Resources
 
 # A spot reclaim gives the job a moment to see SIGTERM (AWS gives two minutes;
@@ -93,16 +90,12 @@ def sim_regions(clouds: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------- cloud
 
 
-class SimCloud:
+class SimCloud(SandboxCloud):
     name = "sim"
-    absolute_mounts = False
-    state_poll_s = 1.0
 
     def __init__(self, paths: Paths, config: SimInfraConfig, *, seed: int | None = None) -> None:
-        self.paths = paths
+        super().__init__(paths)
         self.config = config
-        self.sandboxes = SandboxHost(paths, self.name)
-        self.client_key_path = self.sandboxes.client_key_path
         self._random = random.Random(seed)
         self._provision_lock = asyncio.Lock()
 
@@ -204,15 +197,6 @@ class SimCloud:
             accelerators=dict(offer.accelerators), extra={"use_spot": offer.use_spot},
         )
 
-    async def cluster_state(self, handle: ClusterHandle) -> ClusterState:
-        return self.sandboxes.state(handle.nodes)
-
-    async def cluster_states(self, handles: Sequence[ClusterHandle]) -> list[ClusterState]:
-        return self.sandboxes.states(handles)
-
-    async def terminate(self, cluster_name: str, handle: ClusterHandle | None) -> None:
-        await self.sandboxes.destroy(cluster_name, nodes=handle.nodes if handle is not None else None)
-
     async def preempt(self, cluster_name: str) -> bool:
         """Reclaim a cluster's machines now, as a spot reclaim would. False if
         nothing of it was up."""
@@ -228,14 +212,6 @@ class SimCloud:
         resolved = resolve_region(region, self.config.clouds)
         return resolved, set_stockout(self.paths.sim_state, resolved, on)
 
-    async def list_clusters(self) -> list[str]:
-        return await self.sandboxes.cluster_names()
-
-    def node(self, info: NodeInfo) -> SSHNode:
-        return self.sandboxes.node(info)
-
-    async def ensure_node_host(self) -> int:
-        return await self.sandboxes.ensure_node_host()
 
 
 def _split_region(region: str | None) -> tuple[str | None, str | None]:
