@@ -91,7 +91,12 @@ class SimIntents:
             return IntentOutcome(error="the sim infra is not set up in the controller")
         request = intent.request
         if isinstance(request, SimPreempt):
-            return await self._preempt(sim, request)
+            if intent.target is not None:
+                # A controller stopped after choosing this machine (and perhaps
+                # after taking it): finish that, and never take the job's next one.
+                await sim.preempt(intent.target)
+                return IntentOutcome(cluster=intent.target)
+            return await self._preempt(sim, intent.id, request)
         return await self._stock_out(sim, request)
 
     @staticmethod
@@ -102,7 +107,7 @@ class SimIntents:
             return IntentOutcome(error=str(exc))
         return IntentOutcome(region=region, stockouts=tuple(sorted(stockouts)))
 
-    async def _preempt(self, sim: SimCloud, request: SimPreempt) -> IntentOutcome:
+    async def _preempt(self, sim: SimCloud, intent_id: int, request: SimPreempt) -> IntentOutcome:
         """Reclaim the sim machine under a job's task now. The error says why
         not (unknown job, not on sim, no machine)."""
         job_id, task_idx = request.job_id, request.task_idx
@@ -125,10 +130,13 @@ class SimIntents:
         cluster = clusters[-1]
         if cluster.cloud != "sim":
             return IntentOutcome(error=f"job {job_id} runs on {cluster.cloud}; only sim machines can be preempted")
-        # On the job's timeline before it is done: the recovery that follows
-        # reads as the answer to it (and a benchmark times detection from it).
-        await self.store.note(job_id, task_idx, PREEMPT_EVENT,
-                              f"reclaiming {cluster.name} now, as a spot preemption (skytui sim preempt)")
+        # Claimed, and on the job's timeline, before it is done: the recovery
+        # that follows reads as the answer to it (and a benchmark times
+        # detection from it).
+        await self.store.claim_preempt_target(
+            intent_id, cluster.name, job_id=job_id, task_idx=task_idx, event_kind=PREEMPT_EVENT,
+            message=f"reclaiming {cluster.name} now, as a spot preemption (skytui sim preempt)",
+        )
         if not await sim.preempt(cluster.name):
             return IntentOutcome(error=f"{cluster.name} is already gone")
         return IntentOutcome(cluster=cluster.name)

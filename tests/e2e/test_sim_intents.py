@@ -86,6 +86,18 @@ def test_an_intent_is_done_once_with_its_outcome(store: Store) -> None:
     assert store.open_intents() == []
 
 
+def test_a_preemption_claims_its_machine_once(store: Store) -> None:
+    """The machine is recorded before it is taken, with the job's event; a
+    later claim (a restarted controller's) keeps the first."""
+    intent = store.request_intent(SimPreempt(7))
+    kw = {"job_id": 7, "task_idx": 0, "event_kind": "sim-preempt", "message": "reclaiming c-1 now"}
+    assert store.claim_preempt_target(intent, "c-1", **kw) == "c-1"  # type: ignore[arg-type]
+    assert store.claim_preempt_target(intent, "c-2", **kw) == "c-1"  # type: ignore[arg-type]
+    (row,) = store.open_intents()
+    assert row.target == "c-1"
+    assert [(e.kind, e.message) for e in store.events(job_id=7)] == [("sim-preempt", "reclaiming c-1 now")]
+
+
 def test_the_controller_carries_out_stockouts_through_its_sim_cloud(home: Path) -> None:
     """SimIntents in-process, over a real SimCloud: the outcome is recorded
     and the intent is not started twice by passes that overlap it."""
@@ -174,6 +186,47 @@ def test_an_intent_written_while_the_controller_is_stopped_is_carried_out_at_its
         store.close()
     done = env.wait_status(job, "SUCCEEDED", timeout=90)
     assert done["recoveries"] == 1
+
+
+def test_a_preemption_cut_short_by_a_controller_kill_takes_no_second_machine(fast_env: Env) -> None:
+    """A controller killed after taking the machine of a preempt intent, and
+    before recording its outcome, left the intent open with its target
+    claimed. The job has recovered onto a new machine since; the next
+    controller reports the machine that was taken and leaves the new one be
+    (before v6 it took the new one too: one preempt, two recoveries)."""
+    env = fast_env
+    runs, release = env.tmp / "runs", env.tmp / "release"
+    job = env.launch(env.write("job.yaml", f"""\
+name: train
+resources:
+  infra: sim/aws
+  accelerators: H100:8
+  use_spot: true
+run: |
+  echo run >> {runs}
+  while [ ! -f {release} ]; do sleep 0.1; done
+  echo done
+"""))
+    wait_for(lambda: runs.exists(), 60, 0.05, "the job's first run")
+    first_machine = env.cli("sim", "preempt", str(job), check=True).stdout.split()[1]
+    wait_for(lambda: len(runs.read_text().splitlines()) == 2, 90, 0.05, "the run on the recovery's machine")
+    env.cli("controller", "stop", check=True)
+    store = Store(Paths(env.home).db_url)
+    try:
+        # What the killed controller had written: the intent, its claimed target, its event.
+        intent = store.request_intent(SimPreempt(job))
+        store.claim_preempt_target(intent, first_machine, job_id=job, task_idx=0, event_kind="sim-preempt",
+                                   message=f"reclaiming {first_machine} now, as a spot preemption")
+        env.cli("controller", "start", check=True)
+        wait_for(lambda: not store.open_intents(), 30, 0.1, "the controller to carry out the intent")
+        assert store.intent_outcome(intent) == IntentOutcome(cluster=first_machine)
+    finally:
+        store.close()
+    release.touch()
+    done = env.wait_status(job, "SUCCEEDED", timeout=90)
+    assert done["recoveries"] == 1
+    assert len(runs.read_text().splitlines()) == 2
+    assert len(machine_names(env, job)) == 2
 
 
 def test_a_second_preempt_of_a_recovering_job_says_what_it_says_today(fast_env: Env) -> None:

@@ -637,7 +637,7 @@ def test_a_v1_db_is_migrated_without_losing_data(home: Path) -> None:
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     store = Store(paths().db_url)
     try:
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         assert store.job(job_id).worker_id is None  # v3's pool columns are there
         assert store.tasks(job_id)[0].group_role is None  # and v4's job group role
         assert store.open_intents() == []  # and v5's intents table
@@ -646,6 +646,28 @@ def test_a_v1_db_is_migrated_without_losing_data(home: Path) -> None:
         assert store.job(job_id) is not None and store.tasks(job_id)[0].attempt == 1
         store.start_attempt(job_id, 0, infra="local", instance_type="local", use_spot=False, price_per_hour=3.5)
         assert store.attempts(job_id)[1].price_per_hour == 3.5
+    finally:
+        store.close()
+
+
+def test_a_v5_db_gets_the_intent_targets(home: Path) -> None:
+    """v6 adds the preemption target to the intents v5 made: an intent left
+    open by a v5 controller is still there, with no target."""
+    import sqlite3
+
+    from skytui.engine.store import SimPreempt
+
+    store = Store(paths().db_url)
+    intent = store.request_intent(SimPreempt(3))
+    store.close()
+    with sqlite3.connect(home / "state.db") as db:
+        db.execute("ALTER TABLE intents DROP COLUMN target")
+        db.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    store = Store(paths().db_url)
+    try:
+        assert store.schema_version() == 6
+        (row,) = store.open_intents()
+        assert (row.id, row.request, row.target) == (intent, SimPreempt(3), None)
     finally:
         store.close()
 

@@ -112,6 +112,14 @@ class AsyncStore:
     async def open_intents(self) -> list[IntentRow]:
         return await self._threaded(self.sync.open_intents)
 
+    async def claim_preempt_target(
+        self, intent_id: int, cluster: str, *, job_id: int, task_idx: int, event_kind: str, message: str
+    ) -> str:
+        return await self._threaded(functools.partial(
+            self.sync.claim_preempt_target, intent_id, cluster,
+            job_id=job_id, task_idx=task_idx, event_kind=event_kind, message=message,
+        ))
+
     async def finish_intent(self, intent_id: int, outcome: IntentOutcome) -> bool:
         return await self._threaded(functools.partial(self.sync.finish_intent, intent_id, outcome))
 

@@ -38,7 +38,7 @@ from skytui.engine.store.schema import (
     pools_table,
     tasks_table,
 )
-from skytui.engine.store.sql import EVENT_COLUMNS, NO_SECRETS, id_clauses
+from skytui.engine.store.sql import EVENT_COLUMNS, NO_SECRETS, id_clauses, insert_event
 
 _STARTABLE_JOB = (
     select(jobs_table.c.status, jobs_table.c.cancel_requested_at)
@@ -244,9 +244,33 @@ class IntentRepository:
                 select(intents_table).where(intents_table.c.done_at.is_(None)).order_by(intents_table.c.id)
             ).all()
         return [
-            IntentRow(row.id, _REQUESTS[row.kind](**json.loads(row.request_json)), row.requested_at, None, None)
+            IntentRow(row.id, _REQUESTS[row.kind](**json.loads(row.request_json)), row.requested_at, None, None,
+                      row.target)
             for row in rows
         ]
+
+    def claim_preempt_target(
+        self, intent_id: int, cluster: str, *, job_id: int, task_idx: int, event_kind: str, message: str
+    ) -> str:
+        """Record the machine an open preemption takes, with its event on the
+        job's timeline, in one transaction, before it is taken; returns the
+        target that stands (an earlier claim wins). A controller killed while
+        the machine went finds the claim at its next start and reports that
+        machine, instead of taking the job's next one as well."""
+        with self._db._write() as conn:
+            claimed = conn.execute(
+                update(intents_table)
+                .where(intents_table.c.id == intent_id, intents_table.c.target.is_(None))
+                .values(target=cluster)
+                .returning(intents_table.c.id)
+            ).first()
+            if claimed is None:
+                standing: str | None = conn.execute(
+                    select(intents_table.c.target).where(intents_table.c.id == intent_id)
+                ).scalar()
+                return standing if standing is not None else cluster
+            insert_event(conn, job_id, task_idx, event_kind, message=message)
+        return cluster
 
     def finish_intent(self, intent_id: int, outcome: IntentOutcome) -> bool:
         """Record an intent's outcome and mark it done, in one statement;

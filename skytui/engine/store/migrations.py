@@ -14,7 +14,7 @@ from sqlalchemy import Connection, insert, inspect, select, text, update
 from skytui.engine.store.errors import StoreError
 from skytui.engine.store.schema import intents_table, meta_table, metadata
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def migrate(conn: Connection) -> None:
@@ -80,6 +80,12 @@ def _v5_intents(conn: Connection) -> None:
     intents_table.create(conn, checkfirst=True)
 
 
+def _v6_intent_targets(conn: Connection) -> None:
+    # A DB older than v5 got the table from `create_all`, column and all.
+    if "target" not in {column["name"] for column in inspect(conn).get_columns(intents_table.name)}:
+        conn.execute(text("ALTER TABLE intents ADD COLUMN target TEXT"))
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    2: _v2_attempt_prices, 3: _v3_pools, 4: _v4_job_groups, 5: _v5_intents,
+    2: _v2_attempt_prices, 3: _v3_pools, 4: _v4_job_groups, 5: _v5_intents, 6: _v6_intent_targets,
 }

@@ -279,3 +279,5 @@ class IntentRow:
     requested_at: float
     done_at: float | None
     outcome: IntentOutcome | None
+    # The machine a preemption chose, once chosen (see `claim_preempt_target`).
+    target: str | None = None

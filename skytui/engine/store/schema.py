@@ -197,6 +197,8 @@ pool_workers_table = Table(
 # v5: what clients ask the controller to do to the infra, beyond a cancel
 # (which is a column of its job): the sim chaos verbs. The controller writes
 # the outcome and `done_at` in one UPDATE, so an intent is carried out once.
+# v6: `target`, the machine a preemption chose, recorded before it is taken:
+# a controller killed in between finds it, and does not take a second one.
 intents_table = Table(
     "intents",
     metadata,
@@ -206,5 +208,6 @@ intents_table = Table(
     Column("requested_at", Float, nullable=False),
     Column("done_at", Float),
     Column("outcome_json", Text),
+    Column("target", Text),
     Index("ix_intents_done", "done_at"),
 )

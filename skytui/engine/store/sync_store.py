@@ -142,6 +142,13 @@ class Store(Database):
     def open_intents(self) -> list[IntentRow]:
         return self._intents.open_intents()
 
+    def claim_preempt_target(
+        self, intent_id: int, cluster: str, *, job_id: int, task_idx: int, event_kind: str, message: str
+    ) -> str:
+        return self._intents.claim_preempt_target(
+            intent_id, cluster, job_id=job_id, task_idx=task_idx, event_kind=event_kind, message=message
+        )
+
     def finish_intent(self, intent_id: int, outcome: IntentOutcome) -> bool:
         return self._intents.finish_intent(intent_id, outcome)
 
