@@ -9,6 +9,7 @@ May touch `values`, `base`, `errors`, `kept_fields` and `sizes`.
 from __future__ import annotations
 
 import warnings as _warnings
+from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, ClassVar
 
@@ -38,6 +39,11 @@ from skytui.spec.values import (
     parse_memory,
     parse_ports,
 )
+
+# The fields given as text that one parser turns into their value (None stays None).
+_TEXT_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "infra": normalize_infra, "cpus": parse_cpus, "memory": parse_memory,
+}
 
 
 class JobRecovery(_SpecModel):
@@ -161,20 +167,11 @@ class Resources(_SpecModel):
             # From YAML the loader reports this with file:line instead.
             _warnings.warn("resources.spot_recovery is deprecated; use job_recovery", DeprecationWarning, stacklevel=2)
 
-    @field_validator("infra", mode="before")
+    @field_validator("infra", "cpus", "memory", mode="before")
     @classmethod
-    def _check_infra(cls, value: Any) -> Any:
-        return None if value is None else normalize_infra(value)
-
-    @field_validator("cpus", mode="before")
-    @classmethod
-    def _check_cpus(cls, value: Any) -> Any:
-        return None if value is None else parse_cpus(value)
-
-    @field_validator("memory", mode="before")
-    @classmethod
-    def _check_memory(cls, value: Any) -> Any:
-        return None if value is None else parse_memory(value)
+    def _parse_optional_text(cls, value: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None  # a field validator's
+        return None if value is None else _TEXT_PARSERS[info.field_name](value)
 
     @field_validator("ports", mode="before")
     @classmethod

@@ -46,6 +46,20 @@ MARK_GUTTER = "▌"
 LINE_CACHE_SIZE = 256
 
 
+class _RowMessage(Message):
+    """About one row of a JobTable. Not a handler's target: Textual hands a
+    message to the handlers of its base classes too."""
+
+    def __init__(self, table: JobTable, key: str | None) -> None:
+        self.table = table
+        self.key = key
+        super().__init__()
+
+    @property
+    def control(self) -> JobTable:
+        return self.table
+
+
 class JobTable(JobTableViewport, can_focus=True):
     """A table of up to tens of thousands of rows that renders only what is visible.
 
@@ -106,29 +120,16 @@ class JobTable(JobTableViewport, can_focus=True):
         Binding("space", "toggle_mark", "Mark", id="job_table.toggle_mark"),
     ]
 
-    class Highlighted(Message):
+    class Highlighted(_RowMessage):
         """The cursor is on another row (or on none: `key` is None when empty)."""
 
-        def __init__(self, table: JobTable, key: str | None) -> None:
-            self.table = table
-            self.key = key
-            super().__init__()
-
-        @property
-        def control(self) -> JobTable:
-            return self.table
-
-    class Selected(Message):
+    class Selected(_RowMessage):
         """Enter (or a double click) on the row with `key`."""
 
-        def __init__(self, table: JobTable, key: str) -> None:
-            self.table = table
-            self.key = key
-            super().__init__()
+        key: str
 
-        @property
-        def control(self) -> JobTable:
-            return self.table
+        def __init__(self, table: JobTable, key: str) -> None:
+            super().__init__(table, key)
 
     class MarksChanged(Message):
         """The set of marked row keys changed; `keys` is the whole new set."""

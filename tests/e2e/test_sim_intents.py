@@ -86,6 +86,20 @@ def test_an_intent_is_done_once_with_its_outcome(store: Store) -> None:
     assert store.open_intents() == []
 
 
+def test_intents_done_a_day_ago_are_dropped(store: Store, home: Path) -> None:
+    import sqlite3
+
+    old, recent, last = (store.request_intent(SimStockout("all", on)) for on in (True, False, True))
+    store.finish_intent(old, IntentOutcome(region="all"))
+    store.finish_intent(recent, IntentOutcome(region="all"))
+    with sqlite3.connect(home / "state.db") as db:
+        db.execute("UPDATE intents SET done_at = done_at - 25 * 3600 WHERE id = ?", (old,))
+        db.execute("UPDATE intents SET done_at = done_at - 23 * 3600 WHERE id = ?", (recent,))
+    store.finish_intent(last, IntentOutcome(region="all"))
+    assert store.intent_outcome(old) is None
+    assert store.intent_outcome(recent) == store.intent_outcome(last) == IntentOutcome(region="all")
+
+
 def test_a_preemption_claims_its_machine_once(store: Store) -> None:
     """The machine is recorded before it is taken, with the job's event; a
     later claim (a restarted controller's) keeps the first."""

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Float, bindparam, exists, insert, literal, null, select, update
+from sqlalchemy import Connection, Float, bindparam, delete, exists, insert, literal, null, select, update
 
 from skytui.engine.status import IN_PROGRESS, TERMINAL_NAMES, TaskStatus
 from skytui.engine.store.database import Database
@@ -54,6 +54,9 @@ def lock_startable_job(conn: Connection, job_id: int) -> None:
     if row is not None and (row.cancel_requested_at is not None or row.status in TERMINAL_NAMES):
         raise CancelRequested(job_id)
 
+
+# How long a done intent's outcome is kept: far beyond any client's wait for it.
+DONE_INTENTS_KEPT_S = 24 * 3600.0
 
 # The `kind` column of each request type (its fields go to `request_json`).
 _KINDS: dict[type[IntentRequest], str] = {SimPreempt: "sim_preempt", SimStockout: "sim_stockout"}
@@ -274,12 +277,15 @@ class IntentRepository:
 
     def finish_intent(self, intent_id: int, outcome: IntentOutcome) -> bool:
         """Record an intent's outcome and mark it done, in one statement;
-        False if it was done already (nothing is written then)."""
+        False if it was done already (nothing is written then). Intents done
+        long ago go: their clients have read or given up on them."""
+        now = time.time()
         with self._db._write() as conn:
+            conn.execute(delete(intents_table).where(intents_table.c.done_at < now - DONE_INTENTS_KEPT_S))
             done = conn.execute(
                 update(intents_table)
                 .where(intents_table.c.id == intent_id, intents_table.c.done_at.is_(None))
-                .values(done_at=time.time(), outcome_json=json.dumps(dataclasses.asdict(outcome)))
+                .values(done_at=now, outcome_json=json.dumps(dataclasses.asdict(outcome)))
                 .returning(intents_table.c.id)
             ).first()
         return done is not None
