@@ -164,7 +164,7 @@ class SkyTUI(SkyAppBase):
         client = self.client
         if client.controller_info().running:
             return UP
-        if not client.store.has_unfinished_work():
+        if not client.has_unfinished_work():
             return ControllerState("idle")
         if not self.is_running:
             return last  # quitting: never start a controller on the way out
@@ -316,6 +316,6 @@ class SkyTUI(SkyAppBase):
             self.action_show_help_panel()
 
 
-def run_tui() -> int:
-    SkyTUI().run()
+def run_tui(client: Client | None = None) -> int:
+    SkyTUI(client).run()
     return 0

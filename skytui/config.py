@@ -74,9 +74,44 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ControllerResources(_Strict):
+    """Where the jobs controller runs, in SkyPilot's `jobs.controller.resources`
+    terms. `infra` names the machine: `ssh/<host name>` (one of infra.ssh's
+    hosts) or `kubernetes[/<context>]` (a pod)."""
+
+    infra: str = Field(pattern=r"^(ssh/[A-Za-z0-9][A-Za-z0-9._-]{0,62}|kubernetes(/\S+)?|k8s(/\S+)?)$")
+    cpus: float | str | None = None
+    memory: float | str | None = None
+    disk_size: int | None = Field(default=None, ge=1, le=65536)
+
+
+class ControllerAutostop(_Strict):
+    """The remote controller stops after this long with no job in progress and no pool."""
+
+    enabled: bool = True
+    idle_minutes: float = Field(default=10.0, gt=0.0, le=7 * 24 * 60.0)
+
+
 class ControllerConfig(_Strict):
     max_launching: int = Field(default=32, ge=1, le=4096)
     max_running: int = Field(default=2000, ge=1, le=100_000)
+    # Unset: the controller is a daemon on this machine.
+    resources: ControllerResources | None = None
+    autostop: ControllerAutostop | bool = ControllerAutostop()
+    # The controller machine's Python (3.10+ with skytui's dependencies);
+    # skytui sends its own code there, so the two always match.
+    python: str = Field(default="python3", pattern=r"^[A-Za-z0-9_./~+-]+$")
+    # Send no credentials: the machine's own identity (an instance profile,
+    # a service account, in-cluster config) manages the clouds.
+    use_machine_identity: bool = False
+
+    @property
+    def autostop_minutes(self) -> float | None:
+        """Idle minutes before a remote controller stops itself; None: never."""
+        stop = self.autostop
+        if isinstance(stop, bool):
+            return ControllerAutostop().idle_minutes if stop else None
+        return stop.idle_minutes if stop.enabled else None
 
 
 class RecoveryConfig(_Strict):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from rich.text import Text
 
@@ -81,22 +80,20 @@ def follow_job(client: Client, job_id: int, *, task_idx: int | None, follow: boo
     raise AssertionError("a followed job's steps end only after a finished one, which returns above")
 
 
-def print_file(path: Path, *, follow: bool, until_job: tuple[Client, int] | None = None) -> int:
+def print_file(client: Client, job_id: int | None, *, follow: bool, until_job: bool = False) -> int:
+    """The controller's log (a job's account of it, with `job_id`), followed
+    with `follow` (until the job has ended, with `until_job`)."""
     position = 0
     try:
         while True:
-            if path.exists():
-                with open(path, "rb") as f:
-                    f.seek(position)
-                    data = f.read()
+            while data := client.read_controller_log(job_id, position):
                 position += len(data)
-                if data:
-                    sys.stdout.write(data.decode("utf-8", errors="replace"))
-                    sys.stdout.flush()
+                sys.stdout.write(data.decode("utf-8", errors="replace"))
+                sys.stdout.flush()
             if not follow:
                 return EXIT_OK
-            if until_job is not None:
-                view = until_job[0].job(until_job[1])
+            if until_job and job_id is not None:
+                view = client.job(job_id)
                 if view is not None and view.status in TERMINAL:
                     return EXIT_OK
             time.sleep(0.3)

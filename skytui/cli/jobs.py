@@ -123,7 +123,7 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
         what = f"job {args.job_id}" if args.job_id is not None else f"job named {args.name!r}" if args.name else "job"
         fail_usage(f"no managed {what}")
     if args.controller:
-        return print_file(client.controller_log_path(job_id), follow=args.follow, until_job=(client, job_id))
+        return print_file(client, job_id, follow=args.follow, until_job=True)
     view = client.job(job_id)
     assert view is not None
     if args.task is not None and not 0 <= args.task < len(view.tasks):

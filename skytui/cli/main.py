@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from rich.text import Text
 
 from skytui.cli.common import (
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
@@ -23,6 +24,7 @@ from skytui.cli.common import (
     revive_controller,
 )
 from skytui.cli.controller import (
+    cmd_controller_down,
     cmd_controller_logs,
     cmd_controller_start,
     cmd_controller_status,
@@ -34,7 +36,7 @@ from skytui.cli.parser import build_parser
 from skytui.cli.pools import cmd_pool_apply, cmd_pool_down, cmd_pool_status
 from skytui.cli.render import err
 from skytui.cli.validate import cmd_validate
-from skytui.client import Client, StoreError
+from skytui.client import Client, ControllerLinkError, StoreError, open_client
 from skytui.config import ConfigError, restrict_umask
 
 Handler = Callable[[Client, argparse.Namespace], int]
@@ -67,6 +69,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("controller", "stop"): Command(cmd_controller_stop),
     ("controller", "status"): Command(cmd_controller_status),
     ("controller", "logs"): Command(cmd_controller_logs),
+    ("controller", "down"): Command(cmd_controller_down),
     ("check",): Command(cmd_check),
     ("sim", "preempt"): Command(cmd_sim_preempt),
     ("sim", "stockout"): Command(cmd_sim_stockout),
@@ -102,7 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         restrict_umask()
     parser = build_parser()
     args = parser.parse_args(argv)
-    client = Client()
+    try:
+        client = open_client()
+    except ConfigError as exc:
+        err.print(Text(f"Error: {exc}"))
+        return EXIT_USAGE
     try:
         if args.run:
             if args.command:
@@ -111,13 +118,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             from skytui.app import run_tui  # Textual loads only for the TUI
 
-            return run_tui()
+            return run_tui(client)
         command = COMMANDS.get(command_path(args))
         if command is None:
             parser.error("unknown command")
         if command.revive_first:
             revive_controller(client)
-        return command.run(client, args)
+        code = command.run(client, args)
+        for notice in client.notices():
+            err.print(Text(f"Note: {notice}.", style="yellow"))
+        return code
     except UsageError as exc:
         err.print(Text(f"Error: {exc}"))
         return EXIT_USAGE
@@ -130,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         err.print(Text(message))
         return EXIT_USAGE
+    except ControllerLinkError as exc:  # a remote controller's machine: unreachable, or not set up
+        err.print(Text(f"Error: {exc}"))
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:

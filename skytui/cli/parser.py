@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     controller.add_parser("start", help="start the controller (clients also start it on demand)")
     controller.add_parser("stop", help="stop the controller; running jobs keep running")
-    controller.add_parser("status", help="is the controller running")
+    controller.add_parser("status", help="is the controller running (and where)")
+    down = controller.add_parser("down", help="delete a remote controller with its state and logs (no job may be in progress)")
+    down.add_argument("-y", "--yes", action="store_true", help="do not ask to type `delete`")
     controller_logs = controller.add_parser("logs", help="print the controller's log")
     controller_logs.add_argument("--follow", action="store_true")
 

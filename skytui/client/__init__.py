@@ -1,6 +1,8 @@
 """The one API of both faces (the TUI and the headless CLI).
 
-`Client` (api.py) submits, cancels and reads; `JobView` and `PoolView`
+`Client` (api.py) submits, cancels and reads; `open_client` (opening.py)
+gives it, or a `RemoteClient` (remote.py) when config.yaml puts the
+controller on a machine of its own; `JobView` and `PoolView`
 (views.py) are what the faces show; follow.py holds the one follow loop of
 a job and of the queue. The store's row types and errors, and the infra
 statuses, that the faces name are re-exported here, so that a face imports
@@ -11,6 +13,7 @@ from `skytui.client` and never from the engine. The plan types live in
 from __future__ import annotations
 
 from skytui.client.api import Client
+from skytui.client.opening import open_client
 from skytui.client.follow import FollowStep, QueueUpdate
 from skytui.client.views import JobView, PoolView, skypilot_task_id
 from skytui.clouds.base import InfraStatus
@@ -26,11 +29,13 @@ from skytui.engine.store import (
     WorkerRow,
 )
 from skytui.logs.follow import LogFollower
+from skytui.remote.errors import LinkError as ControllerLinkError
 
 __all__ = [
     "AttemptRow",
     "Client",
     "ClusterRow",
+    "ControllerLinkError",
     "EventRow",
     "FollowStep",
     "InfraStatus",
@@ -44,5 +49,6 @@ __all__ = [
     "StoreError",
     "TaskRow",
     "WorkerRow",
+    "open_client",
     "skypilot_task_id",
 ]

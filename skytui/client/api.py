@@ -19,28 +19,25 @@ local log store, which the controller fills from the nodes.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Sequence
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skytui.client.follow import FollowStep, QueueUpdate, follow_job, follow_queue
-from skytui.client.views import JobView, PoolView, skypilot_task_id
+from skytui.client.submission import Submission, prepare_pool, prepare_submission
+from skytui.client.views import JobView, PoolView
 from skytui.clouds.base import InfraStatus
 from skytui.config import Paths, load_config
 from skytui.config import paths as default_paths
 from skytui.engine import daemon
-from skytui.engine.status import AUXILIARY, PRIMARY
 from skytui.engine.store import (
     AttemptRow,
     EventRow,
     IntentOutcome,
     IntentRequest,
     JobRow,
-    NewTask,
     SimPreempt,
     SimStockout,
     Store,
@@ -74,6 +71,24 @@ class Client:
             self.store.close()
 
     # ------------------------------------------------------------ controller
+
+    def controller_where(self) -> str | None:
+        """The remote controller's machine as the user configured it; None: a daemon here."""
+        return None
+
+    def notices(self) -> list[str]:
+        """What the user should know that no command asked (a remote controller's pending change)."""
+        return []
+
+    def controller_report(self) -> list[str]:
+        """`controller status`: one line per fact."""
+        info = self.controller_info()
+        return [f"Controller running (pid {info.pid})." if info.running else "Controller is not running."]
+
+    def down_controller(self) -> None:
+        """`controller down`: only a remote controller has a machine to take down."""
+        raise ValueError("the controller runs on this machine, with its state in "
+                         f"{self.paths.home}; `skytui controller stop` stops it")
 
     def ensure_controller(self) -> daemon.ControllerInfo:
         return daemon.start_controller(self.paths)
@@ -129,34 +144,20 @@ class Client:
     ) -> list[int]:
         """Queue the job (N copies with --num-jobs); the plan must have been checked
         (or, for a pool, the pool must exist: ValueError otherwise)."""
-        from skytui.client.planning import requested_str
-        from skytui.spec.stored import stored_job_secrets, stored_job_spec
-
         if pool is not None and pipeline.is_group:
             raise ValueError("a job group runs on machines of its own, not in a pool; drop --pool")
+        return self.submit_prepared(prepare_submission(pipeline, priority), pool=pool, num_jobs=num_jobs,
+                                    start_controller=start_controller)
+
+    def submit_prepared(
+        self, submission: Submission, *, pool: str | None = None, num_jobs: int = 1, start_controller: bool = True,
+    ) -> list[int]:
+        """`submit` of a job already in its stored form (what a remote client sends)."""
         if pool is not None and self.store.pool(pool) is None:
             raise ValueError(f"no pool {pool!r}; create it with `skytui jobs pool apply -p {pool} POOL.yaml`")
-        now = time.time()
-        spec = stored_job_spec(pipeline)
-        secrets = stored_job_secrets(pipeline)
-        job_priority = priority if priority is not None else (pipeline.tasks[0].resources.priority or 0)
-        tasks = [
-            NewTask(
-                name=task.name or f"{pipeline.name}-{i}",
-                skypilot_task_id=skypilot_task_id(
-                    pipeline.name, task.name or str(i), i, pipeline.is_pipeline, now
-                ),
-                requested=requested_str(task.resources, task.num_nodes),
-                num_nodes=task.num_nodes,
-                group_role=(PRIMARY if pipeline.is_primary(task.name or "") else AUXILIARY)
-                if pipeline.is_group else None,
-            )
-            for i, task in enumerate(pipeline.tasks)
-        ]
         job_ids = self.store.submit_jobs(
-            name=pipeline.name, tasks=tasks, spec=spec, secrets=secrets,
-            source=os.path.abspath(pipeline.source) if pipeline.source else None,
-            pool=pool, priority=job_priority, num_jobs=num_jobs,
+            name=submission.name, tasks=submission.tasks, spec=submission.spec, secrets=submission.secrets,
+            source=submission.source, pool=pool, priority=submission.priority, num_jobs=num_jobs,
         )
         if start_controller:
             self.ensure_controller()
@@ -217,17 +218,19 @@ class Client:
     def apply_pool(self, name: str, definition: PoolDefinition | None, workers: int | None) -> tuple[int, str]:
         """Create or update a pool (from its YAML, or just a new worker count);
         returns (version, what changed). ValueError for what cannot be done."""
-        from skytui.spec.stored import (
-            stored_pool_min_workers,
-            stored_pool_resized,
-            stored_pool_secrets,
-            stored_pool_spec,
-            stored_pool_workers,
-        )
+        stored = prepare_pool(definition, workers) if definition is not None else None
+        return self.apply_pool_stored(name, stored, workers)
+
+    def apply_pool_stored(
+        self, name: str, stored: tuple[dict[str, Any], dict[str, str]] | None, workers: int | None,
+    ) -> tuple[int, str]:
+        """`apply_pool` of a pool already in its stored form (spec, secrets), or
+        of None: a resize to `workers`."""
+        from skytui.spec.stored import stored_pool_min_workers, stored_pool_resized, stored_pool_workers
 
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
             raise ValueError(f"pool name {name!r}: letters, digits, '.', '_' and '-', at most 63")
-        if definition is None:
+        if stored is None:
             if workers is None:
                 raise ValueError("give a pool YAML, or --workers N to resize an existing pool")
             if self.store.pool(name) is None:
@@ -237,13 +240,7 @@ class Client:
                 raise ValueError(f"pool {name!r} autoscales; change min_workers/max_workers in its YAML instead")
             spec = stored_pool_resized(spec, workers)
         else:
-            pool_spec = definition.spec
-            if workers is not None:
-                if pool_spec.autoscaling:
-                    raise ValueError("--workers cannot be combined with an autoscaling pool YAML")
-                pool_spec = pool_spec.model_copy(update={"workers": workers})
-            spec = stored_pool_spec(definition.task, pool_spec)
-            secrets = stored_pool_secrets(definition.task)
+            spec, secrets = stored
         target = stored_pool_workers(spec)
         if target is None:
             current = self.store.pool(name)
@@ -333,6 +330,10 @@ class Client:
             raise ValueError(outcome.error)
         return outcome
 
+    def has_unfinished_work(self) -> bool:
+        """A job in progress or a pool: what the controller is needed for."""
+        return self.store.has_unfinished_work()
+
     def in_progress_ids(self, *, name: str | None = None, pool: str | None = None) -> list[int]:
         return self.store.in_progress_job_ids(name=name, pool=pool)
 
@@ -396,10 +397,16 @@ class Client:
             return jobs[-1].id if jobs else None
         return self.store.latest_job_id()
 
-    def controller_log_path(self, job_id: int | None = None) -> Path:
-        if job_id is None:
-            return self.paths.controller_log
-        return controller_log_path(self.paths.job_logs, job_id)
+    def read_controller_log(self, job_id: int | None, offset: int, max_bytes: int = 1 << 20) -> bytes:
+        """Bytes of the controller's log (a job's account of it, with `job_id`)
+        from `offset`: what `controller logs` and `jobs logs --controller` follow."""
+        path = self.paths.controller_log if job_id is None else controller_log_path(self.paths.job_logs, job_id)
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                return f.read(max_bytes)
+        except FileNotFoundError:
+            return b""
 
     def log_follower(
         self, job_id: int, task_idx: int | None = None, *, tail_bytes: int | None = None

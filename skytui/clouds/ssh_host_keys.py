@@ -86,6 +86,13 @@ class HostKeys:
             return line
         raise PrecheckError(self._changed(host, trusted[0], received, source))
 
+    def trusted_lines(self, host: SSHHost) -> list[str]:
+        """The keys already trusted for `host` (`type base64`), none revoked;
+        empty when it was never met (then `verify` pins it). Reads files only."""
+        trusted, revoked, _ = self._trusted_keys(host)
+        banned = {public_key_line(key) for key in revoked}
+        return [line for line in map(public_key_line, trusted) if line not in banned]
+
     def _trusted_keys(self, host: SSHHost) -> tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], Path]:
         revoked_all: list[asyncssh.SSHKey] = []
         for source in (self.known_hosts, self.pinned):

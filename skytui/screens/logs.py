@@ -78,15 +78,11 @@ class LogsScreen(SkyScreen):
         self.feed_job_log(view, self.job_id, self.task_idx, tail_bytes=TAIL_BYTES, poll_s=POLL_S)
 
     def _stream_file(self, worker: object) -> None:
-        path = self.tui.client.controller_log_path(self.job_id)
+        client = self.tui.client
         position = 0
         pending = b""
         while not getattr(worker, "is_cancelled", False):
-            data = b""
-            if path.exists():
-                with open(path, "rb") as f:
-                    f.seek(position)
-                    data = f.read(1 << 20)
+            data = client.read_controller_log(self.job_id, position)
             position += len(data)
             *lines, pending = (pending + data).split(b"\n")
             if lines:
