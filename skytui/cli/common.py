@@ -12,7 +12,7 @@ from typing import NoReturn
 from rich.text import Text
 
 from skytui.cli.render import err
-from skytui.client import Client
+from skytui.client import Client, ControllerLinkError
 from skytui.engine.status import TaskStatus
 
 EXIT_OK = 0
@@ -64,6 +64,8 @@ def revive_controller(client: Client) -> None:
     started again, and the user is told (on stderr: --json stays clean)."""
     try:
         info = client.revive_controller()
+    except ControllerLinkError:
+        raise  # an unreachable machine is said once, as the command's error
     except RuntimeError as exc:
         err.print(Text(f"Warning: the controller is not running and would not start: {exc}", style="yellow"))
         return

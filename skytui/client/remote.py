@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from skytui.client.api import Client
 from skytui.client.follow import FollowStep, QueueUpdate
-from skytui.client.submission import prepare_pool, prepare_submission
+from skytui.client.submission import Submission, prepare_pool, prepare_submission
 from skytui.client.views import JobView, PoolView
 from skytui.client.wire import decode, dumps, encode, raise_error
 from skytui.config import Config, Paths
@@ -207,10 +207,9 @@ class RemoteClient(Client):
         return ControllerInfo(status.controller_pid is not None, status.controller_pid)
 
     def controller_info(self) -> ControllerInfo:
-        status = self.site_status()
-        if not status.reachable:
-            raise LinkError(status.problem or f"cannot reach {status.where}")
-        return ControllerInfo(status.controller_pid is not None, status.controller_pid)
+        """The daemon there, asked on the open channel (the TUI asks every few seconds)."""
+        info: ControllerInfo = self._call("controller_info")
+        return info
 
     def stop_controller(self) -> bool:
         return self._loop.run(self.site.stop(), timeout=120)
@@ -274,15 +273,27 @@ class RemoteClient(Client):
             raise ValueError("a job group runs on machines of its own, not in a pool; drop --pool")
         submission = prepare_submission(pipeline, priority)
         spec = {**submission.spec, "tasks": [self._send_files(task) for task in submission.spec["tasks"]]}
-        ids: list[int] = self._call("submit_prepared", replace(submission, spec=spec), pool=pool,
-                                    num_jobs=num_jobs, start_controller=start_controller)
-        return ids
+        return self.submit_prepared(replace(submission, spec=spec), pool=pool, num_jobs=num_jobs,
+                                    start_controller=start_controller)
 
     def apply_pool(self, name: str, definition: PoolDefinition | None, workers: int | None) -> tuple[int, str]:
         stored = prepare_pool(definition, workers) if definition is not None else None
         if stored is not None:
             spec, secrets = stored
             stored = ({**spec, "task": self._send_files(spec["task"])}, secrets)
+        return self.apply_pool_stored(name, stored, workers)
+
+    def submit_prepared(
+        self, submission: Submission, *, pool: str | None = None, num_jobs: int = 1, start_controller: bool = True,
+    ) -> list[int]:
+        """A submission whose files are already on the controller machine."""
+        ids: list[int] = self._call("submit_prepared", submission, pool=pool, num_jobs=num_jobs,
+                                    start_controller=start_controller)
+        return ids
+
+    def apply_pool_stored(
+        self, name: str, stored: tuple[dict[str, Any], dict[str, str]] | None, workers: int | None,
+    ) -> tuple[int, str]:
         applied: tuple[int, str] = self._call("apply_pool_stored", name, stored, workers)
         return applied
 

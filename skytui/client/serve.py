@@ -28,7 +28,7 @@ from skytui.config import restrict_umask
 
 # Plain calls: a Client method each.
 CALLS = frozenset({
-    "apply_pool_stored", "attempts", "cancel", "changes", "controller_info", "ensure_controller", "events",
+    "apply_pool_stored", "attempts", "cancel", "changes", "controller_info", "events",
     "has_unfinished_work", "in_progress_ids", "job", "job_spec", "pool_down", "pools", "queue", "queue_json",
     "read_controller_log", "resolve_job", "revive_controller", "sim_preempt", "sim_stockout", "snapshot",
     "submit_prepared",
@@ -36,7 +36,7 @@ CALLS = frozenset({
 # Calls that answer with a stream of items.
 STREAMS = frozenset({"follow_job", "follow_queue"})
 # Calls after which the controller must be supervised (it has work now).
-STARTS_WORK = frozenset({"submit_prepared", "apply_pool_stored", "ensure_controller", "revive_controller"})
+STARTS_WORK = frozenset({"submit_prepared", "apply_pool_stored", "revive_controller"})
 
 
 class Server:
