@@ -17,10 +17,18 @@ from skytui.client import Client
 
 def cmd_check(client: Client, args: argparse.Namespace) -> int:
     report = client.infra_report()
+    where = client.controller_where()
+    sent = client.controller_credentials() if where is not None else []
     if args.json:
-        print(check_json(report))
+        print(check_json(report, where, sent))
         return EXIT_OK
     print_check(report)
+    if where is not None:
+        out.print(Text(f"\nThe controller runs on {where}; it is sent (0600, never logged):", style="bold"))
+        for what, source in sent:
+            out.print(Text(f"  {what}: {source}"))
+        if not sent:
+            out.print(Text("  no credentials (none found here, or jobs.controller.use_machine_identity)"))
     return EXIT_OK
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -100,13 +100,21 @@ def print_pools(views: list[PoolView], now: float) -> None:
     out.print(workers)
 
 
-def check_json(report: list[tuple[InfraStatus, str | None]]) -> str:
-    """`check --json`: every infra, enabled or not, why, the fix, and what it offers."""
-    return json.dumps({"infra": [
+def check_json(
+    report: list[tuple[InfraStatus, str | None]], controller: str | None = None,
+    sent: list[tuple[str, str]] | None = None,
+) -> str:
+    """`check --json`: every infra, enabled or not, why, the fix, and what it
+    offers; with a remote controller, where it runs and what it is sent."""
+    document: dict[str, Any] = {"infra": [
         {"name": status.name, "enabled": status.enabled, "reason": status.reason, "fix": status.fix or None,
          "offers": offers}
         for status, offers in report
-    ]})
+    ]}
+    if controller is not None:
+        document["controller"] = {"where": controller,
+                                  "credentials": [{"what": what, "source": source} for what, source in sent or []]}
+    return json.dumps(document)
 
 
 def print_check(report: list[tuple[InfraStatus, str | None]]) -> None:

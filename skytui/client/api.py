@@ -85,6 +85,11 @@ class Client:
         info = self.controller_info()
         return [f"Controller running (pid {info.pid})." if info.running else "Controller is not running."]
 
+    def controller_credentials(self) -> list[tuple[str, str]]:
+        """What a remote controller's machine is given to manage the clouds:
+        (what, where it comes from), for `skytui check`. None for a daemon here."""
+        return []
+
     def down_controller(self) -> None:
         """`controller down`: only a remote controller has a machine to take down."""
         raise ValueError("the controller runs on this machine, with its state in "

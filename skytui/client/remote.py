@@ -27,7 +27,7 @@ from skytui.client.follow import FollowStep, QueueUpdate
 from skytui.client.submission import Submission, prepare_pool, prepare_submission
 from skytui.client.views import JobView, PoolView
 from skytui.client.wire import decode, dumps, encode, raise_error
-from skytui.config import Config, Paths
+from skytui.config import Config, Paths, write_private
 from skytui.engine.daemon import ControllerInfo
 from skytui.engine.store import AttemptRow, EventRow
 from skytui.remote.errors import LinkError
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 # A plain call's answer: a cancel waits a few seconds, a sim preempt a minute.
 CALL_TIMEOUT_S = 300.0
 OPEN_TIMEOUT_S = 180.0  # the first contact may send skytui's code
+# In the client's SKYTUI_HOME: which controller it talked to last (a cache: losing it loses nothing).
+LAST_CONTROLLER_FILE = "last_controller.json"
 
 
 class ApiChannel:
@@ -156,10 +158,31 @@ class RemoteClient(Client):
             if self._channel is None or self._channel.lost is not None:
                 pipe, hello = self._loop.run(self.site.open_api(), timeout=OPEN_TIMEOUT_S)
                 self._channel = ApiChannel(pipe, self._loop, self.site.where)
-                differ = self.site.resources_differ(hello.get("started_with"))
-                if differ is not None and differ not in self._notices:
-                    self._notices.append(differ)
+                for notice in (self.site.resources_differ(hello.get("started_with")),
+                               self._met_before(str(hello.get("controller_id")))):
+                    if notice is not None and notice not in self._notices:
+                        self._notices.append(notice)
             return self._channel
+
+    def _met_before(self, controller_id: str) -> str | None:
+        """Remember which controller this client talks to; what to say when it
+        is not the one it talked to last (its state was deleted, or the
+        machine lost and made again)."""
+        marker = self.paths.home / LAST_CONTROLLER_FILE
+        where = self.site.machine.label
+        try:
+            last = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            last = None
+        if last != {"where": where, "id": controller_id}:
+            self.paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_private(marker, json.dumps({"where": where, "id": controller_id}).encode())
+        if isinstance(last, dict) and last.get("where") == where and last.get("id") != controller_id:
+            return (f"the controller on {where} is not the one this client last talked to: its state was "
+                    "deleted or its machine lost and made again, and the jobs it managed (and their logs) "
+                    "went with it. Jobs still running on machines it had started are not watched; "
+                    "check your cloud consoles for them")
+        return None
 
     def _call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         return self._api().call(method, *args, **kwargs)
@@ -180,6 +203,12 @@ class RemoteClient(Client):
 
     def notices(self) -> list[str]:
         return list(self._notices)
+
+    def controller_credentials(self) -> list[tuple[str, str]]:
+        from skytui.remote.credentials import credential_files, environment_credentials
+
+        sent = [(item.what, str(item.local)) for item in credential_files(self.paths, self.config)]
+        return sent + [(name, "environment variable") for name in environment_credentials(self.config)]
 
     def site_status(self) -> SiteStatus:
         return self._loop.run(self.site.status(), timeout=120)
@@ -227,6 +256,8 @@ class RemoteClient(Client):
             self._channel.close()
             self._channel = None
         self._loop.run(self.site.down(), timeout=300)
+        # Taken down on purpose: the next controller is no surprise.
+        (self.paths.home / LAST_CONTROLLER_FILE).unlink(missing_ok=True)
 
     # ------------------------------------------------------------- launching
 

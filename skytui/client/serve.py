@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,9 @@ from typing import Any, BinaryIO
 from skytui.client.api import Client
 from skytui.client.wire import decode, dumps, encode, error_of
 from skytui.config import paths as default_paths
-from skytui.config import restrict_umask
+from skytui.config import restrict_umask, write_private
+
+CONTROLLER_ID_FILE = "controller_id"
 
 # Plain calls: a Client method each.
 CALLS = frozenset({
@@ -121,7 +124,20 @@ def _hello(client: Client) -> dict[str, Any]:
     except (OSError, ValueError):
         site = {}
     digest = site.get("config") if isinstance(site, dict) else None
-    return {"config": digest, "started_with": started_with(client.paths), "pid": os.getpid()}
+    return {"config": digest, "started_with": started_with(client.paths), "pid": os.getpid(),
+            "controller_id": _controller_id(client)}
+
+
+def _controller_id(client: Client) -> str:
+    """This controller's identity, made with its state: a client that met
+    another one here says so (the state it knew is gone)."""
+    path = client.paths.home / CONTROLLER_ID_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        client.paths.ensure()
+        write_private(path, secrets.token_hex(8).encode())
+        return path.read_text().strip()
 
 
 def main() -> int:

@@ -90,6 +90,14 @@ def test_jobs_run_on_the_remote_controller_as_on_the_local_one(remote_env: Env, 
     assert (missing.code, missing.stderr) == (2, "Error: no managed job 99\n")
     assert env.cli("jobs", "cancel", "-y", "99").code == 2
 
+    # The machine is wiped (reinstalled, say): the client says the state it knew is gone.
+    env.cli("controller", "stop", check=True)
+    shutil.rmtree(ssh_user.home / ".skytui-controller")
+    after = env.cli("jobs", "queue")
+    assert after.code == 0 and "No in-progress managed jobs." in after.stdout
+    assert "Note: the controller on ssh/ctl is not the one this client last talked to" in after.stderr
+    assert "is not the one" not in env.cli("jobs", "queue", check=True).stderr  # said once
+
 
 def test_a_preemption_is_recovered_while_no_client_runs(remote_env: Env, ssh_user: Any) -> None:
     """The laptop goes away (no skytui process, its local state wiped) right
@@ -160,6 +168,11 @@ def test_autostop_then_down_leaves_nothing(env: Env, ssh_user: Any, controller_p
     assert gone.returncode == 0, gone.stderr
     assert "Type `delete`" in gone.stdout + gone.stderr and "is down" in gone.stdout
     assert not (ssh_user.home / ".skytui-controller").exists()
+    # Taken down on purpose: the next contact makes a new one, and that is no surprise.
+    assert "is not the one" not in env.cli("jobs", "queue", check=True).stderr
+    gone = _down(env, None, "-y")
+    assert gone.returncode == 0, gone.stderr
+    assert not (ssh_user.home / ".skytui-controller").exists()
     wait_for(lambda: not any(remote_pid(ssh_user, module) for module in (
         "skytui.engine.daemon", "skytui.remote.supervisor", "skytui.clouds.nodehost")), 30, 0.2,
         "every skytui process on the machine to end")
@@ -174,3 +187,59 @@ def test_an_unreachable_controller_machine_is_said_plainly(env: Env, ssh_user: A
     assert result.stderr.startswith("Error: cannot reach the controller machine ssh/ctl (")
     assert "Nothing watches your managed jobs while it is unreachable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_pool_lives_on_the_remote_controller(remote_env: Env, ssh_user: Any) -> None:
+    env = remote_env
+    workdir = env.tmp / "pool-wd"
+    workdir.mkdir()
+    (workdir / "setup.sh").write_text("echo warm > ready.txt\n")
+    pool = env.write("pool.yaml", f"""\
+pool:
+  workers: 1
+workdir: {workdir}
+resources: {{infra: sim/aws, accelerators: H100:8}}
+setup: bash setup.sh
+""")
+    applied = env.cli("jobs", "pool", "apply", "-y", "-p", "p", str(pool))
+    assert applied.code == 0, applied.stderr
+    job = env.launch(env.write("use.yaml", "name: use\nrun: cat ready.txt\n"), "-p", "p")
+    assert env.wait_status(job, "SUCCEEDED", timeout=120)["pool"] == "p"
+    assert "warm" in env.cli("jobs", "logs", str(job), check=True).stdout  # the worker's setup ran there
+    (status,) = json.loads(env.cli("jobs", "pool", "status", "--json", check=True).stdout)["pools"]
+    assert (status["name"], status["target_workers"]) == ("p", 1)
+    env.cli("jobs", "pool", "down", "p", "-y", check=True)
+    wait_for(lambda: json.loads(env.cli("jobs", "pool", "status", "--json").stdout)["pools"] == [], 90, 0.5,
+             "the pool to go")
+
+
+def test_credentials_reach_the_controller_privately(remote_env: Env, ssh_user: Any) -> None:
+    """`check` lists what the controller is sent; a secret from the
+    environment lands in one 0600 file there, and nowhere else: no process's
+    arguments, no log, no DB."""
+    env = remote_env
+    secret = "skytui-test-secret-" + os.urandom(6).hex()
+    environ = {**env.environ, "AWS_SECRET_ACCESS_KEY": secret, "AWS_ACCESS_KEY_ID": "AKIASKYTUITEST"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "skytui.cli", *args], env=environ, capture_output=True,
+                              text=True, timeout=200)
+
+    check = cli("check")
+    assert check.returncode == 0, check.stderr
+    assert "The controller runs on ssh/ctl; it is sent (0600, never logged):" in check.stdout
+    assert f"ssh key of host ctl: {ssh_user.identity_file}" in check.stdout
+    assert "AWS_SECRET_ACCESS_KEY: environment variable" in check.stdout
+    sent = json.loads(cli("check", "--json").stdout)["controller"]
+    assert {"what": "AWS_SECRET_ACCESS_KEY", "source": "environment variable"} in sent["credentials"]
+    assert secret not in check.stdout + check.stderr
+
+    launched = cli("jobs", "launch", "-y", str(job_yaml(env, "quiet", "echo ok")))
+    assert launched.returncode == 0, launched.stderr
+    env_file = controller_home(ssh_user) / "credentials" / "env.yaml"
+    assert secret in env_file.read_text() and env_file.stat().st_mode & 0o777 == 0o600
+    arguments = subprocess.run(["ps", "-u", ssh_user.name, "-o", "args="], capture_output=True, text=True).stdout
+    assert "skytui.engine.daemon" in arguments and secret not in arguments
+    for path in ssh_user.home.rglob("*"):
+        if path.is_file() and path != env_file:
+            assert secret.encode() not in path.read_bytes(), path
