@@ -56,12 +56,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skytui._yaml_lines import YamlProblem, load_file
 
@@ -121,9 +122,63 @@ class RecoveryConfig(_Strict):
     backoff_max_s: float = Field(default=300.0, gt=0.0, le=86400.0)
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration_s(value: str | float | int) -> float:
+    """"30m", "1.5h", "90s", "2d" or a number of seconds -> seconds; ValueError otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration such as 30m, 2h or 90s")
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: a duration must be positive")
+    return seconds
+
+
+class NotifySink(_Strict):
+    """Where the controller tells of a job's news: a webhook (POST JSON) or a
+    command (the event in its environment). `events` limits which: terminal,
+    recovery, budget, stall (default all)."""
+
+    webhook: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    command: str | None = None
+    events: list[Literal["terminal", "recovery", "budget", "stall", "preemption-notice"]] | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> NotifySink:
+        if (self.webhook is None) == (self.command is None):
+            raise ValueError("give exactly one of webhook or command")
+        return self
+
+
 class JobsConfig(_Strict):
     controller: ControllerConfig = ControllerConfig()
     recovery: RecoveryConfig = RecoveryConfig()
+    # Defaults of `jobs launch --max-cost` and `--stall-timeout` (never in the task YAML).
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    stall_timeout: str | float | None = None
+    # What a stall does besides an event and a notification: "restart" counts
+    # it as a failure of the user's code (against max_restarts_on_errors).
+    stall_action: Literal["notify", "restart"] = "notify"
+    notify: list[NotifySink] = Field(default_factory=list)
+    # What the job's processes get when the infra gives notice before taking its machine.
+    preemption_notice_signal: Literal["TERM", "INT", "USR1", "USR2", "HUP", "none"] = "TERM"
+
+    @field_validator("stall_timeout")
+    @classmethod
+    def _check_stall_timeout(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            parse_duration_s(value)
+        return value
+
+    @property
+    def stall_timeout_s(self) -> float | None:
+        return parse_duration_s(self.stall_timeout) if self.stall_timeout is not None else None
     # Where workdirs and local file_mounts go on their way to nodes
     # (`s3://bucket[/prefix]` or `gs://…`); unset: straight from here over SFTP.
     bucket: str | None = Field(default=None, pattern=r"^(s3|gs)://[a-z0-9][a-z0-9.\-_]{1,254}(/.*)?$")

@@ -163,6 +163,7 @@ class Client:
         job_ids = self.store.submit_jobs(
             name=submission.name, tasks=submission.tasks, spec=submission.spec, secrets=submission.secrets,
             source=submission.source, pool=pool, priority=submission.priority, num_jobs=num_jobs,
+            max_cost_usd=submission.max_cost_usd, stall_timeout_s=submission.stall_timeout_s,
         )
         if start_controller:
             self.ensure_controller()

@@ -31,6 +31,10 @@ class Submission:
     secrets: dict[str, dict[str, str]]
     source: str | None
     priority: int
+    max_cost_usd: float | None = None
+    """The job's budget (`--max-cost`, or jobs.max_cost_usd): stopped when reached."""
+    stall_timeout_s: float | None = None
+    """RUNNING this long without a log byte is a stall (`--stall-timeout`, or jobs.stall_timeout)."""
 
 
 def prepare_submission(pipeline: Pipeline, priority: int | None = None) -> Submission:

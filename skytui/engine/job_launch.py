@@ -190,6 +190,7 @@ class LaunchSteps(CleanupSteps, PhaseSteps):
                 name=name, cloud=offer.cloud, region=offer.region, zone=offer.zone,
                 instance_type=offer.instance_type, use_spot=offer.use_spot,
                 num_nodes=task.num_nodes, job_id=self.job.id, task_idx=idx, attempt_no=row.attempt + 1,
+                price_per_hour=offer.price_per_hour * task.num_nodes,
             )
             return cluster_id
 

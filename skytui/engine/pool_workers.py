@@ -148,7 +148,7 @@ class WorkerLifecycle(PoolDispatch):
             cluster_id: int = await self.store.insert_cluster(
                 name=name, cloud=offer.cloud, region=offer.region, zone=offer.zone,
                 instance_type=offer.instance_type, use_spot=offer.use_spot, num_nodes=1,
-                pool=pool, worker_id=worker_id,
+                pool=pool, worker_id=worker_id, price_per_hour=offer.price_per_hour,
             )
             await self.store.update_worker(worker_id, cluster_id=cluster_id,
                                            status_reason=f"provisioning on {offer.infra}")

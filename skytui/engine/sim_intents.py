@@ -15,6 +15,7 @@ import logging
 
 from skytui.clouds.base import Cloud, CloudError
 from skytui.clouds.sim import SimCloud
+from skytui.engine import event_kinds
 from skytui.engine.status import TaskStatus
 from skytui.engine.store import (
     AsyncStore,
@@ -29,7 +30,7 @@ from skytui.engine.store import (
 log = logging.getLogger("skytui.sim_intents")
 
 # The event kind of an injected reclaim, written just before the machine goes.
-PREEMPT_EVENT = "sim-preempt"
+PREEMPT_EVENT = event_kinds.SIM_PREEMPT
 
 
 def _current_task(tasks: list[TaskRow]) -> TaskRow | None:

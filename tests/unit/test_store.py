@@ -631,16 +631,18 @@ def test_a_v1_db_is_migrated_without_losing_data(home: Path) -> None:
         db.execute("ALTER TABLE attempts DROP COLUMN price_per_hour")
         for table, column in (("jobs", "worker_id"), ("pools", "secrets_json"), ("pools", "target_workers"),
                               ("pools", "updated_at"), ("pool_workers", "status_reason"),
-                              ("pool_workers", "ready_at"), ("pool_workers", "jobs_done"), ("tasks", "group_role")):
+                              ("pool_workers", "ready_at"), ("pool_workers", "jobs_done"), ("tasks", "group_role"),
+                              ("jobs", "max_cost_usd"), ("jobs", "stall_timeout_s"), ("clusters", "price_per_hour")):
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.execute("DROP TABLE intents")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     store = Store(paths().db_url)
     try:
-        assert store.schema_version() == 6
+        assert store.schema_version() == 7
         assert store.job(job_id).worker_id is None  # v3's pool columns are there
         assert store.tasks(job_id)[0].group_role is None  # and v4's job group role
         assert store.open_intents() == []  # and v5's intents table
+        assert store.job(job_id).max_cost_usd is None  # and v7's budget
         (old,) = store.attempts(job_id)
         assert (old.infra, old.attempt_no, old.price_per_hour) == ("local", 1, None)
         assert store.job(job_id) is not None and store.tasks(job_id)[0].attempt == 1
@@ -665,7 +667,7 @@ def test_a_v5_db_gets_the_intent_targets(home: Path) -> None:
         db.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
     store = Store(paths().db_url)
     try:
-        assert store.schema_version() == 6
+        assert store.schema_version() == 7
         (row,) = store.open_intents()
         assert (row.id, row.request, row.target) == (intent, SimPreempt(3), None)
     finally:

@@ -213,11 +213,12 @@ class AsyncStore:
         self, *, name: str, cloud: str, region: str | None, zone: str | None, instance_type: str | None,
         use_spot: bool, num_nodes: int, job_id: int | None = None, task_idx: int | None = None,
         attempt_no: int | None = None, pool: str | None = None, worker_id: int | None = None,
+        price_per_hour: float | None = None,
     ) -> int:
         return await self._grouped(functools.partial(
             self.sync.insert_cluster, name=name, cloud=cloud, region=region, zone=zone,
             instance_type=instance_type, use_spot=use_spot, num_nodes=num_nodes, job_id=job_id, task_idx=task_idx,
-            attempt_no=attempt_no, pool=pool, worker_id=worker_id,
+            attempt_no=attempt_no, pool=pool, worker_id=worker_id, price_per_hour=price_per_hour,
         ))
 
     async def update_cluster(

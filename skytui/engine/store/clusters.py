@@ -31,7 +31,7 @@ class ClusterRepository:
         instance_type: str | None, use_spot: bool, num_nodes: int,
         job_id: int | None = None, task_idx: int | None = None,
         attempt_no: int | None = None, pool: str | None = None,
-        worker_id: int | None = None,
+        worker_id: int | None = None, price_per_hour: float | None = None,
     ) -> int:
         """Record a machine before it is asked for, so a crash can never leak it.
 
@@ -47,7 +47,7 @@ class ClusterRepository:
                         instance_type=instance_type, use_spot=use_spot, num_nodes=num_nodes,
                         job_id=job_id, task_idx=task_idx, attempt_no=attempt_no, pool=pool,
                         worker_id=worker_id, status=ClusterStatus.PROVISIONING,
-                        created_at=time.time(),
+                        created_at=time.time(), price_per_hour=price_per_hour,
                     )
                 ).inserted_primary_key[0]  # type: ignore[index]
             )

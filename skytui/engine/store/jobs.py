@@ -59,6 +59,8 @@ class JobRepository:
         pool: str | None = None,
         priority: int = 0,
         num_jobs: int = 1,
+        max_cost_usd: float | None = None,
+        stall_timeout_s: float | None = None,
     ) -> list[int]:
         """Queue `num_jobs` copies (SKYPILOT_JOB_RANK 0..N-1) in one transaction.
 
@@ -74,7 +76,8 @@ class JobRepository:
                         dict(
                             name=name, pool=pool, status=TaskStatus.PENDING.value, priority=priority,
                             submitted_at=now, job_rank=rank, num_jobs=num_jobs, source=source,
-                            spec_json=spec_json, secrets_json=secrets_json,
+                            spec_json=spec_json, secrets_json=secrets_json, max_cost_usd=max_cost_usd,
+                            stall_timeout_s=stall_timeout_s,
                         )
                         for rank in range(num_jobs)
                     ],

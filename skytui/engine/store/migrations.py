@@ -14,7 +14,7 @@ from sqlalchemy import Connection, insert, inspect, select, text, update
 from skytui.engine.store.errors import StoreError
 from skytui.engine.store.schema import intents_table, meta_table, metadata
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def migrate(conn: Connection) -> None:
@@ -82,10 +82,22 @@ def _v5_intents(conn: Connection) -> None:
 
 def _v6_intent_targets(conn: Connection) -> None:
     # A DB older than v5 got the table from `create_all`, column and all.
-    if "target" not in {column["name"] for column in inspect(conn).get_columns(intents_table.name)}:
-        conn.execute(text("ALTER TABLE intents ADD COLUMN target TEXT"))
+    _add_missing_columns(conn, intents_table.name, {"target": "TEXT"})
+
+
+def _add_missing_columns(conn: Connection, table: str, columns: dict[str, str]) -> None:
+    present = {column["name"] for column in inspect(conn).get_columns(table)}
+    for name, sql_type in columns.items():
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
+
+
+def _v7_budgets_and_machine_prices(conn: Connection) -> None:
+    _add_missing_columns(conn, "jobs", {"max_cost_usd": "FLOAT", "stall_timeout_s": "FLOAT"})
+    _add_missing_columns(conn, "clusters", {"price_per_hour": "FLOAT"})
 
 
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_attempt_prices, 3: _v3_pools, 4: _v4_job_groups, 5: _v5_intents, 6: _v6_intent_targets,
+    7: _v7_budgets_and_machine_prices,
 }

@@ -39,6 +39,8 @@ class JobRow:
     num_jobs: int
     source: str | None
     worker_id: int | None = None
+    max_cost_usd: float | None = None
+    stall_timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class ClusterRow:
     created_at: float
     ended_at: float | None
     end_reason: str | None
+    price_per_hour: float | None = None
 
     @property
     def handle(self) -> dict[str, Any]:

@@ -51,6 +51,10 @@ jobs_table = Table(
     Column("spec_json", Text, nullable=False),
     # Secrets live apart from the spec so that no query that renders a job reads them.
     Column("secrets_json", Text, nullable=False, default="{}"),
+    # v7: what the user set at launch (flags or config defaults, never the YAML):
+    # the job's budget in dollars, and how long RUNNING without a log byte is a stall.
+    Column("max_cost_usd", Float),
+    Column("stall_timeout_s", Float),
     Index("ix_jobs_status", "status"),
 )
 
@@ -146,6 +150,8 @@ clusters_table = Table(
     Column("created_at", Float, nullable=False),
     Column("ended_at", Float),
     Column("end_reason", Text),
+    # v7: what the machine costs per hour (all nodes): a pool worker's cost is its pool's.
+    Column("price_per_hour", Float),
     Index("ix_clusters_status", "status"),
 )
 

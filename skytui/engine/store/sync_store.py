@@ -74,10 +74,11 @@ class Store(Database):
     def submit_jobs(
         self, *, name: str, tasks: Sequence[NewTask], spec: dict[str, Any], secrets: dict[str, dict[str, str]],
         source: str | None = None, pool: str | None = None, priority: int = 0, num_jobs: int = 1,
+        max_cost_usd: float | None = None, stall_timeout_s: float | None = None,
     ) -> list[int]:
         return self._jobs.submit_jobs(
             name=name, tasks=tasks, spec=spec, secrets=secrets, source=source, pool=pool, priority=priority,
-            num_jobs=num_jobs,
+            num_jobs=num_jobs, max_cost_usd=max_cost_usd, stall_timeout_s=stall_timeout_s,
         )
 
     def job_specs(self, job_ids: Sequence[int]) -> dict[int, tuple[dict[str, Any], dict[str, dict[str, str]]]]:
@@ -246,11 +247,12 @@ class Store(Database):
         self, *, name: str, cloud: str, region: str | None, zone: str | None, instance_type: str | None,
         use_spot: bool, num_nodes: int, job_id: int | None = None, task_idx: int | None = None,
         attempt_no: int | None = None, pool: str | None = None, worker_id: int | None = None,
+        price_per_hour: float | None = None,
     ) -> int:
         return self._clusters.insert_cluster(
             name=name, cloud=cloud, region=region, zone=zone, instance_type=instance_type, use_spot=use_spot,
             num_nodes=num_nodes, job_id=job_id, task_idx=task_idx, attempt_no=attempt_no, pool=pool,
-            worker_id=worker_id,
+            worker_id=worker_id, price_per_hour=price_per_hour,
         )
 
     def update_cluster(
