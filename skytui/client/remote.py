@@ -298,11 +298,12 @@ class RemoteClient(Client):
 
     def submit(
         self, pipeline: Pipeline, *, pool: str | None = None, num_jobs: int = 1, priority: int | None = None,
-        start_controller: bool = True,
+        start_controller: bool = True, max_cost_usd: float | None = None, stall_timeout_s: float | None = None,
     ) -> list[int]:
         if pool is not None and pipeline.is_group:
             raise ValueError("a job group runs on machines of its own, not in a pool; drop --pool")
-        submission = prepare_submission(pipeline, priority)
+        submission = prepare_submission(pipeline, priority, max_cost_usd=max_cost_usd,
+                                        stall_timeout_s=stall_timeout_s, paths=self.paths)
         spec = {**submission.spec, "tasks": [self._send_files(task) for task in submission.spec["tasks"]]}
         return self.submit_prepared(replace(submission, spec=spec), pool=pool, num_jobs=num_jobs,
                                     start_controller=start_controller)

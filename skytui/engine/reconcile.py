@@ -31,6 +31,7 @@ from skytui.config import Paths, load_config
 from skytui.engine.context import EngineContext
 from skytui.engine.controller import JobController, load_tasks
 from skytui.engine.job_group import JobGroup
+from skytui.engine.job_watch import JobWatch
 from skytui.engine.named_buckets import BUCKET_CREATING, JobBuckets
 from skytui.engine.pools import PoolManager
 from skytui.engine.scheduler import Scheduler
@@ -72,6 +73,8 @@ class Reconciler:
         self.ctx.pools = self.pools
         self.sim_intents = SimIntents(self.control, self.ctx.clouds)
         self.active: dict[int, JobController] = {}
+        self.watch = JobWatch(self.control, p.job_logs, restart_on_stall=config.jobs.stall_action == "restart",
+                              controllers=self.active, wake=self.wake)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         # A client's wake (new jobs, cancels) or a tick asks for a whole pass;
@@ -82,7 +85,7 @@ class Reconciler:
         self._stopping = asyncio.Event()
         self._stop_signalled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_sweep = self._last_node_check = 0.0
+        self._last_sweep = self._last_node_check = self._last_watch = 0.0
         self._sdk: ThreadPoolExecutor | None = None
         self._stop_deadline = threading.Event()  # set by the stop signal; see _exit_at_deadline
 
@@ -219,6 +222,9 @@ class Reconciler:
         if now - self._last_sweep > SWEEP_EVERY_S:
             self._last_sweep = now
             await self.sweep_leaks()
+        if now - self._last_watch > self.watch.next_look_in_s:
+            self._last_watch = now
+            await self.watch.check()
 
     async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run `work` unless the controller is told to stop first (then it is

@@ -18,6 +18,7 @@ from skytui.engine.status import TaskStatus
 from skytui.engine.store.rows import (
     UNSET,
     AttemptRow,
+    BudgetState,
     ClusterRow,
     EventRow,
     IntentOutcome,
@@ -26,6 +27,7 @@ from skytui.engine.store.rows import (
     PoolRow,
     RunEnd,
     RunEndRequest,
+    RunningTask,
     SegmentRow,
     TaskRow,
     Unset,
@@ -108,6 +110,15 @@ class AsyncStore:
 
     async def cancelled_among(self, job_ids: Sequence[int]) -> list[int]:
         return await self._threaded(functools.partial(self.sync.cancelled_among, job_ids))
+
+    async def budget_states(self, now: float) -> list[BudgetState]:
+        return await self._threaded(functools.partial(self.sync.budget_states, now))
+
+    async def running_tasks_with_stall_timeout(self) -> list[RunningTask]:
+        return await self._threaded(self.sync.running_tasks_with_stall_timeout)
+
+    async def request_cancel(self, job_ids: Sequence[int], reason: str | None = None) -> list[int]:
+        return await self._threaded(functools.partial(self.sync.request_cancel, job_ids, reason))
 
     async def open_intents(self) -> list[IntentRow]:
         return await self._threaded(self.sync.open_intents)
