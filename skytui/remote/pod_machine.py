@@ -10,16 +10,23 @@ image of `infra.kubernetes`, the controller resources' cpus and memory as
 requests, a main process that only stays alive) and waits until it runs, or
 says why it will not; `remove` deletes it and waits until it is gone.
 
+A pod that went away (deleted, evicted, its node lost) takes the
+controller's state with it: a client that reached it before (it keeps the
+pod's uid in `controller-pod.json` of its home) says so plainly once, rather
+than quietly starting an empty controller in its place.
+
 Owns `PodMachine` and `controller_pod_name`. May touch config, the
-kubernetes infra's kubeconfig discovery and label rules, pod_link.py and
-the SDK (lazily, in threads: it is blocking).
+client's record file, the kubernetes infra's kubeconfig discovery and label
+rules, pod_link.py and the SDK (lazily, in threads: it is blocking).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import hashlib
+import json
 import os
 import re
 import threading
@@ -44,6 +51,10 @@ DEFAULT_MEMORY_GB = 2.0
 POLL_S = 0.5
 DELETE_GRACE_S = 5
 GONE_TIMEOUT_S = 120.0
+# This client's memory of the pod it last reached: (name, uid). Without it
+# (a client that lost its state) the pod is found by name all the same;
+# with it, a pod that went away is told as lost, not silently made anew.
+RECORD_FILE = "controller-pod.json"
 # PID 1 only stays alive (the supervisor, started through exec, does the work).
 KEEPALIVE = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 _AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]i?B?)?\s*(\+|x)?\s*$", re.IGNORECASE)
@@ -101,12 +112,14 @@ class PodMachine:
                 )
             context = chosen[0]
         self.context = context
+        self.record = paths.home / RECORD_FILE
         self.namespace = self.settings.namespace
         self.user = getpass.getuser()
         self.name = controller_pod_name(context, self.namespace, self.user)
         self.label = f"kubernetes/{context}"
         self._api: Any = None
         self._api_lock = threading.Lock()
+        self._gone: LinkError | None = None
 
     @property
     def where(self) -> str:
@@ -170,7 +183,7 @@ class PodMachine:
     async def _read(self) -> Any:
         return await self._call("read", "read_namespaced_pod", self.name, self.namespace)
 
-    # ---------------------------------------------------------- lifecycle
+    # ------------------------------------------------------------ the pod
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -196,19 +209,52 @@ class PodMachine:
             },
         }
 
+    # ------------------------------------------------------- lost or not
+
+    def _remembered(self) -> str | None:
+        """The uid of the pod this client last reached, if it is this one's."""
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            data = json.loads(self.record.read_text())
+            if data["name"] == self.name and data["context"] == self.context:
+                return str(data["uid"])
+        return None
+
+    def _remember(self, uid: str | None) -> None:
+        if uid is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.record.unlink()
+            return
+        self.record.parent.mkdir(parents=True, exist_ok=True)
+        self.record.write_text(json.dumps({"name": self.name, "context": self.context, "uid": uid}))
+
+    def _lost(self, what: str) -> LinkError:
+        """Said by every call of this command; the record is forgotten, so
+        the next command starts a new controller."""
+        self._remember(None)
+        self._gone = LinkError(
+            f"the controller pod {self.where} {what}: the controller's state and logs went with it, and "
+            "nothing watches the managed jobs it ran, which may still run (and cost) on their machines: "
+            "check them in your clouds. The next skytui command starts a new, empty controller"
+        )
+        return self._gone
+
+    # ---------------------------------------------------------- lifecycle
+
     async def ensure(self) -> None:
+        if self._gone is not None:
+            raise self._gone
         pod = await self._read()
         if pod is not None and pod.metadata.deletion_timestamp is not None:
             await self._wait_gone()  # `down` of another client: a new controller follows it
             pod = None
+        remembered = await asyncio.to_thread(self._remembered)
+        if pod is None and remembered is not None:
+            raise self._lost("is gone (deleted, or its node went away)")
         if pod is not None and pod.status is not None and pod.status.phase in ("Failed", "Succeeded"):
-            why = " ".join(filter(None, [pod.status.reason, pod.status.message])) or pod.status.phase
-            raise LinkError(
-                f"the controller pod {self.where} has ended ({why}): the controller's state and logs went "
-                "with it, and nothing watches the jobs it managed, which may still run on their machines. "
-                "Check them in your clouds; `skytui controller down -y` deletes the pod, and the next "
-                "command starts a new, empty controller"
-            )
+            why = ": ".join(filter(None, [pod.status.reason, pod.status.message])) or pod.status.phase
+            await self._delete()  # nothing can run in it again; the new controller takes its name
+            await self._wait_gone()
+            raise self._lost(f"has ended ({why})")
         created = False
         if pod is None:
             made = await self._call("create", "create_namespaced_pod", self.namespace, self.manifest())
@@ -216,13 +262,16 @@ class PodMachine:
                 raise LinkError(f"namespace {self.namespace!r} does not exist in kubernetes/{self.context}")
             created = made is not _CONFLICT  # else another client made it a moment ago
         try:
-            await self._wait_running()
+            uid = await self._wait_running()
         except BaseException:
             if created:  # nothing half-made is left behind
                 await asyncio.shield(self._delete())
             raise
+        if uid != remembered:
+            await asyncio.to_thread(self._remember, uid)
 
-    async def _wait_running(self) -> None:
+    async def _wait_running(self) -> str:
+        """The running pod's uid."""
         deadline = time.monotonic() + self.settings.provision_timeout_s
         unschedulable_since: float | None = None
         last = "Pending"
@@ -232,7 +281,7 @@ class PodMachine:
                 raise LinkError(f"the controller pod {self.where} was deleted while starting")
             verdict = self._starting(pod)
             if verdict is None:
-                return
+                return str(pod.metadata.uid)
             if verdict.startswith("unschedulable: "):
                 unschedulable_since = unschedulable_since or time.monotonic()
                 if time.monotonic() - unschedulable_since > self.settings.unschedulable_timeout_s:
@@ -289,3 +338,4 @@ class PodMachine:
     async def remove(self) -> None:
         await self._delete()
         await self._wait_gone()
+        await asyncio.to_thread(self._remember, None)

@@ -6,7 +6,8 @@ The first `jobs launch` makes the pod, sends skytui's code there over exec
 and runs a sim job that prints its workdir's file; queue, logs, cancel and
 `controller status` answer from the pod; `controller down` is refused while
 a job is in progress, then deletes the pod and leaves nothing of it. A pod
-no node can hold is a clear error, and no pod stays behind.
+no node can hold is a clear error, and no pod stays behind; a pod that was
+deleted under its jobs is told as lost, not silently replaced.
 """
 
 from __future__ import annotations
@@ -139,6 +140,32 @@ def test_a_pod_no_node_can_hold_is_a_clear_error_and_leaves_no_pod(env: Env, kub
     assert "cannot be scheduled" in text and "64 CPU" in text, text
     assert "Insufficient cpu" in text, text
     wait_for(lambda: not kube.pod_names(), 15, 0.1, "the unschedulable pod to be deleted")
+
+
+@pytest.mark.parametrize("loss", ["deleted", "evicted"])
+def test_a_lost_controller_pod_is_told_as_lost_before_a_new_one_starts(env: Env, kube: FakeKube, loss: str) -> None:
+    pod_config(env)
+    job = launch(env, "blocker", "echo started; sleep 600")
+    wait_status(env, job, "RUNNING")
+    [pod_name] = kube.pod_names()
+    uid = kube.pod(pod_name)["metadata"]["uid"]
+    if loss == "deleted":
+        kube.delete(pod_name)
+        wait_for(lambda: not kube.pod_names(), 15, 0.1, "the pod to be deleted")
+    else:
+        kube.evict(pod_name)  # it stays listed, Failed, as the kubelet leaves it
+
+    lost = env.cli("jobs", "queue", "--json")
+    assert lost.code == 1 and lost.stdout == ""
+    said = "is gone" if loss == "deleted" else "has ended (Evicted: The node was low on resource"
+    assert said in lost.stderr and "nothing watches the managed jobs" in lost.stderr, lost.stderr
+    assert kube.pod_names() == []  # no empty controller took its place unannounced
+
+    # Told once: the next command starts a new controller, under the same name.
+    assert json.loads(env.cli("jobs", "queue", "--json", check=True).stdout) == {"jobs": []}
+    assert kube.pod_names() == [pod_name] and kube.pod(pod_name)["metadata"]["uid"] != uid
+    env.cli("controller", "down", "-y", check=True)
+    assert kube.pod_names() == []
 
 
 def test_a_cluster_of_the_v4_exec_protocol_serves_the_controller_too(env: Env, kube: FakeKube) -> None:
