@@ -3,11 +3,13 @@ config.yaml alone (tests/e2e/test_remote_controller_pod.py runs one)."""
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 
 import pytest
 
 from skytui.config import Config, ConfigError, ControllerResources, Paths
+from skytui.remote.machines import machine_for
 from skytui.remote.pod_machine import PodMachine, controller_pod_name, pod_requests
 
 
@@ -39,6 +41,9 @@ def test_without_a_kubeconfig_the_error_says_how_to_name_a_context(home: Path) -
     with pytest.raises(ConfigError, match="no Kubernetes context") as raised:
         PodMachine(Paths(home), config, None)
     assert "KUBECONFIG" in str(raised.value) and "kubernetes/<context>" in str(raised.value)
-    # A named context needs no lookup to be placed (the API is reached only when used).
-    machine = PodMachine(Paths(home), config, "gke")
-    assert machine.label == "kubernetes/gke"
+    # A named context needs no kubeconfig lookup to be placed (the API is reached only when used).
+    for infra in ("kubernetes/gke", "k8s/gke"):
+        named = Config.model_validate({"jobs": {"controller": {"resources": {"infra": infra}}}})
+        machine = machine_for(Paths(home), named)
+        assert isinstance(machine, PodMachine) and machine.label == "kubernetes/gke"
+        assert machine.name == controller_pod_name("gke", "default", getpass.getuser())
