@@ -13,9 +13,11 @@ deleted under its jobs is told as lost, not silently replaced.
 from __future__ import annotations
 
 import json
+import queue as queue_module
 import re
 import shutil
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +67,16 @@ def wait_status(env: Env, job_id: int, *statuses: str, timeout: float = 120) -> 
         return job if job is not None and job["status"] in statuses else None
 
     return wait_for(reached, timeout, 1.0, f"job {job_id} to reach {statuses}")
+
+
+def _drain_until(lines: queue_module.Queue[str], text: str) -> bool:
+    """Whether a line with `text` came (the lines before it are consumed)."""
+    while True:
+        try:
+            if text in lines.get_nowait():
+                return True
+        except queue_module.Empty:
+            return False
 
 
 def launch(env: Env, name: str, run: str, *, workdir: Path | None = None) -> int:
@@ -120,9 +132,28 @@ def test_controller_pod_runs_jobs_and_goes_down_leaving_nothing(env: Env, kube: 
     assert pod_name in status.stdout and "kubernetes/fake" in status.stdout
     assert "running (pid" in status.stdout
 
-    cancelled = env.cli("jobs", "cancel", "-y", str(blocking), check=True)
-    assert str(blocking) in cancelled.stdout
+    # A follow streams from the pod while the job runs, and ends with the job.
+    follow = env.popen("jobs", "logs", str(blocking))
+    try:
+        lines: queue_module.Queue[str] = queue_module.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in follow.stdout or []], daemon=True).start()
+        wait_for(lambda: _drain_until(lines, "started"), 60, 0.1, "the follow to print the running job's line")
+        assert follow.poll() is None
+
+        cancelled = env.cli("jobs", "cancel", "-y", str(blocking), check=True)
+        assert str(blocking) in cancelled.stdout
+        follow.wait(timeout=60)
+        assert _drain_until(lines, "CANCELLED")
+    finally:
+        follow.kill()
+        follow.communicate()
     wait_status(env, blocking, "CANCELLED")
+
+    # The kubeconfig went to the pod on stdin (0600), never in an exec's arguments.
+    [kubeconfig] = kube.root.glob(f"{pod_name}-*/home/.skytui-controller/home/credentials/kubeconfig")
+    assert kubeconfig.stat().st_mode & 0o777 == 0o600
+    execs = [path for _, path in kube.requests if "/exec?" in path]
+    assert execs and not any(kube.token in path for path in execs)
 
     down = env.cli("controller", "down", "-y", check=True)
     assert pod_name in down.stdout or "kubernetes/fake" in down.stdout
