@@ -146,7 +146,7 @@ def test_controller_pod_runs_jobs_and_goes_down_leaving_nothing(env: Env, kube: 
         assert _drain_until(lines, "CANCELLED")
     finally:
         follow.kill()
-        follow.communicate()
+        follow.wait(timeout=10)
     wait_status(env, blocking, "CANCELLED")
 
     # The kubeconfig went to the pod on stdin (0600), never in an exec's arguments.
