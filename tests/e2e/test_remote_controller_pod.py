@@ -1,6 +1,8 @@
 """The remote controller as a Kubernetes pod, through the real CLI, on the
 loopback fake of the Kubernetes API (tests/infra/fake_kube.py: a pod's
-exec runs as a local process, so the pod's Python is this venv's).
+exec runs as a local process). The pod's Python has skytui's dependencies
+but not skytui (`controller_python`): the code it runs is what the client
+sends.
 
 The first `jobs launch` makes the pod, sends skytui's code there over exec
 and runs a sim job that prints its workdir's file; queue, logs, cancel and
@@ -16,7 +18,6 @@ import json
 import queue as queue_module
 import re
 import shutil
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +30,10 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
-def kube(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKube]:
-    """A fake cluster of one CPU node, its kubeconfig in KUBECONFIG (the CLI inherits it)."""
+def kube(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, controller_python: Path) -> Iterator[FakeKube]:
+    """A fake cluster of one CPU node, its kubeconfig in KUBECONFIG (the CLI
+    inherits it); config.yaml puts the controller in a pod there."""
+    pod_config(env, controller_python)
     fake = FakeKube(tmp_path / "kube")
     fake.add_node("cpu-1", cpu="8", memory="32Gi")
     monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
@@ -40,13 +43,13 @@ def kube(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         fake.stop()
 
 
-def pod_config(env: Env, resources: str = "{infra: kubernetes, cpus: 1, memory: 2}") -> None:
+def pod_config(env: Env, python: Path, resources: str = "{infra: kubernetes, cpus: 1, memory: 2}") -> None:
     env.config(f"""\
 jobs:
   recovery: {{backoff_initial_s: 0.5, backoff_max_s: 1.5}}
   controller:
     resources: {resources}
-    python: {sys.executable}
+    python: {python}
     autostop: false
 infra:
   local: {{enabled: false}}
@@ -90,7 +93,6 @@ def launch(env: Env, name: str, run: str, *, workdir: Path | None = None) -> int
 
 
 def test_controller_pod_runs_jobs_and_goes_down_leaving_nothing(env: Env, kube: FakeKube) -> None:
-    pod_config(env)
     assert kube.pod_names() == []
     workdir = env.tmp / "wd"
     workdir.mkdir()
@@ -162,8 +164,10 @@ def test_controller_pod_runs_jobs_and_goes_down_leaving_nothing(env: Env, kube: 
     wait_for(lambda: not _processes_with(f"{MARKER}={uid}".encode()), 10, 0.1, "the pod's processes to end")
 
 
-def test_a_pod_no_node_can_hold_is_a_clear_error_and_leaves_no_pod(env: Env, kube: FakeKube) -> None:
-    pod_config(env, "{infra: kubernetes/fake, cpus: 64}")
+def test_a_pod_no_node_can_hold_is_a_clear_error_and_leaves_no_pod(
+    env: Env, kube: FakeKube, controller_python: Path,
+) -> None:
+    pod_config(env, controller_python, "{infra: kubernetes/fake, cpus: 64}")
     task = env.write("t.yaml", "resources: {infra: sim/aws}\nrun: echo hi\n")
     result = env.cli("jobs", "launch", "-y", "-d", str(task), timeout=120)
     assert result.code != 0
@@ -175,7 +179,6 @@ def test_a_pod_no_node_can_hold_is_a_clear_error_and_leaves_no_pod(env: Env, kub
 
 @pytest.mark.parametrize("loss", ["deleted", "evicted"])
 def test_a_lost_controller_pod_is_told_as_lost_before_a_new_one_starts(env: Env, kube: FakeKube, loss: str) -> None:
-    pod_config(env)
     job = launch(env, "blocker", "echo started; sleep 600")
     wait_status(env, job, "RUNNING")
     [pod_name] = kube.pod_names()
@@ -204,7 +207,6 @@ def test_a_cluster_of_the_v4_exec_protocol_serves_the_controller_too(env: Env, k
     sent on stdin (skytui's code, the config) are read by length, and the
     API process ends with its stream."""
     kube.exec_protocols = ("v4.channel.k8s.io",)
-    pod_config(env)
     assert json.loads(env.cli("jobs", "queue", "--json", timeout=60, check=True).stdout) == {"jobs": []}
     [pod_name] = kube.pod_names()
     assert "running (pid" in env.cli("controller", "status", check=True).stdout
