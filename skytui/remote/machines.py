@@ -72,5 +72,9 @@ def machine_for(paths: Paths, config: Config) -> ControllerMachine:
     kind, _, rest = resources.infra.partition("/")
     if kind == "ssh":
         return SSHHostMachine(paths, config, rest)
+    if kind in ("aws", "gcp"):
+        from skytui.remote.vm_machine import VMMachine
+
+        return VMMachine(paths, config, kind, rest)
     raise ConfigError(f"{paths.config_file}: jobs.controller.resources.infra: {resources.infra!r}: "
-                      "a controller pod is not supported yet; use an ssh host (ssh/<name>)")
+                      "a controller pod is not supported yet; use an ssh host (ssh/<name>) or a VM (aws, gcp)")
