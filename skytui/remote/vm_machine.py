@@ -43,6 +43,8 @@ DEFAULT_MEMORY = "16+"
 OFFERS_TRIED = 4  # the cheapest few places, when one has no capacity
 GONE_TIMEOUT_S = 600.0
 _AWS_LIVE = ("pending", "running", "stopping", "stopped")
+# Being taken away: never adopted, and a new VM waits until they are gone.
+_GOING = frozenset({"shutting-down", "STOPPING"})
 
 
 def controller_id(cloud: str, region: str, user: str) -> str:
@@ -104,20 +106,25 @@ class VMMachine:
         return [self.region] if self.region else list(self._make_cloud().regions)
 
     async def _find(self) -> list[tuple[str, dict[str, Any]]]:
-        """(region or zone, instance) of every live controller VM of this id, oldest first."""
+        """(region or zone, instance) of every controller VM of this id not yet
+        gone (stopped and being deleted ones too), oldest first. A GCE instance
+        is shown as AWS's are: InstanceId, State.Name (GCE's status), addresses."""
         cloud = self._make_cloud()
         if self.cloud_name == "aws":
             filters = [{"Name": f"tag:{TAG}", "Values": [self.id]},
-                       {"Name": "instance-state-name", "Values": list(_AWS_LIVE)}]
+                       {"Name": "instance-state-name", "Values": [*_AWS_LIVE, "shutting-down"]}]
             found = await asyncio.gather(*(cloud._describe(region, filters) for region in self._regions()))
             rows = [(region, dict(i)) for region, items in zip(self._regions(), found, strict=True) for i in items]
             return sorted(rows, key=lambda row: str(row[1].get("LaunchTime") or ""))
-        from skytui.clouds.gcp import GONE_STATUSES
+        from skytui.clouds.gcp_api import classify
 
-        views = await cloud._retrying(cloud.api.labelled, {TAG: self.id})
-        return [(view.zone, {"name": view.name, "status": view.status, "nat_ip": view.nat_ip,
-                             "internal_ip": view.internal_ip})
-                for view in views if view.status not in GONE_STATUSES]
+        try:
+            views = await cloud._retrying(cloud.api.labelled, {TAG: self.id})
+        except Exception as exc:
+            raise classify(exc, self.label) from None
+        return [(view.zone, {"InstanceId": view.name, "State": {"Name": view.status},
+                             "PublicIpAddress": view.nat_ip, "PrivateIpAddress": view.internal_ip})
+                for view in sorted(views, key=lambda view: view.name)]
 
     # -------------------------------------------------------------- ensure
 
@@ -126,33 +133,57 @@ class VMMachine:
             return
         try:
             found = await self._find()
-            self._node = await (self._adopt(*found[0]) if found else self._launch())
+            usable = [row for row in found if row[1]["State"]["Name"] not in _GOING]
+            if usable:
+                self._node = await self._adopt(*usable[0])
+                return
+            lost = self._pinned_instance()
+            if lost is not None:
+                raise LinkError(
+                    f"the controller VM {lost} on {self.label} is gone (terminated or deleted outside skytui): "
+                    "the managed jobs' state and logs went with it, and nobody watches their nodes, which may "
+                    f"still run in your account. Check them in the cloud's console; then remove {self._pin_file} "
+                    "and the next command launches a new controller VM"
+                )
+            if found:
+                raise LinkError(f"the controller VM on {self.label} is stopping or being deleted; try again "
+                                "in a minute")
+            self._node = await self._launch()
         except CloudError as exc:
             raise LinkError(f"cannot get the controller VM on {self.label}: {exc}") from exc
 
     async def _adopt(self, where: str, instance: dict[str, Any]) -> NodeInfo:
-        """The node of a VM found by its tag: started again if stopped."""
+        """The node of a VM found by its tag: started again if stopped (AWS)."""
         from skytui.clouds.vm_ssh import wait_for_host_key
 
         cloud = self._make_cloud()
+        instance_id = str(instance["InstanceId"])
+        state = instance["State"]["Name"]
         if self.cloud_name == "aws":
-            instance_id = str(instance["InstanceId"])
-            if instance["State"]["Name"] in ("stopping", "stopped"):
+            if state in ("stopping", "stopped"):
                 await self._aws_start(where, instance_id)
-            if instance["State"]["Name"] != "running":
+            if state != "running":
                 instance = (await cloud._wait_running(where, [instance_id], str(instance["InstanceType"])))[0]
-            private = str(instance.get("PrivateIpAddress") or "")
-            host = private if self.vm_config.use_internal_ips else str(instance.get("PublicIpAddress") or "")
             user = self.vm_config.ssh_user or "ubuntu"
         else:
-            instance_id = str(instance["name"])
-            private = str(instance["internal_ip"])
-            host = private if self.vm_config.use_internal_ips else str(instance["nat_ip"])
+            if state in ("PROVISIONING", "STAGING"):
+                view = (await cloud._wait_running(where, [instance_id], self.label))[0]
+                instance = {"PublicIpAddress": view.nat_ip, "PrivateIpAddress": view.internal_ip}
+            elif state != "RUNNING":
+                raise LinkError(f"the controller VM {instance_id} on {self.label} is {state}: start it "
+                                f"(`gcloud compute instances start {instance_id} --zone {where}`)")
             user = str(cloud.ssh_user)
+        private = str(instance.get("PrivateIpAddress") or "")
+        host = private if self.vm_config.use_internal_ips else str(instance.get("PublicIpAddress") or "")
         if not host:
             raise LinkError(f"the controller VM {instance_id} on {self.label} has no address to reach it at")
+        if not (self.root / "keys" / "vm_ed25519").is_file():
+            raise LinkError(
+                f"the controller VM {instance_id} on {self.label} runs, but this machine lacks the key it "
+                f"lets in ({self.root}/keys/vm_ed25519): copy that folder from the machine that launched it"
+            )
         key = self._pinned(instance_id)
-        if key is None:  # its key file went missing: trust on first use, as at its launch
+        if key is None:  # its pin went missing: trust on first use, as at its launch
             key = await wait_for_host_key(host, 22, proxy_command=self.vm_config.ssh_proxy_command, timeout_s=300)
             self._pin(instance_id, key)
         return NodeInfo(rank=0, host=host, port=22, user=user, internal_ip=private, host_key=key,
@@ -162,7 +193,8 @@ class VMMachine:
         cloud = self._make_cloud()
         deadline = time.monotonic() + GONE_TIMEOUT_S
         while True:  # StartInstances is refused while it is still stopping
-            [state] = [i["State"]["Name"] for _, i in await self._find() if i["InstanceId"] == instance_id] or [None]
+            states = [i["State"]["Name"] for _, i in await self._find() if i["InstanceId"] == instance_id]
+            state = states[0] if states else None
             if state == "stopped":
                 await cloud._call(region, lambda client: client.start_instances(InstanceIds=[instance_id]))
                 return
@@ -209,12 +241,21 @@ class VMMachine:
     def _pin_file(self) -> Path:
         return self.root / "host_key.json"
 
-    def _pinned(self, instance_id: str) -> str | None:
+    def _pin_data(self) -> dict[str, Any]:
         try:
             data = json.loads(self._pin_file.read_text())
         except (OSError, ValueError):
-            return None
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _pinned(self, instance_id: str) -> str | None:
+        data = self._pin_data()
         return str(data["host_key"]) if data.get("instance_id") == instance_id and data.get("host_key") else None
+
+    def _pinned_instance(self) -> str | None:
+        """The VM this machine last reached (forgotten only by `remove`)."""
+        instance_id = self._pin_data().get("instance_id")
+        return str(instance_id) if instance_id else None
 
     def _pin(self, instance_id: str, host_key: str) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -245,7 +286,7 @@ class VMMachine:
             found = await self._find()
             cloud = self._make_cloud()
             for where, instance in found:
-                instance_id = str(instance.get("InstanceId") or instance.get("name"))
+                instance_id = str(instance["InstanceId"])
                 node = NodeInfo(rank=0, host="", port=22, user="", internal_ip="", host_key="", instance_id=instance_id)
                 region = where if self.cloud_name == "aws" else where.rsplit("-", 1)[0]
                 await cloud.terminate(self.cluster_name, ClusterHandle(self.cloud_name, self.cluster_name, region,

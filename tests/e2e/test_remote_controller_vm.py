@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.env import Env, wait_for
+from fixtures.env import Env
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -142,3 +142,35 @@ def test_the_controller_vm_is_made_once_found_again_and_taken_down(
         Filters=[{"Name": "group-name", "Values": [f"skytui-{owner}"]}])["SecurityGroups"]
     assert not (ssh_user.home / ".skytui-controller").exists()
     assert not root.exists()
+
+
+def test_a_controller_vm_lost_outside_skytui_is_said_plainly(
+    env: Env, moto: Any, ssh_user: Any, controller_python: Path, user_home: Path,
+) -> None:
+    """Terminated behind skytui's back, the VM took the jobs' state with it:
+    the next command says so and what to do, and launches no empty new one."""
+    from skytui.clouds.keys import ensure_keypair, public_key_line
+    from skytui.remote.vm_machine import keys_root
+
+    root = keys_root("aws", REGION)
+    ssh_user.authorize(public_key_line(ensure_keypair(root / "keys" / "vm_ed25519")))
+    env.config(vm_config(ssh_user, controller_python))
+    env.launch(env.write("hello.yaml", JOB))
+    [vm] = controller_instances()
+    ec2().terminate_instances(InstanceIds=[vm["InstanceId"]])
+
+    result = env.cli("jobs", "queue")
+    assert result.code == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"Error: the controller VM {vm['InstanceId']} on aws/{REGION} is gone"), \
+        result.stderr
+    assert "nobody watches their nodes" in result.stderr and str(root / "host_key.json") in result.stderr
+    assert "Traceback" not in result.stderr
+    assert controller_instances() == []
+
+    (root / "host_key.json").unlink()  # as the message says: the next command starts afresh
+    # (The "new VM" here is the same sshd login, whose files outlived the old one: only its instance is new.)
+    env.cli("jobs", "queue", "--json", check=True)
+    [fresh] = controller_instances()
+    assert fresh["InstanceId"] != vm["InstanceId"]
+    assert env.cli("controller", "down", "-y", timeout=200).code == 0
+    assert controller_instances() == []
