@@ -1,25 +1,31 @@
 """The controller on a VM of its own (issue 14): `jobs.controller.resources:
-{infra: aws/<region>}`. moto plays EC2 (tests/infra/moto_server.py); the VM's
+{infra: aws/<region>}` or `gcp/<region>`. moto plays EC2
+(tests/infra/moto_server.py), the loopback fake of the Compute API GCE
+(tests/infra/fake_gce.py, with real ADC through google-auth); the VM's
 made-up address reaches a throwaway login of the real OpenSSH server through
-`infra.aws.ssh_proxy_command`, as the job VMs of tests/e2e/test_aws.py do, and
-that login runs the controller with the `controller_python` venv. Every
-command is the real CLI.
+`infra.<cloud>.ssh_proxy_command`, as the job VMs of tests/e2e/test_aws.py and
+test_gcp.py do, and that login runs the controller with the
+`controller_python` venv. Every command is the real CLI.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fixtures.env import Env
+from infra.fake_gce import FakeGCE
 
 pytestmark = pytest.mark.timeout(300)
 
 REGION = "us-east-1"
+GCP_REGION = "us-central1"
 LIVE = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
 JOB = """\
@@ -75,6 +81,20 @@ infra:
 """
 
 
+def ran_there_and_found_again(env: Env, ssh_user: Any) -> None:
+    """Job 1 succeeded with its state on the VM; a client that lost
+    everything but config.yaml finds the same VM and the job."""
+    assert env.wait_status(1, "SUCCEEDED", timeout=90)["status"] == "SUCCEEDED"
+    assert "hello from the controller VM" in env.cli("jobs", "logs", "1", check=True).stdout
+    assert not (env.home / "state.db").exists()
+    assert (ssh_user.home / ".skytui-controller" / "home" / "state.db").exists()
+    for path in env.home.iterdir():
+        if path.name != "config.yaml":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (job,) = json.loads(env.cli("jobs", "queue", "--json", check=True).stdout)["jobs"]
+    assert (job["id"], job["name"], job["status"]) == (1, "hello", "SUCCEEDED")
+
+
 @pytest.fixture
 def user_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The user's own home (where the controller VM's login key is kept), private to the test."""
@@ -108,24 +128,13 @@ def test_the_controller_vm_is_made_once_found_again_and_taken_down(
     [vm] = controller_instances()
     assert vm["State"]["Name"] == "running"
     assert vm.get("InstanceLifecycle") is None  # on-demand, never spot
-    cid = controller_id("aws", REGION, __import__("getpass").getuser())
+    cid = controller_id("aws", REGION, getpass.getuser())
     assert tags(vm)["skytui-controller"] == cid and tags(vm)["Name"] == f"skytui-controller-{cid}"
     # The cheapest type of the region with 4+ CPUs and 16+ GB, SkyPilot's controller default.
     fits = [e for e in load_catalog("aws") if e.region == REGION and not e.accelerator_name
             and e.vcpus >= 4 and e.memory_gb >= 16]
     assert vm["InstanceType"] == min(fits, key=lambda e: (e.price, e.vcpus, e.memory_gb)).instance_type
-    assert env.wait_status(1, "SUCCEEDED", timeout=90)["status"] == "SUCCEEDED"
-    assert "hello from the controller VM" in env.cli("jobs", "logs", "1", check=True).stdout
-    # The state lives on the VM: nothing of it here.
-    assert not (env.home / "state.db").exists()
-    assert (ssh_user.home / ".skytui-controller" / "home" / "state.db").exists()
-
-    # A client that lost everything but config.yaml finds the same VM and the job.
-    for path in env.home.iterdir():
-        if path.name != "config.yaml":
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    (job,) = json.loads(env.cli("jobs", "queue", "--json", check=True).stdout)["jobs"]
-    assert (job["id"], job["name"], job["status"]) == (1, "hello", "SUCCEEDED")
+    ran_there_and_found_again(env, ssh_user)
     assert [i["InstanceId"] for i in controller_instances()] == [vm["InstanceId"]]
     status = env.cli("controller", "status", check=True).stdout
     assert f"aws/{REGION} ({vm['InstanceId']}" in status, status
@@ -174,3 +183,66 @@ def test_a_controller_vm_lost_outside_skytui_is_said_plainly(
     assert fresh["InstanceId"] != vm["InstanceId"]
     assert env.cli("controller", "down", "-y", timeout=200).code == 0
     assert controller_instances() == []
+
+
+# ----------------------------------------------------------------------- gcp
+
+
+@pytest.fixture
+def gce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGCE]:
+    """The fake Compute API, and ADC that lead google-auth to it (this process, the CLI)."""
+    fake = FakeGCE()
+    try:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(fake.write_adc(tmp_path / "adc.json")))
+        monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", fake.project)
+        yield fake
+    finally:
+        fake.stop()
+
+
+def test_the_controller_vm_on_gcp(
+    env: Env, gce: FakeGCE, ssh_user: Any, controller_python: Path, user_home: Path,
+) -> None:
+    from skytui.clouds.catalog import load_catalog
+    from skytui.remote.vm_machine import controller_id, keys_root
+
+    def guest_agent(instance: dict[str, Any]) -> None:  # GCE's: authorizes the ssh-keys of the metadata
+        for item in instance.get("metadata", {}).get("items", []):
+            if item["key"] == "ssh-keys":
+                ssh_user.authorize(item["value"].partition(":")[2])
+
+    gce.on_insert = guest_agent
+    env.config(f"""\
+jobs:
+  controller:
+    resources: {{infra: gcp/{GCP_REGION}, cpus: 2}}
+    python: {controller_python}
+infra:
+  local: {{enabled: false}}
+  sim: {{enabled: true, provision_delay_s: 0.2}}
+  gcp:
+    enabled: false
+    regions: [{GCP_REGION}]
+    api_endpoint: {gce.endpoint}
+    ssh_user: {ssh_user.name}
+    ssh_proxy_command: {ssh_user.proxy_command}
+""")
+    launched = env.cli("jobs", "launch", "-y", "-d", str(env.write("hello.yaml", JOB)))
+    assert launched.code == 0, launched.stderr
+    [name] = gce.inventory()
+    [body] = gce.insert_bodies()
+    cid = controller_id("gcp", GCP_REGION, getpass.getuser())
+    assert body["labels"]["skytui-controller"] == cid
+    assert body.get("scheduling", {}).get("provisioningModel") != "SPOT"
+    # cpus: 2 asked (memory then free): the cheapest such type of the region.
+    fits = [e for e in load_catalog("gcp") if e.region == GCP_REGION and not e.accelerator_name and e.vcpus >= 2]
+    assert body["machineType"].rsplit("/", 1)[1] == min(fits, key=lambda e: (e.price, e.vcpus)).instance_type
+
+    ran_there_and_found_again(env, ssh_user)
+    assert gce.inventory() == [name]
+
+    down = env.cli("controller", "down", "-y", timeout=200)
+    assert down.code == 0, down.stderr
+    assert gce.inventory() == []
+    assert not (ssh_user.home / ".skytui-controller").exists()
+    assert not keys_root("gcp", GCP_REGION).exists()
