@@ -26,6 +26,7 @@ import contextlib
 import getpass
 import hashlib
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -42,6 +43,10 @@ DEFAULT_CPUS = "4+"
 DEFAULT_MEMORY = "16+"
 OFFERS_TRIED = 4  # the cheapest few places, when one has no capacity
 GONE_TIMEOUT_S = 600.0
+SETUP_TIMEOUT_S = 600.0
+# What the controller needs of its Python (pyproject's dependencies, less the
+# TUI's); a fresh stock image has Python 3.10+ but none of these.
+RUNTIME_REQUIREMENTS = ("asyncssh>=2.14.2", "pydantic>=2.7,<3", "pyyaml>=6.0", "rich>=13.7", "sqlalchemy>=2.0.30,<3")
 _AWS_LIVE = ("pending", "running", "stopping", "stopped")
 # Being taken away: never adopted, and a new VM waits until they are gone.
 _GOING = frozenset({"shutting-down", "STOPPING"})
@@ -87,6 +92,7 @@ class VMMachine:
         self.vm_config = config.infra.aws if cloud == "aws" else config.infra.gcp
         self._cloud: Any = None
         self._node: NodeInfo | None = None
+        self._link: SSHLink | None = None
 
     # ----------------------------------------------------------------- cloud
 
@@ -186,8 +192,12 @@ class VMMachine:
         if key is None:  # its pin went missing: trust on first use, as at its launch
             key = await wait_for_host_key(host, 22, proxy_command=self.vm_config.ssh_proxy_command, timeout_s=300)
             self._pin(instance_id, key)
-        return NodeInfo(rank=0, host=host, port=22, user=user, internal_ip=private, host_key=key,
+        node = NodeInfo(rank=0, host=host, port=22, user=user, internal_ip=private, host_key=key,
                         instance_id=instance_id)
+        if not self._pin_data().get("set_up"):  # its setup at launch did not finish: again
+            self._node = node
+            await self._install_python()
+        return node
 
     async def _aws_start(self, region: str, instance_id: str) -> None:
         cloud = self._make_cloud()
@@ -232,8 +242,29 @@ class VMMachine:
                 continue
             node: NodeInfo = handle.nodes[0]
             self._pin(node.instance_id, node.host_key)
+            self._node = node
+            await self._install_python()
             return node
         raise LinkError(f"cannot launch the controller VM on {self.label}: {last}")
+
+    async def _install_python(self) -> None:
+        """Give a fresh VM's Python skytui's dependencies when it lacks them,
+        as SkyPilot sets up its controller VM (pip from the image's packages,
+        then the requirements in the login's user site)."""
+        python = shlex.quote(self.config.jobs.controller.python)
+        requirements = " ".join(shlex.quote(r) for r in RUNTIME_REQUIREMENTS)
+        script = (
+            f"{python} -c 'import sqlalchemy, asyncssh, pydantic, yaml, rich' 2>/dev/null && exit 0; "
+            f"{python} -m pip --version >/dev/null 2>&1 || {{ sudo -n apt-get update -qq && "
+            "sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip; } && "
+            f"PIP_BREAK_SYSTEM_PACKAGES=1 {python} -m pip install -q --user {requirements}"
+        )
+        code, out, err = await self.link().run(script, timeout=SETUP_TIMEOUT_S)
+        if code != 0:
+            raise LinkError(f"cannot install skytui's dependencies on the controller VM on {self.label} "
+                            f"(`{self.config.jobs.controller.python}`): {(err.strip() or out.strip())[-500:]}")
+        assert self._node is not None
+        self._pin(self._node.instance_id, self._node.host_key, set_up=True)
 
     # ---------------------------------------------------------- host key pin
 
@@ -257,9 +288,11 @@ class VMMachine:
         instance_id = self._pin_data().get("instance_id")
         return str(instance_id) if instance_id else None
 
-    def _pin(self, instance_id: str, host_key: str) -> None:
+    def _pin(self, instance_id: str, host_key: str, *, set_up: bool = False) -> None:
+        """What this machine knows of the VM: its host key, and whether its Python was set up."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_private(self._pin_file, json.dumps({"instance_id": instance_id, "host_key": host_key}).encode())
+        write_private(self._pin_file, json.dumps(
+            {"instance_id": instance_id, "host_key": host_key, "set_up": set_up}).encode())
 
     # ---------------------------------------------------------------- link
 
@@ -270,13 +303,16 @@ class VMMachine:
         return vm_key_path(self.key_paths)
 
     def link(self) -> Link:
+        """One SSHLink per VM, shared by the setup at launch and the site."""
         if self._node is None:
             raise LinkError(f"the controller VM on {self.label} was not looked up yet")
         node = self._node
-        host = SSHHost(name=self.cluster_name, host=node.host, port=22, user=node.user)
-        link = SSHLink(host, self.login_key(), _Pinned(node.host_key), proxy_command=self.vm_config.ssh_proxy_command)
-        link.where = f"{self.label} ({node.instance_id}, {node.user}@{node.host})"
-        return link
+        if self._link is None or self._link.host.host != node.host:
+            host = SSHHost(name=self.cluster_name, host=node.host, port=22, user=node.user)
+            self._link = SSHLink(host, self.login_key(), _Pinned(node.host_key),
+                                 proxy_command=self.vm_config.ssh_proxy_command)
+            self._link.where = f"{self.label} ({node.instance_id}, {node.user}@{node.host})"
+        return self._link
 
     # -------------------------------------------------------------- remove
 
@@ -303,6 +339,9 @@ class VMMachine:
         except CloudError as exc:
             raise LinkError(f"cannot terminate the controller VM on {self.label}: {exc}") from exc
         self._node = None
+        if self._link is not None:
+            await self._link.close()
+            self._link = None
         shutil.rmtree(self.root, ignore_errors=True)
 
     async def _aws_forget(self, region: str) -> None:
