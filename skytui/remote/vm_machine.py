@@ -7,7 +7,10 @@ is looked up through the cloud's API, so a client that lost its SKYTUI_HOME
 finds the same one. It is made when missing: on-demand, the cheapest catalog
 type that fits the controller's cpus/memory/disk_size (4+ CPUs and 16+ GB by
 default, as SkyPilot's controller), by the clouds' own provisioning (aws.py,
-gcp.py), which also waits for its sshd and learns its host key.
+gcp.py), which also waits for its sshd and learns its host key; then its
+Python gets skytui's dependencies if it lacks them (`jobs.controller.python`,
+pip's user site). A VM that vanished outside skytui is said plainly, never
+silently replaced by an empty one.
 
 What logs in there lives, like SkyPilot's ~/.ssh/sky-key, outside
 SKYTUI_HOME: `~/.ssh/skytui-controller/<id>/` holds the VM's login key, the
@@ -346,7 +349,9 @@ class VMMachine:
 
     async def _aws_forget(self, region: str) -> None:
         """The key pair and security group made for the controller VM (owned by its id alone)."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from skytui.clouds.aws_ec2 import translate
 
         name = f"skytui-{self.key_paths.install_id}"
 
@@ -358,4 +363,7 @@ class VMMachine:
                 with contextlib.suppress(ClientError):
                     client.delete_security_group(GroupId=group["GroupId"])
 
-        await self._make_cloud()._call(region, forget)
+        try:
+            await self._make_cloud()._call(region, forget)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, region=region, action="delete the controller VM's key pair and group") from None
