@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 # A plain call's answer: a cancel waits a few seconds, a sim preempt a minute.
 CALL_TIMEOUT_S = 300.0
-OPEN_TIMEOUT_S = 180.0  # the first contact may send skytui's code
+OPEN_TIMEOUT_S = 900.0  # the first contact may launch a controller VM and set it up, then send skytui's code
 # In the client's SKYTUI_HOME: which controller it talked to last (a cache: losing it loses nothing).
 LAST_CONTROLLER_FILE = "last_controller.json"
 

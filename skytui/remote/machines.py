@@ -72,6 +72,10 @@ def machine_for(paths: Paths, config: Config) -> ControllerMachine:
     kind, _, rest = resources.infra.partition("/")
     if kind == "ssh":
         return SSHHostMachine(paths, config, rest)
+    if kind in ("aws", "gcp"):
+        from skytui.remote.vm_machine import VMMachine
+
+        return VMMachine(paths, config, kind, rest)
     from skytui.remote.pod_machine import PodMachine  # the SDK only for a pod's client
 
     return PodMachine(paths, config, rest or None)
