@@ -163,6 +163,15 @@ class AsyncStore:
             self.sync.events, after_id=after_id, job_id=job_id, limit=limit,
         ))
 
+    async def last_event_id(self) -> int:
+        return await self._threaded(self.sync.last_event_id)
+
+    async def meta_value(self, key: str) -> str | None:
+        return await self._threaded(functools.partial(self.sync.meta_value, key))
+
+    async def set_meta(self, key: str, value: str) -> None:
+        return await self._threaded(functools.partial(self.sync.set_meta, key, value))
+
     async def ended_jobs_with_event(self, kind: str) -> list[int]:
         return await self._threaded(functools.partial(self.sync.ended_jobs_with_event, kind))
 
