@@ -5,8 +5,10 @@ that works, and a controller restarted without repeating or skipping."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -14,6 +16,11 @@ import pytest
 from fixtures.engine import InProcessEngine
 from fixtures.env import FAST_CONFIG, Env
 from infra.webhook import WebhookServer
+
+from skytui.config import Paths
+from skytui.engine import event_kinds
+from skytui.engine.notify_events import notifications_for
+from skytui.engine.store import AsyncStore, Store
 
 Start = Callable[..., Awaitable[InProcessEngine]]
 
@@ -147,3 +154,48 @@ async def test_a_restarted_controller_neither_repeats_nor_skips(
     [ended] = hook.delivered(job=cancelled)
     assert ended["event"] == "terminal" and ended["status"] == "CANCELLED"
     await engine.wait_until(lambda: not engine.machines(), "every machine to be torn down")
+
+
+async def test_a_pipeline_that_fails_is_one_terminal_post_with_the_failing_tasks_reason(
+    env: Env, start: Start, webhook: Callable[..., WebhookServer],
+) -> None:
+    hook = webhook()
+    engine = await start({"webhook": hook.url()})
+    stages = ["name: stages", "name: first\nresources: {infra: sim/aws}\nrun: exit 3",
+              "name: second\nresources: {infra: sim/aws}\nrun: echo never"]
+    [job] = await engine.submit("\n---\n".join(stages) + "\n")
+    await engine.wait_status(job, "FAILED")
+    await engine.wait_until(lambda: hook.delivered("terminal", job), "the terminal POST")
+    await engine.wait_until(lambda: not engine.machines(), "the machine to be torn down")
+    [body] = hook.delivered(job=job)
+    assert body["status"] == "FAILED" and "3" in body["reason"]
+    # Task 1 ended CANCELLED just after task 0 FAILED: a notifier that reads
+    # both at once (one restarted meanwhile) still sends one, with task 0's reason.
+    store = AsyncStore(Store(Paths(env.home).db_url))
+    try:
+        found = await notifications_for(store, await store.events(job_id=job), time.time())
+    finally:
+        await asyncio.to_thread(store.close)
+    [terminal] = [n for n in found.values() if n.event == "terminal"]
+    assert terminal.status == "FAILED" and "exit code 3" in (terminal.reason or "")
+
+
+async def test_a_sink_hears_only_the_events_it_lists(
+    env: Env, start: Start, webhook: Callable[..., WebhookServer],
+) -> None:
+    every, budgets = webhook(), webhook()
+    engine = await start({"webhook": every.url()}, {"webhook": budgets.url(), "events": ["budget", "stall"]})
+    [job] = await engine.submit(task("echo hello"))
+    await engine.wait_status(job, "SUCCEEDED")
+    # The budget and stall events are the controller's (the lead's part of issue 15): written as it would.
+    store = Store(Paths(env.home).db_url)
+    try:
+        await asyncio.to_thread(store.note, job, 0, event_kinds.BUDGET_WARNING, "80 % of $1.00 spent")
+        await asyncio.to_thread(store.note, job, 0, event_kinds.STALL, "no log byte for 30m")
+    finally:
+        store.close()
+    await engine.wait_until(lambda: len(budgets.delivered(job=job)) == 2, "the budget and stall POSTs")
+    await engine.wait_until(lambda: len(every.delivered(job=job)) == 3, "all three POSTs")
+    assert [b["event"] for b in budgets.delivered(job=job)] == ["budget-80", "stall"]
+    assert budgets.delivered(job=job)[0]["reason"] == "80 % of $1.00 spent"
+    assert [b["event"] for b in every.delivered(job=job)] == ["terminal", "budget-80", "stall"]
