@@ -37,8 +37,8 @@ log = logging.getLogger("skytui.notify")
 POLL_S = 0.5
 PAGE = 200
 QUEUE_SIZE = 64  # notifications read ahead of delivery, per sink
+RETRY_S = 2.0  # after a DB error
 CURSOR_KEY = "notify.cursor."
-_DONE = -1  # an event with nothing to send: only the cursor moves
 
 
 class Notifier:
@@ -74,29 +74,47 @@ class SinkRunner:
         self.sink = sink
         self.queue: asyncio.Queue[tuple[int, Notification | None]] = asyncio.Queue(QUEUE_SIZE)
         self.down = False  # the last notification gave up: the next get one try
+        self.progress = asyncio.Event()  # `done` moved: a save is due
+        self.done = self.saved = 0  # the last event delivered (or not news); the last saved
 
     @property
     def cursor_key(self) -> str:
         return CURSOR_KEY + self.sink.key
 
     async def run(self, stopping: asyncio.Event) -> None:
-        cursor = await self._load_cursor()
-        reader = asyncio.create_task(self._read(cursor, stopping), name=f"notify-read-{self.sink.key}")
-        deliverer = asyncio.create_task(self._deliver(), name=f"notify-send-{self.sink.key}")
+        cursor = await self._load_cursor(stopping)
+        if cursor is None:
+            return
+        self.saved = self.done = cursor
+        tasks = [
+            asyncio.create_task(self._read(cursor, stopping), name=f"notify-read-{self.sink.key}"),
+            asyncio.create_task(self._deliver(), name=f"notify-send-{self.sink.key}"),
+            asyncio.create_task(self._save(), name=f"notify-save-{self.sink.key}"),
+        ]
         try:
             await stopping.wait()
         finally:
-            for task in (reader, deliverer):
+            for task in tasks:
                 task.cancel()
-            await asyncio.wait([reader, deliverer], timeout=1.0)
+            await asyncio.wait(tasks, timeout=1.0)
+            if self.done != self.saved:  # a stop, unlike a kill, repeats nothing
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.store.set_meta(self.cursor_key, str(self.done)), 1.0)
 
-    async def _load_cursor(self) -> int:
-        stored = await self.store.meta_value(self.cursor_key)
-        if stored is not None:
-            return int(stored)
-        cursor = await self.store.last_event_id()
-        await self.store.set_meta(self.cursor_key, str(cursor))
-        return cursor
+    async def _load_cursor(self, stopping: asyncio.Event) -> int | None:
+        while not stopping.is_set():
+            try:
+                stored = await self.store.meta_value(self.cursor_key)
+                if stored is not None:
+                    return int(stored)
+                cursor = await self.store.last_event_id()
+                await self.store.set_meta(self.cursor_key, str(cursor))
+                return cursor
+            except Exception:  # noqa: BLE001 - a DB hiccup at start-up: try again
+                log.exception("notify: %s: could not read its cursor; retrying", self.sink.label)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), RETRY_S)
+        return None
 
     async def _read(self, cursor: int, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -116,18 +134,18 @@ class SinkRunner:
                     await asyncio.wait_for(stopping.wait(), POLL_S)
 
     async def _deliver(self) -> None:
-        saved: int | None = None
         while True:
             event_id, notification = await self.queue.get()
             if notification is not None:
-                await self._send(notification)
-            # Events with nothing to send only move the cursor, written when
-            # the queue runs dry or a notification went out: a burst of
-            # events is not a burst of writes.
+                try:
+                    await self._send(notification)
+                except Exception:  # noqa: BLE001 - one notification's bug must not end the rest
+                    log.exception("notify: %s: event %s", self.sink.label, event_id)
+            self.done = event_id
+            # Events with nothing to send only move the cursor: saved once the
+            # queue runs dry, so a burst of events is not a burst of writes.
             if notification is not None or self.queue.empty():
-                if event_id != saved:
-                    await self._save(event_id)
-                    saved = event_id
+                self.progress.set()
 
     async def _send(self, notification: Notification) -> None:
         error = await deliver(self.sink, notification, tries=1 if self.down else TRIES)
@@ -136,8 +154,21 @@ class SinkRunner:
             log.warning("notify: %s: %s of job %s (event %s) not delivered: %s",
                         self.sink.label, notification.event, notification.job, notification.event_id, error)
 
-    async def _save(self, event_id: int) -> None:
-        try:
-            await self.store.set_meta(self.cursor_key, str(event_id))
-        except Exception:  # noqa: BLE001 - the next save carries it; a restart may repeat a little
-            log.exception("notify: could not save the cursor")
+    async def _save(self) -> None:
+        """Writes the cursor whenever delivery moved it, one write at a time:
+        while one commits, progress gathers for the next, so a busy DB costs
+        the deliverer nothing and the engine's commits meet one small write
+        at most. A `kill -9` between a delivery and its save repeats it."""
+        while True:
+            await self.progress.wait()
+            self.progress.clear()
+            done = self.done
+            if done == self.saved:
+                continue
+            try:
+                await self.store.set_meta(self.cursor_key, str(done))
+                self.saved = done
+            except Exception:  # noqa: BLE001 - the next save carries it
+                log.exception("notify: %s: could not save its cursor; retrying", self.sink.label)
+                await asyncio.sleep(RETRY_S)
+                self.progress.set()

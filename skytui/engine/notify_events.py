@@ -93,23 +93,24 @@ def category_of(event: EventRow) -> str | None:
 
 async def notifications_for(store: AsyncStore, events: list[EventRow], now: float) -> dict[int, Notification]:
     """The notifications among `events`, by event id (an event that is not
-    news has none). Each job's rows are read once per call."""
+    news has none). The jobs' rows are read in a few queries per call, not
+    a few per event: a thousand jobs ending together is one page."""
     candidates = [(event, category) for event in events if (category := category_of(event)) is not None]
     job_ids = sorted({event.job_id for event, _ in candidates if event.job_id is not None})
     if not job_ids:
         return {}
     jobs = {job.id: job for job in await store.jobs_by_ids(job_ids)}
-    tasks: dict[int, list[TaskRow]] = {}
-    costs: dict[int, float] = {}
+    tasks = await store.tasks_of_jobs(job_ids)
+    costs = {job_id: sum(a.cost(now) for a in attempts)
+             for job_id, attempts in (await store.attempts_of_jobs(job_ids)).items()}
     found: dict[int, Notification] = {}
     for event, category in candidates:
         assert event.job_id is not None
         job = jobs.get(event.job_id)
         if job is None:
             continue
-        if job.id not in tasks:
-            tasks[job.id] = await store.tasks(job.id)
-            costs[job.id] = sum(a.cost(now) for a in await store.attempts(job.id))
+        tasks.setdefault(job.id, [])
+        costs.setdefault(job.id, 0.0)
         if category == TERMINAL and not await _ended_the_job(store, event, job, tasks[job.id]):
             continue
         task = next((t for t in tasks[job.id] if t.task_idx == event.task_idx), None)

@@ -99,6 +99,10 @@ async def deliver(sink: Sink, notification: Notification, *, tries: int = TRIES)
             error = str(exc)
             if exc.final:
                 break
+        except Exception as exc:  # noqa: BLE001 - a try that could not even start (no /bin/sh, say)
+            error = f"{type(exc).__name__}: {exc}"
+            if sink.config.webhook is not None:
+                error = error.replace(sink.config.webhook, redacted_url(sink.config.webhook))
     return error
 
 

@@ -149,6 +149,12 @@ class AsyncStore:
     async def cancel_pending_tasks(self, job_id: int, message: str) -> int:
         return await self._threaded(functools.partial(self.sync.cancel_pending_tasks, job_id, message))
 
+    async def tasks_of_jobs(self, job_ids: Sequence[int]) -> dict[int, list[TaskRow]]:
+        return await self._threaded(functools.partial(self.sync.tasks_of_jobs, job_ids))
+
+    async def attempts_of_jobs(self, job_ids: Sequence[int]) -> dict[int, list[AttemptRow]]:
+        return await self._threaded(functools.partial(self.sync.attempts_of_jobs, job_ids))
+
     async def task(self, job_id: int, task_idx: int) -> TaskRow:
         return await self._threaded(functools.partial(self.sync.task, job_id, task_idx))
 
