@@ -101,25 +101,30 @@ async def notifications_for(store: AsyncStore, events: list[EventRow], now: floa
         return {}
     jobs = {job.id: job for job in await store.jobs_by_ids(job_ids)}
     tasks = await store.tasks_of_jobs(job_ids)
+    # Unknown (None) until an attempt ran at a known price: a local job's $0
+    # is a price, a job that never started has none.
     costs = {job_id: sum(a.cost(now) for a in attempts)
-             for job_id, attempts in (await store.attempts_of_jobs(job_ids)).items()}
+             for job_id, attempts in (await store.attempts_of_jobs(job_ids)).items()
+             if any(a.price_per_hour is not None for a in attempts)}
     found: dict[int, Notification] = {}
     for event, category in candidates:
         assert event.job_id is not None
         job = jobs.get(event.job_id)
         if job is None:
             continue
-        tasks.setdefault(job.id, [])
-        costs.setdefault(job.id, 0.0)
-        if category == TERMINAL and not await _ended_the_job(store, event, job, tasks[job.id]):
+        of_job = tasks.get(job.id, [])
+        if category == TERMINAL and not await _ended_the_job(store, event, job, of_job):
             continue
-        task = next((t for t in tasks[job.id] if t.task_idx == event.task_idx), None)
+        task = next((t for t in of_job if t.task_idx == event.task_idx), None)
+        if category == TERMINAL and job.status != TaskStatus.SUCCEEDED.value:
+            # The task that gave the job its status tells of it, not the last
+            # one to end (a pipeline's later tasks end CANCELLED after one failed).
+            task = next((t for t in of_job if t.status == job.status), task)
         found[event.id] = Notification(
             event_id=event.id, category=category, event=category if event.kind == event_kinds.STATUS else event.kind,
-            job=job.id, name=job.name, task=event.task_idx,
+            job=job.id, name=job.name, task=task.task_idx if task is not None else event.task_idx,
             status=job.status if category == TERMINAL else (event.to_status or job.status),
-            reason=_reason(event, category, job, task, tasks[job.id]), cost_usd=costs[job.id] if costs[job.id] > 0 else None,
-            at=event.at,
+            reason=_reason(event, category, job, task), cost_usd=costs.get(job.id), at=event.at,
         )
     return found
 
@@ -135,14 +140,12 @@ async def _ended_the_job(store: AsyncStore, event: EventRow, job: JobRow, tasks:
     return not any(e.kind == event_kinds.STATUS and e.to_status in TERMINAL_NAMES for e in later)
 
 
-def _reason(event: EventRow, category: str, job: JobRow, task: TaskRow | None, tasks: list[TaskRow]) -> str | None:
+def _reason(event: EventRow, category: str, job: JobRow, task: TaskRow | None) -> str | None:
     if category != TERMINAL:
         return event.message
     if job.status == TaskStatus.SUCCEEDED.value:
         return None
-    # The task that gave the job its status says why, not the last one to end
-    # (a pipeline's later tasks end CANCELLED after an earlier one failed).
-    cause = next((t for t in tasks if t.status == job.status), task)
-    if cause is None:
+    if task is None:
         return event.message
-    return cause.failure_reason or cause.status_reason or (event.message if cause is task else None)
+    own_event = task.task_idx == event.task_idx
+    return task.failure_reason or task.status_reason or (event.message if own_event else None)

@@ -168,7 +168,7 @@ async def test_a_pipeline_that_fails_is_one_terminal_post_with_the_failing_tasks
     await engine.wait_until(lambda: hook.delivered("terminal", job), "the terminal POST")
     await engine.wait_until(lambda: not engine.machines(), "the machine to be torn down")
     [body] = hook.delivered(job=job)
-    assert body["status"] == "FAILED" and "3" in body["reason"]
+    assert body["status"] == "FAILED" and "3" in body["reason"] and body["task"] == 0
     # Task 1 ended CANCELLED just after task 0 FAILED: a notifier that reads
     # both at once (one restarted meanwhile) still sends one, with task 0's reason.
     store = AsyncStore(Store(Paths(env.home).db_url))
@@ -177,7 +177,7 @@ async def test_a_pipeline_that_fails_is_one_terminal_post_with_the_failing_tasks
     finally:
         await asyncio.to_thread(store.close)
     [terminal] = [n for n in found.values() if n.event == "terminal"]
-    assert terminal.status == "FAILED" and "exit code 3" in (terminal.reason or "")
+    assert terminal.status == "FAILED" and "exit code 3" in (terminal.reason or "") and terminal.task == 0
 
 
 async def test_a_sink_hears_only_the_events_it_lists(
