@@ -12,7 +12,8 @@ at the newest event: it is not sent the history.
 
 Nothing here blocks the controller: each sink is its own asyncio task, with
 a store lane of its own, reading events in pages (`PAGE`) into a bounded
-queue that one deliverer empties in order. A dead sink holds up only itself:
+queue that one deliverer empties in order, while a saver writes the cursor
+behind it (one write at a time, however many events went by). A dead sink holds up only itself:
 once a notification has given up on it, the next ones get one try each
 until one gets through, so it does not fall ever further behind.
 
