@@ -33,6 +33,7 @@ from skytui.engine.controller import JobController, load_tasks
 from skytui.engine.job_group import JobGroup
 from skytui.engine.job_watch import JobWatch
 from skytui.engine.named_buckets import BUCKET_CREATING, JobBuckets
+from skytui.engine.notify import Notifier
 from skytui.engine.pools import PoolManager
 from skytui.engine.scheduler import Scheduler
 from skytui.engine.sim_intents import SimIntents
@@ -72,6 +73,7 @@ class Reconciler:
         self.pools = PoolManager(self.ctx)
         self.ctx.pools = self.pools
         self.sim_intents = SimIntents(self.control, self.ctx.clouds)
+        self.notifier = Notifier(self.store, config.jobs.notify)
         self.active: dict[int, JobController] = {}
         self.watch = JobWatch(self.control, p.job_logs, restart_on_stall=config.jobs.stall_action == "restart",
                               controllers=self.active, wake=self.wake)
@@ -88,6 +90,7 @@ class Reconciler:
         self._last_sweep = self._last_node_check = self._last_watch = 0.0
         self._sdk: ThreadPoolExecutor | None = None
         self._stop_deadline = threading.Event()  # set by the stop signal; see _exit_at_deadline
+        self._notify: asyncio.Task[None] | None = None
 
     def run(self) -> bool:
         """Serve until stopped, then exit promptly: True if everything ended,
@@ -189,6 +192,7 @@ class Reconciler:
         await self.release_leftover_buckets()
         await self.sim_intents.carry_out_waiting()
         pools = asyncio.create_task(self.pools.run(self._stopping), name="pools")
+        self._notify = asyncio.create_task(self.notifier.run(self._stopping), name="notify")
         self._last_sweep = self._last_node_check = time.monotonic()
         while not self._stopping.is_set():
             # A pass may wait on a store queue thousands of calls long; a stop
@@ -408,7 +412,7 @@ class Reconciler:
         self.ctx.ends_first.release()  # teardowns after a success go now, within the grace
         for controller in list(self.active.values()):
             controller.request_stop("shutdown")
-        extra = [pools] if pools is not None else []
+        extra = [task for task in (pools, self._notify) if task is not None]
         await self._wait_for_coroutines(SHUTDOWN_GRACE_S, extra)
         if pools is not None and not pools.done():
             pools.cancel()

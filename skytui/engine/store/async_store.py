@@ -160,6 +160,12 @@ class AsyncStore:
     async def cancel_pending_tasks(self, job_id: int, message: str) -> int:
         return await self._threaded(functools.partial(self.sync.cancel_pending_tasks, job_id, message))
 
+    async def tasks_of_jobs(self, job_ids: Sequence[int]) -> dict[int, list[TaskRow]]:
+        return await self._threaded(functools.partial(self.sync.tasks_of_jobs, job_ids))
+
+    async def attempts_of_jobs(self, job_ids: Sequence[int]) -> dict[int, list[AttemptRow]]:
+        return await self._threaded(functools.partial(self.sync.attempts_of_jobs, job_ids))
+
     async def task(self, job_id: int, task_idx: int) -> TaskRow:
         return await self._threaded(functools.partial(self.sync.task, job_id, task_idx))
 
@@ -173,6 +179,15 @@ class AsyncStore:
         return await self._threaded(functools.partial(
             self.sync.events, after_id=after_id, job_id=job_id, limit=limit,
         ))
+
+    async def last_event_id(self) -> int:
+        return await self._threaded(self.sync.last_event_id)
+
+    async def meta_value(self, key: str) -> str | None:
+        return await self._threaded(functools.partial(self.sync.meta_value, key))
+
+    async def set_meta(self, key: str, value: str) -> None:
+        return await self._threaded(functools.partial(self.sync.set_meta, key, value))
 
     async def ended_jobs_with_event(self, kind: str) -> list[int]:
         return await self._threaded(functools.partial(self.sync.ended_jobs_with_event, kind))
