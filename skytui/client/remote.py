@@ -17,7 +17,7 @@ import itertools
 import json
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -30,7 +30,7 @@ from skytui.client.wire import decode, dumps, encode, raise_error
 from skytui.config import Config, Paths, write_private
 from skytui.engine.daemon import ControllerInfo
 from skytui.engine.store import AttemptRow, EventRow
-from skytui.remote.errors import LinkError
+from skytui.remote.errors import LinkError, NoController
 from skytui.remote.link import LinkLoop, Pipe
 from skytui.remote.site import ControllerSite, SiteStatus
 
@@ -41,6 +41,17 @@ if TYPE_CHECKING:
 # A plain call's answer: a cancel waits a few seconds, a sim preempt a minute.
 CALL_TIMEOUT_S = 300.0
 OPEN_TIMEOUT_S = 900.0  # the first contact may launch a controller VM and set it up, then send skytui's code
+# The calls that make a missing controller pod or VM: a launch, a pool.
+CREATES = frozenset({"submit_prepared", "apply_pool_stored"})
+# What a read answers while no controller machine exists (by the call's args).
+NO_CONTROLLER_ANSWERS: dict[str, Callable[[tuple[Any, ...]], Any]] = {
+    "queue": lambda _: [], "queue_json": lambda _: '{"jobs": []}', "snapshot": lambda _: ([], 0),
+    "changes": lambda args: ([], args[0]), "job": lambda _: None, "pools": lambda _: [],
+    "in_progress_ids": lambda _: [], "has_unfinished_work": lambda _: False, "events": lambda _: [],
+    "resolve_job": lambda _: None, "controller_info": lambda _: ControllerInfo(False, None),
+    "read_controller_log": lambda _: b"", "cancel": lambda _: [],
+    "attempts": lambda _: [],
+}
 # In the client's SKYTUI_HOME: which controller it talked to last (a cache: losing it loses nothing).
 LAST_CONTROLLER_FILE = "last_controller.json"
 
@@ -153,10 +164,12 @@ class RemoteClient(Client):
     def store(self) -> NoReturn:
         raise RuntimeError("a remote controller's state is on its machine: ask through the client's methods")
 
-    def _api(self) -> ApiChannel:
+    def _api(self, *, create: bool = False) -> ApiChannel:
+        """The channel to the controller's API; `create` makes a missing pod or
+        VM (a launch), else NoController says there is none yet."""
         with self._channel_lock:
             if self._channel is None or self._channel.lost is not None:
-                pipe, hello = self._loop.run(self.site.open_api(), timeout=OPEN_TIMEOUT_S)
+                pipe, hello = self._loop.run(self.site.open_api(create=create), timeout=OPEN_TIMEOUT_S)
                 self._channel = ApiChannel(pipe, self._loop, self.site.where)
                 for notice in (self.site.resources_differ(hello.get("started_with")),
                                self._met_before(str(hello.get("controller_id")))):
@@ -185,7 +198,15 @@ class RemoteClient(Client):
         return None
 
     def _call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
-        return self._api().call(method, *args, **kwargs)
+        """A call there. Before any launch made the pod or VM, a read answers
+        as an empty controller would (`NO_CONTROLLER_ANSWERS`), and nothing is made."""
+        try:
+            channel = self._api(create=method in CREATES)
+        except NoController:
+            if method not in NO_CONTROLLER_ANSWERS:
+                raise
+            return NO_CONTROLLER_ANSWERS[method](args)
+        return channel.call(method, *args, **kwargs)
 
     def close(self) -> None:
         if self._channel is not None:
@@ -247,8 +268,9 @@ class RemoteClient(Client):
         return False  # `stop_controller` did it there, without opening the API (which would supervise again)
 
     def revive_controller(self) -> ControllerInfo | None:
-        result: ControllerInfo | None = self._call("revive_controller")
-        return result
+        """Nothing to ask: the API process, at its start, has the machine's
+        supervisor restart a controller that has work (serve.main)."""
+        return None
 
     def down_controller(self) -> None:
         """Everything skytui has on the controller machine goes (see `ControllerSite.down`)."""
@@ -304,6 +326,7 @@ class RemoteClient(Client):
             raise ValueError("a job group runs on machines of its own, not in a pool; drop --pool")
         submission = prepare_submission(pipeline, priority, max_cost_usd=max_cost_usd,
                                         stall_timeout_s=stall_timeout_s, paths=self.paths)
+        self._api(create=True)  # the first launch makes the controller's machine, before its files go there
         spec = {**submission.spec, "tasks": [self._send_files(task) for task in submission.spec["tasks"]]}
         return self.submit_prepared(replace(submission, spec=spec), pool=pool, num_jobs=num_jobs,
                                     start_controller=start_controller)
@@ -311,6 +334,7 @@ class RemoteClient(Client):
     def apply_pool(self, name: str, definition: PoolDefinition | None, workers: int | None) -> tuple[int, str]:
         stored = prepare_pool(definition, workers) if definition is not None else None
         if stored is not None:
+            self._api(create=True)
             spec, secrets = stored
             stored = ({**spec, "task": self._send_files(spec["task"])}, secrets)
         return self.apply_pool_stored(name, stored, workers)
@@ -395,8 +419,9 @@ class RemoteClient(Client):
         self, job_id: int, task_idx: int | None = None, *, tail_bytes: int | None = None,
         with_events: bool = True, poll_s: float = 0.2, rest_after_output: bool = True,
     ) -> Iterator[FollowStep]:
-        return self._api().stream("follow_job", job_id, task_idx, tail_bytes=tail_bytes, with_events=with_events,
+        return self._api(create=True).stream("follow_job", job_id, task_idx, tail_bytes=tail_bytes, with_events=with_events,
                                   poll_s=poll_s, rest_after_output=rest_after_output)
 
     def follow_queue(self, *, first_paint: int, poll_s: float, follow: bool = True) -> Iterator[QueueUpdate]:
-        return self._api().stream("follow_queue", first_paint=first_paint, poll_s=poll_s, follow=follow)
+        # The TUI's queue: opening it with a remote controller starts one.
+        return self._api(create=True).stream("follow_queue", first_paint=first_paint, poll_s=poll_s, follow=follow)

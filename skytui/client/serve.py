@@ -33,13 +33,13 @@ CONTROLLER_ID_FILE = "controller_id"
 CALLS = frozenset({
     "apply_pool_stored", "attempts", "cancel", "changes", "controller_info", "events",
     "has_unfinished_work", "in_progress_ids", "job", "job_spec", "pool_down", "pools", "queue", "queue_json",
-    "read_controller_log", "resolve_job", "revive_controller", "sim_preempt", "sim_stockout", "snapshot",
+    "read_controller_log", "resolve_job", "sim_preempt", "sim_stockout", "snapshot",
     "submit_prepared",
 })
 # Calls that answer with a stream of items.
 STREAMS = frozenset({"follow_job", "follow_queue"})
 # Calls after which the controller must be supervised (it has work now).
-STARTS_WORK = frozenset({"submit_prepared", "apply_pool_stored", "revive_controller"})
+STARTS_WORK = frozenset({"submit_prepared", "apply_pool_stored"})
 
 
 class Server:

@@ -91,7 +91,15 @@ class _SSHPipe:
         self._process.stdin.write(data)
 
     async def readline(self) -> bytes:
-        return await self._process.stdout.readline()
+        # asyncssh hands back part of a line once its channel window (2 MiB)
+        # fills without a newline: a 10,000-job answer is one line of more.
+        line = await self._process.stdout.readline()
+        while line and not line.endswith(b"\n"):
+            more = await self._process.stdout.readline()
+            if not more:
+                break
+            line += more
+        return line
 
     def close(self) -> None:
         self._process.stdin.write_eof()
@@ -149,8 +157,9 @@ class SSHLink:
         conn = await self._connection()
         try:
             result = await asyncio.wait_for(
-                conn.run(command, check=False, input=input, encoding=None,
-                         stdin=asyncssh.DEVNULL if input is None else asyncssh.PIPE),
+                # asyncssh sends neither data nor EOF for b"": the command would wait on stdin.
+                conn.run(command, check=False, input=input or None, encoding=None,
+                         stdin=asyncssh.DEVNULL if not input else asyncssh.PIPE),
                 timeout=timeout,
             )
         except TimeoutError:

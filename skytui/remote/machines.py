@@ -25,8 +25,10 @@ class ControllerMachine(Protocol):
     label: str
     """`ssh/box1`, `kubernetes/ctx`: as the user configured it."""
 
-    async def ensure(self) -> None:
-        """Make the machine if it is not there (nothing to do for a host of yours)."""
+    async def ensure(self, *, create: bool) -> None:
+        """Find the machine; make it when missing if `create` (a launch), else
+        raise NoController (a look never makes a machine). Nothing to do for a
+        host of yours."""
         ...
 
     def link(self) -> Link: ...
@@ -55,7 +57,7 @@ class SSHHostMachine:
             self.identity_file = vm_key_path(paths)
         self.host_keys = HostKeys(Path(config.infra.ssh.known_hosts_file).expanduser(), paths.known_hosts)
 
-    async def ensure(self) -> None:
+    async def ensure(self, *, create: bool) -> None:
         return None
 
     def link(self) -> Link:

@@ -39,7 +39,7 @@ from skytui.clouds.kubernetes.names import label_value
 from skytui.clouds.kubernetes.pods import CONFIG_ERRORS, IMAGE_ERRORS
 from skytui.clouds.nodes.podnode import CONTAINER
 from skytui.config import Config, ConfigError, ControllerResources, Paths
-from skytui.remote.errors import LinkError
+from skytui.remote.errors import LinkError, NoController
 from skytui.remote.link import Link
 from skytui.remote.pod_link import PodLink
 
@@ -240,7 +240,7 @@ class PodMachine:
 
     # ---------------------------------------------------------- lifecycle
 
-    async def ensure(self) -> None:
+    async def ensure(self, *, create: bool = True) -> None:
         if self._gone is not None:
             raise self._gone
         pod = await self._read()
@@ -256,6 +256,8 @@ class PodMachine:
             await self._wait_gone()
             raise self._lost(f"has ended ({why})")
         created = False
+        if pod is None and not create:
+            raise NoController(f"no controller pod on {self.label} yet: the first `skytui jobs launch` makes it")
         if pod is None:
             made = await self._call("create", "create_namespaced_pod", self.namespace, self.manifest())
             if made is None:

@@ -27,17 +27,25 @@ def _package_files() -> list[Path]:
 
 
 @functools.cache
-def code_archive() -> tuple[str, bytes]:
-    """(content hash, tar.gz of `skytui/`). Stable across calls while the files are."""
+def code_hash() -> str:
+    """The content hash of `skytui/` (what names the runtime folder on the
+    machine): read on every command, so without building the archive."""
     digest = hashlib.sha256()
+    for path in _package_files():
+        relative = path.relative_to(PACKAGE_DIR.parent).as_posix()
+        digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+@functools.cache
+def code_archive() -> tuple[str, bytes]:
+    """(content hash, tar.gz of `skytui/`): sent once per version of the code."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
         for path in _package_files():
-            relative = path.relative_to(PACKAGE_DIR.parent).as_posix()
             data = path.read_bytes()
-            digest.update(relative.encode() + b"\0" + hashlib.sha256(data).digest())
-            info = tarfile.TarInfo(relative)
+            info = tarfile.TarInfo(path.relative_to(PACKAGE_DIR.parent).as_posix())
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
-    return digest.hexdigest()[:16], buffer.getvalue()
+    return code_hash(), buffer.getvalue()

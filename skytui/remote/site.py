@@ -34,10 +34,10 @@ from skytui.remote.credentials import (
     credential_files,
     environment_credentials,
 )
-from skytui.remote.errors import LinkError
+from skytui.remote.errors import LinkError, NoController
 from skytui.remote.link import Link, LinkLoop, Pipe
 from skytui.remote.machines import ControllerMachine, machine_for
-from skytui.remote.runtime import code_archive
+from skytui.remote.runtime import code_archive, code_hash
 
 BASE = ".skytui-controller"
 # The first line the API process prints when the code it should run is not there yet.
@@ -80,9 +80,11 @@ class ControllerSite:
     def where(self) -> str:
         return self._link.where if self._link is not None else self.machine.label
 
-    async def link(self) -> Link:
+    async def link(self, *, create: bool = False) -> Link:
+        """The line to the machine; with `create` (a launch, `controller start`)
+        a missing pod or VM is made, else NoController says there is none."""
         if self._link is None:
-            await self.machine.ensure()
+            await self.machine.ensure(create=create)
             self._link = self.machine.link()
         return self._link
 
@@ -98,21 +100,20 @@ class ControllerSite:
     async def controller_home(self) -> str:
         return f"{await self.home_dir()}/{BASE}/home"
 
-    async def _env(self) -> str:
-        """The environment every skytui process there starts with: paths only."""
-        code_hash, _ = code_archive()
-        base = f"{await self.home_dir()}/{BASE}"
-        return (f"SKYTUI_HOME={shlex.quote(base + '/home')} "
-                f"PYTHONPATH={shlex.quote(f'{base}/runtime/{code_hash}')}")
+    @staticmethod
+    def _env() -> str:
+        """The environment every skytui process there starts with: paths only,
+        under the login's home as its shell says (no round trip to ask it)."""
+        return (f'SKYTUI_HOME="$HOME/{BASE}/home" '
+                f'PYTHONPATH="$HOME/{BASE}/runtime/{code_hash()}"')
 
     def _python(self) -> str:
         return shlex.quote(self.config.jobs.controller.python)
 
     async def _run_module(self, module_and_args: str, timeout: float = 60.0) -> tuple[int, str, str]:
-        code_hash, _ = code_archive()
-        runtime = f"{BASE}/runtime/{code_hash}"
+        runtime = f"{BASE}/runtime/{code_hash()}"
         command = (f"cd && test -f {runtime}/.complete || {{ echo {NEEDS_CODE.decode()}; exit 3; }}; "
-                   f"exec env {await self._env()} {self._python()} -m {module_and_args}")
+                   f"exec env {self._env()} {self._python()} -m {module_and_args}")
         return await (await self.link()).run(command, timeout=timeout)
 
     # ------------------------------------------------------------ bootstrap
@@ -179,14 +180,14 @@ class ControllerSite:
 
     # ------------------------------------------------------------ API process
 
-    async def open_api(self) -> tuple[Pipe, dict[str, Any]]:
+    async def open_api(self, *, create: bool = False) -> tuple[Pipe, dict[str, Any]]:
         """The API process on the machine, and its hello; the code and the
         config are sent first when the machine lacks them."""
+        await self.link(create=create)
         for attempt in range(2):
-            code_hash, _ = code_archive()
-            runtime = f"{BASE}/runtime/{code_hash}"
+            runtime = f"{BASE}/runtime/{code_hash()}"
             command = (f"cd && test -f {runtime}/.complete || {{ echo {NEEDS_CODE.decode()}; exit 3; }}; "
-                       f"exec env {await self._env()} {self._python()} -m skytui.client.serve")
+                       f"exec env {self._env()} {self._python()} -m skytui.client.serve")
             pipe = await (await self.link()).open_pipe(command)
             first = await pipe.readline()
             if first.strip() == NEEDS_CODE and attempt == 0:
@@ -208,6 +209,8 @@ class ControllerSite:
     async def status(self) -> SiteStatus:
         try:
             code, out, err = await self._run_module("skytui.remote.supervisor status", timeout=30)
+        except NoController as exc:
+            return SiteStatus(self.where, True, problem=f"not started ({exc})")
         except LinkError as exc:
             return SiteStatus(self.where, False, problem=str(exc))
         if code == 3 and NEEDS_CODE.decode() in out:
@@ -232,6 +235,7 @@ class ControllerSite:
                 "start (`skytui controller stop`, then any command)")
 
     async def start(self) -> SiteStatus:
+        await self.link(create=True)
         await self.bootstrap()
         code, out, err = await self._run_module("skytui.remote.supervisor ensure", timeout=60)
         if code != 0:
@@ -239,7 +243,10 @@ class ControllerSite:
         return await self.status()
 
     async def stop(self) -> bool:
-        code, out, err = await self._run_module("skytui.remote.supervisor stop", timeout=90)
+        try:
+            code, out, err = await self._run_module("skytui.remote.supervisor stop", timeout=90)
+        except NoController:
+            return False
         if code == 3:
             return False  # nothing was ever started there
         if code not in (0, 1):
@@ -248,6 +255,10 @@ class ControllerSite:
 
     async def down(self) -> None:
         """Stop it and take away everything skytui put on the machine (and the machine, if skytui made it)."""
+        try:
+            await self.link()
+        except NoController:
+            return  # nothing was ever made
         await self.stop()
         await self._run_module("skytui.remote.supervisor sweep", timeout=90)
         code, _, err = await (await self.link()).run(f"cd && rm -rf {BASE}", timeout=120)

@@ -38,7 +38,7 @@ from typing import Any
 from skytui.clouds.base import CloudError, ClusterHandle, InstanceOffer, NodeInfo
 from skytui.clouds.ssh_host_keys import HostKeys
 from skytui.config import Config, ConfigError, Paths, SSHHost, write_private
-from skytui.remote.errors import LinkError
+from skytui.remote.errors import LinkError, NoController
 from skytui.remote.link import Link, SSHLink
 
 TAG = "skytui-controller"
@@ -137,7 +137,7 @@ class VMMachine:
 
     # -------------------------------------------------------------- ensure
 
-    async def ensure(self) -> None:
+    async def ensure(self, *, create: bool = True) -> None:
         if self._node is not None:
             return
         try:
@@ -157,6 +157,9 @@ class VMMachine:
             if found:
                 raise LinkError(f"the controller VM on {self.label} is stopping or being deleted; try again "
                                 "in a minute")
+            if not create:
+                raise NoController(f"no controller VM on {self.label} yet: the first `skytui jobs launch` "
+                                   "launches it")
             self._node = await self._launch()
         except CloudError as exc:
             raise LinkError(f"cannot get the controller VM on {self.label}: {exc}") from exc

@@ -195,8 +195,11 @@ def test_a_lost_controller_pod_is_told_as_lost_before_a_new_one_starts(env: Env,
     assert said in lost.stderr and "nothing watches the managed jobs" in lost.stderr, lost.stderr
     assert kube.pod_names() == []  # no empty controller took its place unannounced
 
-    # Told once: the next command starts a new controller, under the same name.
+    # Told once: the next look answers as an empty controller (and makes no
+    # pod); the next launch starts a new controller, under the same name.
     assert json.loads(env.cli("jobs", "queue", "--json", check=True).stdout) == {"jobs": []}
+    assert kube.pod_names() == []
+    env.cli("controller", "start", check=True)
     assert kube.pod_names() == [pod_name] and kube.pod(pod_name)["metadata"]["uid"] != uid
     env.cli("controller", "down", "-y", check=True)
     assert kube.pod_names() == []
@@ -207,6 +210,7 @@ def test_a_cluster_of_the_v4_exec_protocol_serves_the_controller_too(env: Env, k
     sent on stdin (skytui's code, the config) are read by length, and the
     API process ends with its stream."""
     kube.exec_protocols = ("v4.channel.k8s.io",)
+    env.cli("controller", "start", timeout=60, check=True)
     assert json.loads(env.cli("jobs", "queue", "--json", timeout=60, check=True).stdout) == {"jobs": []}
     [pod_name] = kube.pod_names()
     assert "running (pid" in env.cli("controller", "status", check=True).stdout
@@ -214,4 +218,18 @@ def test_a_cluster_of_the_v4_exec_protocol_serves_the_controller_too(env: Env, k
                if b"skytui.client.serve" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert serving == []  # no API process outlives the command that opened it
     env.cli("controller", "down", "-y", check=True)
+    assert kube.pod_names() == []
+
+
+def test_a_look_before_any_launch_makes_no_pod(env: Env, kube: FakeKube) -> None:
+    """Reads, status, stop and down answer as an empty controller would, and
+    leave the cluster as it was: only a launch (or `controller start`) makes the pod."""
+    result = env.cli("jobs", "queue")
+    assert (result.code, result.stdout) == (0, "No in-progress managed jobs.\n"), result.stderr
+    assert json.loads(env.cli("jobs", "queue", "--json", check=True).stdout) == {"jobs": []}
+    assert env.cli("jobs", "pool", "status", "--json", check=True).stdout.strip() == '{"pools": []}'
+    status = env.cli("controller", "status", check=True).stdout
+    assert "not started" in status and "the first `skytui jobs launch` makes it" in status
+    assert env.cli("controller", "stop", check=True).stdout == "Controller is not running.\n"
+    assert env.cli("jobs", "logs", "1").code == 2
     assert kube.pod_names() == []

@@ -179,8 +179,11 @@ def test_a_controller_vm_lost_outside_skytui_is_said_plainly(
     assert controller_instances() == []
 
     (root / "host_key.json").unlink()  # as the message says: the next command starts afresh
+    # A look launches nothing; `controller start` (or a launch) does.
+    assert env.cli("jobs", "queue", "--json", check=True).stdout.strip() == '{"jobs": []}'
+    assert controller_instances() == []
     # (The "new VM" here is the same sshd login, whose files outlived the old one: only its instance is new.)
-    env.cli("jobs", "queue", "--json", check=True)
+    env.cli("controller", "start", timeout=200, check=True)
     [fresh] = controller_instances()
     assert fresh["InstanceId"] != vm["InstanceId"]
     assert env.cli("controller", "down", "-y", timeout=200).code == 0
