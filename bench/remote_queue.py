@@ -48,6 +48,9 @@ bulk.py), `--repeats` rounds, the four homes interleaved in each round:
   Python, imports and hello), each API call (`revive_controller`,
   `queue_json`: request -> answer), close and process exit. Medians; the
   parts are exclusive (a call's time excludes the timed calls inside it).
+  The remote client's own modules (asyncssh with them), which the CLI loads
+  in `open_client`, are loaded by the probe before it starts the CLI, to
+  patch them: on the remote side they count under "imports".
   The steps the API process takes on the machine before its hello are run
   there again by `runuser` (its Python start, imports, store open + read).
 
@@ -195,6 +198,7 @@ class Figures:
     start_s: dict[str, float] = field(default_factory=dict)  # controller start (first contact) per remote home
     seed_s: dict[str, float] = field(default_factory=dict)
     launch_s: float | None = None
+    launch_cancel_s: float | None = None
     launch_drain_s: float | None = None
     runs: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (home, command) -> seconds
     rows: dict[tuple[str, str], int] = field(default_factory=dict)  # jobs in the answer
@@ -409,7 +413,7 @@ def run_bench(args: argparse.Namespace, root: Path, fig: Figures, cleanups: list
         progress(f"remote-N: jobs launch -y -d --num-jobs {args.jobs}")
         fig.launch_s, _ = many.cli("jobs", "launch", "-y", "-d", str(task), "--num-jobs", str(args.jobs),
                                    timeout=600)
-        many.cli("jobs", "cancel", "-a", "-y", timeout=300)
+        fig.launch_cancel_s, _ = many.cli("jobs", "cancel", "-a", "-y", timeout=300)
         fig.launch_drain_s = wait_all_ended(many, 600)
     for home in remotes:
         home.cli("controller", "stop", timeout=120)
@@ -474,8 +478,9 @@ def report(fig: Figures, args: argparse.Namespace) -> None:
     if fig.seed_s:
         print("  rows through Store: " + ", ".join(f"{k} {v:.2f} s" for k, v in fig.seed_s.items()))
     if fig.launch_s is not None:
-        print(f"  rows through `jobs launch -y -d --num-jobs {n}` (remote): {fig.launch_s:.2f} s, then cancel -a "
-              f"and {fig.launch_drain_s or 0:.1f} s until every job ended")
+        print(f"  rows through `jobs launch -y -d --num-jobs {n}` (remote): {fig.launch_s:.2f} s, then `jobs cancel "
+              f"-a -y` {fig.launch_cancel_s or 0:.2f} s and {fig.launch_drain_s or 0:.1f} s until every job ended "
+              "(the Store way: see `--seed store`)")
 
     def med(key: tuple[str, str]) -> float:
         return statistics.median(fig.runs[key])
