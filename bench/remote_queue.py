@@ -217,6 +217,7 @@ class Home:
     def __init__(self, root: Path, name: str, config: str, pycache: Path, user: SSHUser | None = None) -> None:
         self.name = name
         self.user = user
+        self.jobs = 0  # in its state DB, once seeded
         self.paths = Paths(root / name)
         self.paths.ensure()
         self.paths.config_file.write_text(config)
@@ -258,6 +259,9 @@ class Home:
         if proc.returncode != 0:
             raise RuntimeError(f"{self.name}: probe `{' '.join(argv)}` exited {proc.returncode}: "
                                f"{proc.stderr.strip()[-800:]}")
+        answered = len(json.loads(proc.stdout)["jobs"])
+        if answered != self.jobs:
+            raise RuntimeError(f"{self.name}: probe `{' '.join(argv)}` answered {answered} jobs of {self.jobs}")
         marks = [(str(n), float(a), float(b)) for n, a, b in json.loads(marks_file.read_text())]
         last = max(b for _, _, b in marks)
         return ended - spawn, exclusive([*marks, ("exit", last, ended)])
@@ -419,7 +423,7 @@ def run_bench(args: argparse.Namespace, root: Path, fig: Figures, cleanups: list
         home.cli("controller", "stop", timeout=120)
 
     for name, home in homes.items():
-        n = 1 if name.endswith("-1") else args.jobs
+        n = home.jobs = 1 if name.endswith("-1") else args.jobs
         if name == "remote-N" and args.seed == "launch":
             continue
         progress(f"{name}: {n} jobs through Store into {home.state_paths.db_url}")
@@ -514,8 +518,8 @@ def report(fig: Figures, args: argparse.Namespace) -> None:
     if fig.split:
         names = [h for h in ("remote-1", "remote-N", "local-1", "local-N") if h in fig.split]
         print()
-        print(f"  where `jobs queue -a --json` spends its time (median of {args.split_runs} probed runs, seconds; "
-              "exclusive parts)")
+        print(f"  where `jobs queue -a --json` spends its time (median of {args.split_runs} probed runs, each answering "
+              "every job; seconds, exclusive parts)")
         print("    " + f"{'part':<28}" + "".join(f"{h:>10}" for h in names))
         for part in PARTS:
             cells = [statistics.median(run.get(part, 0.0) for run in fig.split[h]) for h in names]
