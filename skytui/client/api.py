@@ -26,6 +26,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from skytui.client.follow import FollowStep, QueueUpdate, follow_job, follow_queue
+from skytui.client.ledger_views import CostReport, build_report
 from skytui.client.submission import Submission, prepare_pool, prepare_submission
 from skytui.client.views import JobView, PoolView
 from skytui.clouds.base import InfraStatus
@@ -390,6 +391,20 @@ class Client:
         """What was submitted, as stored: secrets live elsewhere and are not included."""
         spec, _secrets = self.store.job_spec(job_id)
         return spec
+
+    def cost_report(
+        self, *, days: int | None = 30, job_id: int | None = None, now: float | None = None,
+    ) -> CostReport:
+        """`skytui cost`: spent and lost dollars (see client.ledger_views and
+        engine/store/ledger.py) over the last `days` (None: all time); with
+        `job_id`, that job alone and its attempts (its pool's machines are
+        not the job's)."""
+        now = time.time() if now is None else now
+        since = None if days is None else now - days * 86400.0
+        ids = None if job_id is None else [job_id]
+        attempts = self.store.attempt_spend(now=now, since=since, job_ids=ids)
+        machines = self.store.pool_machine_spend(now=now, since=since) if job_id is None else []
+        return build_report(attempts, machines, now=now, since=since, days=days, with_attempts=job_id is not None)
 
     def attempts(self, job_id: int) -> list[AttemptRow]:
         return self.store.attempts(job_id)

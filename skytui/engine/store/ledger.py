@@ -1,0 +1,181 @@
+"""The cost ledger: what each attempt's machines and each pool's workers
+cost, and how much of it bought nothing. Read-only.
+
+Owns `LedgerRepository` and its records, `AttemptSpend` and
+`MachineSpend`; reads `attempts`, `clusters`, `jobs` and `pool_workers`,
+writes nothing.
+
+What is counted (prices are the catalog's, recorded when the machine was
+chosen; an unknown price counts as $0):
+
+* an attempt of a job's own machine spends from the moment its machine was
+  recorded (`clusters.created_at`: provisioning, asked of the cloud) to its
+  end (`attempts.ended_at`, or `now` while it runs), at its
+  `price_per_hour`. Its provisioning (machine recorded -> attempt opened,
+  which happens when the machine came up) is always lost; the rest is lost
+  too when the attempt ended in any way but "succeeded" (preempted, machine
+  lost, failed, cancelled). A running attempt's run time is not lost (yet).
+* a pool job's attempts carry no price: their machine is a worker's, whose
+  cost is the pool's. A pool's machine spends from `created_at` to
+  `ended_at` (or `now`); what it spent before its worker became READY
+  (all of it, for a worker that never did) is lost. Idle time of a ready
+  worker is the pool's choice, not lost.
+* places that refused a machine leave no row (`forget_cluster`) and cost
+  nothing; a machine that came up as the controller died, before its
+  attempt was recorded, has no attempt and is not counted.
+
+The filtering and the joins run in SQL (one statement each, whatever the
+number of jobs); the few subtractions per row run in Python, where
+`max(0, ...)` needs no dialect of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, select
+
+from skytui.engine.store.database import Database
+from skytui.engine.store.schema import attempts_table, clusters_table, jobs_table, pool_workers_table
+from skytui.engine.store.sql import id_clauses
+
+SUCCEEDED_REASON = "succeeded"  # the end_reason of an attempt whose task succeeded (controller.py)
+HOUR_S = 3600.0
+
+
+@dataclass(frozen=True)
+class AttemptSpend:
+    """One attempt's money: `provisioning_s` before it opened, `run_s` after."""
+
+    job_id: int
+    task_idx: int
+    attempt_no: int
+    job_name: str
+    pool: str | None
+    infra: str | None
+    use_spot: bool | None
+    spend_started_at: float
+    """When its machine was recorded (or the attempt opened, with no machine of its own)."""
+    ended_at: float | None
+    end_reason: str | None
+    price_per_hour: float | None
+    provisioning_s: float
+    run_s: float
+
+    @property
+    def running(self) -> bool:
+        return self.ended_at is None
+
+    @property
+    def finished_well(self) -> bool:
+        return self.end_reason == SUCCEEDED_REASON
+
+    @property
+    def spent(self) -> float:
+        return (self.provisioning_s + self.run_s) * (self.price_per_hour or 0.0) / HOUR_S
+
+    @property
+    def lost(self) -> float:
+        wasted = self.provisioning_s
+        if not self.running and not self.finished_well:
+            wasted += self.run_s
+        return wasted * (self.price_per_hour or 0.0) / HOUR_S
+
+
+@dataclass(frozen=True)
+class MachineSpend:
+    """One pool worker's machine: `unready_s` before its worker was READY."""
+
+    cluster_id: int
+    pool: str
+    cloud: str
+    region: str | None
+    zone: str | None
+    instance_type: str | None
+    use_spot: bool
+    created_at: float
+    ended_at: float | None
+    price_per_hour: float | None
+    life_s: float
+    unready_s: float
+
+    @property
+    def spent(self) -> float:
+        return self.life_s * (self.price_per_hour or 0.0) / HOUR_S
+
+    @property
+    def lost(self) -> float:
+        return self.unready_s * (self.price_per_hour or 0.0) / HOUR_S
+
+
+A, C, J, W = attempts_table.c, clusters_table.c, jobs_table.c, pool_workers_table.c
+
+
+class LedgerRepository:
+    """The ledger's reads (see the module's docstring)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def attempt_spend(
+        self, *, now: float, since: float | None = None, job_ids: Sequence[int] | None = None,
+    ) -> list[AttemptSpend]:
+        """Every attempt that spent anything at or after `since` (still
+        running, or ended since then), of the jobs given (all by default),
+        by job, task and attempt."""
+        own_machine = and_(C.id == A.cluster_id, C.job_id == A.job_id)  # a pool worker's is not the job's
+        query = (
+            select(A.job_id, A.task_idx, A.attempt_no, J.name, J.pool, A.infra, A.use_spot, A.started_at,
+                   A.ended_at, A.end_reason, A.price_per_hour, C.created_at)
+            .select_from(attempts_table.join(jobs_table, J.id == A.job_id).outerjoin(clusters_table, own_machine))
+            .order_by(A.job_id, A.task_idx, A.attempt_no)
+        )
+        if since is not None:
+            query = query.where(func.coalesce(A.ended_at, now) >= since)
+        clauses: list[Any] = [None] if job_ids is None else list(id_clauses(A.job_id, job_ids))
+        spends = []
+        with self._db._read() as conn:
+            for clause in clauses:
+                for row in conn.execute(query if clause is None else query.where(clause)):
+                    (job_id, task_idx, attempt_no, name, pool, infra, use_spot, started_at, ended_at, reason,
+                     price, created_at) = row
+                    began = started_at if created_at is None else min(created_at, started_at)
+                    spends.append(AttemptSpend(
+                        job_id, task_idx, attempt_no, name, pool, infra, use_spot, began, ended_at, reason, price,
+                        provisioning_s=started_at - began,
+                        run_s=max(0.0, (now if ended_at is None else ended_at) - started_at),
+                    ))
+        if job_ids is not None:
+            spends.sort(key=lambda s: (s.job_id, s.task_idx, s.attempt_no))
+        return spends
+
+    def pool_machine_spend(
+        self, *, now: float, since: float | None = None, pools: Sequence[str] | None = None,
+    ) -> list[MachineSpend]:
+        """Every pool worker's machine still up, or ended at or after
+        `since`, of the pools given (all by default), by id."""
+        query = (
+            select(C.id, C.pool, C.cloud, C.region, C.zone, C.instance_type, C.use_spot, C.created_at,
+                   C.ended_at, C.price_per_hour, W.ready_at)
+            .select_from(clusters_table.outerjoin(pool_workers_table, W.id == C.worker_id))
+            .where(C.pool.is_not(None))
+            .order_by(C.id)
+        )
+        if since is not None:
+            query = query.where(func.coalesce(C.ended_at, now) >= since)
+        if pools is not None:
+            query = query.where(C.pool.in_(list(pools)))
+        spends = []
+        with self._db._read() as conn:
+            for row in conn.execute(query):
+                (cluster_id, pool, cloud, region, zone, instance, spot, created_at, ended_at, price, ready_at) = row
+                end = now if ended_at is None else ended_at
+                life = max(0.0, end - created_at)
+                unready = life if ready_at is None else min(life, max(0.0, ready_at - created_at))
+                spends.append(MachineSpend(
+                    cluster_id, pool, cloud, region, zone, instance, bool(spot), created_at, ended_at, price,
+                    life_s=life, unready_s=unready,
+                ))
+        return spends
