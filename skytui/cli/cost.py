@@ -18,18 +18,14 @@ from rich.text import Text
 from skytui.cli.common import EXIT_OK, fail_usage
 from skytui.cli.render import out
 from skytui.client import AttemptSpend, Client, CostLine, CostReport, JobCost
-from skytui.format import readable_cost, readable_duration
+from skytui.format import readable_cost, readable_duration, readable_lost_share
 
 JOBS_SHOWN = 50  # as `jobs queue`: the latest 50 unless --all
 FIGURES = ("SPENT", "LOST", "LOST %")
 
 
-def share(spent: float, lost: float) -> str:
-    return f"{100 * lost / spent:.0f} %" if spent > 0 else "-"
-
-
 def _figures(spent: float, lost: float) -> tuple[str, str, str]:
-    return readable_cost(spent), readable_cost(lost), share(spent, lost)
+    return readable_cost(spent), readable_cost(lost), readable_lost_share(spent, lost)
 
 
 def _table(*columns: str) -> Table:
@@ -86,7 +82,7 @@ def print_cost(report: CostReport, *, show_all: bool, job_id: int | None) -> Non
     total = report.total
     line = Text("Total: ", style="bold")
     line.append(f"spent {readable_cost(total.spent)}, lost {readable_cost(total.lost)} "
-                f"({share(total.spent, total.lost)})")
+                f"({readable_lost_share(total.spent, total.lost)})")
     out.print(line)
     window = "All time" if report.days is None else f"Last {report.days} days"
     out.print(Text(f"{window}; prices: {report.prices} (no infra reports its real prices to skytui); lost: "
