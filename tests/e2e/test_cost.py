@@ -1,0 +1,59 @@
+"""`skytui cost` end to end on `sim`: a spot job preempted once, then
+finished. The preempted attempt's dollars are all lost; the one that
+succeeded loses only its provisioning; the job's and the grand totals add
+them up, in the JSON contract and in the table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fixtures.env import Env, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+BLOCK_ONCE = """\
+name: train
+resources:
+  infra: sim/aws
+  accelerators: H100:8
+  use_spot: true
+run: |
+  if [ ! -f {flag} ]; then touch {flag}; sleep 600; fi
+  echo done
+"""
+
+
+def test_a_preempted_attempts_dollars_are_lost(fast_env: Env) -> None:
+    env = fast_env
+    flag = env.tmp / "first"
+    job = env.launch(env.write("job.yaml", BLOCK_ONCE.format(flag=flag)))
+    wait_for(flag.exists, 60, 0.05, "the first attempt to run")
+    env.cli("sim", "preempt", str(job), check=True)
+    env.wait_status(job, "SUCCEEDED", timeout=90)
+
+    one = json.loads(env.cli("cost", "--job", str(job), "--json", check=True).stdout)
+    assert one["prices"] == "catalog"
+    preempted, succeeded = one["attempts"]
+    assert preempted["end_reason"].startswith("preempted") and succeeded["end_reason"] == "succeeded"
+    assert preempted["price_per_hour"] > 0 and preempted["run_s"] > 0
+    assert preempted["spent_usd"] > 0 and preempted["lost_usd"] == preempted["spent_usd"]
+    assert preempted["lost_share"] == 1.0
+    for attempt in (preempted, succeeded):
+        seconds = attempt["provisioning_s"] + attempt["run_s"]
+        assert attempt["spent_usd"] == pytest.approx(attempt["price_per_hour"] * seconds / 3600, abs=1e-4)
+    provisioning = succeeded["price_per_hour"] * succeeded["provisioning_s"] / 3600
+    assert succeeded["lost_usd"] == pytest.approx(provisioning, abs=1e-4)
+    assert succeeded["lost_usd"] < succeeded["spent_usd"]
+    (job_line,) = one["jobs"]
+    assert job_line["id"] == job
+    assert job_line["lost_usd"] == pytest.approx(preempted["lost_usd"] + succeeded["lost_usd"], abs=2e-4)
+
+    everything = json.loads(env.cli("cost", "--json", check=True).stdout)
+    assert [j["id"] for j in everything["jobs"]] == [job] and everything["days"] == 30
+    assert everything["total"]["lost_usd"] == pytest.approx(job_line["lost_usd"], abs=1e-4)
+    assert {line["infra"] for line in everything["by_infra"]} == {preempted["infra"], succeeded["infra"]}
+
+    table = env.cli("cost", check=True).stdout
+    assert "Total: spent $" in table and "prices: catalog" in table
+    assert any(line.split()[:2] == [str(job), "train"] for line in table.splitlines()), table
