@@ -26,7 +26,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from skytui.client.follow import FollowStep, QueueUpdate, follow_job, follow_queue
-from skytui.client.ledger_views import CostReport, build_report
+from skytui.client.ledger_views import CostReport, build_report, job_sums
 from skytui.client.submission import Submission, prepare_pool, prepare_submission
 from skytui.client.views import JobView, PoolView
 from skytui.clouds.base import InfraStatus
@@ -401,10 +401,12 @@ class Client:
         not the job's)."""
         now = time.time() if now is None else now
         since = None if days is None else now - days * 86400.0
-        ids = None if job_id is None else [job_id]
-        attempts = self.store.attempt_spend(now=now, since=since, job_ids=ids)
-        machines = self.store.pool_machine_spend(now=now, since=since) if job_id is None else []
-        return build_report(attempts, machines, now=now, since=since, days=days, with_attempts=job_id is not None)
+        if job_id is None:
+            sums = self.store.spend_sums(now=now, since=since)
+            return build_report(sums, self.store.pool_machine_spend(now=now, since=since), now=now, since=since,
+                                days=days)
+        attempts = self.store.attempt_spend(now=now, since=since, job_ids=[job_id])
+        return build_report(job_sums(attempts), [], now=now, since=since, days=days, attempts=attempts)
 
     def attempts(self, job_id: int) -> list[AttemptRow]:
         return self.store.attempts(job_id)

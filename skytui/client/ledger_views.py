@@ -1,6 +1,6 @@
 """What `skytui cost` and the job view show of the ledger: `CostReport`,
 its lines (`CostLine`, `JobCost`) and its JSON form (the `cost --json`
-contract), summed from the store's `AttemptSpend` and `MachineSpend`.
+contract), from the store's `SpendSums`, `MachineSpend` and `AttemptSpend`.
 
 May touch the store's ledger records and `clouds.base`'s infra label;
 nothing that reads or writes. What is spent and what is lost is the
@@ -31,11 +31,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from skytui.clouds.base import infra_label
-from skytui.engine.store import AttemptSpend, MachineSpend
+from skytui.engine.store import AttemptSpend, MachineSpend, SpendSums, TaskSpend, utc_day
 
 PRICES = "catalog"
 
@@ -111,8 +112,8 @@ class CostReport:
 class _Sums:
     """Running spent/lost totals by key, in first-seen order."""
 
-    def __init__(self) -> None:
-        self.sums: dict[str, list[float]] = {}
+    def __init__(self, start: dict[str, tuple[float, float]] | None = None) -> None:
+        self.sums: dict[str, list[float]] = {key: [spent, lost] for key, (spent, lost) in (start or {}).items()}
 
     def add(self, key: str, spent: float, lost: float) -> None:
         pair = self.sums.setdefault(key, [0.0, 0.0])
@@ -123,43 +124,46 @@ class _Sums:
         return [CostLine(key, spent, lost) for key, (spent, lost) in self.sums.items()]
 
 
-def utc_day(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%d")
+def job_sums(attempts: Iterable[AttemptSpend]) -> SpendSums:
+    """What `Store.spend_sums` gives, from one job's attempts (a handful: in Python)."""
+    tasks: dict[tuple[int, int], tuple[AttemptSpend, _Sums]] = {}
+    by_day, by_infra = _Sums(), _Sums()
+    for a in attempts:
+        tasks.setdefault((a.job_id, a.task_idx), (a, _Sums()))[1].add("", a.spent, a.lost)
+        by_day.add(utc_day(a.spend_started_at), a.spent, a.lost)
+        if a.price_per_hour is not None:
+            by_infra.add(a.infra or "-", a.spent, a.lost)
+    task_lines = []
+    for (job_id, task_idx), (a, sums) in sorted(tasks.items(), key=lambda item: (-item[0][0], item[0][1])):
+        (line,) = sums.lines()
+        task_lines.append(TaskSpend(job_id, task_idx, a.job_name, a.pool, line.spent, line.lost))
+    return SpendSums(task_lines, {line.key: (line.spent, line.lost) for line in by_day.lines()},
+                     {line.key: (line.spent, line.lost) for line in by_infra.lines()})
 
 
 def build_report(
-    attempts: Iterable[AttemptSpend], machines: Iterable[MachineSpend], *, now: float, since: float | None,
-    days: int | None, with_attempts: bool = False,
+    sums: SpendSums, machines: Iterable[MachineSpend], *, now: float, since: float | None, days: int | None,
+    attempts: list[AttemptSpend] | None = None,
 ) -> CostReport:
-    """The report, from the ledger's attempts (by job, task, attempt) and pool machines."""
-    total, by_day, by_infra, by_pool = _Sums(), _Sums(), _Sums(), _Sums()
-    jobs: dict[int, tuple[AttemptSpend, _Sums]] = {}
-    kept: list[AttemptSpend] = []
-    for a in attempts:
-        spent, lost = a.spent, a.lost
-        total.add("total", spent, lost)
-        by_day.add(utc_day(a.spend_started_at), spent, lost)
-        if a.price_per_hour is not None:  # a pool job's machine is counted as its pool's, below
-            by_infra.add(a.infra or "-", spent, lost)
-        jobs.setdefault(a.job_id, (a, _Sums()))[1].add(str(a.task_idx), spent, lost)
-        if with_attempts:
-            kept.append(a)
+    """The report, from the ledger's sums (by task, day and infra) and its
+    pool machines; `attempts` are shown as they are (one job's)."""
+    by_day, by_infra, by_pool = _Sums(sums.by_day), _Sums(sums.by_infra), _Sums()
     for m in machines:
-        spent, lost = m.spent, m.lost
-        total.add("total", spent, lost)
-        by_day.add(utc_day(m.created_at), spent, lost)
-        by_infra.add(infra_label(m.cloud, m.region, m.zone), spent, lost)
-        by_pool.add(m.pool, spent, lost)
-    job_costs = []
-    for job_id in sorted(jobs, reverse=True):
-        first, tasks = jobs[job_id]
-        lines = tasks.lines()
-        job_costs.append(JobCost(job_id, first.job_name, first.pool, sum(t.spent for t in lines),
-                                 sum(t.lost for t in lines), lines))
+        by_day.add(utc_day(m.created_at), m.spent, m.lost)
+        by_infra.add(infra_label(m.cloud, m.region, m.zone), m.spent, m.lost)
+        by_pool.add(m.pool, m.spent, m.lost)
+    jobs: list[JobCost] = []
+    for job_id, group in groupby(sums.tasks, key=attrgetter("job_id")):
+        tasks = list(group)
+        lines = [CostLine(str(t.task_idx), t.spent, t.lost) for t in tasks]
+        jobs.append(JobCost(job_id, tasks[0].job_name, tasks[0].pool, sum(t.spent for t in lines),
+                            sum(t.lost for t in lines), lines))
+    days_lines = by_day.lines()  # every attempt and machine once: the grand total
+    total = CostLine("total", sum(d.spent for d in days_lines), sum(d.lost for d in days_lines))
     most_spent = lambda line: (-line.spent, line.key)  # noqa: E731 - a sort key, twice
     return CostReport(
-        now=now, since=since, days=days, total=(total.lines() or [CostLine("total")])[0], jobs=job_costs,
-        by_day=sorted(by_day.lines(), key=lambda line: line.key),
+        now=now, since=since, days=days, total=total, jobs=jobs,
+        by_day=sorted(days_lines, key=lambda line: line.key),
         by_infra=sorted(by_infra.lines(), key=most_spent), by_pool=sorted(by_pool.lines(), key=most_spent),
-        attempts=kept,
+        attempts=attempts or [],
     )

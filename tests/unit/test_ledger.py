@@ -180,6 +180,19 @@ def test_all_time_counts_older_days_and_one_job_shows_its_attempts(world: dict[s
         assert decode(json.loads(json.dumps(encode(sent)))) == sent
 
 
+def test_the_sums_in_sql_agree_with_each_attempts_figures(world: dict[str, int]) -> None:
+    """`cost` sums in SQL, the job view adds up its attempts in Python: one
+    job's figures are the same either way."""
+    client = _client()
+    every = {j.job_id: j for j in client.cost_report(days=None, now=NOW).jobs}
+    for job_id in world.values():
+        (alone,) = client.cost_report(job_id=job_id, days=None, now=NOW).jobs
+        summed = every[job_id]
+        assert (alone.name, alone.pool) == (summed.name, summed.pool)
+        assert [(t.key, round(t.spent, 9), round(t.lost, 9)) for t in alone.tasks] == \
+            [(t.key, round(t.spent, 9), round(t.lost, 9)) for t in summed.tasks]
+
+
 def test_cost_command_json_and_table(
     world: dict[str, int], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -11,7 +11,7 @@ Store, JobRow`.
 from skytui.engine.store.async_store import AsyncStore
 from skytui.engine.store.database import CONTROLLER_LOCK_KEY
 from skytui.engine.store.errors import CancelRequested, StoreError
-from skytui.engine.store.ledger import AttemptSpend, MachineSpend
+from skytui.engine.store.ledger import AttemptSpend, MachineSpend, SpendSums, TaskSpend, utc_day
 from skytui.engine.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from skytui.engine.store.rows import (
     UNSET,
@@ -63,10 +63,13 @@ __all__ = [
     "SegmentRow",
     "SimPreempt",
     "SimStockout",
+    "SpendSums",
     "Store",
     "StoreError",
     "TaskRow",
+    "TaskSpend",
     "Unset",
     "WorkerRow",
     "WorkerStatus",
+    "utc_day",
 ]

@@ -29,7 +29,7 @@ from skytui.engine.store.clusters import ClusterRepository
 from skytui.engine.store.database import Database
 from skytui.engine.store.intents import IntentRepository
 from skytui.engine.store.jobs import JobRepository
-from skytui.engine.store.ledger import AttemptSpend, LedgerRepository, MachineSpend
+from skytui.engine.store.ledger import AttemptSpend, LedgerRepository, MachineSpend, SpendSums
 from skytui.engine.store.pools import PoolRepository
 from skytui.engine.store.rows import (
     UNSET,
@@ -332,6 +332,9 @@ class Store(Database):
         self, *, now: float, since: float | None = None, job_ids: Sequence[int] | None = None,
     ) -> list[AttemptSpend]:
         return self._ledger.attempt_spend(now=now, since=since, job_ids=job_ids)
+
+    def spend_sums(self, *, now: float, since: float | None = None) -> SpendSums:
+        return self._ledger.spend_sums(now=now, since=since)
 
     def pool_machine_spend(
         self, *, now: float, since: float | None = None, pools: Sequence[str] | None = None,
