@@ -6,6 +6,7 @@ them up, in the JSON contract and in the table."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from fixtures.env import Env, wait_for
@@ -57,3 +58,39 @@ def test_a_preempted_attempts_dollars_are_lost(fast_env: Env) -> None:
     table = env.cli("cost", check=True).stdout
     assert "Total: spent $" in table and "prices: catalog" in table
     assert any(line.split()[:2] == [str(job), "train"] for line in table.splitlines()), table
+
+
+def test_the_ledgers_sums_on_postgres(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sums run in SQL (a day number, casts, CASE): PostgreSQL gives the
+    figures SQLite gives, and that each attempt's own arithmetic gives."""
+    from skytui.engine.store import ClusterStatus, NewTask, Store
+
+    t0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC
+    clock = {"now": t0}
+    monkeypatch.setattr(time, "time", lambda: clock["now"])
+    store = Store(pg_url)
+    try:
+        job = store.submit_jobs(name="pg", tasks=[NewTask("pg", "id-{job_id}-0", "-", 1)], spec={"name": "pg"},
+                                secrets={})[0]
+        for machine_at, up_at, end_at, reason in ((0, 100, 1000, "preempted"), (1100, 1300, None, None)):
+            clock["now"] = t0 + machine_at
+            cluster = store.insert_cluster(name=f"pg-{machine_at}", cloud="sim", region="aws/us-east-1", zone=None,
+                                           instance_type="x", use_spot=True, num_nodes=1, job_id=job, task_idx=0,
+                                           attempt_no=1, price_per_hour=3.6)
+            clock["now"] = t0 + up_at
+            attempt = store.start_attempt(job, 0, infra="sim:aws/us-east-1", instance_type="x", use_spot=True,
+                                          price_per_hour=3.6, cluster_id=cluster)
+            if end_at is not None:
+                clock["now"] = t0 + end_at
+                store.end_attempt(job, 0, attempt, reason=reason or "?")
+                store.update_cluster(cluster, status=ClusterStatus.TERMINATED)
+        now = t0 + 3300  # the second attempt: 200 s provisioning, 2000 s running so far
+        sums = store.spend_sums(now=now)
+        each = store.attempt_spend(now=now, job_ids=[job])
+    finally:
+        store.close()
+    (task,) = sums.tasks
+    assert (round(task.spent, 6), round(task.lost, 6)) == (3.2, 1.2)  # $1.00 preempted + $2.20, $0.20 provisioning
+    assert round(sum(a.spent for a in each), 6) == 3.2 and round(sum(a.lost for a in each), 6) == 1.2
+    assert {day: (round(s, 6), round(lo, 6)) for day, (s, lo) in sums.by_day.items()} == {"2027-01-15": (3.2, 1.2)}
+    assert list(sums.by_infra) == ["sim:aws/us-east-1"]
