@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 from fixtures.env import Env, wait_for
@@ -94,3 +95,22 @@ def test_the_ledgers_sums_on_postgres(pg_url: str, monkeypatch: pytest.MonkeyPat
     assert round(sum(a.spent for a in each), 6) == 3.2 and round(sum(a.lost for a in each), 6) == 1.2
     assert {day: (round(s, 6), round(lo, 6)) for day, (s, lo) in sums.by_day.items()} == {"2027-01-15": (3.2, 1.2)}
     assert list(sums.by_infra) == ["sim:aws/us-east-1"]
+
+
+def test_cost_answers_from_a_remote_controller(remote_env: Env, ssh_user: Any) -> None:
+    """`skytui cost` through a RemoteClient: the controller machine's ledger.
+    A cancelled attempt's dollars are lost too."""
+    env = remote_env
+    job = env.launch(env.write("spot.yaml", "name: spot\nresources: {infra: sim/aws, accelerators: H100:8, "
+                                            "use_spot: true}\nrun: sleep 600\n"))
+    env.wait_status(job, "RUNNING", timeout=90)
+    running = json.loads(env.cli("cost", "--job", str(job), "--json", check=True).stdout)
+    (attempt,) = running["attempts"]
+    assert attempt["end_reason"] is None and attempt["price_per_hour"] > 0
+    provisioning = attempt["price_per_hour"] * attempt["provisioning_s"] / 3600
+    assert attempt["lost_usd"] == pytest.approx(provisioning, abs=1e-4)  # its run is not lost (yet)
+    env.cli("jobs", "cancel", "-y", str(job), check=True)
+    env.wait_status(job, "CANCELLED", timeout=90)
+    done = json.loads(env.cli("cost", "--job", str(job), "--json", check=True).stdout)
+    (attempt,) = done["attempts"]
+    assert attempt["spent_usd"] > 0 and attempt["lost_usd"] == attempt["spent_usd"]
