@@ -1,9 +1,9 @@
 """The cost ledger: what each attempt's machines and each pool's workers
 cost, and how much of it bought nothing. Read-only.
 
-Owns `LedgerRepository` and its records, `AttemptSpend` and
-`MachineSpend`; reads `attempts`, `clusters`, `jobs` and `pool_workers`,
-writes nothing.
+Owns `LedgerRepository` and its records (`AttemptSpend`, `TaskSpend`,
+`SpendSums`, `MachineSpend`); reads `attempts`, `clusters`, `jobs` and
+`pool_workers`, writes nothing.
 
 What is counted (prices are the catalog's, recorded when the machine was
 chosen; an unknown price counts as $0):
@@ -25,10 +25,10 @@ chosen; an unknown price counts as $0):
   attempt was recorded, has no attempt and is not counted.
 
 At 10,000 jobs the sums run in SQL (`spend_sums`: one statement per
-grouping, by task, by UTC day and by infra, in one snapshot): building a
-record per attempt and summing in Python was ten times slower. A job's own
-attempts (`attempt_spend`, for the job view and budgets) come one record
-each, their arithmetic in Python.
+grouping, by task, by UTC day and by infra, in one snapshot): a record per
+attempt summed in Python was several times slower (bench/ledger.py). A
+job's own attempts (`attempt_spend`, for the job view and budgets) come one
+record each, their arithmetic in Python; a test holds the two to agree.
 """
 
 from __future__ import annotations
