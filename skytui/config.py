@@ -80,7 +80,7 @@ class ControllerResources(_Strict):
     terms. `infra` names the machine: `ssh/<host name>` (one of infra.ssh's
     hosts) or `kubernetes[/<context>]` (a pod)."""
 
-    infra: str = Field(pattern=r"^(ssh/[A-Za-z0-9][A-Za-z0-9._-]{0,62}|kubernetes(/\S+)?|k8s(/\S+)?)$")
+    infra: str = Field(pattern=r"^(ssh/[A-Za-z0-9][A-Za-z0-9._-]{0,62}|(aws|gcp)(/[a-z0-9-]+)?|kubernetes(/\S+)?|k8s(/\S+)?)$")
     cpus: float | str | None = None
     memory: float | str | None = None
     disk_size: int | None = Field(default=None, ge=1, le=65536)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from rich.text import Text
 
 from skytui.client import JobView
-from skytui.engine.status import TERMINAL, TERMINAL_NAMES
+from skytui.engine.status import TERMINAL, TERMINAL_NAMES, is_stalled
 
 QUEUE_COLUMNS = (
     "ID", "TASK", "NAME", "REQUESTED", "SUBMITTED", "TOT. DURATION", "JOB DURATION",
@@ -71,8 +71,12 @@ def status_style(status: str) -> str:
     return STATUS_STYLES.get(status, "bold red" if status.startswith("FAILED") else "")
 
 
-def status_text(status: str) -> Text:
-    return Text(status, style=status_style(status))
+def status_text(status: str, *, stalled: bool = False) -> Text:
+    """A status in its colour; a stalled RUNNING one marked so (no log line for its --stall-timeout)."""
+    text = Text(status, style=status_style(status))
+    if stalled:
+        text.append(" ⚠ stalled", style="bold yellow")
+    return text
 
 
 def readable_ago(then: float | None, now: float) -> str:
@@ -137,10 +141,10 @@ def queue_lines(view: JobView, now: float) -> list[QueueLine]:
         cells = (
             str(job.id), "-", job.name, task.requested, readable_ago(job.submitted_at, now), tot,
             readable_duration(task.duration_s(now) if task.started_at else None),
-            str(task.recoveries), status_text(job.status), pool,
+            str(task.recoveries), status_text(job.status, stalled=is_stalled(task.status, task.status_reason)), pool,
         )
         return [QueueLine(str(job.id), job.id, None, cells, finished)]
-    status = status_text(job.status)
+    status = status_text(job.status, stalled=any(is_stalled(t.status, t.status_reason) for t in view.tasks))
     current = view.current_task
     if current is not None and not finished and not view.is_group:
         status.append(f" (task: {current.task_idx})")
@@ -159,7 +163,7 @@ def queue_lines(view: JobView, now: float) -> list[QueueLine]:
         lines.append(QueueLine(f"{job.id}/{task.task_idx}", job.id, task.task_idx, (
             " ↳", str(task.task_idx), task_name, task.requested, readable_ago(task.submitted_at, now),
             readable_duration(task_tot), readable_duration(task.duration_s(now) if task.started_at else None),
-            str(task.recoveries), status_text(task.status), pool,
+            str(task.recoveries), status_text(task.status, stalled=is_stalled(task.status, task.status_reason)), pool,
         ), finished))
     return lines
 

@@ -82,12 +82,43 @@ def _load_for_pool(client: Client, file: str, args: argparse.Namespace) -> Pipel
     return pipeline
 
 
+def _watch_settings(client: Client, args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """(--max-cost, --stall-timeout in seconds), each else its config.yaml default."""
+    from skytui.config import load_config, parse_duration_s
+
+    config = load_config(client.paths).jobs
+    max_cost = args.max_cost if args.max_cost is not None else config.max_cost_usd
+    if max_cost is not None and not max_cost > 0:
+        fail_usage(f"--max-cost: must be a positive number of dollars, got {args.max_cost:g}")
+    if args.stall_timeout is None:
+        return max_cost, config.stall_timeout_s
+    try:
+        return max_cost, parse_duration_s(args.stall_timeout)
+    except ValueError as exc:
+        fail_usage(f"--stall-timeout: {exc}")
+
+
+def _budget_line(pipeline: Pipeline, plans: list[Plan], budget: float) -> str:
+    """What the budget buys at the chosen places' price: a pipeline pays one
+    task at a time (its dearest), a job group all of them at once."""
+    prices = [plan.chosen.price_per_hour * plan.num_nodes for plan in plans]
+    hourly = sum(prices) if pipeline.is_group else max(prices, default=0.0)
+    if hourly <= 0:
+        return f"Budget ${budget:,.2f}: the chosen place is free, so the budget is never reached."
+    hours = budget / hourly
+    lasts = f"{int(hours)}h {int(hours * 60) % 60}m" if hours >= 1 else f"{hours * 60:.0f}m"
+    return f"Budget ${budget:,.2f} at ${hourly:,.2f}/h: it lasts about {lasts}, then the job is stopped."
+
+
 def cmd_launch(client: Client, file: str, args: argparse.Namespace, *, follow: bool) -> int:
+    max_cost, stall_timeout_s = _watch_settings(client, args)
     if args.pool:
         pipeline = _load_for_pool(client, file, args)
     else:
         pipeline, plans = _load_and_plan(client, file, args)
         print_plans(pipeline, plans)
+        if max_cost is not None:
+            out.print(_budget_line(pipeline, plans, max_cost))
     if args.dryrun:
         out.print("Dry run: nothing submitted.")
         return EXIT_OK
@@ -97,7 +128,8 @@ def cmd_launch(client: Client, file: str, args: argparse.Namespace, *, follow: b
         if not confirm(f"Launching {what} {pipeline.name!r}. Proceed?"):
             return aborted("nothing submitted")
     try:
-        job_ids = client.submit(pipeline, pool=args.pool, num_jobs=args.num_jobs, priority=args.priority)
+        job_ids = client.submit(pipeline, pool=args.pool, num_jobs=args.num_jobs, priority=args.priority,
+                                max_cost_usd=max_cost, stall_timeout_s=stall_timeout_s)
     except ValueError as exc:
         fail_usage(str(exc))
     out.print(f"Managed {jobs_phrase(job_ids)} submitted ({pipeline.name}).")

@@ -43,6 +43,10 @@ def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("-d", "--detach-run", action="store_true", help="submit and return; do not stream logs")
     parser.add_argument("--dryrun", action="store_true", help="show where the job would go; submit nothing")
+    parser.add_argument("--max-cost", type=float, metavar="USD",
+                        help="stop the job (CANCELLED) once it has cost this much; default jobs.max_cost_usd")
+    parser.add_argument("--stall-timeout", metavar="DURATION",
+                        help="RUNNING this long (e.g. 30m) without a log line is a stall; default jobs.stall_timeout")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,13 @@ from rich.table import Table
 from rich.text import Text
 
 from skytui.client import EventRow, InfraStatus, JobView, PoolView
+from skytui.engine.event_kinds import (
+    BUDGET_REACHED,
+    BUDGET_WARNING,
+    PREEMPTION_NOTICE,
+    STALL,
+    STALL_CLEARED,
+)
 from skytui.engine.status import TaskStatus
 from skytui.format import (
     QUEUE_COLUMNS,
@@ -157,7 +164,14 @@ def waiting_message(view: JobView) -> str | None:
     return message
 
 
+# News that is neither a status change nor a placement, shown as it comes.
+NOTICE_KINDS = frozenset({BUDGET_WARNING, BUDGET_REACHED, STALL, STALL_CLEARED, PREEMPTION_NOTICE})
+
+
 def event_lines(event: EventRow, view: JobView) -> list[str | Text]:
+    if event.kind in NOTICE_KINDS:
+        which = f" task {event.task_idx}" if event.task_idx is not None and view.is_pipeline else ""
+        return [Text(f"⚠ Job {view.job.id}{which}: {event.message}", style="yellow")]
     if event.kind == "placement":
         return [Text(f"⚙︎ {event.message}", style="dim")]
     if event.kind == "capacity" or (event.kind == "status" and event.to_status == "PENDING" and event.message):
@@ -171,10 +185,14 @@ def event_lines(event: EventRow, view: JobView) -> list[str | Text]:
 
 
 def print_outcome(view: JobView) -> None:
+    """The job's last line: ✓ only for a success, ✗ for a failure, ⊘ for a cancel (with why)."""
     status = view.status
-    text = Text(f"✓ Managed job {view.job.id} finished: ")
+    mark = "✓" if status is TaskStatus.SUCCEEDED else "⊘" if status is TaskStatus.CANCELLED else "✗"
+    text = Text(f"{mark} Managed job {view.job.id} finished: ")
     text.append_text(status_text(status.value))
     failed = next((t for t in view.tasks if t.failure_reason), None)
     if failed is not None and status is not TaskStatus.SUCCEEDED:
         text.append(f" ({failed.name}: {failed.failure_reason})")
+    elif status is TaskStatus.CANCELLED and view.job.cancel_reason:
+        text.append(f" ({view.job.cancel_reason})")
     out.print(text)

@@ -147,13 +147,16 @@ class Client:
         num_jobs: int = 1,
         priority: int | None = None,
         start_controller: bool = True,
+        max_cost_usd: float | None = None,
+        stall_timeout_s: float | None = None,
     ) -> list[int]:
         """Queue the job (N copies with --num-jobs); the plan must have been checked
         (or, for a pool, the pool must exist: ValueError otherwise)."""
         if pool is not None and pipeline.is_group:
             raise ValueError("a job group runs on machines of its own, not in a pool; drop --pool")
-        return self.submit_prepared(prepare_submission(pipeline, priority), pool=pool, num_jobs=num_jobs,
-                                    start_controller=start_controller)
+        submission = prepare_submission(pipeline, priority, max_cost_usd=max_cost_usd,
+                                        stall_timeout_s=stall_timeout_s, paths=self.paths)
+        return self.submit_prepared(submission, pool=pool, num_jobs=num_jobs, start_controller=start_controller)
 
     def submit_prepared(
         self, submission: Submission, *, pool: str | None = None, num_jobs: int = 1, start_controller: bool = True,

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 # A plain call's answer: a cancel waits a few seconds, a sim preempt a minute.
 CALL_TIMEOUT_S = 300.0
-OPEN_TIMEOUT_S = 180.0  # the first contact may send skytui's code
+OPEN_TIMEOUT_S = 900.0  # the first contact may launch a controller VM and set it up, then send skytui's code
 # In the client's SKYTUI_HOME: which controller it talked to last (a cache: losing it loses nothing).
 LAST_CONTROLLER_FILE = "last_controller.json"
 
@@ -299,11 +299,12 @@ class RemoteClient(Client):
 
     def submit(
         self, pipeline: Pipeline, *, pool: str | None = None, num_jobs: int = 1, priority: int | None = None,
-        start_controller: bool = True,
+        start_controller: bool = True, max_cost_usd: float | None = None, stall_timeout_s: float | None = None,
     ) -> list[int]:
         if pool is not None and pipeline.is_group:
             raise ValueError("a job group runs on machines of its own, not in a pool; drop --pool")
-        submission = prepare_submission(pipeline, priority)
+        submission = prepare_submission(pipeline, priority, max_cost_usd=max_cost_usd,
+                                        stall_timeout_s=stall_timeout_s, paths=self.paths)
         spec = {**submission.spec, "tasks": [self._send_files(task) for task in submission.spec["tasks"]]}
         return self.submit_prepared(replace(submission, spec=spec), pool=pool, num_jobs=num_jobs,
                                     start_controller=start_controller)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from skytui.client.views import skypilot_task_id
+from skytui.config import Paths, load_config
 from skytui.engine.status import AUXILIARY, PRIMARY
 from skytui.engine.store import NewTask
 
@@ -37,7 +38,17 @@ class Submission:
     """RUNNING this long without a log byte is a stall (`--stall-timeout`, or jobs.stall_timeout)."""
 
 
-def prepare_submission(pipeline: Pipeline, priority: int | None = None) -> Submission:
+def prepare_submission(
+    pipeline: Pipeline, priority: int | None = None, *, max_cost_usd: float | None = None,
+    stall_timeout_s: float | None = None, paths: Paths | None = None,
+) -> Submission:
+    """The job as the store takes it; a budget or stall timeout not given
+    comes from config.yaml (`jobs.max_cost_usd`, `jobs.stall_timeout`) when
+    `paths` says where that is."""
+    if paths is not None and (max_cost_usd is None or stall_timeout_s is None):
+        defaults = load_config(paths).jobs
+        max_cost_usd = max_cost_usd if max_cost_usd is not None else defaults.max_cost_usd
+        stall_timeout_s = stall_timeout_s if stall_timeout_s is not None else defaults.stall_timeout_s
     from skytui.client.planning import requested_str
     from skytui.spec.stored import stored_job_secrets, stored_job_spec
 
@@ -57,6 +68,7 @@ def prepare_submission(pipeline: Pipeline, priority: int | None = None) -> Submi
         name=pipeline.name, tasks=tasks, spec=stored_job_spec(pipeline), secrets=stored_job_secrets(pipeline),
         source=os.path.abspath(pipeline.source) if pipeline.source else None,
         priority=priority if priority is not None else (pipeline.tasks[0].resources.priority or 0),
+        max_cost_usd=max_cost_usd, stall_timeout_s=stall_timeout_s,
     )
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from skytui.clouds.base import infra_label
 from skytui.engine.file_sync import discard_staging
-from skytui.engine.job_base import StopReason, TaskFailed, log
+from skytui.engine.job_base import StopReason, TaskFailed, log, phase_id_for
 from skytui.engine.job_group import GroupNames
 from skytui.engine.job_launch import LaunchSteps
 from skytui.engine.phase_runner import NodeLost, PhaseOutcome
@@ -78,6 +78,18 @@ class JobController(LaunchSteps):
             reason = "user"  # it holds something after all: the full cancel cleans it up
         self.stop_reason = "shutdown" if force else reason
         self._asyncio_task.cancel()
+
+    async def restart_stalled(self, task_idx: int, reason: str) -> None:
+        """The stall watch's `restart`: stop the task's run; its end counts
+        as a failure of the user's code (`_attempt`), restarted if allowed."""
+        row = await self.store.task(self.job.id, task_idx)
+        if row.status_enum is not S.RUNNING:
+            return
+        self._stalled[task_idx] = reason
+        self._say(f"task {task_idx}: {reason}; stopping its run to restart it")
+        for cluster in list(self._clusters.values()):
+            if cluster.row.task_idx == task_idx or self.job.pool is not None:
+                await self._runner(cluster).kill(phase_id_for(self.job.id, task_idx, row.attempt, "run"))
 
     # ------------------------------------------------------------------ run
 
@@ -304,6 +316,11 @@ class JobController(LaunchSteps):
         else:
             outcome = await self._run_phase(cluster, idx, attempt, "run", task.run, task)
         codes = outcome.codes
+        stalled = self._stalled.pop(idx, None)
+        if stalled is not None:
+            # Counted as the user's failure whatever the code the stop left (no exit code is "listed").
+            raise TaskFailed(S.FAILED, f"{stalled}; its run was stopped", None, exit_codes=[],
+                             ended_at=outcome.ended_at)
         failed = [(rank, code) for rank, code in enumerate(codes) if code != 0]
         if failed:
             rank, code = failed[0]

@@ -12,4 +12,5 @@ SIM_PREEMPT = "sim-preempt"  # `skytui sim preempt`: the machine is taken now
 BUDGET_WARNING = "budget-80"  # 80 % of --max-cost spent
 BUDGET_REACHED = "budget-reached"  # all of it: the job is stopped
 STALL = "stall"  # RUNNING with no log byte for --stall-timeout
+STALL_CLEARED = "stall-cleared"  # output came again
 PREEMPTION_NOTICE = "preemption-notice"  # the infra will take the machine at a deadline

@@ -84,6 +84,8 @@ class JobBase:
         # Per task: log segments whose output is all copied but not yet marked
         # so: the run's last one, closed with the attempt (`_end_attempt`, `end_run`).
         self._unclosed_segments: dict[int, list[int]] = {}
+        # Per task: why its run is being stopped by the stall watch (`restart_stalled`).
+        self._stalled: dict[int, str] = {}
 
     # ------------------------------------------------------------- plumbing
 

@@ -65,7 +65,9 @@ class CleanupSteps(WorkerSteps):
     async def _cancel(self) -> None:
         """The user's cancel: stop the job wherever it is, keep its logs, leave nothing up."""
         self._say("cancel requested")
-        await self._cancel_tasks(None, "cancelled by user")
+        current = await self.store.job(self.job.id)
+        # Its budget, or the user.
+        await self._cancel_tasks(None, (current.cancel_reason if current else None) or "cancelled by user")
         self._say("cancelled")
 
     async def _cancel_tasks(self, only: list[int] | None, why: str) -> None:

@@ -31,7 +31,9 @@ from skytui.config import Paths, load_config
 from skytui.engine.context import EngineContext
 from skytui.engine.controller import JobController, load_tasks
 from skytui.engine.job_group import JobGroup
+from skytui.engine.job_watch import JobWatch
 from skytui.engine.named_buckets import BUCKET_CREATING, JobBuckets
+from skytui.engine.notify import Notifier
 from skytui.engine.pools import PoolManager
 from skytui.engine.scheduler import Scheduler
 from skytui.engine.sim_intents import SimIntents
@@ -71,7 +73,10 @@ class Reconciler:
         self.pools = PoolManager(self.ctx)
         self.ctx.pools = self.pools
         self.sim_intents = SimIntents(self.control, self.ctx.clouds)
+        self.notifier = Notifier(self.store, config.jobs.notify)
         self.active: dict[int, JobController] = {}
+        self.watch = JobWatch(self.control, p.job_logs, restart_on_stall=config.jobs.stall_action == "restart",
+                              controllers=self.active, wake=self.wake)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         # A client's wake (new jobs, cancels) or a tick asks for a whole pass;
@@ -82,9 +87,10 @@ class Reconciler:
         self._stopping = asyncio.Event()
         self._stop_signalled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_sweep = self._last_node_check = 0.0
+        self._last_sweep = self._last_node_check = self._last_watch = 0.0
         self._sdk: ThreadPoolExecutor | None = None
         self._stop_deadline = threading.Event()  # set by the stop signal; see _exit_at_deadline
+        self._notify: asyncio.Task[None] | None = None
 
     def run(self) -> bool:
         """Serve until stopped, then exit promptly: True if everything ended,
@@ -186,6 +192,7 @@ class Reconciler:
         await self.release_leftover_buckets()
         await self.sim_intents.carry_out_waiting()
         pools = asyncio.create_task(self.pools.run(self._stopping), name="pools")
+        self._notify = asyncio.create_task(self.notifier.run(self._stopping), name="notify")
         self._last_sweep = self._last_node_check = time.monotonic()
         while not self._stopping.is_set():
             # A pass may wait on a store queue thousands of calls long; a stop
@@ -219,6 +226,9 @@ class Reconciler:
         if now - self._last_sweep > SWEEP_EVERY_S:
             self._last_sweep = now
             await self.sweep_leaks()
+        if now - self._last_watch > self.watch.next_look_in_s:
+            self._last_watch = now
+            await self.watch.check()
 
     async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run `work` unless the controller is told to stop first (then it is
@@ -402,7 +412,7 @@ class Reconciler:
         self.ctx.ends_first.release()  # teardowns after a success go now, within the grace
         for controller in list(self.active.values()):
             controller.request_stop("shutdown")
-        extra = [pools] if pools is not None else []
+        extra = [task for task in (pools, self._notify) if task is not None]
         await self._wait_for_coroutines(SHUTDOWN_GRACE_S, extra)
         if pools is not None and not pools.done():
             pools.cancel()

@@ -10,6 +10,15 @@ from __future__ import annotations
 import enum
 
 
+# A RUNNING task's status_reason while it is stalled (no log byte for its
+# --stall-timeout): the faces mark it, the stall watch clears it.
+STALLED_PREFIX = "stalled:"
+
+
+def is_stalled(status: str, status_reason: str | None) -> bool:
+    return status == "RUNNING" and bool(status_reason) and str(status_reason).startswith(STALLED_PREFIX)
+
+
 class TaskStatus(str, enum.Enum):
     PENDING = "PENDING"
     STARTING = "STARTING"

@@ -2,8 +2,8 @@
 of your `ssh` hosts, a Kubernetes pod), so that jobs keep being watched and
 recovered while the laptop sleeps.
 
-link.py reaches the machine (asyncssh, or the Kubernetes exec API);
-machines.py finds, makes and removes it; runtime.py and credentials.py are
+link.py reaches the machine (asyncssh; pod_link.py: the Kubernetes exec
+API); machines.py finds, makes and removes it (pod_machine.py: a pod); runtime.py and credentials.py are
 what the client sends there; site.py is its lifecycle as the client drives
 it (start, status, stop, down, the API process); supervisor.py runs on the
 machine and keeps the controller daemon up, and stops it when idle.

@@ -20,6 +20,7 @@ import asyncssh
 
 from skytui.clouds.nodes.sshnode import ENCRYPTION_ALGS
 from skytui.clouds.ssh_host_keys import HostKeys
+from skytui.clouds.vm_ssh import proxy_for
 from skytui.config import SSHHost
 from skytui.remote.errors import LinkError
 
@@ -100,8 +101,10 @@ class _SSHPipe:
 class SSHLink:
     """One SSH connection to a host of the `ssh` infra that runs the controller."""
 
-    def __init__(self, host: SSHHost, identity_file: Path, host_keys: HostKeys) -> None:
+    def __init__(self, host: SSHHost, identity_file: Path, host_keys: HostKeys, *,
+                 proxy_command: str | None = None) -> None:
         self.host = host
+        self.proxy_command = proxy_command  # a VM behind a bastion, as OpenSSH's ProxyCommand (%h, %p)
         self.identity_file = identity_file
         self.host_keys = host_keys
         self.user = host.user
@@ -128,6 +131,7 @@ class SSHLink:
                         client_keys=[str(self.identity_file)], known_hosts=known_hosts, agent_path=None,
                         agent_forwarding=False, keepalive_interval=15, keepalive_count_max=4,
                         encryption_algs=ENCRYPTION_ALGS, config=[],
+                        proxy_command=proxy_for(self.proxy_command, self.host.host, self.host.port),
                     ),
                     timeout=CONNECT_TIMEOUT_S,
                 )

@@ -72,5 +72,10 @@ def machine_for(paths: Paths, config: Config) -> ControllerMachine:
     kind, _, rest = resources.infra.partition("/")
     if kind == "ssh":
         return SSHHostMachine(paths, config, rest)
-    raise ConfigError(f"{paths.config_file}: jobs.controller.resources.infra: {resources.infra!r}: "
-                      "a controller pod is not supported yet; use an ssh host (ssh/<name>)")
+    if kind in ("aws", "gcp"):
+        from skytui.remote.vm_machine import VMMachine
+
+        return VMMachine(paths, config, kind, rest)
+    from skytui.remote.pod_machine import PodMachine  # the SDK only for a pod's client
+
+    return PodMachine(paths, config, rest or None)

@@ -120,9 +120,10 @@ def test_engine_imports_no_front_end() -> None:
 
 
 # The faces (the TUI and the CLI) reach skytui only through these: the client
-# is their one API, and `engine.status` the shared vocabulary of statuses.
+# is their one API, and `engine.status` and `engine.event_kinds` the shared
+# vocabulary of statuses and events.
 FACE_SHARED = ("skytui.client", "skytui.format", "skytui.config", "skytui.spec", "skytui.logs",
-               "skytui.engine.status")
+               "skytui.engine.status", "skytui.engine.event_kinds")
 # Each face's own packages on top. The app composes screens and widgets;
 # screens compose widgets and never import the app (which imports them); the
 # CLI starts the TUI for `skytui` with no command (a lazy import of the app).

@@ -19,6 +19,7 @@ from skytui.engine.store.ledger import AttemptSpend
 from skytui.engine.store.rows import (
     UNSET,
     AttemptRow,
+    BudgetState,
     ClusterRow,
     EventRow,
     IntentOutcome,
@@ -27,6 +28,7 @@ from skytui.engine.store.rows import (
     PoolRow,
     RunEnd,
     RunEndRequest,
+    RunningTask,
     SegmentRow,
     TaskRow,
     Unset,
@@ -110,6 +112,15 @@ class AsyncStore:
     async def cancelled_among(self, job_ids: Sequence[int]) -> list[int]:
         return await self._threaded(functools.partial(self.sync.cancelled_among, job_ids))
 
+    async def budget_states(self, now: float) -> list[BudgetState]:
+        return await self._threaded(functools.partial(self.sync.budget_states, now))
+
+    async def running_tasks_with_stall_timeout(self) -> list[RunningTask]:
+        return await self._threaded(self.sync.running_tasks_with_stall_timeout)
+
+    async def request_cancel(self, job_ids: Sequence[int], reason: str | None = None) -> list[int]:
+        return await self._threaded(functools.partial(self.sync.request_cancel, job_ids, reason))
+
     async def open_intents(self) -> list[IntentRow]:
         return await self._threaded(self.sync.open_intents)
 
@@ -150,6 +161,12 @@ class AsyncStore:
     async def cancel_pending_tasks(self, job_id: int, message: str) -> int:
         return await self._threaded(functools.partial(self.sync.cancel_pending_tasks, job_id, message))
 
+    async def tasks_of_jobs(self, job_ids: Sequence[int]) -> dict[int, list[TaskRow]]:
+        return await self._threaded(functools.partial(self.sync.tasks_of_jobs, job_ids))
+
+    async def attempts_of_jobs(self, job_ids: Sequence[int]) -> dict[int, list[AttemptRow]]:
+        return await self._threaded(functools.partial(self.sync.attempts_of_jobs, job_ids))
+
     async def task(self, job_id: int, task_idx: int) -> TaskRow:
         return await self._threaded(functools.partial(self.sync.task, job_id, task_idx))
 
@@ -163,6 +180,15 @@ class AsyncStore:
         return await self._threaded(functools.partial(
             self.sync.events, after_id=after_id, job_id=job_id, limit=limit,
         ))
+
+    async def last_event_id(self) -> int:
+        return await self._threaded(self.sync.last_event_id)
+
+    async def meta_value(self, key: str) -> str | None:
+        return await self._threaded(functools.partial(self.sync.meta_value, key))
+
+    async def set_meta(self, key: str, value: str) -> None:
+        return await self._threaded(functools.partial(self.sync.set_meta, key, value))
 
     async def ended_jobs_with_event(self, kind: str) -> list[int]:
         return await self._threaded(functools.partial(self.sync.ended_jobs_with_event, kind))

@@ -2,8 +2,9 @@
 write lock, shared-commit batches, start-up migration, the controller's
 advisory lock, and the file's permissions.
 
-Runs no query of its own beyond the schema version: the repositories beside
-it bring the SQL and borrow `_write` / `_read` from here.
+Runs no query of its own beyond the `meta` table (the schema version, and
+small values the controller keeps, such as the notifier's cursors): the
+repositories beside it bring the SQL and borrow `_write` / `_read` from here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, create_engine, select, text
+from sqlalchemy import Connection, create_engine, insert, select, text, update
 
 from skytui.engine.store.migrations import SCHEMA_VERSION, migrate, stored_version
 from skytui.engine.store.schema import meta_table
@@ -213,6 +214,16 @@ class Database:
                     select(meta_table.c.value).where(meta_table.c.key == "schema_version")
                 ).scalar_one()
             )
+
+    def meta_value(self, key: str) -> str | None:
+        with self._read() as conn:
+            value = conn.execute(select(meta_table.c.value).where(meta_table.c.key == key)).scalar_one_or_none()
+        return None if value is None else str(value)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            if not conn.execute(update(meta_table).where(meta_table.c.key == key).values(value=value)).rowcount:
+                conn.execute(insert(meta_table).values(key=key, value=value))
 
     def _protect_files(self) -> None:
         if self._db_file is None:

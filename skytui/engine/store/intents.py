@@ -94,7 +94,7 @@ class IntentRepository:
             )
         self._db._scrub_wal_now()
 
-    def request_cancel(self, job_ids: Sequence[int]) -> list[int]:
+    def request_cancel(self, job_ids: Sequence[int], reason: str | None = None) -> list[int]:
         """Record cancel intents, all in one transaction; returns the ids
         (sorted) that were in progress and not already being cancelled.
 
@@ -112,14 +112,14 @@ class IntentRepository:
                 accepted += conn.execute(
                     update(jobs_table)
                     .where(among, jobs_table.c.status.in_(in_progress), jobs_table.c.cancel_requested_at.is_(None))
-                    .values(cancel_requested_at=now)
+                    .values(cancel_requested_at=now, cancel_reason=reason)
                     .returning(jobs_table.c.id)
                 ).scalars().all()
             accepted.sort()
             for among in id_clauses(jobs_table.c.id, accepted):
                 conn.execute(insert(events_table).from_select(EVENT_COLUMNS, select(
                     jobs_table.c.id, null(), literal(now, Float), literal("cancel_requested"), null(), null(),
-                    literal("cancel requested"),
+                    literal(reason or "cancel requested"),
                 ).where(among).order_by(jobs_table.c.id)))
             self._cancel_unstarted(conn, accepted, now)
         return accepted

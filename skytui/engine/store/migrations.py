@@ -93,7 +93,7 @@ def _add_missing_columns(conn: Connection, table: str, columns: dict[str, str]) 
 
 
 def _v7_budgets_and_machine_prices(conn: Connection) -> None:
-    _add_missing_columns(conn, "jobs", {"max_cost_usd": "FLOAT", "stall_timeout_s": "FLOAT"})
+    _add_missing_columns(conn, "jobs", {"max_cost_usd": "FLOAT", "stall_timeout_s": "FLOAT", "cancel_reason": "TEXT"})
     _add_missing_columns(conn, "clusters", {"price_per_hour": "FLOAT"})
 
 

@@ -41,6 +41,7 @@ class JobRow:
     worker_id: int | None = None
     max_cost_usd: float | None = None
     stall_timeout_s: float | None = None
+    cancel_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,32 @@ class ClusterStatus:
     TERMINATING = "TERMINATING"
     TERMINATED = "TERMINATED"
     LIVE = (PROVISIONING, UP, TERMINATING)
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """An in-progress job with a budget: what it has spent so far, and
+    whether it was already warned at 80 %."""
+
+    job_id: int
+    max_cost_usd: float
+    spent_usd: float
+    warned: bool
+    burn_per_hour: float = 0.0
+    """What its machines up now cost per hour: when the next threshold comes."""
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    """A RUNNING task of a job with a stall timeout: what the stall watch needs."""
+
+    job_id: int
+    task_idx: int
+    attempt: int
+    num_nodes: int
+    stall_timeout_s: float
+    run_started_at: float | None
+    status_reason: str | None
 
 
 @dataclass(frozen=True)

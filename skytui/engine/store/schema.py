@@ -55,6 +55,8 @@ jobs_table = Table(
     # the job's budget in dollars, and how long RUNNING without a log byte is a stall.
     Column("max_cost_usd", Float),
     Column("stall_timeout_s", Float),
+    # Why the controller was asked to cancel it, when not by the user (its budget).
+    Column("cancel_reason", Text),
     Index("ix_jobs_status", "status"),
 )
 

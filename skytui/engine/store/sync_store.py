@@ -28,12 +28,14 @@ from skytui.engine.status import TaskStatus
 from skytui.engine.store.clusters import ClusterRepository
 from skytui.engine.store.database import Database
 from skytui.engine.store.intents import IntentRepository
+from skytui.engine.store.watch import WatchRepository
 from skytui.engine.store.jobs import JobRepository
 from skytui.engine.store.ledger import AttemptSpend, LedgerRepository, MachineSpend, SpendSums
 from skytui.engine.store.pools import PoolRepository
 from skytui.engine.store.rows import (
     UNSET,
     AttemptRow,
+    BudgetState,
     ClusterRow,
     EventRow,
     IntentOutcome,
@@ -44,6 +46,7 @@ from skytui.engine.store.rows import (
     PoolRow,
     RunEnd,
     RunEndRequest,
+    RunningTask,
     SegmentRow,
     TaskRow,
     Unset,
@@ -63,6 +66,7 @@ class Store(Database):
         self._pools = PoolRepository(self)
         self._intents = IntentRepository(self)
         self._ledger = LedgerRepository(self)
+        self._watch = WatchRepository(self)
 
     def hold_controller_lock(self) -> bool:
         """Claim the DB for one controller, until close() (see
@@ -124,8 +128,14 @@ class Store(Database):
     def note(self, job_id: int, task_idx: int | None, kind: str, message: str) -> None:
         return self._runs.note(job_id, task_idx, kind, message)
 
-    def request_cancel(self, job_ids: Sequence[int]) -> list[int]:
-        return self._intents.request_cancel(job_ids)
+    def budget_states(self, now: float) -> list[BudgetState]:
+        return self._watch.budget_states(now)
+
+    def running_tasks_with_stall_timeout(self) -> list[RunningTask]:
+        return self._watch.running_tasks_with_stall_timeout()
+
+    def request_cancel(self, job_ids: Sequence[int], reason: str | None = None) -> list[int]:
+        return self._intents.request_cancel(job_ids, reason)
 
     def cancel_unstarted(self, job_ids: Sequence[int]) -> list[int]:
         return self._intents.cancel_unstarted(job_ids)
