@@ -43,6 +43,11 @@ preemption. Then:
   cancel -a -y`); once all are CANCELLED, the sim sandboxes left (node
   markers under nodes/) plus the cluster rows still live in the store; must
   be 0. Processes still living in a sandbox are counted too;
+* the dollars lost to the preemptions, from the cost ledger (`Store.attempt_spend`,
+  catalog prices, read before the cancel): the preempted attempts whole,
+  plus the provisioning of the attempts that replaced them; beside what all
+  N jobs spent and lost by then (`Client.cost_report`: their first
+  provisioning is lost too);
 * the controller's and node host's CPU (share of one core) and RSS per phase
   (launch, steady, preemption window, cancel), the machine (nproc, model,
   load) and how busy it was before the run;
@@ -360,6 +365,10 @@ class Run:
     sandboxes_later: list[str] | None = None
     live_clusters_later: list[str] | None = None
     processes_left: int | None = None
+    lost_preempted_usd: float | None = None  # the preempted attempts, whole
+    lost_relaunch_usd: float | None = None  # provisioning the attempts that replaced them
+    spent_usd: float | None = None  # every job, by the end of the settle phase
+    lost_usd: float | None = None
     phases: list[Phase] = field(default_factory=list)
     sampler: Sampler | None = None
     timed_out: bool = False
@@ -541,6 +550,7 @@ def run_bench(args: argparse.Namespace, root: Path, run: Run) -> None:
         log.poll()
         run.phases.append(clock.stop())
         count_relaunches(run, log)
+        count_dollars(run, client)
 
         # ---- cancel everything; then count what is left standing
         clock = PhaseClock(sampler, "cancel")
@@ -581,6 +591,19 @@ def run_bench(args: argparse.Namespace, root: Path, run: Run) -> None:
             client.close()
         finally:
             stop_everything(p)
+
+
+def count_dollars(run: Run, client: Client) -> None:
+    """The ledger's figures, before the cancel (which would make every
+    attempt left a lost one)."""
+    now = time.time()
+    preempted = sorted({pre.job_id for pre in run.preemptions if pre.error is None and pre.issued_at is not None})
+    spends = client.store.attempt_spend(now=now, job_ids=preempted)
+    run.lost_preempted_usd = sum(a.lost for a in spends if not a.running)
+    run.lost_relaunch_usd = sum(a.provisioning_s * (a.price_per_hour or 0.0) / 3600
+                                for a in spends if a.running and a.attempt_no > 1)
+    total = client.cost_report(days=None, now=now).total
+    run.spent_usd, run.lost_usd = total.spent, total.lost
 
 
 def count_relaunches(run: Run, log: EventLog) -> None:
@@ -740,6 +763,13 @@ def report(run: Run, args: argparse.Namespace) -> bool:
             print(f"    {line}")
         print(f"  placements after a job's first RUNNING: {run.placements_after_running} "
               f"(no-capacity attempts, launch included, over the run: {run.capacity_misses})")
+    if run.lost_preempted_usd is not None and run.lost_relaunch_usd is not None:
+        lost = run.lost_preempted_usd + run.lost_relaunch_usd
+        # Four places: a bench's attempts last seconds, at cents an hour.
+        print(f"  dollars lost to the {len(issued)} preemptions (ledger, catalog prices): ${lost:.4f} "
+              f"(preempted attempts ${run.lost_preempted_usd:.4f}, provisioning their replacements "
+              f"${run.lost_relaunch_usd:.4f}); all {run.n} jobs by then: spent ${run.spent_usd or 0:.4f}, "
+              f"lost ${run.lost_usd or 0:.4f} (first provisioning included)")
     if run.cancel_s is not None:
         print(f"  cancel of all {run.n} jobs: every one terminal after {run.cancel_s:.1f} s "
               f"({dict(sorted(run.final_outcomes.items()))})")

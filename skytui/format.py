@@ -96,6 +96,13 @@ def readable_cost(dollars: float | None) -> str:
     return "-" if dollars is None else f"${dollars:,.2f}"
 
 
+def readable_lost_share(spent: float, lost: float) -> str:
+    """What part of the dollars spent bought nothing, as `38 %` (`-` when
+    nothing was spent). Rounded twice so that 1.2/3.2 prints the same
+    however the division was carried."""
+    return f"{round(100 * lost / spent, 6):.0f} %" if spent > 0 else "-"
+
+
 def readable_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

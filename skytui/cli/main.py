@@ -30,6 +30,7 @@ from skytui.cli.controller import (
     cmd_controller_status,
     cmd_controller_stop,
 )
+from skytui.cli.cost import cmd_cost
 from skytui.cli.infra import cmd_check, cmd_sim_preempt, cmd_sim_stockout
 from skytui.cli.jobs import cmd_cancel, cmd_launch, cmd_logs, cmd_queue
 from skytui.cli.parser import build_parser
@@ -71,6 +72,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("controller", "logs"): Command(cmd_controller_logs),
     ("controller", "down"): Command(cmd_controller_down),
     ("check",): Command(cmd_check),
+    ("cost",): Command(cmd_cost),
     ("sim", "preempt"): Command(cmd_sim_preempt),
     ("sim", "stockout"): Command(cmd_sim_stockout),
     ("validate",): Command(cmd_validate),

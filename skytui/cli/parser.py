@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     controller_logs = controller.add_parser("logs", help="print the controller's log")
     controller_logs.add_argument("--follow", action="store_true")
 
+    cost = commands.add_parser("cost", help="dollars spent and lost: per job, day, infra and pool")
+    cost.add_argument("--days", type=int, default=30, help="only spend of the last N days (default 30)")
+    cost.add_argument("--job", type=_job_id, metavar="ID", help="one job and its attempts (all its days)")
+    cost.add_argument("-a", "--all", action="store_true", help="every job, not only the latest 50")
+    cost.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
     check = commands.add_parser("check", help="which infra is enabled, and why not")
     check.add_argument("--json", action="store_true", help="one JSON document on stdout")
     sim = commands.add_parser("sim", help="chaos on the simulated infra").add_subparsers(

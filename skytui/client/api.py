@@ -26,6 +26,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from skytui.client.follow import FollowStep, QueueUpdate, follow_job, follow_queue
+from skytui.client.ledger_views import CostReport, build_report, job_sums
 from skytui.client.submission import Submission, prepare_pool, prepare_submission
 from skytui.client.views import JobView, PoolView
 from skytui.clouds.base import InfraStatus
@@ -393,6 +394,22 @@ class Client:
         """What was submitted, as stored: secrets live elsewhere and are not included."""
         spec, _secrets = self.store.job_spec(job_id)
         return spec
+
+    def cost_report(
+        self, *, days: int | None = 30, job_id: int | None = None, now: float | None = None,
+    ) -> CostReport:
+        """`skytui cost`: spent and lost dollars (see client.ledger_views and
+        engine/store/ledger.py) over the last `days` (None: all time); with
+        `job_id`, that job alone and its attempts (its pool's machines are
+        not the job's)."""
+        now = time.time() if now is None else now
+        since = None if days is None else now - days * 86400.0
+        if job_id is None:
+            sums = self.store.spend_sums(now=now, since=since)
+            return build_report(sums, self.store.pool_machine_spend(now=now, since=since), now=now, since=since,
+                                days=days)
+        attempts = self.store.attempt_spend(now=now, since=since, job_ids=[job_id])
+        return build_report(job_sums(attempts), [], now=now, since=since, days=days, attempts=attempts)
 
     def attempts(self, job_id: int) -> list[AttemptRow]:
         return self.store.attempts(job_id)

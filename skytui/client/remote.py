@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from skytui.client.api import Client
 from skytui.client.follow import FollowStep, QueueUpdate
+from skytui.client.ledger_views import CostReport
 from skytui.client.submission import Submission, prepare_pool, prepare_submission
 from skytui.client.views import JobView, PoolView
 from skytui.client.wire import decode, dumps, encode, raise_error
@@ -400,6 +401,12 @@ class RemoteClient(Client):
 
     def job_spec(self, job_id: int) -> dict[str, Any]:
         return dict(self._call("job_spec", job_id))
+
+    def cost_report(
+        self, *, days: int | None = 30, job_id: int | None = None, now: float | None = None,
+    ) -> CostReport:
+        report: CostReport = self._call("cost_report", days=days, job_id=job_id, now=now)
+        return report
 
     def attempts(self, job_id: int) -> list[AttemptRow]:
         return list(self._call("attempts", job_id))

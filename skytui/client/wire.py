@@ -22,12 +22,14 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from skytui.client.follow import FollowStep, QueueUpdate
+from skytui.client.ledger_views import CostLine, CostReport, JobCost
 from skytui.client.submission import Submission
 from skytui.client.views import JobView, PoolView
 from skytui.clouds.base import InfraStatus
 from skytui.engine.daemon import ControllerInfo
 from skytui.engine.store import (
     AttemptRow,
+    AttemptSpend,
     ClusterRow,
     EventRow,
     JobRow,
@@ -42,8 +44,9 @@ from skytui.engine.store import (
 WIRE_TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
     for cls in (
-        AttemptRow, ClusterRow, ControllerInfo, EventRow, FollowStep, InfraStatus, JobRow, JobView, NewTask,
-        PoolRow, PoolView, QueueUpdate, SegmentRow, Submission, TaskRow, WorkerRow,
+        AttemptRow, AttemptSpend, ClusterRow, ControllerInfo, CostLine, CostReport, EventRow, FollowStep,
+        InfraStatus, JobCost, JobRow, JobView, NewTask, PoolRow, PoolView, QueueUpdate, SegmentRow, Submission,
+        TaskRow, WorkerRow,
     )
 }
 

@@ -20,9 +20,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Log, Static, Tree
 
-from skytui.client import AttemptRow, EventRow, JobView
+from skytui.client import AttemptRow, AttemptSpend, CostReport, EventRow, JobView
 from skytui.engine.status import TERMINAL_NAMES
-from skytui.format import readable_cost, readable_duration, status_style
+from skytui.format import readable_cost, readable_duration, readable_lost_share, status_style
 from skytui.screens.base import SkyScreen
 from skytui.widgets.controller_banner import ControllerBanner
 from skytui.widgets.footer import QuietFooter
@@ -33,14 +33,26 @@ DETAILS_GROUP = "job-details"
 LOG_GROUP = "job-log"
 
 
-def attempt_label(attempt: AttemptRow, now: float) -> Text:
+def spend_text(spent: float, lost: float, *, over: bool) -> str:
+    """An attempt's dollars and what of them bought nothing: all of it
+    ("(lost)") once it ended badly, its provisioning otherwise."""
+    if over and lost > 0 and lost >= spent - 0.005:
+        return f"{readable_cost(spent)} (lost)"
+    if lost >= 0.005:
+        return f"{readable_cost(spent)} ({readable_cost(lost)} lost)"
+    return readable_cost(spent)
+
+
+def attempt_label(attempt: AttemptRow, now: float, spend: AttemptSpend | None = None) -> Text:
     ended = attempt.ended_at or now
     where = attempt.infra or "?"
     label = Text(f"attempt {attempt.attempt_no} · {where} · {attempt.instance_type or '-'}")
     if attempt.use_spot:
         label.append(" · spot")
     label.append(f" · {readable_duration(ended - attempt.started_at)}")
-    if attempt.price_per_hour is not None:
+    if spend is not None and spend.price_per_hour is not None:
+        label.append(f" · {spend_text(spend.spent, spend.lost, over=not spend.running)}")
+    elif attempt.price_per_hour is not None:
         label.append(f" · {readable_cost(attempt.cost(now))}")
     if attempt.end_reason:
         label.append(f" · {attempt.end_reason}", style="dim")
@@ -82,6 +94,8 @@ class JobScreen(SkyScreen):
         """The log stream is not started for the job shown yet."""
         self._css_seen = -1
         """The app's CSS revision when this screen last restyled itself."""
+        self._ledger: CostReport | None = None
+        """The job's spend, per attempt (read with the details)."""
 
     def compose(self) -> ComposeResult:
         yield ControllerBanner()
@@ -126,6 +140,7 @@ class JobScreen(SkyScreen):
         self._stop_workers()
         self._last_event = 0
         self._spec = None
+        self._ledger = None
         self._details_stale = True
         self._log_pending = True
         self.query_one("#job-events", Log).clear()
@@ -204,16 +219,18 @@ class JobScreen(SkyScreen):
         attempts = client.attempts(job_id)
         events = client.events(after_id=after_event, job_id=job_id)
         spec = client.job_spec(job_id) if with_spec else None
-        self.app.call_from_thread(self._deliver, generation, view, attempts, events, spec)
+        ledger = client.cost_report(job_id=job_id, days=None, now=self.tui.clock())
+        self.app.call_from_thread(self._deliver, generation, view, attempts, events, spec, ledger)
 
     def _deliver(
         self, generation: int, view: JobView, attempts: list[AttemptRow], events: list[EventRow],
-        spec: dict[str, Any] | None,
+        spec: dict[str, Any] | None, ledger: CostReport,
     ) -> None:
         if generation != self._generation:
             return  # read for a job this screen no longer shows
         if spec is not None and self._spec is None:
             self._spec = spec
+        self._ledger = ledger
         # Two reads may overlap (the feed reports changes quickly): show each event once.
         self._show(view, attempts, [e for e in events if e.id > self._last_event])
 
@@ -231,6 +248,10 @@ class JobScreen(SkyScreen):
         title = Text(f"Job {job.id} · {job.name} · ")
         title.append(job.status, style=status_style(job.status))
         title.append(f" · submitted {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.submitted_at))}")
+        total = self._ledger.total if self._ledger is not None else None
+        if total is not None and total.spent > 0:
+            title.append(f" · spent {readable_cost(total.spent)}, lost {readable_cost(total.lost)} "
+                         f"({readable_lost_share(total.spent, total.lost)})")
         # One line, whatever it says: no layout pass needed.
         self.query_one("#job-title", Static).update(title, layout=False)
 
@@ -240,6 +261,7 @@ class JobScreen(SkyScreen):
         tree.clear()
         # A job group's tasks run side by side (∥), a pipeline's one after another.
         tree.border_title = "Tasks (parallel) and attempts" if view.is_group else "Tasks and attempts"
+        spends = {(s.task_idx, s.attempt_no): s for s in self._ledger.attempts} if self._ledger else {}
         for task in view.tasks:
             label = Text(f"{'∥ ' if view.is_group else ''}{task.task_idx} {task.name} ")
             if view.marked_primary(task):
@@ -252,7 +274,8 @@ class JobScreen(SkyScreen):
                 label.append(f" · {task.failure_reason}", style="red")
             node = tree.root.add(label, data=task.task_idx, expand=True)
             for attempt in (a for a in attempts if a.task_idx == task.task_idx):
-                node.add_leaf(attempt_label(attempt, now), data=task.task_idx)
+                spend = spends.get((attempt.task_idx, attempt.attempt_no))
+                node.add_leaf(attempt_label(attempt, now, spend), data=task.task_idx)
         tree.cursor_line = max(0, min(cursor, tree.last_line))
 
     def _show_resources(self, view: JobView) -> None:

@@ -259,7 +259,8 @@ def modules_imported_by(argv: list[str], home: Path) -> tuple[subprocess.Complet
     return result, loaded
 
 
-@pytest.mark.parametrize("argv", [["jobs", "queue", "--json"], ["jobs", "queue", "-a"], ["controller", "status"]])
+@pytest.mark.parametrize("argv", [["jobs", "queue", "--json"], ["jobs", "queue", "-a"], ["controller", "status"],
+                                  ["cost", "--json"], ["cost"]])
 def test_reading_commands_load_no_cloud_sdk_ssh_or_optimizer(tmp_path: Path, argv: list[str]) -> None:
     home = tmp_path / "home"
     first, _ = modules_imported_by(["jobs", "queue", "--json"], home)  # creates the DB

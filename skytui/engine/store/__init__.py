@@ -1,6 +1,7 @@
 """The state DB: its tables (`schema`), versions (`migrations`), records
 (`rows`), one repository per aggregate (`jobs`, `runs`, `clusters`, `pools`,
-`intents`), the `Store` that composes them and the `AsyncStore` over it.
+`intents`; `ledger`: the costs, read-only), the `Store` that composes them
+and the `AsyncStore` over it.
 
 Nothing else in skytui writes SQL, save `queue_json`, the one read the DB
 itself renders. Callers import from here: `from skytui.engine.store import
@@ -10,6 +11,7 @@ Store, JobRow`.
 from skytui.engine.store.async_store import AsyncStore
 from skytui.engine.store.database import CONTROLLER_LOCK_KEY
 from skytui.engine.store.errors import CancelRequested, StoreError
+from skytui.engine.store.ledger import AttemptSpend, MachineSpend, SpendSums, TaskSpend, utc_day
 from skytui.engine.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from skytui.engine.store.rows import (
     UNSET,
@@ -45,6 +47,7 @@ __all__ = [
     "UNSET",
     "AsyncStore",
     "AttemptRow",
+    "AttemptSpend",
     "BudgetState",
     "CancelRequested",
     "ClusterRow",
@@ -54,6 +57,7 @@ __all__ = [
     "IntentRequest",
     "IntentRow",
     "JobRow",
+    "MachineSpend",
     "NewTask",
     "PoolApplied",
     "PoolRow",
@@ -63,10 +67,13 @@ __all__ = [
     "SegmentRow",
     "SimPreempt",
     "SimStockout",
+    "SpendSums",
     "Store",
     "StoreError",
     "TaskRow",
+    "TaskSpend",
     "Unset",
     "WorkerRow",
     "WorkerStatus",
+    "utc_day",
 ]

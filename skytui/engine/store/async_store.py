@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from skytui.engine.status import TaskStatus
+from skytui.engine.store.ledger import AttemptSpend
 from skytui.engine.store.rows import (
     UNSET,
     AttemptRow,
@@ -212,6 +213,12 @@ class AsyncStore:
 
     async def attempts(self, job_id: int, task_idx: int | None = None) -> list[AttemptRow]:
         return await self._threaded(functools.partial(self.sync.attempts, job_id, task_idx))
+
+    async def attempt_spend(
+        self, *, now: float, since: float | None = None, job_ids: Sequence[int] | None = None,
+    ) -> list[AttemptSpend]:
+        """The ledger's attempts (`Store.attempt_spend`): a budget's figure."""
+        return await self._threaded(functools.partial(self.sync.attempt_spend, now=now, since=since, job_ids=job_ids))
 
     async def set_attempt_cluster(self, job_id: int, task_idx: int, attempt_no: int, cluster_id: int) -> None:
         return await self._grouped(functools.partial(

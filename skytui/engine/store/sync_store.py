@@ -30,6 +30,7 @@ from skytui.engine.store.database import Database
 from skytui.engine.store.intents import IntentRepository
 from skytui.engine.store.watch import WatchRepository
 from skytui.engine.store.jobs import JobRepository
+from skytui.engine.store.ledger import AttemptSpend, LedgerRepository, MachineSpend, SpendSums
 from skytui.engine.store.pools import PoolRepository
 from skytui.engine.store.rows import (
     UNSET,
@@ -64,6 +65,7 @@ class Store(Database):
         self._clusters = ClusterRepository(self)
         self._pools = PoolRepository(self)
         self._intents = IntentRepository(self)
+        self._ledger = LedgerRepository(self)
         self._watch = WatchRepository(self)
 
     def hold_controller_lock(self) -> bool:
@@ -336,3 +338,15 @@ class Store(Database):
     def pending_pool_jobs(self, pool: str) -> list[JobRow]:
         return self._pools.pending_pool_jobs(pool)
 
+    def attempt_spend(
+        self, *, now: float, since: float | None = None, job_ids: Sequence[int] | None = None,
+    ) -> list[AttemptSpend]:
+        return self._ledger.attempt_spend(now=now, since=since, job_ids=job_ids)
+
+    def spend_sums(self, *, now: float, since: float | None = None) -> SpendSums:
+        return self._ledger.spend_sums(now=now, since=since)
+
+    def pool_machine_spend(
+        self, *, now: float, since: float | None = None, pools: Sequence[str] | None = None,
+    ) -> list[MachineSpend]:
+        return self._ledger.pool_machine_spend(now=now, since=since, pools=pools)
