@@ -60,7 +60,9 @@ class SiteStatus:
 
 
 def _resources_str(resources: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in resources.items() if value is not None) or "(none)"
+    """`infra=ssh/box1, cpus=4`: as the user wrote them (4, not 4.0)."""
+    return ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in resources.items() if value is not None) or "(none)"
 
 
 class ControllerSite:
@@ -239,8 +241,8 @@ class ControllerSite:
         if wanted is None or running is None or wanted.model_dump() == running:
             return None
         return (f"config.yaml asks for controller resources {_resources_str(wanted.model_dump())}, but the "
-                f"running controller started with {_resources_str(running)}: they take effect at its next "
-                "start (`skytui controller stop`, then any command)")
+                f"running controller started with {_resources_str(running)}: they take effect when its "
+                "machine is made again (`skytui controller down`, then a launch)")
 
     async def start(self) -> SiteStatus:
         await self.link(create=True)

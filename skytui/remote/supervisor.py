@@ -77,10 +77,12 @@ def ensure(p: Paths) -> int:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         pid = supervisor_pid(p)
-        if pid is not None and pid > 0:
+        # Up once the controller it starts first is (`controller start` says its pid).
+        if pid is not None and pid > 0 and daemon.controller_info(p).pid is not None:
             return pid
         time.sleep(0.05)
-    raise RuntimeError(f"the supervisor did not start; see {p.logs / 'supervisor.log'}")
+    raise RuntimeError(f"the supervisor did not start the controller; see {p.logs / 'supervisor.log'} "
+                       f"and {p.controller_log}")
 
 
 def stop(p: Paths) -> bool:
