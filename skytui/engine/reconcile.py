@@ -72,7 +72,8 @@ class Reconciler:
                                  bucket=config.jobs.bucket)
         self.pools = PoolManager(self.ctx)
         self.ctx.pools = self.pools
-        self.sim_intents = SimIntents(self.control, self.ctx.clouds)
+        self.sim_intents = SimIntents(self.control, self.ctx.clouds,
+                                     notice_signal=config.jobs.preemption_notice_signal)
         self.notifier = Notifier(self.store, config.jobs.notify)
         self.active: dict[int, JobController] = {}
         self.watch = JobWatch(self.control, p.job_logs, restart_on_stall=config.jobs.stall_action == "restart",
