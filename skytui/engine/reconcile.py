@@ -69,7 +69,7 @@ class Reconciler:
             config.jobs.controller.max_launching, config.jobs.controller.max_running
         )
         self.ctx = EngineContext(self.store, self.clouds, p, self.scheduler, config.jobs.recovery,
-                                 bucket=config.jobs.bucket)
+                                 bucket=config.jobs.bucket, notice_signal=config.jobs.preemption_notice_signal)
         self.pools = PoolManager(self.ctx)
         self.ctx.pools = self.pools
         self.sim_intents = SimIntents(self.control, self.ctx.clouds,
