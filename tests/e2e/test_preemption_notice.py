@@ -10,12 +10,18 @@ through the node's mount tool, here a stand-in for mount-s3 (no FUSE
 mount runs in a test) that links the mount point to a directory standing
 for the bucket's contents, outside the machine: what a real mount gives a
 job, that its writes outlive the machine.
+
+On aws (moto's EC2, the real sshd as the VM), the node's watcher hears a
+spot interruption from a fake IMDS on 127.0.0.1, the job checkpoints on its
+SIGTERM, the controller puts the notice with its deadline on the timeline
+once, and the reclaim that follows is recovered.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +103,60 @@ def test_a_job_checkpoints_on_notice_and_resumes_from_its_checkpoint(
         store.close()
     assert at["sim-preempt"] - at["preemption-notice"] >= 5  # the job had its whole notice
 
+
+
+# ----------------------------------------------------------------------- aws
+
+SPOT_ON_AWS = """\
+name: ckpt
+resources: {{infra: aws/{region}, cpus: 2, use_spot: true}}
+run: |
+  if [ -f ~/ckpt ]; then echo "resumed from step $(cat ~/ckpt)"; exit 0; fi
+  trap 'echo 7 > ~/ckpt; echo checkpointed; exit 0' TERM
+  touch {started}
+  while :; do sleep 0.1; done
+"""
+
+
+def test_an_aws_spot_interruption_notice_reaches_the_job_and_its_timeline(
+    env: Env, moto: Any, ssh_user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto plays EC2, the real sshd the VM, a fake IMDS on 127.0.0.1 its metadata."""
+    from infra.fake_metadata import FakeMetadata
+    from test_aws import REGION, assert_no_instances, authorize_vm_key, aws_config, ec2, running_instance
+
+    from skytui.engine.notices import deadline_text
+
+    metadata = FakeMetadata()
+    try:
+        monkeypatch.setenv("SKYTUI_AWS_METADATA_URL", metadata.url)
+        env.config(aws_config(ssh_user, regions=[REGION]))
+        authorize_vm_key(env, ssh_user)
+        started = ssh_user.home / "started"
+        job = env.launch(env.write("job.yaml", SPOT_ON_AWS.format(region=REGION, started=started)))
+        wait_for(started.exists, 90, 0.2, "the job to start on the aws node")
+        first = wait_for(lambda: running_instance(job), 30, 0.2, "the job's instance")
+
+        at = metadata.interrupt_spot(in_s=120)
+        wait_for((ssh_user.home / "ckpt").exists, 30, 0.2, "the job's checkpoint on SIGTERM")
+        notice = wait_for(
+            lambda: next((e for e in events(env, job) if e.startswith("preemption-notice:")), None),
+            30, 0.2, "the notice on the job's timeline",
+        )
+        assert f"deadline {deadline_text(at)}" in notice and "aws instance metadata" in notice, notice
+        assert "SIGTERM sent to the job's processes" in notice
+        # The job exited 0 on the notice: still RUNNING, waiting for its machine to go.
+        time.sleep(1.0)
+        assert env.job(job)["status"] == "RUNNING"
+
+        metadata.instance_action = None  # the next VM has had no notice
+        ec2().terminate_instances(InstanceIds=[first])  # the reclaim the notice announced
+        env.wait_status(job, "SUCCEEDED", timeout=120)
+        assert env.job(job)["recoveries"] == 1
+        log = env.log(job).decode()
+        assert "checkpointed" in log and "resumed from step 7" in log
+        assert [e for e in events(env, job) if e.startswith("preemption-notice:")] == [notice]  # once
+        assert metadata.refused == 0
+        assert_no_instances(REGION)
+    finally:
+        metadata.stop()
