@@ -32,7 +32,10 @@ from typing import Any
 # process group, the user's process hears it but the wrapper lives on to
 # record its exit code (a handler, not an ignore, so children keep the defaults).
 # `$SKYTUI_LOG_SINK`, when the node's environment sets it (a pod sets it to
-# its PID 1's stdout), also gets a copy of the output, so `kubectl logs` shows the job.
+# its PID 1's stdout), also gets a copy of the output, so `kubectl logs` shows the job;
+# its `tee` ignores the signals the group gets, or a job printing while it
+# answers a notice or a cancel would die of SIGPIPE (bash itself reports its
+# killed children on stderr).
 #
 # Preemption notices: `notice` in the phase's directory holds the deadline
 # (epoch seconds) at which the infra takes the machine, written by the
@@ -76,7 +79,7 @@ _skytui_notice_watch() {
 _nw=; [ -n "$_nk" ] && [ -n "$_nu" ] && { _skytui_notice_watch & _nw=$!; }
 cd "$HOME/$PHASE_CWD" 2>/dev/null || cd "$HOME"
 if [ -n "${SKYTUI_LOG_SINK:-}" ] && [ -w "$SKYTUI_LOG_SINK" ]; then
-  bash "$D/script.sh" < /dev/null 2>&1 | tee -a "$SKYTUI_LOG_SINK" > "$D/out.log"
+  bash "$D/script.sh" < /dev/null 2>&1 | { trap '' TERM INT HUP USR1 USR2; exec tee -a "$SKYTUI_LOG_SINK"; } > "$D/out.log"
   rc=${PIPESTATUS[0]}
 else
   bash "$D/script.sh" > "$D/out.log" 2>&1 < /dev/null

@@ -9,11 +9,20 @@ preemptible or spot VM is being preempted at
 30 s ahead. The endpoints can be pointed elsewhere (`SKYTUI_AWS_METADATA_URL`,
 `SKYTUI_GCP_METADATA_URL` in the controller's environment), as a test points
 them at a fake metadata server on 127.0.0.1. Pure: reads the environment only.
+
+An infra whose API says when it takes a machine (Kubernetes: a pod being
+deleted or evicted has its deletionTimestamp, the end of its grace period)
+is a `GivesNotice`: the controller asks it, and its own runtime has already
+signalled the processes.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from skytui.clouds.base import ClusterHandle
 
 AWS_METADATA_URL = "http://169.254.169.254"
 GCP_METADATA_URL = "http://metadata.google.internal"
@@ -37,3 +46,12 @@ def notice_env(cloud: str, use_spot: bool, signal_name: str) -> dict[str, str]:
         "SKYTUI_NOTICE_SIGNAL": signal_name,
         "SKYTUI_NOTICE_EVERY_S": f"{POLL_EVERY_S:g}",
     }
+
+
+@runtime_checkable
+class GivesNotice(Protocol):
+    async def preemption_notice(self, handle: ClusterHandle, *, fresh: bool = False) -> float | None:
+        """When the infra takes the cluster's machine (epoch seconds), if it
+        has said it will; None otherwise (or if it cannot be asked now).
+        `fresh`: ask the infra now, not what a shared look last saw."""
+        ...

@@ -16,10 +16,11 @@ import json
 from skytui.clouds.preemption_notices import notice_env
 from skytui.engine.file_sync import WORKDIR
 from skytui.engine.job_base import JobBase, phase_id_for
-from skytui.engine.notice_watch import watch_notices
+from skytui.engine.notice_watch import NoticeWatch
 from skytui.engine.phase_runner import (
     UNREACHABLE_GRACE_S,
     LiveCluster,
+    NodeLost,
     PhaseNeverBegan,
     PhaseOutcome,
 )
@@ -118,10 +119,10 @@ class PhaseSteps(JobBase):
                 return
             await self.store.update_segment(segments[rank].id, finished=True)
 
-        # A spot VM's notice, on the timeline while the phase runs (the node signals the job itself).
-        notices = asyncio.create_task(watch_notices(
-            self.store, cluster, phase_id, job_id=self.job.id, task_idx=idx, signal_name=self.ctx.notice_signal,
-        ), name=f"notices-{phase_id}")
+        # The infra's notice, on the timeline while the phase runs (the node or the kubelet signals the job).
+        watch = NoticeWatch(self.store, cluster, phase_id, job_id=self.job.id, task_idx=idx,
+                            signal_name=self.ctx.notice_signal)
+        notices = asyncio.create_task(watch.run(), name=f"notices-{phase_id}")
         try:
             while True:
                 try:
@@ -131,6 +132,10 @@ class PhaseSteps(JobBase):
                     self._say(f"task {idx}: {phase} on node {rank} was killed before it began; starting it again")
                     [pid] = await runner.start(phase_id, script, env_for, cwd=cwd, ranks=[rank])
                     await self.store.update_segment(segments[rank].id, pid=pid)
+        except NodeLost:
+            with contextlib.suppress(Exception):
+                await watch.last_look()
+            raise
         finally:
             notices.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

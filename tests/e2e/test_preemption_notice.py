@@ -14,7 +14,9 @@ job, that its writes outlive the machine.
 On aws (moto's EC2, the real sshd as the VM), the node's watcher hears a
 spot interruption from a fake IMDS on 127.0.0.1, the job checkpoints on its
 SIGTERM, the controller puts the notice with its deadline on the timeline
-once, and the reclaim that follows is recovered.
+once, and the reclaim that follows is recovered. On kubernetes (the fake
+API server), a pod deleted with a grace period is a notice whose deadline is
+its deletionTimestamp, and the job hears the kubelet's TERM only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import boto3
 import pytest
 from fixtures.env import FAST_CONFIG, Env, events, wait_for
+from test_kubernetes import kube  # noqa: F401 - the fake cluster, a fixture used by name
 
 from skytui.config import Paths
 from skytui.engine.store import Store
@@ -160,3 +163,43 @@ def test_an_aws_spot_interruption_notice_reaches_the_job_and_its_timeline(
         assert_no_instances(REGION)
     finally:
         metadata.stop()
+
+
+# ---------------------------------------------------------------- kubernetes
+
+ON_A_POD = """\
+name: train
+resources: {{infra: kubernetes}}
+run: |
+  if [ -f {started} ]; then echo resumed; exit 0; fi
+  trap 'echo TERM >> {terms}' TERM
+  touch {started}
+  while :; do sleep 0.1; done
+"""
+
+
+def test_a_pod_deleted_with_a_grace_period_is_a_notice_on_the_timeline_signalled_once(
+    env: Env, kube: Any  # noqa: F811 - the fixture imported above
+) -> None:
+    """The kubelet's TERM is the job's only one; the notice's deadline is the
+    pod's deletionTimestamp, the end of the grace period it was given."""
+    from kubernetes import client
+    from kubernetes import config as kube_config
+    from test_kubernetes import write_config
+
+    write_config(env)
+    started, terms = env.tmp / "started", env.tmp / "terms"
+    job = env.launch(env.write("job.yaml", ON_A_POD.format(started=started, terms=terms)))
+    wait_for(started.exists, 60, what="the first run")
+    env.wait_status(job, "RUNNING")
+    [first] = kube.pod_names()
+    api = client.CoreV1Api(kube_config.new_client_from_config(config_file=os.environ["KUBECONFIG"]))
+    deleted = api.delete_namespaced_pod(first, "default", grace_period_seconds=10)
+    deadline = deleted.metadata.deletion_timestamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    done = env.wait_status(job, "SUCCEEDED", timeout=90)
+    assert done["recoveries"] == 1
+    [notice] = [e for e in events(env, job) if e.startswith("preemption-notice:")]
+    assert f"deadline {deadline}" in notice and "kubernetes API" in notice, notice
+    assert terms.read_text() == "TERM\n"  # the kubelet's, never a second one from skytui
+    assert "resumed" in env.log(job).decode()

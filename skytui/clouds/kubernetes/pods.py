@@ -267,6 +267,10 @@ class PodLifecycle:
 
         core = self._core(context)
         for pod in self._list_blocking(context, self._selector(cluster)):
+            if pod.metadata.deletion_timestamp is not None:
+                # Going already (an eviction, a delete): deleting it again
+                # would cut short the grace period its job was given.
+                continue
             try:
                 core.delete_namespaced_pod(
                     pod.metadata.name, self.config.namespace, grace_period_seconds=DELETE_GRACE_S,
