@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from skytui.clouds.base import PHASES_DIR
-from skytui.clouds.phase_scripts import NOTICE_FILE
 from skytui.clouds.local_layout import (
     NODE_MARKER,
     TERMINATING_FLAG,
@@ -32,6 +31,7 @@ from skytui.clouds.local_layout import (
     process_running,
     touch_nodes_dir,
 )
+from skytui.clouds.phase_scripts import NOTICE_FILE
 
 # How long the processes killed at the end may take to be gone.
 KILLED_WAIT_S = 2.0

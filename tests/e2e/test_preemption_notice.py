@@ -126,7 +126,14 @@ def test_an_aws_spot_interruption_notice_reaches_the_job_and_its_timeline(
 ) -> None:
     """moto plays EC2, the real sshd the VM, a fake IMDS on 127.0.0.1 its metadata."""
     from infra.fake_metadata import FakeMetadata
-    from test_aws import REGION, assert_no_instances, authorize_vm_key, aws_config, ec2, running_instance
+    from test_aws import (
+        REGION,
+        assert_no_instances,
+        authorize_vm_key,
+        aws_config,
+        ec2,
+        running_instance,
+    )
 
     from skytui.engine.notices import deadline_text
 
