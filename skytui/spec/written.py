@@ -22,6 +22,8 @@ _JOB_RECOVERY_DEFAULTS: dict[str, Any] = {"strategy": None, "max_restarts_on_err
 _NUMBER_TEXT_FIELDS = ("cpus", "memory")
 _WHOLE = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]*\.[0-9]+")
+_UNWRAPPED = 1 << 16
+"""A line width PyYAML never reaches: one field, one line."""
 
 
 def written_resources(stored: dict[str, Any]) -> dict[str, Any]:
@@ -58,17 +60,27 @@ def written_resources(stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def resources_yaml(stored: dict[str, Any]) -> str:
-    """`written_resources` as YAML text: one line per field, small mappings
-    and lists in flow style (`{H100: 8, H200: 8}`); empty when nothing was asked."""
-    written = written_resources(stored)
-    if not written:
-        return ""
+    """`written_resources` as YAML text: a line per field, its small mappings
+    and lists in flow style (`accelerators: {H100: 8, H200: 8}`), `any_of` and
+    `ordered` a line per entry; empty when nothing was asked."""
     import yaml  # loaded by whoever shows a spec, not by every importer of spec
 
-    text: str = yaml.safe_dump(
-        written, default_flow_style=None, sort_keys=False, allow_unicode=True, width=1 << 16
-    )
-    return text
+    def flow(value: Any) -> str:
+        text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, allow_unicode=True, width=_UNWRAPPED)
+        return str(text).rstrip("\n")
+
+    lines: list[str] = []
+    for key, value in written_resources(stored).items():
+        if isinstance(value, list) and all(isinstance(entry, dict) for entry in value):
+            lines.append(f"{key}:")
+            lines.extend(f"- {flow(entry)}" for entry in value)
+        elif isinstance(value, (dict, list)):
+            lines.append(f"{key}: {flow(value)}")
+        else:
+            # Block style: a scalar is quoted only where YAML needs it (`accelerators: H100:8`).
+            block = yaml.safe_dump({key: value}, default_flow_style=False, allow_unicode=True, width=_UNWRAPPED)
+            lines.append(str(block).rstrip("\n"))
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _is_empty(value: Any) -> bool:

@@ -42,6 +42,18 @@ def test_the_issue_example_reads_as_written() -> None:
     ]
 
 
+def test_one_line_per_field_even_when_all_are_plain() -> None:
+    """PyYAML would print a mapping of plain values as `{cpus: 2+}`: a
+    field is a line of its own, as in a task file."""
+    shown = resources_yaml(stored_resources("cpus: 2+\naccelerators: H100:8\nuse_spot: true\n"))
+    assert shown == "cpus: 2+\naccelerators: H100:8\nuse_spot: true\n"
+
+
+def test_alternatives_are_a_line_each() -> None:
+    shown = resources_yaml(stored_resources("any_of:\n  - {infra: gcp}\n  - {infra: aws, accelerators: A100:8}\n"))
+    assert shown.splitlines() == ["any_of:", "- {infra: gcp}", "- {infra: aws, accelerators: 'A100:8'}"]
+
+
 def test_defaults_and_none_are_left_out() -> None:
     stored = stored_resources("cpus: 2+\n")
     # The dump carries every field; the user wrote one.
