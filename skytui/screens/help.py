@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
@@ -137,19 +137,21 @@ class HelpScreen(ModalScreen[None]):
         accent = self.app.theme_variables.get("text-accent") or self.app.theme_variables.get("accent")
         key_style = f"bold {accent}" if accent else "bold"
         with Vertical(id="help-dialog"):
-            with Horizontal(id="help-columns"):
+            # Scrolled as one, with the keys, when a short terminal cannot show every section.
+            with VerticalScroll(id="help-scroll"), Horizontal(id="help-columns"):
                 for run in columns_of(self.sections, width // COLUMN_WIDTH):
                     with Vertical(classes="help-column"):
                         for section in run:
                             yield Static(section_table(section, key_style), classes="help-section")
             yield Static(
                 Text.assemble(
-                    ("remap a key by its id in config.yaml: ", "dim"),
+                    ("config.yaml remaps by id: ", "dim"),
                     "tui: {keymap: {jobs.cancel: ctrl+x}}",
-                    ("  ·  esc or ? closes", "dim"),
+                    (" · esc closes", "dim"),
                 ),
                 id="help-hint",
             )
 
     def on_mount(self) -> None:
         self.query_one("#help-dialog").border_title = f"Help · {self._below_title}"
+        self.query_one("#help-scroll").focus()
