@@ -84,7 +84,7 @@ def resources_text(task: TaskRow, spec_task: dict[str, Any], attempt: AttemptRow
     head.add_row("task:", f"{task.task_idx} {task.name} · {task.requested} × {nodes}")
     asked = resources_yaml(spec_task.get("resources") or {})
     if not asked:
-        head.add_row("resources:", Text("{}  (none asked: the cheapest machine that fits)", style="dim"))
+        head.add_row("resources:", Text("{}  (none given: the defaults)", style="dim"))
     else:
         head.add_row("resources:", "")
     yaml = _grid(indent=True)
