@@ -112,11 +112,14 @@ class ControllerSite:
     def _python(self) -> str:
         return shlex.quote(self.config.jobs.controller.python)
 
-    async def _run_module(self, module_and_args: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    def _module_command(self, module_and_args: str) -> str:
+        """`python -m ...` of skytui's code there; exit 3 and NEEDS_CODE when that code is not there yet."""
         runtime = f"{BASE}/runtime/{code_hash()}"
-        command = (f"cd && test -f {runtime}/.complete || {{ echo {NEEDS_CODE.decode()}; exit 3; }}; "
-                   f"exec env {self._env()} {self._python()} -m {module_and_args}")
-        return await (await self.link()).run(command, timeout=timeout)
+        return (f"cd && test -f {runtime}/.complete || {{ echo {NEEDS_CODE.decode()}; exit 3; }}; "
+                f"exec env {self._env()} {self._python()} -m {module_and_args}")
+
+    async def _run_module(self, module_and_args: str, timeout: float = 60.0) -> tuple[int, str, str]:
+        return await (await self.link()).run(self._module_command(module_and_args), timeout=timeout)
 
     # ------------------------------------------------------------ bootstrap
 
@@ -195,10 +198,7 @@ class ControllerSite:
         config are sent first when the machine lacks them."""
         await self.link(create=create)
         for attempt in range(2):
-            runtime = f"{BASE}/runtime/{code_hash()}"
-            command = (f"cd && test -f {runtime}/.complete || {{ echo {NEEDS_CODE.decode()}; exit 3; }}; "
-                       f"exec env {self._env()} {self._python()} -m skytui.client.serve")
-            pipe = await (await self.link()).open_pipe(command)
+            pipe = await (await self.link()).open_pipe(self._module_command("skytui.client.serve"))
             first = await pipe.readline()
             if first.strip() == NEEDS_CODE and attempt == 0:
                 pipe.close()
