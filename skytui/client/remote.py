@@ -388,6 +388,9 @@ class RemoteClient(Client):
     def queue(self, *, skip_finished: bool = False, limit: int | None = None) -> list[JobView]:
         return list(self._call("queue", skip_finished=skip_finished, limit=limit))
 
+    def job_count(self, *, skip_finished: bool = False) -> int:
+        return int(self._call("job_count", skip_finished=skip_finished))
+
     def snapshot(self, *, limit: int | None = None) -> tuple[list[JobView], int]:
         views, last = self._call("snapshot", limit=limit)
         return list(views), int(last)
