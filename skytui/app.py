@@ -26,7 +26,6 @@ from skytui.config import ConfigError, load_config
 from skytui.engine.status import TERMINAL_NAMES
 from skytui.screens.base import SkyAppBase
 from skytui.screens.jobs import JobsScreen
-from skytui.screens.pools import PoolsScreen
 from skytui.widgets.controller_banner import UP, ControllerState
 
 if TYPE_CHECKING:
@@ -37,6 +36,8 @@ FIRST_PAINT_JOBS = 200
 JOB_SCREEN = "job"
 GC_SPACING = 1.0
 """Seconds between the app's own full garbage collections (`collect_garbage`)."""
+GC_QUIET_S = 0.3
+"""No key for this long: a pause between bursts of keys, when a collection is due."""
 GC_AT_THE_LATEST = 5.0
 """A collection is done after this many seconds even if keys keep coming."""
 NO_AUTOMATIC_FULL_GC = 1 << 30
@@ -44,12 +45,19 @@ NO_AUTOMATIC_FULL_GC = 1 << 30
 SUPERVISE_EVERY_S = 2.0
 """How often the app checks that the controller lives (a lock probe: cheap)."""
 
+def _pools_screen() -> Screen[Any]:
+    """The pools screen, imported when first shown: the first frame is the queue's."""
+    from skytui.screens.pools import PoolsScreen
+
+    return PoolsScreen()
+
+
 class SkyTUI(SkyAppBase):
     """Managed jobs at the keyboard."""
 
     CSS_PATH = "app.tcss"
     TITLE = "skytui"
-    MODES = {"jobs": JobsScreen, "pools": PoolsScreen}
+    MODES = {"jobs": JobsScreen, "pools": _pools_screen}
     DEFAULT_MODE = "jobs"
     BINDINGS = [
         Binding("ctrl+c", "quit", "Quit", priority=True, show=False, id="app.quit"),
@@ -112,9 +120,14 @@ class SkyTUI(SkyAppBase):
 
     def collect_garbage_after_frame(self, screen: Screen[Any]) -> None:
         """For a screen that just handled a key: collect garbage (if one is
-        due) right after its next frame, the one that answers the key. The
-        next key is then a human's reaction time away."""
-        screen.call_after_refresh(self.collect_garbage)
+        due) once no key has come for `GC_QUIET_S`. Right after the frame
+        that answers the key is too soon: typing or holding a key sends the
+        next one 30-130 ms later, and it would wait for the collection."""
+        self.set_timer(GC_QUIET_S, self._collect_garbage_if_quiet)
+
+    def _collect_garbage_if_quiet(self) -> None:
+        if time.monotonic() - self._input_at >= GC_QUIET_S:
+            self.collect_garbage()
 
     def collect_garbage(self) -> None:
         """A full garbage collection, at a moment no key is waiting for a frame.

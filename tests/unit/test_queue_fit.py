@@ -33,7 +33,7 @@ def client(home: Path) -> Iterator[Client]:
 
 
 def _submit(client: Client, name: str, num_jobs: int = 1) -> list[int]:
-    task = NewTask(name, f"sky-managed-x_{{job_id}}-0", "1x[CPU:1+]", 1)
+    task = NewTask(name, "sky-managed-x_{job_id}-0", "1x[CPU:1+]", 1)
     return client.store.submit_jobs(name=name, tasks=[task], spec={}, secrets={}, num_jobs=num_jobs)
 
 
