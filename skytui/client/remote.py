@@ -51,7 +51,7 @@ NO_CONTROLLER_ANSWERS: dict[str, Callable[[tuple[Any, ...]], Any]] = {
     "in_progress_ids": lambda _: [], "has_unfinished_work": lambda _: False, "events": lambda _: [],
     "resolve_job": lambda _: None, "controller_info": lambda _: ControllerInfo(False, None),
     "read_controller_log": lambda _: b"", "cancel": lambda _: [],
-    "attempts": lambda _: [],
+    "attempts": lambda _: [], "job_count": lambda _: 0,
 }
 # In the client's SKYTUI_HOME: which controller it talked to last (a cache: losing it loses nothing).
 LAST_CONTROLLER_FILE = "last_controller.json"

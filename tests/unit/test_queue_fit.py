@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from rich.console import Console
 from skytui.cli import jobs as jobs_cli
 from skytui.cli import render
 from skytui.client import Client
+from skytui.client.serve import Server
+from skytui.client.wire import decode, encode
 from skytui.config import paths
 from skytui.engine.status import TaskStatus as S
 from skytui.engine.store import NewTask
@@ -87,3 +90,15 @@ def test_a_short_queue_has_no_footer(client: Client, monkeypatch: pytest.MonkeyP
     _submit(client, "one", num_jobs=50)
     assert not any("showing" in line for line in _queue(client, monkeypatch, 160))
     assert client.job_count() == 50 and client.job_count(skip_finished=True) == 50
+
+
+def test_the_count_crosses_the_remote_controllers_api(client: Client) -> None:
+    """`job_count` is answered by the API process on a controller machine (serve.Server)."""
+    ids = _submit(client, "sweep", num_jobs=7)
+    client.store.cancel_unstarted(ids[:5])
+    answers = io.BytesIO()
+    server = Server(client, answers)
+    server.handle({"id": 1, "call": "job_count", "args": encode([]), "kwargs": encode({})})
+    server.handle({"id": 2, "call": "job_count", "args": encode([]), "kwargs": encode({"skip_finished": True})})
+    results = [decode(json.loads(line)["result"]) for line in answers.getvalue().splitlines()]
+    assert results == [7, 2]
