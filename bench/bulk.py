@@ -63,6 +63,7 @@ if str(REPO) not in sys.path:
 os.environ.pop("SKYTUI_DB_URL", None)
 
 from harness import (
+    arm_deadline,
     GlobalTimeout,
     fmt_ratio,
     kill_home_processes,
@@ -327,11 +328,7 @@ def main() -> int:
     fig = Figures(jobs=args.jobs)
     root = Path(tempfile.mkdtemp(prefix="skytui-bulk-"))
 
-    def on_alarm(_sig: int, _frame: object) -> None:
-        raise GlobalTimeout()
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(args.timeout) + 1)
+    arm_deadline(int(args.timeout) + 1, on_term=False)
     print(f"skytui bench/bulk.py: {args.jobs} jobs, SKYTUI_HOME under {root} (temporary)")
     print(f"machine: {machine()}", flush=True)
     try:

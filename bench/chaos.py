@@ -116,6 +116,7 @@ if str(REPO) not in sys.path:
 os.environ.pop("SKYTUI_DB_URL", None)
 
 from harness import (  # noqa: E402
+    arm_deadline,
     GlobalTimeout,
     Terminated,
     cpu_seconds,
@@ -1483,15 +1484,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Backstops: a hang (the alarm, a little after --timeout) or SIGTERM raise
     # in the main thread, so the finally blocks still take everything down.
-    def on_alarm(_sig: int, _frame: object) -> None:
-        raise GlobalTimeout("global timeout (hung)")
-
-    def on_term(_sig: int, _frame: object) -> None:
-        raise Terminated()
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(int(args.timeout) + 120)
+    arm_deadline(int(args.timeout) + 120, message="global timeout (hung)")
     print(f"skytui bench chaos: {args.jobs} jobs, SKYTUI_HOME under {root} (temporary)", flush=True)
     try:
         run_bench(args, root, run)

@@ -58,6 +58,7 @@ if str(REPO) not in sys.path:
 os.environ.pop("SKYTUI_DB_URL", None)
 
 from harness import (
+    arm_deadline,
     GlobalTimeout,
     cpu_seconds,
     fmt_ratio,
@@ -558,11 +559,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="skytui-bench-"))
     # A backstop for a hang anywhere (a stuck start/stop): the alarm raises in
     # the main thread, the finally blocks still stop the daemons.
-    def on_alarm(_sig: int, _frame: object) -> None:
-        raise GlobalTimeout()
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(args.timeout) + 1)
+    arm_deadline(int(args.timeout) + 1, on_term=False)
     print(f"skytui bench: N={args.n}, SKYTUI_HOME under {root} (temporary)", flush=True)
     try:
         run_bench(args, root, run)

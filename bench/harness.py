@@ -31,6 +31,21 @@ class Terminated(Exception):
     pass
 
 
+def arm_deadline(seconds: float, *, message: str = "global timeout", on_term: bool = True) -> None:
+    """Raise GlobalTimeout in the main thread after `seconds` (a hung bench
+    still prints its partial figures), and Terminated on SIGTERM."""
+    def on_alarm(_sig: int, _frame: object) -> None:
+        raise GlobalTimeout(message)
+
+    def on_terminate(_sig: int, _frame: object) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    if on_term:
+        signal.signal(signal.SIGTERM, on_terminate)
+    signal.alarm(int(seconds))
+
+
 def machine() -> str:
     model = "?"
     with contextlib.suppress(OSError):

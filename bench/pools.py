@@ -100,6 +100,7 @@ if str(REPO) not in sys.path:
 os.environ.pop("SKYTUI_DB_URL", None)
 
 from harness import (
+    arm_deadline,
     GlobalTimeout,
     Terminated,
     cpu_seconds,
@@ -904,15 +905,7 @@ def main() -> int:
 
     # Backstops: a hang anywhere (the alarm) or a SIGTERM raise in the main
     # thread, so the finally blocks still stop the daemons and kill the jobs.
-    def on_alarm(_sig: int, _frame: object) -> None:
-        raise GlobalTimeout("global timeout")
-
-    def on_term(_sig: int, _frame: object) -> None:
-        raise Terminated()
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(int(args.timeout) + 1)
+    arm_deadline(int(args.timeout) + 1, message="global timeout")
     print(f"skytui bench pools: {args.workers} workers, {args.jobs} jobs of {args.job_seconds:g} s, "
           f"SKYTUI_HOME under {root} (temporary)", flush=True)
     try:

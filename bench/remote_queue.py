@@ -93,7 +93,7 @@ for extra in (REPO, REPO / "tests"):
 
 os.environ.pop("SKYTUI_DB_URL", None)  # never a shared DB
 
-from harness import GlobalTimeout, Terminated, fmt_ratio, kill_home_processes, machine, pct, stop_everything
+from harness import GlobalTimeout, arm_deadline, Terminated, fmt_ratio, kill_home_processes, machine, pct, stop_everything
 from infra.sshd import RealSSHD, SSHUser, skip_reason
 
 from skytui.config import Paths
@@ -570,15 +570,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="skytui-rq-"))
     os.chmod(root, 0o755)  # the users read the controller venv under it
 
-    def on_alarm(_sig: int, _frame: object) -> None:
-        raise GlobalTimeout("global timeout")
-
-    def on_term(_sig: int, _frame: object) -> None:
-        raise Terminated()
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(int(args.timeout) + 1)
+    arm_deadline(int(args.timeout) + 1, message="global timeout")
     print(f"skytui bench/remote_queue.py: {args.jobs} jobs, temporary directory {root}")
     print(f"machine: {fig.machine}", flush=True)
     cleanups: list[Any] = []

@@ -93,6 +93,7 @@ if str(REPO) not in sys.path:
 os.environ.pop("SKYTUI_DB_URL", None)
 
 from harness import (
+    arm_deadline,
     MIB,
     GlobalTimeout,
     Terminated,
@@ -984,15 +985,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="skytui-scale-"))
     world = World(root, args)
 
-    def on_alarm(_sig: int, _frame: object) -> None:
-        raise GlobalTimeout("global timeout")
-
-    def on_term(_sig: int, _frame: object) -> None:
-        raise Terminated()
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(int(args.timeout) + 1)
+    arm_deadline(int(args.timeout) + 1, message="global timeout")
     print(f"skytui bench/scale.py: {args.jobs} jobs, SKYTUI_HOME {world.paths.home} (temporary)")
     print(f"machine: {fig.machine}; {fig.nofile}", flush=True)
     try:

@@ -323,10 +323,13 @@ class SkyTUI(SkyAppBase):
             )
 
     def action_toggle_help(self) -> None:
-        if self.screen.query("HelpPanel"):
-            self.action_hide_help_panel()
+        """`?`: the keys of the screen shown, with their ids (`screens/help.py`); again: closed."""
+        from skytui.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
         else:
-            self.action_show_help_panel()
+            self.push_screen(HelpScreen(self.screen))
 
 
 def run_tui(client: Client | None = None) -> int:

@@ -91,6 +91,9 @@ class ControllerAutostop(_Strict):
 
     enabled: bool = True
     idle_minutes: float = Field(default=10.0, gt=0.0, le=7 * 24 * 60.0)
+    # A controller VM also stops itself then (the next launch starts it
+    # again; its disk, with the state, stays). Hosts and pods stay up.
+    stop_machine: bool = True
 
 
 class ControllerConfig(_Strict):

@@ -30,4 +30,5 @@ os.environ.pop("KUBERNETES_SERVICE_HOST", None)
 
 # Only the top-level conftest may name plugins; this folder is on sys.path
 # (pytest's rootdir-less conftest), so `fixtures` and `infra` import by name.
-pytest_plugins = ["fixtures.env", "fixtures.sshd", "fixtures.moto", "fixtures.postgres", "fixtures.remote"]
+pytest_plugins = ["fixtures.env", "fixtures.sshd", "fixtures.moto", "fixtures.postgres", "fixtures.remote",
+                  "fixtures.system_packages"]

@@ -34,12 +34,13 @@ def cmd_check(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_sim_preempt(client: Client, args: argparse.Namespace) -> int:
     try:
-        name = client.sim_preempt(args.job_id, args.task)
+        name = client.sim_preempt(args.job_id, args.task, notice_s=args.notice)
     except ValueError as exc:
         fail_usage(str(exc))
     except RuntimeError as exc:
         return _no_answer(exc)
-    out.print(f"Preempted {name} (job {args.job_id}); the controller will recover the job.")
+    after = f" after {args.notice:g}s of notice" if args.notice else ""
+    out.print(f"Preempted {name} (job {args.job_id}){after}; the controller will recover the job.")
     return EXIT_OK
 
 

@@ -12,6 +12,17 @@ import argparse
 MAX_ID = 2**63 - 1
 
 
+def _notice_s(text: str) -> float:
+    """argparse type of `sim preempt --notice`: seconds, 0 to 120 (AWS gives two minutes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 120:
+        raise argparse.ArgumentTypeError(f"{text!r}: a notice is 0 to 120 seconds")
+    return value
+
+
 def _job_id(text: str) -> int:
     """argparse type of a job ID: a whole number that can be a stored ID."""
     try:
@@ -120,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     preempt = sim.add_parser("preempt", help="reclaim a job's sim machine now, as a spot preemption")
     preempt.add_argument("job_id", type=_job_id)
     preempt.add_argument("--task", type=int, default=None, help="pipeline task index (default: the current one)")
+    preempt.add_argument(
+        "--notice", type=_notice_s, default=0.0, metavar="SECONDS",
+        help="give the job's processes notice first (jobs.preemption_notice_signal, SIGTERM by default) "
+             "and take the machine this many seconds later, as a spot interruption notice (at most 120)",
+    )
     stockout = sim.add_parser("stockout", help="make a sim region run out of capacity, or recover")
     stockout.add_argument("region", help="e.g. aws/us-east-1, us-east-1, aws (every aws region) or all")
     stockout.add_argument("state", choices=["on", "off"])

@@ -292,14 +292,15 @@ class Client:
     # takes the machine's grace period (a second), a stock-out a file write.
     SIM_INTENT_TIMEOUT_S = 60.0
 
-    def sim_preempt(self, job_id: int, task_idx: int | None = None) -> str:
-        """Have the controller reclaim the sim machine under a job's task now;
-        returns its cluster name. ValueError says why not (unknown job, not on
-        sim, no machine); RuntimeError if the controller did not answer."""
+    def sim_preempt(self, job_id: int, task_idx: int | None = None, *, notice_s: float = 0.0) -> str:
+        """Have the controller reclaim the sim machine under a job's task now,
+        or `notice_s` seconds after giving its processes notice (and waiting
+        that long); returns its cluster name. ValueError says why not (unknown
+        job, not on sim, no machine); RuntimeError if the controller did not answer."""
         if self.store.job(job_id) is None:
             # Said from the DB at once: a mistyped id starts no controller.
             raise ValueError(f"no managed job {job_id}")
-        outcome = self._carried_out(SimPreempt(job_id, task_idx), "the preemption")
+        outcome = self._carried_out(SimPreempt(job_id, task_idx, notice_s), "the preemption", extra_s=notice_s)
         if outcome.cluster is None:
             raise RuntimeError(f"the controller preempted job {job_id} but did not say which machine")
         return outcome.cluster
@@ -314,20 +315,21 @@ class Client:
             raise RuntimeError(f"the controller changed {region!r} but did not say which region it took")
         return outcome.region, set(outcome.stockouts)
 
-    def _carried_out(self, request: IntentRequest, what: str) -> IntentOutcome:
+    def _carried_out(self, request: IntentRequest, what: str, *, extra_s: float = 0.0) -> IntentOutcome:
         """Record a sim intent, wake the controller (starting it if it is not
         running) and wait for the outcome it records. The intent is durable:
         if the wait ends first, the controller still carries it out."""
         intent_id = self.store.request_intent(request)
         self.ensure_controller()
         daemon.wake_controller(self.paths)
-        deadline = time.monotonic() + self.SIM_INTENT_TIMEOUT_S
+        wait_s = self.SIM_INTENT_TIMEOUT_S + extra_s
+        deadline = time.monotonic() + wait_s
         next_look = time.monotonic() + 1.0
         while (outcome := self.store.intent_outcome(intent_id)) is None:
             now = time.monotonic()
             if now > deadline:
                 raise RuntimeError(
-                    f"the controller has not carried out {what} within {self.SIM_INTENT_TIMEOUT_S:g}s; it is "
+                    f"the controller has not carried out {what} within {wait_s:g}s; it is "
                     "still asked for and will be done when the controller gets to it (see `skytui controller logs`)"
                 )
             if now > next_look:

@@ -365,8 +365,8 @@ class RemoteClient(Client):
     def pool_down(self, name: str) -> None:
         self._call("pool_down", name)
 
-    def sim_preempt(self, job_id: int, task_idx: int | None = None) -> str:
-        return str(self._call("sim_preempt", job_id, task_idx))
+    def sim_preempt(self, job_id: int, task_idx: int | None = None, *, notice_s: float = 0.0) -> str:
+        return str(self._call("sim_preempt", job_id, task_idx, notice_s=notice_s))
 
     def sim_stockout(self, region: str, on: bool) -> tuple[str, set[str]]:
         resolved, stockouts = self._call("sim_stockout", region, on)

@@ -27,28 +27,74 @@ from typing import Any
 
 # The detached wrapper. Its clock is bash's own (`$EPOCHREALTIME`, bash 5;
 # `date` on an older one): a thousand phases ending at once on one machine
-# fork a thousand fewer processes. It traps TERM so that when a cancel signals the
-# process group, the user's process dies but the wrapper lives on to record
-# its exit code (a handler, not an ignore, so children keep default TERM).
+# fork a thousand fewer processes. It traps TERM (and every signal a
+# preemption notice may send) so that when a cancel or a notice signals the
+# process group, the user's process hears it but the wrapper lives on to
+# record its exit code (a handler, not an ignore, so children keep the defaults).
 # `$SKYTUI_LOG_SINK`, when the node's environment sets it (a pod sets it to
-# its PID 1's stdout), also gets a copy of the output, so `kubectl logs` shows the job.
+# its PID 1's stdout), also gets a copy of the output, so `kubectl logs` shows the job;
+# its `tee` ignores the signals the group gets, or a job printing while it
+# answers a notice or a cancel would die of SIGPIPE (bash itself reports its
+# killed children on stderr).
+#
+# Preemption notices: `notice` in the phase's directory holds the deadline
+# (epoch seconds) at which the infra takes the machine, written by the
+# watcher below on a VM (started when the env names a metadata source,
+# `SKYTUI_NOTICE_KIND` aws|gcp at `SKYTUI_NOTICE_URL`) or by the sim. A job
+# that ends once noticed (it checkpointed and exited) has its end left
+# unrecorded until the machine goes, well past the deadline: its end is the
+# machine's loss, recovered as a preemption, never a success or a failure.
 WRAPPER = r"""
-trap 'true' TERM INT HUP
+trap 'true' TERM INT HUP USR1 USR2
 [ -s "$D/pid" ] || { echo $$ > "$D/pid.tmp" && mv "$D/pid.tmp" "$D/pid"; }
 _skytui_now() { local t=${EPOCHREALTIME:-}; [ -n "$t" ] && echo "${t/,/.}" || date +%s.%N; }
 _skytui_now > "$D/started_at" 2>/dev/null
 set -a; . "$D/env"; set +a; : > "$D/env"
+_nk=${SKYTUI_NOTICE_KIND:-}; _nu=${SKYTUI_NOTICE_URL:-}; _ns=${SKYTUI_NOTICE_SIGNAL:-TERM}
+_ne=${SKYTUI_NOTICE_EVERY_S:-5}; _nl=${SKYTUI_NOTICE_LINGER_S:-300}
+unset SKYTUI_NOTICE_KIND SKYTUI_NOTICE_URL SKYTUI_NOTICE_SIGNAL SKYTUI_NOTICE_EVERY_S SKYTUI_NOTICE_LINGER_S
+_skytui_notice_at() {
+  local t= a= d=
+  case "$_nk" in
+  aws)
+    t=$(curl -sf -m 2 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' "$_nu/latest/api/token") || return 1
+    a=$(curl -sf -m 2 -H "X-aws-ec2-metadata-token: $t" "$_nu/latest/meta-data/spot/instance-action") || return 1
+    a=${a#*\"time\"}; a=${a#*\"}; a=${a%%\"*}
+    d=$(date -d "$a" +%s 2>/dev/null) || d=$(( ${EPOCHSECONDS:-$(date +%s)} + 120 ))
+    echo "$d" ;;
+  gcp)
+    a=$(curl -sf -m 2 -H 'Metadata-Flavor: Google' "$_nu/computeMetadata/v1/instance/preempted") || return 1
+    [ "$a" = TRUE ] || return 1
+    echo $(( ${EPOCHSECONDS:-$(date +%s)} + 30 )) ;;
+  *) return 1 ;;
+  esac
+}
+_skytui_notice_watch() {
+  local s= d=
+  trap '[ -n "$s" ] && kill $s 2>/dev/null; exit 0' TERM
+  until d=$(_skytui_notice_at); do sleep "$_ne" & s=$!; wait $s; s=; done
+  echo "$d" > "$D/notice.tmp" && mv "$D/notice.tmp" "$D/notice"
+  [ "$_ns" = none ] || kill -"$_ns" -- -$$ 2>/dev/null
+}
+_nw=; [ -n "$_nk" ] && [ -n "$_nu" ] && { _skytui_notice_watch & _nw=$!; }
 cd "$HOME/$PHASE_CWD" 2>/dev/null || cd "$HOME"
 if [ -n "${SKYTUI_LOG_SINK:-}" ] && [ -w "$SKYTUI_LOG_SINK" ]; then
-  bash "$D/script.sh" < /dev/null 2>&1 | tee -a "$SKYTUI_LOG_SINK" > "$D/out.log"
+  bash "$D/script.sh" < /dev/null 2>&1 | { trap '' TERM INT HUP USR1 USR2; exec tee -a "$SKYTUI_LOG_SINK"; } > "$D/out.log"
   rc=${PIPESTATUS[0]}
 else
   bash "$D/script.sh" > "$D/out.log" 2>&1 < /dev/null
   rc=$?
 fi
+[ -n "$_nw" ] && kill "$_nw" 2>/dev/null
+if [ -s "$D/notice" ]; then
+  read -r _n < "$D/notice"; _n=${_n%%.*}
+  while [ "${EPOCHSECONDS:-$(date +%s)}" -lt $(( _n + _nl )) ]; do sleep 1; done
+fi
 _skytui_now > "$D/ended_at" 2>/dev/null
 echo $rc > "$D/exit_code"
 """
+# A phase's preemption notice, in its directory (see WRAPPER).
+NOTICE_FILE = "notice"
 
 # Runs in one exec, exactly-once whatever dies when:
 # * the whole input (script, env, an end mark) is read and decoded before

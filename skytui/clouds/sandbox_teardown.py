@@ -31,6 +31,7 @@ from skytui.clouds.local_layout import (
     process_running,
     touch_nodes_dir,
 )
+from skytui.clouds.phase_scripts import NOTICE_FILE
 
 # How long the processes killed at the end may take to be gone.
 KILLED_WAIT_S = 2.0
@@ -48,6 +49,32 @@ def _phase_pids(sandbox: Path) -> list[int]:
         with contextlib.suppress(OSError, ValueError):
             pids.append(int(pid_file.read_text().strip()))
     return pids
+
+
+def give_notice(sandboxes: Sequence[Path], deadline: float, signum: int | None) -> int:
+    """A preemption notice to these sandboxes, as an infra gives a VM's
+    processes: each running phase gets its `notice` file (the deadline, which
+    the wrapper reads so that a job ending in answer to the notice reads as
+    the machine's loss, not as its own end), then `signum` to its process
+    group (None: no signal). The number of phases noticed."""
+    noticed = 0
+    for sandbox in sandboxes:
+        for pid_file in (sandbox / PHASES_DIR).glob("*/pid"):
+            phase_dir = pid_file.parent
+            if (phase_dir / "exit_code").exists():
+                continue
+            try:
+                pgid = int(pid_file.read_text().strip())
+                tmp = phase_dir / "notice.tmp"
+                tmp.write_text(f"{deadline:.3f}\n")
+                tmp.replace(phase_dir / NOTICE_FILE)
+            except (OSError, ValueError):
+                continue
+            noticed += 1
+            if signum is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signum)
+    return noticed
 
 
 def group_alive(pgid: int) -> bool:

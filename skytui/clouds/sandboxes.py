@@ -43,7 +43,7 @@ from skytui.clouds.local_layout import (
     process_running,
     touch_nodes_dir,
 )
-from skytui.clouds.sandbox_teardown import SandboxTeardown
+from skytui.clouds.sandbox_teardown import SandboxTeardown, give_notice
 from skytui.config import (
     ConfigError,
     LocalInfraConfig,
@@ -287,6 +287,13 @@ class SandboxHost:
         # File I/O per node: off the event loop.
         found = await asyncio.to_thread(self._cluster_sandboxes, cluster_name, nodes)
         await self._teardown.destroy(found, grace_s)
+
+    async def give_notice(self, cluster_name: str, deadline: float, signum: int | None) -> int:
+        """A preemption notice to a cluster's sandboxes (see `give_notice`)."""
+        def notice() -> int:
+            return give_notice(self._cluster_sandboxes(cluster_name, None), deadline, signum)
+
+        return await asyncio.to_thread(notice)
 
     async def cluster_names(self) -> list[str]:
         markers = await asyncio.to_thread(self.sandboxes)

@@ -12,7 +12,9 @@ configurable (config.yaml `infra.sim`) and on demand:
 * spot preemptions at a rate per node-hour: the reclaim time is drawn at
   provisioning and written in the node's marker, and the node host destroys
   the node when it comes, whether or not anyone is watching;
-* `skytui sim preempt JOB_ID` reclaims a job's machine at once.
+* `skytui sim preempt JOB_ID` reclaims a job's machine at once; with
+  `--notice S`, its running phases get the notice signal first and the
+  machine goes S seconds later, as a spot interruption notice gives.
 
 Sim is opt-in: unless enabled in config, it offers nothing to a task that
 does not ask for it (`--infra sim`). Like every cloud, it knows nothing of
@@ -204,6 +206,12 @@ class SimCloud(SandboxCloud):
             return False
         await self.sandboxes.destroy(cluster_name, grace_s=PREEMPT_GRACE_S)
         return True
+
+    async def give_notice(self, cluster_name: str, deadline: float, signum: int | None) -> int:
+        """A preemption notice to a cluster's machines, to be taken at
+        `deadline` (epoch seconds): each running phase hears of it, and its
+        process group gets `signum` (None: no signal). The phases noticed."""
+        return await self.sandboxes.give_notice(cluster_name, deadline, signum)
 
     def stock_out(self, region: str, on: bool) -> tuple[str, set[str]]:
         """Make a region as the user typed it (see `resolve_region`) run dry,

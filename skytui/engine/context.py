@@ -27,5 +27,6 @@ class EngineContext:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     pools: PoolManager | None = None
     bucket: str | None = None  # jobs.bucket: files go to nodes through it
+    notice_signal: str = "TERM"  # jobs.preemption_notice_signal
     machines: MachineWatcher = field(default_factory=MachineWatcher)
     ends_first: EndsFirst = field(default_factory=EndsFirst)

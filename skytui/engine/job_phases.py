@@ -10,13 +10,17 @@ task's status (the caller reads the exit codes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
+from skytui.clouds.preemption_notices import notice_env
 from skytui.engine.file_sync import WORKDIR
 from skytui.engine.job_base import JobBase, phase_id_for
+from skytui.engine.notice_watch import NoticeWatch
 from skytui.engine.phase_runner import (
     UNREACHABLE_GRACE_S,
     LiveCluster,
+    NodeLost,
     PhaseNeverBegan,
     PhaseOutcome,
 )
@@ -50,6 +54,8 @@ class PhaseSteps(JobBase):
                  "region": cluster.row.region, "zone": cluster.row.zone}
             ),
         )
+        # A spot VM's phases watch its metadata for the infra's notice (none elsewhere).
+        env.update(notice_env(cluster.row.cloud, cluster.row.use_spot, self.ctx.notice_signal))
         if self.group is not None:
             env.update(self.group.env(self.job.id))
             if self._names is not None:
@@ -113,11 +119,24 @@ class PhaseSteps(JobBase):
                 return
             await self.store.update_segment(segments[rank].id, finished=True)
 
-        while True:
-            try:
-                return await runner.follow(phase_id, paths, [s.start_offset for s in segments], node_done)
-            except PhaseNeverBegan as never:
-                rank = never.rank
-                self._say(f"task {idx}: {phase} on node {rank} was killed before it began; starting it again")
-                [pid] = await runner.start(phase_id, script, env_for, cwd=cwd, ranks=[rank])
-                await self.store.update_segment(segments[rank].id, pid=pid)
+        # The infra's notice, on the timeline while the phase runs (the node or the kubelet signals the job).
+        watch = NoticeWatch(self.store, cluster, phase_id, job_id=self.job.id, task_idx=idx,
+                            signal_name=self.ctx.notice_signal)
+        notices = asyncio.create_task(watch.run(), name=f"notices-{phase_id}")
+        try:
+            while True:
+                try:
+                    return await runner.follow(phase_id, paths, [s.start_offset for s in segments], node_done)
+                except PhaseNeverBegan as never:
+                    rank = never.rank
+                    self._say(f"task {idx}: {phase} on node {rank} was killed before it began; starting it again")
+                    [pid] = await runner.start(phase_id, script, env_for, cwd=cwd, ranks=[rank])
+                    await self.store.update_segment(segments[rank].id, pid=pid)
+        except NodeLost:
+            with contextlib.suppress(Exception):
+                await watch.last_look()
+            raise
+        finally:
+            notices.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await notices

@@ -69,10 +69,11 @@ class Reconciler:
             config.jobs.controller.max_launching, config.jobs.controller.max_running
         )
         self.ctx = EngineContext(self.store, self.clouds, p, self.scheduler, config.jobs.recovery,
-                                 bucket=config.jobs.bucket)
+                                 bucket=config.jobs.bucket, notice_signal=config.jobs.preemption_notice_signal)
         self.pools = PoolManager(self.ctx)
         self.ctx.pools = self.pools
-        self.sim_intents = SimIntents(self.control, self.ctx.clouds)
+        self.sim_intents = SimIntents(self.control, self.ctx.clouds,
+                                     notice_signal=config.jobs.preemption_notice_signal)
         self.notifier = Notifier(self.store, config.jobs.notify)
         self.active: dict[int, JobController] = {}
         self.watch = JobWatch(self.control, p.job_logs, restart_on_stall=config.jobs.stall_action == "restart",

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
 
 from skytui.clouds.base import Cloud, CloudError
 from skytui.clouds.sim import SimCloud
 from skytui.engine import event_kinds
+from skytui.engine.notices import notice_message
 from skytui.engine.status import TaskStatus
 from skytui.engine.store import (
     AsyncStore,
@@ -47,9 +50,11 @@ class SimIntents:
     own (a reclaim waits out the machine's grace period: the loop does not),
     and records its outcome, which marks it done."""
 
-    def __init__(self, store: AsyncStore, clouds: dict[str, Cloud]) -> None:
+    def __init__(self, store: AsyncStore, clouds: dict[str, Cloud], *, notice_signal: str = "TERM") -> None:
         self.store = store
         self.clouds = clouds
+        # What a notice sends the job's processes (config jobs.preemption_notice_signal).
+        self.notice_signal = notice_signal
         # Intents being carried out: a pass before one ends must not start it again.
         self._running: dict[int, asyncio.Task[None]] = {}
 
@@ -94,7 +99,9 @@ class SimIntents:
         if isinstance(request, SimPreempt):
             if intent.target is not None:
                 # A controller stopped after choosing this machine (and perhaps
-                # after taking it): finish that, and never take the job's next one.
+                # after taking it): finish that, and never take the job's next one
+                # (not before the notice it gave ran out: the job may be checkpointing).
+                await asyncio.sleep(max(0.0, intent.requested_at + request.notice_s - time.time()))
                 await sim.preempt(intent.target)
                 return IntentOutcome(cluster=intent.target)
             return await self._preempt(sim, intent.id, request)
@@ -134,10 +141,31 @@ class SimIntents:
         # Claimed, and on the job's timeline, before it is done: the recovery
         # that follows reads as the answer to it (and a benchmark times
         # detection from it).
-        await self.store.claim_preempt_target(
-            intent_id, cluster.name, job_id=job_id, task_idx=task_idx, event_kind=PREEMPT_EVENT,
-            message=f"reclaiming {cluster.name} now, as a spot preemption (skytui sim preempt)",
-        )
+        if request.notice_s > 0:
+            await self._give_notice(sim, intent_id, cluster.name, job_id, task_idx, request.notice_s)
+        else:
+            await self.store.claim_preempt_target(
+                intent_id, cluster.name, job_id=job_id, task_idx=task_idx, event_kind=PREEMPT_EVENT,
+                message=f"reclaiming {cluster.name} now, as a spot preemption (skytui sim preempt)",
+            )
         if not await sim.preempt(cluster.name):
             return IntentOutcome(error=f"{cluster.name} is already gone")
         return IntentOutcome(cluster=cluster.name)
+
+    async def _give_notice(
+        self, sim: SimCloud, intent_id: int, cluster: str, job_id: int, task_idx: int, notice_s: float
+    ) -> None:
+        """A spot interruption notice, as a cloud gives one: on the job's
+        timeline with its deadline, the job's running processes signalled,
+        then the notice's time waited out before the machine is taken."""
+        deadline = time.time() + notice_s
+        signum = None if self.notice_signal == "none" else signal.Signals[f"SIG{self.notice_signal}"]
+        await self.store.claim_preempt_target(
+            intent_id, cluster, job_id=job_id, task_idx=task_idx, event_kind=event_kinds.PREEMPTION_NOTICE,
+            message=notice_message(cluster, deadline, self.notice_signal, source="skytui sim preempt --notice"),
+        )
+        await sim.give_notice(cluster, deadline, signum)
+        await asyncio.sleep(max(0.0, deadline - time.time()))
+        await self.store.note(
+            job_id, task_idx, PREEMPT_EVENT, f"reclaiming {cluster} now, at the end of its notice (skytui sim preempt)"
+        )

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import asyncssh
 
-from skytui.clouds.nodes.sshnode import ENCRYPTION_ALGS
+from skytui.clouds.nodes.sshnode import ENCRYPTION_ALGS, close_connection
 from skytui.clouds.ssh_host_keys import HostKeys
 from skytui.clouds.vm_ssh import proxy_for
 from skytui.config import SSHHost
@@ -193,9 +193,4 @@ class SSHLink:
 
     async def close(self) -> None:
         conn, self._conn, self._sftp = self._conn, None, None
-        if conn is not None:
-            conn.close()
-            try:
-                await asyncio.wait_for(conn.wait_closed(), timeout=5)
-            except (TimeoutError, OSError, asyncssh.Error):
-                pass
+        await close_connection(conn)

@@ -24,6 +24,9 @@ from skytui.remote.link import Link, SSHLink
 class ControllerMachine(Protocol):
     label: str
     """`ssh/box1`, `kubernetes/ctx`: as the user configured it."""
+    stop_command: str | None
+    """What the machine runs to stop itself after autostop (a VM: shut down,
+    which stops it, disk kept); None: it stays up (your host, a pod)."""
 
     async def ensure(self, *, create: bool) -> None:
         """Find the machine; make it when missing if `create` (a launch), else
@@ -49,6 +52,7 @@ class SSHHostMachine:
             )
         self.host = host if host.user else host.model_copy(update={"user": getpass.getuser()})
         self.label = f"ssh/{host_name}"
+        self.stop_command: str | None = None
         if host.identity_file:
             self.identity_file = Path(host.identity_file).expanduser()
         else:

@@ -117,6 +117,7 @@ class PodMachine:
         self.user = getpass.getuser()
         self.name = controller_pod_name(context, self.namespace, self.user)
         self.label = f"kubernetes/{context}"
+        self.stop_command: str | None = None  # a pod cannot stop; it stays (and costs little)
         self._api: Any = None
         self._api_lock = threading.Lock()
         self._gone: LinkError | None = None

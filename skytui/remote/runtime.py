@@ -17,6 +17,9 @@ from pathlib import Path
 import skytui
 
 PACKAGE_DIR = Path(skytui.__file__).resolve().parent
+# What the controller's processes import beyond the standard library (no
+# Textual: the TUI runs on the client), as pyproject pins them.
+RUNTIME_REQUIREMENTS = ("asyncssh>=2.14.2", "pydantic>=2.7,<3", "pyyaml>=6.0", "rich>=13.7", "sqlalchemy>=2.0.30,<3")
 
 
 def _package_files() -> list[Path]:

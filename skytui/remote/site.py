@@ -37,7 +37,7 @@ from skytui.remote.credentials import (
 from skytui.remote.errors import LinkError, NoController
 from skytui.remote.link import Link, LinkLoop, Pipe
 from skytui.remote.machines import ControllerMachine, machine_for
-from skytui.remote.runtime import code_archive, code_hash
+from skytui.remote.runtime import RUNTIME_REQUIREMENTS, code_archive, code_hash
 
 BASE = ".skytui-controller"
 # The first line the API process prints when the code it should run is not there yet.
@@ -60,7 +60,9 @@ class SiteStatus:
 
 
 def _resources_str(resources: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in resources.items() if value is not None) or "(none)"
+    """`infra=ssh/box1, cpus=4`: as the user wrote them (4, not 4.0)."""
+    return ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in resources.items() if value is not None) or "(none)"
 
 
 class ControllerSite:
@@ -129,9 +131,14 @@ class ControllerSite:
         """Put skytui's code, the controller's config and the credentials on the machine."""
         link = await self.link()
         python = self.config.jobs.controller.python
+        check = (f"{self._python()} -c 'import sys; assert sys.version_info >= (3, 10); "
+                 "import sqlalchemy, asyncssh, pydantic, yaml, rich'")
+        requirements = " ".join(shlex.quote(r) for r in RUNTIME_REQUIREMENTS)
+        # Missing dependencies go in the login's user site, as SkyPilot sets
+        # its controller up (a pod's image, a fresh host): that needs PyPI there.
         code, out, err = await link.run(
-            f"{self._python()} -c 'import sys; assert sys.version_info >= (3, 10); "
-            "import sqlalchemy, asyncssh, pydantic, yaml, rich'"
+            f"{check} 2>/dev/null || {{ PIP_BREAK_SYSTEM_PACKAGES=1 {self._python()} -m pip install -q --user "
+            f"{requirements} >&2 && {check}; }}", timeout=BOOTSTRAP_TIMEOUT_S,
         )
         if code != 0:
             detail = (err.strip().splitlines() or [out.strip()])[-1] if (err or out).strip() else f"exit {code}"
@@ -172,8 +179,11 @@ class ControllerSite:
                 env[item.env] = f"{home}/{item.remote}"
         await self._write(ENV_FILE, yaml.safe_dump(env).encode())
         await self._write("config.yaml", controller_config_text(self.paths, self.config, home).encode())
+        autostop = self.config.jobs.controller.autostop
+        stop_machine = autostop.stop_machine if not isinstance(autostop, bool) else autostop
         await self._write("site.json", json.dumps({
             "config": self.config_digest(),
+            "autostop_command": self.machine.stop_command if stop_machine else None,
             "resources": self.config.jobs.controller.resources.model_dump()
             if self.config.jobs.controller.resources else None,
         }).encode())
@@ -231,8 +241,8 @@ class ControllerSite:
         if wanted is None or running is None or wanted.model_dump() == running:
             return None
         return (f"config.yaml asks for controller resources {_resources_str(wanted.model_dump())}, but the "
-                f"running controller started with {_resources_str(running)}: they take effect at its next "
-                "start (`skytui controller stop`, then any command)")
+                f"running controller started with {_resources_str(running)}: they take effect when its "
+                "machine is made again (`skytui controller down`, then a launch)")
 
     async def start(self) -> SiteStatus:
         await self.link(create=True)

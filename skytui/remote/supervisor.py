@@ -77,10 +77,12 @@ def ensure(p: Paths) -> int:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         pid = supervisor_pid(p)
-        if pid is not None and pid > 0:
+        # Up once the controller it starts first is (`controller start` says its pid).
+        if pid is not None and pid > 0 and daemon.controller_info(p).pid is not None:
             return pid
         time.sleep(0.05)
-    raise RuntimeError(f"the supervisor did not start; see {p.logs / 'supervisor.log'}")
+    raise RuntimeError(f"the supervisor did not start the controller; see {p.logs / 'supervisor.log'} "
+                       f"and {p.controller_log}")
 
 
 def stop(p: Paths) -> bool:
@@ -124,6 +126,7 @@ def run(p: Paths) -> int:
 
     store = Store(p.db_url)
     idle_since: float | None = None
+    autostopped = False
     try:
         daemon.start_controller(p)
         while not stopping:
@@ -138,17 +141,34 @@ def run(p: Paths) -> int:
                 idle_since = idle_since or time.monotonic()
                 if idle_minutes is not None and time.monotonic() - idle_since >= idle_minutes * 60:
                     log.info("autostop: idle for %g minutes; stopping the controller", idle_minutes)
+                    autostopped = True
                     break
             deadline = time.monotonic() + LOOK_EVERY_S
             while not stopping and time.monotonic() < deadline:
                 time.sleep(0.1)
         daemon.stop_controller(p, timeout=STOP_TIMEOUT_S)
+        if autostopped:
+            _stop_machine(p)
     finally:
         store.close()
         with contextlib.suppress(OSError):
             (p.home / PID_FILE).unlink()
         os.close(fd)
     return 0
+
+
+def _stop_machine(p: Paths) -> None:
+    """After autostop: the machine stops itself if it is one that can (a VM),
+    as site.json says; the next client contact starts it again."""
+    site = started_with(p) or {}
+    command = site.get("autostop_command")
+    if not isinstance(command, str) or not command:
+        return
+    log.info("autostop: stopping this machine (%s)", command)
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        log.warning("autostop: the machine did not stop (exit %s): %s", done.returncode,
+                    (done.stderr or done.stdout).strip()[-300:])
 
 
 def sweep(p: Paths) -> None:

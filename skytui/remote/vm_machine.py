@@ -39,6 +39,7 @@ from skytui.clouds.base import CloudError, ClusterHandle, InstanceOffer, NodeInf
 from skytui.clouds.ssh_host_keys import HostKeys
 from skytui.config import Config, ConfigError, Paths, SSHHost, write_private
 from skytui.remote.errors import LinkError, NoController
+from skytui.remote.runtime import RUNTIME_REQUIREMENTS
 from skytui.remote.link import Link, SSHLink
 
 TAG = "skytui-controller"
@@ -49,7 +50,6 @@ GONE_TIMEOUT_S = 600.0
 SETUP_TIMEOUT_S = 600.0
 # What the controller needs of its Python (pyproject's dependencies, less the
 # TUI's); a fresh stock image has Python 3.10+ but none of these.
-RUNTIME_REQUIREMENTS = ("asyncssh>=2.14.2", "pydantic>=2.7,<3", "pyyaml>=6.0", "rich>=13.7", "sqlalchemy>=2.0.30,<3")
 _AWS_LIVE = ("pending", "running", "stopping", "stopped")
 # Being taken away: never adopted, and a new VM waits until they are gone.
 _GOING = frozenset({"shutting-down", "STOPPING"})
@@ -88,6 +88,8 @@ class VMMachine:
         self.cloud_name = cloud
         self.region = region
         self.label = f"{cloud}/{region}" if region else cloud
+        # A shutdown from inside stops an EC2 instance (its default) or a GCE VM; `ensure` starts it again.
+        self.stop_command: str | None = "sudo -n shutdown -h now"
         self.id = controller_id(cloud, region, getpass.getuser())
         self.cluster_name = f"{TAG}-{self.id}"
         self.root = keys_root(cloud, region)

@@ -9,7 +9,6 @@ that frame. The screen reloads when the app's feed says this job changed.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -20,54 +19,18 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Log, Static, Tree
 
-from skytui.client import AttemptRow, AttemptSpend, CostReport, EventRow, JobView
+from skytui.client import AttemptRow, CostReport, EventRow, JobView
 from skytui.engine.status import TERMINAL_NAMES
 from skytui.format import readable_cost, readable_duration, readable_lost_share, status_style
 from skytui.screens.base import SkyScreen
 from skytui.widgets.controller_banner import ControllerBanner
 from skytui.widgets.footer import QuietFooter
+from skytui.widgets.job_details import attempt_label, attempt_place, event_line, resources_text
 from skytui.widgets.log_view import LogView
 
 TAIL_BYTES = 1 << 20
 DETAILS_GROUP = "job-details"
 LOG_GROUP = "job-log"
-
-
-def spend_text(spent: float, lost: float, *, over: bool) -> str:
-    """An attempt's dollars and what of them bought nothing: all of it
-    ("(lost)") once it ended badly, its provisioning otherwise."""
-    if over and lost > 0 and lost >= spent - 0.005:
-        return f"{readable_cost(spent)} (lost)"
-    if lost >= 0.005:
-        return f"{readable_cost(spent)} ({readable_cost(lost)} lost)"
-    return readable_cost(spent)
-
-
-def attempt_label(attempt: AttemptRow, now: float, spend: AttemptSpend | None = None) -> Text:
-    ended = attempt.ended_at or now
-    where = attempt.infra or "?"
-    label = Text(f"attempt {attempt.attempt_no} · {where} · {attempt.instance_type or '-'}")
-    if attempt.use_spot:
-        label.append(" · spot")
-    label.append(f" · {readable_duration(ended - attempt.started_at)}")
-    if spend is not None and spend.price_per_hour is not None:
-        label.append(f" · {spend_text(spend.spent, spend.lost, over=not spend.running)}")
-    elif attempt.price_per_hour is not None:
-        label.append(f" · {readable_cost(attempt.cost(now))}")
-    if attempt.end_reason:
-        label.append(f" · {attempt.end_reason}", style="dim")
-    elif attempt.ended_at is None:
-        label.append(" · current", style="bold")
-    return label
-
-
-def event_line(event: EventRow) -> str:
-    stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
-    task = f"task {event.task_idx} " if event.task_idx is not None else ""
-    if event.kind == "status":
-        what = f"{event.from_status} → {event.to_status}"
-        return f"{stamp} {task}{what}" + (f" ({event.message})" if event.message else "")
-    return f"{stamp} {task}{event.kind}: {event.message or ''}"
 
 
 class JobScreen(SkyScreen):
@@ -96,6 +59,8 @@ class JobScreen(SkyScreen):
         """The app's CSS revision when this screen last restyled itself."""
         self._ledger: CostReport | None = None
         """The job's spend, per attempt (read with the details)."""
+        self._attempts: list[AttemptRow] = []
+        """The job's attempts as last read: the Resources panel says what was chosen."""
 
     def compose(self) -> ComposeResult:
         yield ControllerBanner()
@@ -141,6 +106,7 @@ class JobScreen(SkyScreen):
         self._last_event = 0
         self._spec = None
         self._ledger = None
+        self._attempts = []
         self._details_stale = True
         self._log_pending = True
         self.query_one("#job-events", Log).clear()
@@ -236,6 +202,7 @@ class JobScreen(SkyScreen):
 
     def _show(self, view: JobView, attempts: list[AttemptRow], events: list[EventRow]) -> None:
         now = self.tui.clock()
+        self._attempts = attempts
         self._show_title(view)
         self._fill_tree(view, attempts, now)
         if events:
@@ -275,7 +242,10 @@ class JobScreen(SkyScreen):
             node = tree.root.add(label, data=task.task_idx, expand=True)
             for attempt in (a for a in attempts if a.task_idx == task.task_idx):
                 spend = spends.get((attempt.task_idx, attempt.attempt_no))
-                node.add_leaf(attempt_label(attempt, now, spend), data=task.task_idx)
+                # Two lines, so that a narrow tree keeps the duration and cost in view.
+                line = node.add(attempt_label(attempt, now, spend), data=task.task_idx, expand=True,
+                                allow_expand=False)
+                line.add_leaf(attempt_place(attempt), data=task.task_idx)
         tree.cursor_line = max(0, min(cursor, tree.last_line))
 
     def _show_resources(self, view: JobView) -> None:
@@ -285,22 +255,10 @@ class JobScreen(SkyScreen):
         task = view.tasks[task_idx] if task_idx < len(view.tasks) else None
         if task is None or self._spec is None:
             return
-        spec = self._spec["tasks"][task_idx]
-        asked = json.dumps(
-            {k: v for k, v in spec.get("resources", {}).items() if v not in (None, [], {}, False)},
-            sort_keys=True,
-        )
-        lines = [
-            f"task {task_idx}: {task.name}",
-            f"requested: {task.requested} × {task.num_nodes} node{'s' if task.num_nodes > 1 else ''}",
-            f"resources: {asked}",
-            f"placed on: {task.infra or '-'} · {task.instance_type or '-'}"
-            + (" · spot" if task.use_spot else ""),
-            f"task id: {task.skypilot_task_id}",
-        ]
-        if task.exit_code is not None:
-            lines.append(f"exit code: {task.exit_code}")
-        self.query_one("#job-resources", Static).update(Text("\n".join(lines)))
+        spec = self._spec["tasks"][task_idx] if task_idx < len(self._spec["tasks"]) else {}
+        tried = [a for a in self._attempts if a.task_idx == task_idx]
+        latest = max(tried, key=lambda a: a.attempt_no) if tried else None
+        self.query_one("#job-resources", Static).update(resources_text(task, spec, latest))
 
     @work(thread=True, exclusive=True, group=LOG_GROUP, name="job log")
     def stream_log(self, view: LogView, job_id: int, task_idx: int | None) -> None:

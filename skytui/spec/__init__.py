@@ -24,6 +24,7 @@ re-exports; each concern has a module of its own:
     load_warnings  what a loaded file holds that has no effect here
     loader         YAML documents -> Pipeline / PoolDefinition
     stored         the stored form of a job's and a pool's spec
+    written        a stored `resources:` back in the user's words (YAML)
 
 How lines survive validation: `_yaml_lines` records the line of every key and
 list item while loading; models raise errors whose pydantic location (plus an
@@ -56,6 +57,7 @@ from skytui.spec.stored import (
     tasks_from_stored,
 )
 from skytui.spec.task import FileMount, Pipeline, Task
+from skytui.spec.written import resources_yaml, written_resources
 from skytui.spec.values import (
     KNOWN_CLOUDS,
     MAX_ACCELERATORS,
@@ -104,6 +106,9 @@ __all__ = [
     "stored_pool_spec",
     "stored_pool_workers",
     "tasks_from_stored",
+    # The stored resources in the user's words (written.py).
+    "resources_yaml",
+    "written_resources",
     # Importable from the single-module spec.py before the split; kept so.
     "InstanceTypeCheck",
     "KeptField",

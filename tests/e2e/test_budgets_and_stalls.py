@@ -93,3 +93,26 @@ def test_a_stall_restarts_the_run_with_stall_action_restart(env: Env) -> None:
     assert task["restarts_on_errors"] == 1
     assert task["failure_reason"].startswith("stalled: no log output for 2s; its run was stopped")
     assert len(kinds(env, job_id, "stall")) == 2
+
+
+def test_budget_and_stall_news_reach_the_notification_sinks(env: Env) -> None:
+    """The whole chain on the real daemon: the watch writes the events, the
+    notifier POSTs them (80 %, the budget reached, the stall, the end)."""
+    from infra.webhook import WebhookServer
+
+    hook = WebhookServer()
+    try:
+        env.config(FAST_CONFIG.replace("jobs:\n", f"jobs:\n  notify:\n    - {{webhook: {hook.url('/news')}}}\n"))
+        spender = env.launch(job(env, "spender", "sleep 600"), "--max-cost", "0.01")
+        quiet = env.launch(job(env, "quiet", "echo once\nsleep 600"), "--stall-timeout", "2s")
+        env.wait_status(spender, "CANCELLED", timeout=90)
+        wait_for(lambda: hook.delivered("terminal", spender), 30, 0.2, "the spender's end")
+        events = [body["event"] for body in hook.delivered(job=spender)]
+        assert events == ["budget-80", "budget-reached", "terminal"], events
+        final = hook.delivered("terminal", spender)[0]
+        assert final["status"] == "CANCELLED" and final["reason"].startswith("budget reached ($0.0")
+        wait_for(lambda: hook.delivered("stall", quiet), 30, 0.2, "the stall notification")
+        env.cli("jobs", "cancel", "-y", str(quiet), check=True)
+        env.wait_status(quiet, "CANCELLED", timeout=60)
+    finally:
+        hook.close()

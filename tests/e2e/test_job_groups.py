@@ -2,7 +2,8 @@
 each recovering on its own, the group following its primary tasks.
 
 Real jobs on `local` and `sim` through the CLI, as a user runs them; names
-resolve through nss_wrapper (Debian's libnss-wrapper, which .ci/run installs).
+resolve through nss_wrapper (Debian's libnss-wrapper, which
+scripts/install-test-deps installs).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ def tasks_of(env: Env, job_id: int) -> dict[str, dict[str, object]]:
 
 
 @pytest.fixture(autouse=True)
-def _nss_wrapper() -> None:
+def nss_wrapper() -> None:
     if find_nss_wrapper() is None:
-        pytest.fail("libnss-wrapper is not installed (apt-get install libnss-wrapper); .ci/run installs it")
+        pytest.fail("libnss-wrapper is not installed (scripts/install-test-deps installs it)")
 
 
 def test_a_client_finds_its_server_by_name_and_the_server_stops_with_it(env: Env) -> None:

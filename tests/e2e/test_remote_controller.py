@@ -243,3 +243,17 @@ def test_credentials_reach_the_controller_privately(remote_env: Env, ssh_user: A
     for path in ssh_user.home.rglob("*"):
         if path.is_file() and path != env_file:
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_changed_controller_resources_are_said_to_wait_for_the_next_machine(
+    env: Env, ssh_user: Any, controller_python: Path,
+) -> None:
+    env.config(remote_config(ssh_user, controller_python))
+    env.cli("controller", "start", check=True)
+    env.config(remote_config(ssh_user, controller_python).replace("{infra: ssh/ctl}", "{infra: ssh/ctl, cpus: 4}"))
+    status = env.cli("controller", "status", check=True).stdout
+    flat = " ".join(status.split())
+    assert "Note: config.yaml asks for controller resources infra=ssh/ctl, cpus=4, but the running controller " \
+           "started with infra=ssh/ctl: they take effect when its machine is made again" in flat, repr(flat)
+    queue = env.cli("jobs", "queue", check=True)
+    assert "Note: config.yaml asks for controller resources" in queue.stderr  # said with any command

@@ -64,8 +64,8 @@ PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
 _POD_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+)(?:/(log|exec))?)?/?$")
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _now(later_s: float = 0.0) -> str:
+    return datetime.fromtimestamp(time.time() + later_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_quantity(text: str | float) -> float:
@@ -368,13 +368,16 @@ class FakeKube:
         with self._lock:
             if pod.removed:
                 return
-            pod.obj["metadata"].setdefault("deletionTimestamp", _now())
+            # As the API server does: when the grace period given runs out.
+            pod.obj["metadata"].setdefault("deletionTimestamp", _now(grace_s))
             pod.obj["metadata"]["deletionGracePeriodSeconds"] = int(grace_s)
             self._touch(pod)
         threading.Thread(target=self._destroy, args=(pod, grace_s), daemon=True).start()
 
     def _destroy(self, pod: FakePod, grace_s: float) -> None:
-        _kill_all(pod.uid, grace_s=min(grace_s, 2.0))
+        # The whole grace period, as the kubelet gives it: a job using it to
+        # checkpoint keeps the pod, listed with its deletionTimestamp, till then.
+        _kill_all(pod.uid, grace_s=grace_s)
         with self._lock:
             pod.removed = True
             self.pods.pop((pod.namespace, pod.name), None)

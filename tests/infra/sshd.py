@@ -2,8 +2,8 @@
 
 It logs in throwaway users whose homes are in the test's temporary folder, so
 no job ever writes to a real home directory, and it never logs in root (whose
-sessions would also ignore SSH channel signals). `.ci/run` installs the
-package; creating users needs root, as CI has.
+sessions would also ignore SSH channel signals). scripts/install-test-deps
+installs the package; creating users needs root, as CI has.
 """
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SSHD = Path("/usr/sbin/sshd")
 RELAY = Path(__file__).with_name("relay.py")
+
+
+def sshd_path() -> Path:
+    """Debian's sshd; SKYTUI_TEST_SSHD points elsewhere (the missing-package check's own test)."""
+    return Path(os.environ.get("SKYTUI_TEST_SSHD", "/usr/sbin/sshd"))
 
 
 def free_port() -> int:
@@ -91,7 +95,7 @@ class RealSSHD:
             "Subsystem sftp internal-sftp\n"
         )
         Path("/run/sshd").mkdir(exist_ok=True)
-        subprocess.run([str(SSHD), "-f", str(root / "sshd_config"), "-E", str(root / "sshd.log")], check=True)
+        subprocess.run([str(sshd_path()), "-f", str(root / "sshd_config"), "-E", str(root / "sshd.log")], check=True)
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
@@ -131,8 +135,8 @@ class RealSSHD:
 
 
 def skip_reason() -> str | None:
-    if not SSHD.exists():
-        return "openssh-server is not installed (.ci/run installs it)"
+    if not sshd_path().exists():
+        return "openssh-server is not installed (scripts/install-test-deps installs it)"
     if os.geteuid() != 0:
         return "creating throwaway login users for the real sshd needs root"
     return None

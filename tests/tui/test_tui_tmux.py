@@ -22,7 +22,7 @@ WIDTH, HEIGHT = 120, 40
 class Tmux:
     def __init__(self, env: Env) -> None:
         if shutil.which("tmux") is None:
-            pytest.fail("tmux is not installed (apt-get install tmux); .ci/run installs it")
+            pytest.fail("tmux is not installed (scripts/install-test-deps installs it)")
         self.socket = f"skytui-test-{uuid.uuid4().hex[:8]}"
         self.env = env
 

@@ -24,7 +24,7 @@ from skytui.engine.store import NewTask, Store
 S = TaskStatus
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.needs("postgresql"))])
 def client(home: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     """Each database writes the JSON itself, with its own functions: both are read."""
     if request.param == "postgresql":

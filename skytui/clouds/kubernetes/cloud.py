@@ -71,6 +71,9 @@ class KubernetesCloud(PodLifecycle):
         self._refreshing: set[str] = set()  # contexts whose node list a thread is reading
         self._state_locks: dict[str, asyncio.Lock] = {}
         self._state_cache: dict[str, tuple[float, dict[str, Any]]] = {}  # context -> (when, pods by name)
+        # Pod uid -> its deletionTimestamp, as any listing saw it: a pod gone by
+        # the time its job's controller asks still had its notice (`preemption_notice`).
+        self._deleting: dict[str, float] = {}
         self._pod_contexts: dict[str, str] = {}  # pod name -> context, as found
 
     # ------------------------------------------------------------- clients
@@ -205,6 +208,11 @@ class KubernetesCloud(PodLifecycle):
             pods = await asyncio.to_thread(self._list_blocking, context, self._selector())
             by_name = {pod.metadata.name: pod for pod in pods}
             self._state_cache[context] = (time.monotonic(), by_name)
+            for pod in pods:
+                if pod.metadata.deletion_timestamp is not None:
+                    self._deleting[pod.metadata.uid] = pod.metadata.deletion_timestamp.timestamp()
+            if len(self._deleting) > 10_000:  # long-gone pods: a bound, not a cache policy
+                self._deleting.clear()
             return by_name
 
     async def cluster_states(self, handles: Sequence[ClusterHandle]) -> list[ClusterState]:
@@ -229,6 +237,38 @@ class KubernetesCloud(PodLifecycle):
         if running == len(handle.nodes):
             return ClusterState.UP
         return ClusterState.PARTIAL if running else ClusterState.GONE
+
+    async def preemption_notice(self, handle: ClusterHandle, *, fresh: bool = False) -> float | None:
+        """The end of the grace period of the cluster's first pod being
+        deleted or evicted (its deletionTimestamp), as the shared listing saw
+        it, or (`fresh`) as each pod reads now; None if none is (or the API
+        cannot say). The kubelet signals the pod's processes itself (see
+        pods.KEEPALIVE)."""
+        context = handle.region or (self.contexts[0] if self.contexts else "")
+        try:
+            if fresh:
+                for info in handle.nodes:
+                    pod = await asyncio.to_thread(self._read_pod_blocking, context, info.host)
+                    if pod is not None and pod.metadata.uid == info.instance_id \
+                            and pod.metadata.deletion_timestamp is not None:
+                        self._deleting[info.instance_id] = pod.metadata.deletion_timestamp.timestamp()
+            else:
+                await self._pods(context)  # what it saw lands in _deleting
+        except Exception:  # noqa: BLE001 - no answer is no notice; the state's look says the rest
+            pass
+        deadlines = [self._deleting[info.instance_id] for info in handle.nodes if info.instance_id in self._deleting]
+        return min(deadlines, default=None)
+
+    def _read_pod_blocking(self, context: str, name: str) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self._core(context).read_namespaced_pod(name, self.config.namespace,
+                                                           _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     async def terminate(self, cluster_name: str, handle: ClusterHandle | None) -> None:
         """Delete this install's pods of the cluster, in every context when

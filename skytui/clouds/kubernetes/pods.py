@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from skytui.clouds.base import (
+    PHASES_DIR,
     Accepted,
     CapacityError,
     CloudError,
@@ -29,6 +30,7 @@ from skytui.clouds.kubernetes.api import REQUEST_TIMEOUT, _cloud_error
 from skytui.clouds.kubernetes.names import label_value, pod_name
 from skytui.clouds.kubernetes.shapes import GPU_RESOURCE, NodeShape, describe_pod
 from skytui.clouds.nodes.podnode import CONTAINER, TERMINATING_MARK
+from skytui.clouds.phase_scripts import NOTICE_FILE
 from skytui.config import KubernetesInfraConfig
 
 log = logging.getLogger("skytui.clouds.kubernetes")
@@ -37,13 +39,23 @@ DELETE_GRACE_S = 5
 WAIT_POLL_S = 0.5
 IMAGE_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CONFIG_ERRORS = ("CreateContainerConfigError", "CreateContainerError")
-# PID 1 of a node: stays alive; on TERM (pod deleted or evicted) it leaves a
-# mark that the pod is going (so a job killed by it is not taken for a job
-# that failed: the API may still say Running for a moment), passes TERM to
-# the job's processes and gives them a moment before the container goes.
+# How long a pod's processes have between the kubelet's TERM and its KILL.
+TERMINATION_GRACE_S = 10
+# PID 1 of a node (POSIX sh): stays alive; on TERM (pod deleted or evicted) it
+# leaves a mark that the pod is going (so a job killed by it is not taken for
+# a job that failed: the API may still say Running for a moment), and the
+# preemption notice in each running phase's directory (so a job that ends in
+# answer to it, even with 0, is the pod's loss: clouds/phase_scripts.py),
+# passes TERM to the job's processes and waits for them to end, for the grace
+# period at most (the kubelet's KILL ends it anyway): the job may checkpoint.
 KEEPALIVE = (
-    f"trap 'mkdir -p \"$HOME/.skytui\"; touch \"$HOME/{TERMINATING_MARK}\"; kill -TERM -1 2>/dev/null; "
-    "sleep 2; exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
+    f"trap 'mkdir -p \"$HOME/.skytui\"; touch \"$HOME/{TERMINATING_MARK}\"; "
+    f"t=$(( $(date +%s) + {TERMINATION_GRACE_S} )); "
+    f"for d in \"$HOME\"/{PHASES_DIR}/*/; do [ -e \"$d\"pid ] && [ ! -e \"$d\"exit_code ] && "
+    f"echo $t > \"$d\"{NOTICE_FILE}; done; "
+    "kill -TERM -1 2>/dev/null; wait; "
+    f"n=0; while [ $n -lt {TERMINATION_GRACE_S * 5} ] && kill -0 -1 2>/dev/null; do sleep 0.2; n=$((n+1)); done; "
+    "exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 )
 
 
@@ -87,7 +99,7 @@ class PodLifecycle:
         info = json.dumps({"cluster_name": cluster, "cloud": self.name, "region": context, "zone": None})
         spec: dict[str, Any] = {
             "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 10,
+            "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
             "automountServiceAccountToken": False,  # jobs get no credentials of this namespace
             "enableServiceLinks": False,
             "containers": [{
@@ -267,6 +279,10 @@ class PodLifecycle:
 
         core = self._core(context)
         for pod in self._list_blocking(context, self._selector(cluster)):
+            if pod.metadata.deletion_timestamp is not None:
+                # Going already (an eviction, a delete): deleting it again
+                # would cut short the grace period its job was given.
+                continue
             try:
                 core.delete_namespaced_pod(
                     pod.metadata.name, self.config.namespace, grace_period_seconds=DELETE_GRACE_S,

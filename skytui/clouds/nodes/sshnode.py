@@ -44,6 +44,17 @@ ENCRYPTION_ALGS = [
 ]
 
 
+async def close_connection(conn: asyncssh.SSHClientConnection | None, timeout: float = 5.0) -> None:
+    """Close an SSH connection and wait a little for it; a dead peer is no error."""
+    if conn is None:
+        return
+    conn.close()
+    try:
+        await asyncio.wait_for(conn.wait_closed(), timeout=timeout)
+    except (TimeoutError, OSError, asyncssh.Error):
+        pass
+
+
 class SSHNode(ShellNode):
     """One persistent SSH connection per node; commands are channels on it."""
 
@@ -117,12 +128,7 @@ class SSHNode(ShellNode):
     async def close(self) -> None:
         self._end_watch()
         conn, self._conn, self._sftp = self._conn, None, None
-        if conn is not None:
-            conn.close()
-            try:
-                await asyncio.wait_for(conn.wait_closed(), timeout=5)
-            except (TimeoutError, OSError, asyncssh.Error):
-                pass
+        await close_connection(conn)
 
     async def _ensure(self) -> tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]:
         if self._conn is None or self._conn.is_closed() or self._sftp is None:

@@ -273,10 +273,12 @@ class RunningTask:
 @dataclass(frozen=True)
 class SimPreempt:
     """`skytui sim preempt`: reclaim the sim machine under a job's task (the
-    current task when `task_idx` is None)."""
+    current task when `task_idx` is None), `notice_s` seconds after giving
+    notice of it (0: at once, no notice)."""
 
     job_id: int
     task_idx: int | None = None
+    notice_s: float = 0.0
 
 
 @dataclass(frozen=True)
