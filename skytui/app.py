@@ -11,6 +11,7 @@ keeps running on its own.
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], float]
 FIRST_PAINT_JOBS = 200
+FIRST_FRAME_WAIT_S = 0.5
+"""At most this long, the feed waits for the first rows' frame before reading every job."""
 JOB_SCREEN = "job"
 GC_SPACING = 1.0
 """Seconds between the app's own full garbage collections (`collect_garbage`)."""
@@ -206,11 +209,19 @@ class SkyTUI(SkyAppBase):
         updates = self.client.follow_queue(
             first_paint=FIRST_PAINT_JOBS, poll_s=self.poll_interval, follow=self._follow
         )
+        first = True
         for update in updates:
             if worker.is_cancelled:
                 return
             if update.views or update.full:
                 self.call_from_thread(self._apply, update.views, update.full)
+            if first and len(update.views) == FIRST_PAINT_JOBS:
+                # Read every job only once those first rows are on screen: the
+                # read holds the GIL for a while, and would delay their frame.
+                painted = threading.Event()
+                self.call_from_thread(self.call_after_refresh, painted.set)
+                painted.wait(FIRST_FRAME_WAIT_S)
+            first = False
 
     def _apply(self, views: Iterable[JobView], full: bool) -> None:
         if full:
