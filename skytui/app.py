@@ -95,6 +95,8 @@ class SkyTUI(SkyAppBase):
         """When the last key arrived (monotonic clock)."""
         self._collected_at = 0.0
         """When `collect_garbage` last collected (monotonic clock)."""
+        self._gc_waiting = False
+        """A collection waits for a pause in the keys (`collect_garbage`)."""
         self._gc_thresholds = gc.get_threshold()
         """Python's GC thresholds before the app changed them, restored at exit."""
 
@@ -122,27 +124,39 @@ class SkyTUI(SkyAppBase):
         await super().on_event(event)
 
     def collect_garbage_after_frame(self, screen: Screen[Any]) -> None:
-        """For a screen that just handled a key: collect garbage (if one is
-        due) once no key has come for `GC_QUIET_S`. Right after the frame
-        that answers the key is too soon: typing or holding a key sends the
-        next one 30-130 ms later, and it would wait for the collection."""
-        self.set_timer(GC_QUIET_S, self._collect_garbage_if_quiet)
-
-    def _collect_garbage_if_quiet(self) -> None:
-        if time.monotonic() - self._input_at >= GC_QUIET_S:
-            self.collect_garbage()
+        """For a screen that just handled a key: a collection, once there is a pause."""
+        self.collect_garbage()
 
     def collect_garbage(self) -> None:
-        """A full garbage collection, at a moment no key is waiting for a frame.
+        """A full garbage collection (if one is due), at a moment no key is
+        waiting for a frame: now if no key came for `GC_QUIET_S`, else once
+        none has for that long.
 
         Textual's rendered Strips keep themselves in their own caches, so every
         repaint leaves reference cycles that only the cyclic GC frees. Left to
         Python, a full collection comes every few seconds, 10-50 ms of work at
         once, at whichever allocation crosses the threshold: most likely while
         a key is being answered, since that is when the app allocates. Python's
-        automatic ones are off (`on_mount`); the screens call for one after
-        the frame that answers a key, and a timer covers quiet times.
+        automatic ones are off (`on_mount`). Right after the frame that answers
+        a key is still too soon: typing or holding a key sends the next one
+        30-130 ms later, and `enter` has the job's details to show; so the
+        screens ask after a key and the collection waits for a pause, and a
+        timer covers quiet times.
         """
+        if time.monotonic() - self._input_at >= GC_QUIET_S:
+            self._collect()
+        elif not self._gc_waiting:
+            self._gc_waiting = True
+            self.set_timer(GC_QUIET_S, self._collect_if_quiet)
+
+    def _collect_if_quiet(self) -> None:
+        self._gc_waiting = False
+        if time.monotonic() - self._input_at >= GC_QUIET_S:
+            self._collect()
+        # Otherwise keys keep coming: the next one asks again, and the timer
+        # below collects at the latest GC_AT_THE_LATEST after the last one.
+
+    def _collect(self) -> None:
         now = time.monotonic()
         if now - self._collected_at < GC_SPACING:
             return
@@ -152,7 +166,7 @@ class SkyTUI(SkyAppBase):
     def _collect_garbage_when_idle(self) -> None:
         now = time.monotonic()
         if now - self._input_at > GC_SPACING or now - self._collected_at > GC_AT_THE_LATEST:
-            self.collect_garbage()
+            self._collect()
 
     def clock(self) -> float:
         """Now, for everything shown: while the controller is out, the moment
