@@ -11,6 +11,7 @@ keeps running on its own.
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,6 @@ from skytui.config import ConfigError, load_config
 from skytui.engine.status import TERMINAL_NAMES
 from skytui.screens.base import SkyAppBase
 from skytui.screens.jobs import JobsScreen
-from skytui.screens.pools import PoolsScreen
 from skytui.widgets.controller_banner import UP, ControllerState
 
 if TYPE_CHECKING:
@@ -34,9 +34,13 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], float]
 FIRST_PAINT_JOBS = 200
+FIRST_FRAME_WAIT_S = 0.5
+"""At most this long, the feed waits for the first rows' frame before reading every job."""
 JOB_SCREEN = "job"
 GC_SPACING = 1.0
 """Seconds between the app's own full garbage collections (`collect_garbage`)."""
+GC_QUIET_S = 0.3
+"""No key for this long: a pause between bursts of keys, when a collection is due."""
 GC_AT_THE_LATEST = 5.0
 """A collection is done after this many seconds even if keys keep coming."""
 NO_AUTOMATIC_FULL_GC = 1 << 30
@@ -44,12 +48,19 @@ NO_AUTOMATIC_FULL_GC = 1 << 30
 SUPERVISE_EVERY_S = 2.0
 """How often the app checks that the controller lives (a lock probe: cheap)."""
 
+def _pools_screen() -> Screen[Any]:
+    """The pools screen, imported when first shown: the first frame is the queue's."""
+    from skytui.screens.pools import PoolsScreen
+
+    return PoolsScreen()
+
+
 class SkyTUI(SkyAppBase):
     """Managed jobs at the keyboard."""
 
     CSS_PATH = "app.tcss"
     TITLE = "skytui"
-    MODES = {"jobs": JobsScreen, "pools": PoolsScreen}
+    MODES = {"jobs": JobsScreen, "pools": _pools_screen}
     DEFAULT_MODE = "jobs"
     BINDINGS = [
         Binding("ctrl+c", "quit", "Quit", priority=True, show=False, id="app.quit"),
@@ -84,6 +95,8 @@ class SkyTUI(SkyAppBase):
         """When the last key arrived (monotonic clock)."""
         self._collected_at = 0.0
         """When `collect_garbage` last collected (monotonic clock)."""
+        self._gc_waiting = False
+        """A collection waits for a pause in the keys (`collect_garbage`)."""
         self._gc_thresholds = gc.get_threshold()
         """Python's GC thresholds before the app changed them, restored at exit."""
 
@@ -111,22 +124,39 @@ class SkyTUI(SkyAppBase):
         await super().on_event(event)
 
     def collect_garbage_after_frame(self, screen: Screen[Any]) -> None:
-        """For a screen that just handled a key: collect garbage (if one is
-        due) right after its next frame, the one that answers the key. The
-        next key is then a human's reaction time away."""
-        screen.call_after_refresh(self.collect_garbage)
+        """For a screen that just handled a key: a collection, once there is a pause."""
+        self.collect_garbage()
 
     def collect_garbage(self) -> None:
-        """A full garbage collection, at a moment no key is waiting for a frame.
+        """A full garbage collection (if one is due), at a moment no key is
+        waiting for a frame: now if no key came for `GC_QUIET_S`, else once
+        none has for that long.
 
         Textual's rendered Strips keep themselves in their own caches, so every
         repaint leaves reference cycles that only the cyclic GC frees. Left to
         Python, a full collection comes every few seconds, 10-50 ms of work at
         once, at whichever allocation crosses the threshold: most likely while
         a key is being answered, since that is when the app allocates. Python's
-        automatic ones are off (`on_mount`); the screens call for one after
-        the frame that answers a key, and a timer covers quiet times.
+        automatic ones are off (`on_mount`). Right after the frame that answers
+        a key is still too soon: typing or holding a key sends the next one
+        30-130 ms later, and `enter` has the job's details to show; so the
+        screens ask after a key and the collection waits for a pause, and a
+        timer covers quiet times.
         """
+        if time.monotonic() - self._input_at >= GC_QUIET_S:
+            self._collect()
+        elif not self._gc_waiting:
+            self._gc_waiting = True
+            self.set_timer(GC_QUIET_S, self._collect_if_quiet)
+
+    def _collect_if_quiet(self) -> None:
+        self._gc_waiting = False
+        if time.monotonic() - self._input_at >= GC_QUIET_S:
+            self._collect()
+        # Otherwise keys keep coming: the next one asks again, and the timer
+        # below collects at the latest GC_AT_THE_LATEST after the last one.
+
+    def _collect(self) -> None:
         now = time.monotonic()
         if now - self._collected_at < GC_SPACING:
             return
@@ -136,7 +166,7 @@ class SkyTUI(SkyAppBase):
     def _collect_garbage_when_idle(self) -> None:
         now = time.monotonic()
         if now - self._input_at > GC_SPACING or now - self._collected_at > GC_AT_THE_LATEST:
-            self.collect_garbage()
+            self._collect()
 
     def clock(self) -> float:
         """Now, for everything shown: while the controller is out, the moment
@@ -193,11 +223,19 @@ class SkyTUI(SkyAppBase):
         updates = self.client.follow_queue(
             first_paint=FIRST_PAINT_JOBS, poll_s=self.poll_interval, follow=self._follow
         )
+        first = True
         for update in updates:
             if worker.is_cancelled:
                 return
             if update.views or update.full:
                 self.call_from_thread(self._apply, update.views, update.full)
+            if first and len(update.views) == FIRST_PAINT_JOBS:
+                # Read every job only once those first rows are on screen: the
+                # read holds the GIL for a while, and would delay their frame.
+                painted = threading.Event()
+                self.call_from_thread(self.call_after_refresh, painted.set)
+                painted.wait(FIRST_FRAME_WAIT_S)
+            first = False
 
     def _apply(self, views: Iterable[JobView], full: bool) -> None:
         if full:

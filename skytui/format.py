@@ -4,7 +4,7 @@ thing the same way (SkyPilot's `sky jobs queue` wording)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -14,8 +14,60 @@ from skytui.engine.status import TERMINAL, TERMINAL_NAMES, is_stalled
 
 QUEUE_COLUMNS = (
     "ID", "TASK", "NAME", "REQUESTED", "SUBMITTED", "TOT. DURATION", "JOB DURATION",
-    "#RECOVERIES", "STATUS", "POOL",
+    "#RECOVERIES", "STATUS", "POOL", "INFRA", "COST",
 )
+# Most important first. A narrow terminal hides the last ones (k9s does the
+# same): what a job is, how it is doing, how long it ran, how often it was
+# recovered, what it costs and where, before when and what it asked for.
+QUEUE_PRIORITY = (
+    "ID", "NAME", "STATUS", "JOB DURATION", "#RECOVERIES", "COST", "INFRA",
+    "SUBMITTED", "TASK", "TOT. DURATION", "REQUESTED", "POOL",
+)
+# (narrowest still worth showing, comfortable) widths in cells. Comfortable
+# fits the usual values whole: `sim:aws/us-east-1`, `RECOVERING ⚠ stalled`,
+# `a few secs ago`, `$1,234.56`; a header label may be cut short below it.
+QUEUE_WIDTHS = {
+    "ID": (5, 5), "TASK": (4, 4), "NAME": (10, 16), "REQUESTED": (8, 10), "SUBMITTED": (9, 14),
+    "TOT. DURATION": (8, 13), "JOB DURATION": (8, 12), "#RECOVERIES": (5, 11), "STATUS": (12, 20),
+    "POOL": (4, 8), "INFRA": (13, 17), "COST": (9, 9),
+}
+QUEUE_RIGHT_ALIGNED = frozenset({"#RECOVERIES", "COST"})
+# The column that takes the room left once every shown column is comfortable.
+QUEUE_FLEX = "NAME"
+
+
+def fit_queue_columns(
+    width: int, *, gap: int = 1, natural: Mapping[str, int] | None = None, flex_max: int = 40,
+) -> dict[str, int]:
+    """Which queue columns fit in `width` cells, and how wide each is, in QUEUE_COLUMNS order.
+
+    In priority order, a column is shown when every more important shown
+    column can have its comfortable width and this one at least its narrowest;
+    then each, most important first, grows toward comfortable, and the flex
+    column takes what is left (up to `flex_max`). `natural` replaces the
+    comfortable widths (the CLI measures its cells); `gap` is the space
+    between two columns.
+    """
+    sizes = {name: QUEUE_WIDTHS[name] for name in QUEUE_COLUMNS}
+    if natural is not None:
+        sizes = {name: (min(low, natural[name]), natural[name]) for name, (low, _) in sizes.items()}
+    shown: list[str] = []
+    comfortable = -gap
+    for name in QUEUE_PRIORITY:
+        low, high = sizes[name]
+        if not shown or comfortable + gap + low <= width:
+            shown.append(name)
+            comfortable += gap + high
+    widths = {name: sizes[name][0] for name in shown}
+    spare = width - (sum(widths.values()) + gap * (len(shown) - 1))
+    for name in shown:
+        grow = max(0, min(spare, sizes[name][1] - widths[name]))
+        widths[name] += grow
+        spare -= grow
+    if QUEUE_FLEX in widths:
+        widths[QUEUE_FLEX] += max(0, min(spare, flex_max - widths[QUEUE_FLEX]))
+    return {name: widths[name] for name in QUEUE_COLUMNS if name in widths}
+
 
 STATUS_STYLES = {
     "PENDING": "yellow",
@@ -142,6 +194,7 @@ def queue_lines(view: JobView, now: float) -> list[QueueLine]:
             str(job.id), "-", job.name, task.requested, readable_ago(job.submitted_at, now), tot,
             readable_duration(task.duration_s(now) if task.started_at else None),
             str(task.recoveries), status_text(job.status, stalled=is_stalled(task.status, task.status_reason)), pool,
+            task.infra or "-", readable_cost(view.cost(now, None)),
         )
         return [QueueLine(str(job.id), job.id, None, cells, finished)]
     status = status_text(job.status, stalled=any(is_stalled(t.status, t.status_reason) for t in view.tasks))
@@ -156,6 +209,7 @@ def queue_lines(view: JobView, now: float) -> list[QueueLine]:
         str(job.id), "", name, "-", readable_ago(job.submitted_at, now), tot,
         readable_duration(sum(t.duration_s(now) for t in view.tasks) if started else None),
         str(sum(t.recoveries for t in view.tasks)), status, pool,
+        current.infra or "-" if current is not None else "-", readable_cost(view.cost(now, None)),
     ), finished)]
     for task in view.tasks:
         task_tot = (task.ended_at or now) - task.submitted_at if task.started_at or task.ended_at else None
@@ -164,6 +218,7 @@ def queue_lines(view: JobView, now: float) -> list[QueueLine]:
             " ↳", str(task.task_idx), task_name, task.requested, readable_ago(task.submitted_at, now),
             readable_duration(task_tot), readable_duration(task.duration_s(now) if task.started_at else None),
             str(task.recoveries), status_text(task.status, stalled=is_stalled(task.status, task.status_reason)), pool,
+            task.infra or "-", readable_cost(view.cost(now, task.task_idx)),
         ), finished))
     return lines
 

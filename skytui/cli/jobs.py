@@ -145,7 +145,9 @@ def cmd_queue(client: Client, args: argparse.Namespace) -> int:
         sys.stdout.write(client.queue_json(skip_finished=args.skip_finished, limit=limit) + "\n")
         return EXIT_OK
     views = client.queue(skip_finished=args.skip_finished, limit=limit)
-    print_queue(views, time.time())
+    # Only a full page can be short of the whole queue: one COUNT then, none otherwise.
+    total = client.job_count(skip_finished=args.skip_finished) if limit is not None and len(views) == limit else None
+    print_queue(views, time.time(), total=total)
     return EXIT_OK
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -28,6 +30,8 @@ from skytui.engine.event_kinds import (
 from skytui.engine.status import TaskStatus
 from skytui.format import (
     QUEUE_COLUMNS,
+    QUEUE_RIGHT_ALIGNED,
+    fit_queue_columns,
     in_progress_summary,
     queue_lines,
     readable_ago,
@@ -62,20 +66,37 @@ def print_plans(pipeline: Pipeline, plans: list[Plan]) -> None:
         out.print(table)
 
 
-def print_queue(views: list[JobView], now: float) -> None:
-    """`jobs queue`: how many are in progress, then a line per job (and per task of a pipeline)."""
+def print_queue(views: list[JobView], now: float, *, total: int | None = None) -> None:
+    """`jobs queue`: how many are in progress, then a line per job (and per
+    task of a pipeline), in the columns that fit the terminal; with `total`
+    (the jobs there are, when only the latest were asked for), a footer
+    saying so."""
     out.print(in_progress_summary(views))
     if not views:
         return
+    lines = [queue_lines(view, now) for view in views]
+    natural = {name: cell_len(name) for name in QUEUE_COLUMNS}
+    for line in chain.from_iterable(lines):
+        for name, cell in zip(QUEUE_COLUMNS, line.cells):
+            natural[name] = max(natural[name], cell_len(cell if isinstance(cell, str) else cell.plain))
+    # A long name takes the room left over, not that of the columns after it.
+    name_width, natural["NAME"] = natural["NAME"], min(natural["NAME"], 40)
+    # Rich puts one cell of padding on each side of a column: two between columns.
+    widths = fit_queue_columns(out.width, gap=2, natural=natural, flex_max=name_width)
+    shown = [QUEUE_COLUMNS.index(name) for name in widths]
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in QUEUE_COLUMNS:
-        table.add_column(column, no_wrap=True)
-    for view in views:
-        for line in queue_lines(view, now):
-            table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in line.cells))
+    for name, width in widths.items():
+        table.add_column(name, no_wrap=True, width=width, overflow="ellipsis",
+                         justify="right" if name in QUEUE_RIGHT_ALIGNED else "left")
+    for view, view_lines in zip(views, lines):
+        for line in view_lines:
+            cells = [line.cells[i] for i in shown]
+            table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
         if view.is_pipeline:
             table.add_row()
     out.print(table)
+    if total is not None and total > len(views):
+        out.print(Text(f"showing {len(views):,} of {total:,} · -a for all", style="dim"))
 
 
 def pools_json(views: list[PoolView]) -> str:

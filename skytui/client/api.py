@@ -375,6 +375,10 @@ class Client:
     def queue(self, *, skip_finished: bool = False, limit: int | None = None) -> list[JobView]:
         return self._views(self.store.jobs(in_progress_only=skip_finished, limit=limit))
 
+    def job_count(self, *, skip_finished: bool = False) -> int:
+        """How many jobs `queue` would list without a limit: the "of N" of a limited view."""
+        return self.store.job_count(in_progress_only=skip_finished)
+
     def snapshot(self, *, limit: int | None = None) -> tuple[list[JobView], int]:
         """Every job (newest first) and the event id to follow changes from.
 

@@ -51,7 +51,7 @@ NO_CONTROLLER_ANSWERS: dict[str, Callable[[tuple[Any, ...]], Any]] = {
     "in_progress_ids": lambda _: [], "has_unfinished_work": lambda _: False, "events": lambda _: [],
     "resolve_job": lambda _: None, "controller_info": lambda _: ControllerInfo(False, None),
     "read_controller_log": lambda _: b"", "cancel": lambda _: [],
-    "attempts": lambda _: [],
+    "attempts": lambda _: [], "job_count": lambda _: 0,
 }
 # In the client's SKYTUI_HOME: which controller it talked to last (a cache: losing it loses nothing).
 LAST_CONTROLLER_FILE = "last_controller.json"
@@ -387,6 +387,9 @@ class RemoteClient(Client):
 
     def queue(self, *, skip_finished: bool = False, limit: int | None = None) -> list[JobView]:
         return list(self._call("queue", skip_finished=skip_finished, limit=limit))
+
+    def job_count(self, *, skip_finished: bool = False) -> int:
+        return int(self._call("job_count", skip_finished=skip_finished))
 
     def snapshot(self, *, limit: int | None = None) -> tuple[list[JobView], int]:
         views, last = self._call("snapshot", limit=limit)

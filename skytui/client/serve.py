@@ -32,7 +32,7 @@ CONTROLLER_ID_FILE = "controller_id"
 # Plain calls: a Client method each.
 CALLS = frozenset({
     "apply_pool_stored", "attempts", "cancel", "changes", "controller_info", "cost_report", "events",
-    "has_unfinished_work", "in_progress_ids", "job", "job_spec", "pool_down", "pools", "queue", "queue_json",
+    "has_unfinished_work", "in_progress_ids", "job", "job_count", "job_spec", "pool_down", "pools", "queue", "queue_json",
     "read_controller_log", "resolve_job", "sim_preempt", "sim_stockout", "snapshot",
     "submit_prepared",
 })

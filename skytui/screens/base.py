@@ -8,7 +8,7 @@ it. May touch the client, the widgets and Textual; never `skytui.app`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.app import App
 from textual.reactive import reactive
@@ -17,7 +17,9 @@ from textual.worker import Worker, get_current_worker
 
 from skytui.client import Client, JobView
 from skytui.widgets.controller_banner import UP, ControllerState
-from skytui.widgets.log_view import LogView
+
+if TYPE_CHECKING:  # only the screens that show a log load it
+    from skytui.widgets.log_view import LogView
 
 
 class SkyAppBase(App[None]):

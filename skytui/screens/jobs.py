@@ -16,7 +16,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 from itertools import chain
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -25,7 +25,7 @@ from textual.widgets import Input, Static
 
 from skytui.client import JobView
 from skytui.engine.status import TERMINAL_NAMES, TaskStatus
-from skytui.format import in_progress_summary, jobs_phrase, queue_lines, readable_cost
+from skytui.format import in_progress_summary, jobs_phrase, queue_lines
 from skytui.screens.base import SkyScreen
 from skytui.screens.jobs_query import ORDER_FIXED_SORTS, JobFilter, Scope, SortKey, haystack, queue_columns, sort_value
 from skytui.widgets.controller_banner import ControllerBanner
@@ -46,6 +46,11 @@ class QueueTable(JobTable):
     def freshen_rows(self, rows: Sequence[TableRow]) -> Iterable[TableRow]:
         screen = self.screen
         return screen.fresh_rows_for(rows) if isinstance(screen, JobsScreen) else ()
+
+    def on_resize(self, event: events.Resize) -> None:
+        columns = queue_columns(event.size.width)
+        if tuple(columns) != self.columns:  # a new set of columns drops every cached line
+            self.set_columns(columns)
 
 
 class JobsScreen(SkyScreen):
@@ -111,7 +116,7 @@ class JobsScreen(SkyScreen):
 
     def on_mount(self) -> None:
         table = self.query_one(JobTable)
-        table.set_columns(queue_columns())
+        table.set_columns(queue_columns(self.app.size.width))
         self.watch(self.tui, "jobs_revision", self._jobs_changed, init=False)
         self.set_interval(1.0, self._tick)
         table.focus()
@@ -199,14 +204,10 @@ class JobsScreen(SkyScreen):
                 return cached[3]
         else:
             finished = view.job.status in TERMINAL_NAMES
-        rows = []
-        for line in queue_lines(view, now):
-            task = view.tasks[line.task_idx] if line.task_idx is not None else view.current_task
-            infra = task.infra if task is not None and task.infra else "-"
-            cost = readable_cost(view.cost(now, line.task_idx))
-            rows.append(
-                TableRow(line.key, (*line.cells, infra, cost), dim=line.finished, indent=line.task_idx is not None)
-            )
+        rows = [
+            TableRow(line.key, line.cells, dim=line.finished, indent=line.task_idx is not None)
+            for line in queue_lines(view, now)
+        ]
         self._row_cache[job_id] = (view, finished, self._stamp(job_id, finished, now), rows)
         self._last_rows[job_id] = rows
         return rows
@@ -298,11 +299,13 @@ class JobsScreen(SkyScreen):
         # Its box (the header's width left of the view label) never depends
         # on its text: no layout pass for the feed's every change of counts.
         self._set_static("#jobs-summary", in_progress_summary(active), layout=False)
-        shown = f"{len(self._shown)} of {len(jobs)} jobs"
-        labels = {"all": "all", "active": "active only", "faults": "faults only"}
+        # As the CLI's footer: when the view leaves jobs out, it says so, and how to see them.
+        limited = len(self._shown) < len(jobs)
+        shown = f"showing {len(self._shown):,} of {len(jobs):,} jobs" if limited else f"{len(jobs):,} jobs"
+        labels = {"all": "all", "active": "active only · 0 for all", "faults": "faults only · 0 for all"}
         view_label = f"{shown} · {labels[self.scope]} · sorted by {self.sort_key}{' ↓' if self.sort_reverse else ' ↑'}"
         if self.filter_text:
-            view_label += f" · /{self.filter_text}"
+            view_label += f" · /{self.filter_text} (esc clears)"
         self._set_static("#jobs-view", view_label)
         empty = self.query_one("#jobs-empty", Static)
         empty.display = not self._shown

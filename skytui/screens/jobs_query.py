@@ -1,6 +1,6 @@
 """What the jobs screen shows and in which order: its columns, sorts and the `/` filter.
 
-This module owns the queue's fixed column widths, the sort keys and scopes
+This module owns the queue's columns at a given width, the sort keys and scopes
 the screen offers, the value each sort orders a job by, and `JobFilter` with
 the text it searches in a job. Pure functions of a `JobView`; it touches no
 screen or widget (`screens/jobs.py` applies them, with its caches).
@@ -12,31 +12,29 @@ import re
 from typing import Literal
 
 from skytui.client import JobView
-from skytui.format import QUEUE_COLUMNS
+from skytui.format import QUEUE_COLUMNS, QUEUE_RIGHT_ALIGNED, fit_queue_columns
 from skytui.widgets.job_table import Column
 
 SortKey = Literal["id", "name", "age", "status", "duration", "recoveries"]
 Scope = Literal["all", "active", "faults"]
 
-# Fixed widths: measuring ten thousand cells is what makes big tables slow.
-# Fixed widths, about 150 cells with INFRA and COST; narrower terminals scroll sideways.
-COLUMN_WIDTHS = {
-    "ID": 5, "TASK": 4, "NAME": 18, "REQUESTED": 12, "SUBMITTED": 14, "TOT. DURATION": 13,
-    "JOB DURATION": 12, "#RECOVERIES": 11, "STATUS": 20, "POOL": 14, "INFRA": 12, "COST": 9,
-}
-RIGHT_ALIGNED = {"#RECOVERIES", "COST"}
+# Fixed widths (measuring ten thousand cells is what makes big tables slow),
+# chosen by `fit_queue_columns` for the table's width.
+# The mark gutter and the vertical scrollbar take these cells of the width.
+TABLE_CHROME = 3
 # Sorts whose order a status change cannot alter (ids and ages never change):
 # the feed's changes are patched into place instead of re-sorting the queue.
 ORDER_FIXED_SORTS = ("id", "age")
 REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
 
 
-def queue_columns() -> list[Column]:
-    """The queue table's columns: `sky jobs queue`'s, then INFRA and COST."""
-    names = (*QUEUE_COLUMNS, "INFRA", "COST")
+def queue_columns(width: int) -> list[Column]:
+    """The queue table's columns that fit a table `width` cells wide, by
+    `format.QUEUE_PRIORITY`: `sky jobs queue`'s, then INFRA and COST."""
     return [
-        Column(name.lower(), name, COLUMN_WIDTHS[name], "right" if name in RIGHT_ALIGNED else "left")
-        for name in names
+        Column(name.lower(), name, cells, "right" if name in QUEUE_RIGHT_ALIGNED else "left",
+               QUEUE_COLUMNS.index(name))
+        for name, cells in fit_queue_columns(width - TABLE_CHROME).items()
     ]
 
 

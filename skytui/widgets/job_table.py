@@ -403,7 +403,8 @@ class JobTable(JobTableViewport, can_focus=True):
             if position:
                 segments.append(Segment(" ", style))
             width = max(0, column.width)
-            cell: Cell = cells[position] if position < len(cells) else ""
+            index = position if column.cell is None else column.cell
+            cell: Cell = cells[index] if index < len(cells) else ""
             if position == 0 and row.indent and width > 0 and not starts_with_arrow(cell):
                 prefix = INDENT_PREFIX[:width]
                 segments.append(Segment(prefix, style))

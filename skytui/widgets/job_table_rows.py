@@ -23,12 +23,17 @@ INDENT_PREFIX = "↳ "
 
 @dataclass(frozen=True)
 class Column:
-    """A fixed-width column; widths are given, never measured from the cells."""
+    """A fixed-width column; widths are given, never measured from the cells.
+
+    `cell` is the index of the row cell it shows (None: its own position), so
+    a narrow table can hide columns without its rows being rebuilt.
+    """
 
     key: str
     label: str
     width: int
     align: Align = "left"
+    cell: int | None = None
 
 
 @dataclass(frozen=True)

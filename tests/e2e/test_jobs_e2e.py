@@ -156,7 +156,7 @@ def test_launch_detached_then_logs_and_queue(env: Env) -> None:
     assert env.cli("jobs", "logs", "-n", "train", "--no-follow").stdout.count("step") == 3
     queue = env.cli("jobs", "queue").stdout
     header = queue.splitlines()[1].split()
-    assert header[:4] == ["ID", "TASK", "NAME", "REQUESTED"] and header[-2:] == ["STATUS", "POOL"]
+    assert header[:4] == ["ID", "TASK", "NAME", "REQUESTED"] and header[-4:] == ["STATUS", "POOL", "INFRA", "COST"]
     assert "No in-progress managed jobs." in queue
 
 

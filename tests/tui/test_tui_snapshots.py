@@ -103,6 +103,12 @@ def test_jobs_screen(world: None, snap_compare: Any) -> None:
     assert snap_compare(_app(), terminal_size=SIZE, run_before=_loaded)
 
 
+@pytest.mark.parametrize("width", [120, 150])
+def test_jobs_screen_at_width(world: None, snap_compare: Any, width: int) -> None:
+    """The queue at 120 columns (the less important columns hidden) and 150 (all of them)."""
+    assert snap_compare(_app(), terminal_size=(width, 20), run_before=_loaded)
+
+
 def test_jobs_screen_filtered(world: None, snap_compare: Any) -> None:
     """`/` with a regex keeps only matching jobs, and says so in the header."""
     async def filter_(pilot: Any) -> None:

@@ -35,6 +35,8 @@ class Tmux:
         command = f"{sys.executable} -m skytui.cli"
         environ = {**self.env.environ, "TERM": "xterm-256color"}
         environ.pop("NO_COLOR", None)
+        # Textual takes COLUMNS (set for the CLI's tables) over the pane's real width.
+        environ.pop("COLUMNS", None)
         subprocess.run(
             ["tmux", "-L", self.socket, "new-session", "-d", "-s", "ui", "-x", str(WIDTH), "-y", str(HEIGHT),
              command],

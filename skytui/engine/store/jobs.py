@@ -272,6 +272,14 @@ class JobRepository:
                 return True
             return conn.execute(select(pools_table.c.name).limit(1)).first() is not None
 
+    def job_count(self, *, in_progress_only: bool = False) -> int:
+        """How many jobs there are (in progress only: not finished), one COUNT."""
+        query = select(func.count()).select_from(jobs_table)
+        if in_progress_only:
+            query = query.where(jobs_table.c.status.in_([s.value for s in IN_PROGRESS]))
+        with self._db._read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
     def latest_job_id(self) -> int | None:
         with self._db._read() as conn:
             return conn.execute(select(func.max(jobs_table.c.id))).scalar()

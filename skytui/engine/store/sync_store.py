@@ -186,6 +186,9 @@ class Store(Database):
     def has_unfinished_work(self) -> bool:
         return self._jobs.has_unfinished_work()
 
+    def job_count(self, *, in_progress_only: bool = False) -> int:
+        return self._jobs.job_count(in_progress_only=in_progress_only)
+
     def latest_job_id(self) -> int | None:
         return self._jobs.latest_job_id()
 
