@@ -1,8 +1,9 @@
 """The Textual app: `skytui` with no arguments.
 
-The app owns one live copy of the queue. A thread worker reads a snapshot
-through the client, then follows the event table by id and hands the app the
-jobs that changed, a few times a second; screens watch `jobs_revision` and
+The app owns one live copy of the queue. A thread reads the newest jobs
+through the client while Textual starts, so that they are in its first
+frame; a thread worker then reads every job, follows the event table by id
+and hands the app the jobs that changed, a few times a second; screens watch `jobs_revision` and
 redraw from `app.jobs`. The app never writes SQL and never imports the
 engine's internals, and quitting it never stops a job: the controller daemon
 keeps running on its own.
@@ -13,7 +14,8 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from textual import events, work
@@ -22,8 +24,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
-from skytui.client import Client, JobView
-from skytui.config import ConfigError, load_config
+from skytui.client import Client, JobView, QueueUpdate
+from skytui.config import ConfigError, configured_keymap
 from skytui.engine.status import TERMINAL_NAMES
 from skytui.screens.base import SkyAppBase
 from skytui.screens.jobs import JobsScreen
@@ -34,8 +36,12 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], float]
 FIRST_PAINT_JOBS = 200
+FIRST_ROWS_WAIT_S = 0.1
+"""At mount, the app waits this long at most for the newest jobs, read since
+it was made: then they are in its first frame; later, the feed shows them."""
 FIRST_FRAME_WAIT_S = 0.5
-"""At most this long, the feed waits for the first rows' frame before reading every job."""
+"""At most this long, the feed (reading every job) and the controller's
+supervisor (its first look) wait for the first rows' frame."""
 JOB_SCREEN = "job"
 GC_SPACING = 1.0
 """Seconds between the app's own full garbage collections (`collect_garbage`)."""
@@ -89,12 +95,25 @@ class SkyTUI(SkyAppBase):
         self.active_job_ids: set[int] = set()
         """Jobs not finished yet: what ticks, and what the header counts."""
         self.loaded = False
+        self._queue_updates: Iterator[QueueUpdate] = self.client.follow_queue(
+            first_paint=FIRST_PAINT_JOBS, poll_s=self.poll_interval, follow=self._follow
+        )
+        self._first_update: list[QueueUpdate] = []
+        self._first_error: Exception | None = None
+        # Started now, it reads while Textual parses its CSS and composes.
+        self._first_read = threading.Thread(target=self._read_first_update, name="skytui first rows", daemon=True)
+        self._first_read.start()
+        self._first_rows_shown = threading.Event()
+        """Set once the first rows' frame is out: until then, the app's threads
+        leave the GIL to it (the first full read, SQLAlchemy's import)."""
         self._job_screen: JobScreen | None = None
         """The job view, kept installed and reused (`open_job`)."""
         self._input_at = 0.0
         """When the last key arrived (monotonic clock)."""
-        self._collected_at = 0.0
-        """When `collect_garbage` last collected (monotonic clock)."""
+        self._collected_at = time.monotonic()
+        """When `collect_garbage` last collected (monotonic clock). A new
+        process has little garbage: none is collected in its first second,
+        the one its first rows are drawn in."""
         self._gc_waiting = False
         """A collection waits for a pause in the keys (`collect_garbage`)."""
         self._gc_thresholds = gc.get_threshold()
@@ -102,9 +121,12 @@ class SkyTUI(SkyAppBase):
 
     def on_mount(self) -> None:
         try:
-            self.set_keymap(load_config(self.client.paths).tui.keymap)
+            self.set_keymap(configured_keymap(self.client.paths))
         except ConfigError as exc:
             self.notify(f"config.yaml: {exc}; using the default keys", severity="error")
+        self._first_read.join(FIRST_ROWS_WAIT_S)
+        if self._first_update:
+            self._show_first(self._first_update.pop())
         self.follow_queue()
         if self._supervise:
             self.supervise_controller()
@@ -180,6 +202,8 @@ class SkyTUI(SkyAppBase):
         """At start and every few seconds: a controller that died while it has
         work is started again, and the screens say so meanwhile."""
         worker = get_current_worker()
+        # A restart can wait for the first rows: the look may load SQLAlchemy.
+        self._first_rows_shown.wait(FIRST_FRAME_WAIT_S)
         while not worker.is_cancelled and self.is_running:
             state = self._check_controller(self.controller)
             if state != self.controller and not worker.is_cancelled:
@@ -215,27 +239,35 @@ class SkyTUI(SkyAppBase):
         # The screens' one-second ticks read `clock()`: durations freeze and thaw with it.
         self.controller = state
 
+    def _read_first_update(self) -> None:
+        try:
+            self._first_update.extend(islice(self._queue_updates, 1))
+        except Exception as exc:  # the feed's worker raises it, where Textual reports a worker's failure
+            self._first_error = exc
+
+    def _show_first(self, update: QueueUpdate) -> None:
+        self._apply(update.views, update.full)
+        self.call_after_refresh(self._first_rows_shown.set)
+
     @work(thread=True, exclusive=True, group="queue-feed", name="queue feed")
     def follow_queue(self) -> None:
-        """Snapshot, then changes by event id; runs until the app exits."""
+        """The newest jobs (if mounting did not wait for them), then every
+        job once they are on screen, then changes by event id; runs until the
+        app exits."""
         worker = get_current_worker()
-        # The newest jobs first, so the queue paints at once; then all of them.
-        updates = self.client.follow_queue(
-            first_paint=FIRST_PAINT_JOBS, poll_s=self.poll_interval, follow=self._follow
-        )
-        first = True
-        for update in updates:
+        self._first_read.join()
+        if self._first_error is not None:
+            raise self._first_error
+        if self._first_update:  # slower than FIRST_ROWS_WAIT_S: a remote controller
+            self.call_from_thread(self._show_first, self._first_update.pop())
+        # Read every job only once those first rows are on screen: the read
+        # holds the GIL for a while, and would delay their frame.
+        self._first_rows_shown.wait(FIRST_FRAME_WAIT_S)
+        for update in self._queue_updates:
             if worker.is_cancelled:
                 return
             if update.views or update.full:
                 self.call_from_thread(self._apply, update.views, update.full)
-            if first and len(update.views) == FIRST_PAINT_JOBS:
-                # Read every job only once those first rows are on screen: the
-                # read holds the GIL for a while, and would delay their frame.
-                painted = threading.Event()
-                self.call_from_thread(self.call_after_refresh, painted.set)
-                painted.wait(FIRST_FRAME_WAIT_S)
-            first = False
 
     def _apply(self, views: Iterable[JobView], full: bool) -> None:
         if full:

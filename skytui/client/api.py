@@ -41,14 +41,17 @@ from skytui.engine.store import (
     JobRow,
     SimPreempt,
     SimStockout,
-    Store,
     StoreError,
+    TaskRow,
 )
+from skytui.engine.store.first_page import read_newest_jobs
 from skytui.logs.follow import LogFollower
 from skytui.logs.store import controller_log_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from skytui.engine.store import Store
 
     from skytui.client.planning import Plan
     from skytui.spec import Pipeline, PoolDefinition
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 # The optimizer, the cloud registry and the spec models load only in the
 # methods that need them: `jobs queue` and the TUI's first paint read the DB
 # and nothing else, and never pay for them (tests/unit/test_imports.py).
+# SQLAlchemy loads with the store, after the TUI's first rows (`snapshot`).
 
 
 class Client:
@@ -64,6 +68,8 @@ class Client:
 
     @cached_property
     def store(self) -> Store:
+        from skytui.engine.store import Store
+
         self.paths.ensure()
         return Store(self.paths.db_url)
 
@@ -359,9 +365,7 @@ class Client:
 
     def _views(self, jobs: list[JobRow]) -> list[JobView]:
         ids = [j.id for j in jobs]
-        tasks = self.store.tasks_of_jobs(ids)
-        attempts = self.store.attempts_of_jobs(ids)
-        return [JobView(j, tasks[j.id], attempts[j.id]) for j in jobs]
+        return _joined(jobs, self.store.tasks_of_jobs(ids), self.store.attempts_of_jobs(ids))
 
     def queue_json(
         self, *, skip_finished: bool = False, limit: int | None = None, now: float | None = None
@@ -383,8 +387,14 @@ class Client:
         """Every job (newest first) and the event id to follow changes from.
 
         The event id is read first: a change racing the read shows up again
-        in `changes`, never goes missing.
+        in `changes`, never goes missing. The newest `limit` of a SQLite DB,
+        before the store is open, are read without SQLAlchemy: the TUI's
+        first rows do not wait for its import.
         """
+        if limit is not None and "store" not in self.__dict__ and self.paths.db_url == self.paths.sqlite_url:
+            newest = read_newest_jobs(self.paths.db_file, limit)
+            if newest is not None:
+                return _joined(newest.jobs, newest.tasks, newest.attempts), newest.last_event_id
         last_event = self.store.last_event_id()
         return self.queue(limit=limit), last_event
 
@@ -461,3 +471,9 @@ class Client:
         """The queue: snapshots, then the jobs that changed, one update per
         look (see `follow.follow_queue`)."""
         return follow_queue(self, first_paint=first_paint, poll_s=poll_s, follow=follow)
+
+
+def _joined(
+    jobs: list[JobRow], tasks: dict[int, list[TaskRow]], attempts: dict[int, list[AttemptRow]],
+) -> list[JobView]:
+    return [JobView(j, tasks[j.id], attempts[j.id]) for j in jobs]

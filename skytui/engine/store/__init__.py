@@ -4,15 +4,20 @@
 and the `AsyncStore` over it.
 
 Nothing else in skytui writes SQL, save `queue_json`, the one read the DB
-itself renders. Callers import from here: `from skytui.engine.store import
-Store, JobRow`.
+itself renders, and `first_page`, the one read before SQLAlchemy is loaded.
+Callers import from here: `from skytui.engine.store import Store, JobRow`.
+
+The records load with the package; what needs SQLAlchemy (the stores, the
+migrations) loads when first named, so that a process that only shows
+records (the TUI's first frame) never waits for it.
 """
 
-from skytui.engine.store.async_store import AsyncStore
-from skytui.engine.store.database import CONTROLLER_LOCK_KEY
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from skytui.engine.store.errors import CancelRequested, StoreError
-from skytui.engine.store.ledger import AttemptSpend, MachineSpend, SpendSums, TaskSpend, utc_day
-from skytui.engine.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from skytui.engine.store.rows import (
     UNSET,
     AttemptRow,
@@ -38,7 +43,32 @@ from skytui.engine.store.rows import (
     WorkerRow,
     WorkerStatus,
 )
-from skytui.engine.store.sync_store import Store
+from skytui.engine.store.spend import AttemptSpend, MachineSpend, SpendSums, TaskSpend, utc_day
+from skytui.engine.store.version import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from skytui.engine.store.async_store import AsyncStore
+    from skytui.engine.store.database import CONTROLLER_LOCK_KEY
+    from skytui.engine.store.migrations import MIGRATIONS
+    from skytui.engine.store.sync_store import Store
+
+# Name -> the module that defines it, imported on first use (PEP 562).
+_WITH_SQLALCHEMY = {
+    "AsyncStore": "skytui.engine.store.async_store",
+    "CONTROLLER_LOCK_KEY": "skytui.engine.store.database",
+    "MIGRATIONS": "skytui.engine.store.migrations",
+    "Store": "skytui.engine.store.sync_store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WITH_SQLALCHEMY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CONTROLLER_LOCK_KEY",

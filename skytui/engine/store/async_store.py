@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from skytui.engine.status import TaskStatus
-from skytui.engine.store.ledger import AttemptSpend
+from skytui.engine.store.spend import AttemptSpend
 from skytui.engine.store.rows import (
     UNSET,
     AttemptRow,

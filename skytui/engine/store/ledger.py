@@ -1,8 +1,8 @@
 """The cost ledger: what each attempt's machines and each pool's workers
 cost, and how much of it bought nothing. Read-only.
 
-Owns `LedgerRepository` and its records (`AttemptSpend`, `TaskSpend`,
-`SpendSums`, `MachineSpend`); reads `attempts`, `clusters`, `jobs` and
+Owns `LedgerRepository` (its records are in `spend`: no SQLAlchemy there,
+the faces import them); reads `attempts`, `clusters`, `jobs` and
 `pool_workers`, writes nothing.
 
 What is counted (prices are the catalog's, recorded when the machine was
@@ -34,8 +34,6 @@ record each, their arithmetic in Python; a test holds the two to agree.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Float, Integer, and_, case, cast, func, or_, select
@@ -43,110 +41,21 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from skytui.engine.store.database import Database
 from skytui.engine.store.schema import attempts_table, clusters_table, jobs_table, pool_workers_table
+from skytui.engine.store.spend import (
+    HOUR_S,
+    SUCCEEDED_REASON,
+    AttemptSpend,
+    MachineSpend,
+    SpendSums,
+    TaskSpend,
+    utc_day,
+)
 from skytui.engine.store.sql import id_clauses
-
-SUCCEEDED_REASON = "succeeded"  # the end_reason of an attempt whose task succeeded (controller.py)
-HOUR_S = 3600.0
-
-
-@dataclass(frozen=True)
-class AttemptSpend:
-    """One attempt's money: `provisioning_s` before it opened, `run_s` after."""
-
-    job_id: int
-    task_idx: int
-    attempt_no: int
-    job_name: str
-    pool: str | None
-    infra: str | None
-    use_spot: bool | None
-    spend_started_at: float
-    """When its machine was recorded (or the attempt opened, with no machine of its own)."""
-    ended_at: float | None
-    end_reason: str | None
-    price_per_hour: float | None
-    provisioning_s: float
-    run_s: float
-
-    @property
-    def running(self) -> bool:
-        return self.ended_at is None
-
-    @property
-    def finished_well(self) -> bool:
-        return self.end_reason == SUCCEEDED_REASON
-
-    @property
-    def spent(self) -> float:
-        return (self.provisioning_s + self.run_s) * (self.price_per_hour or 0.0) / HOUR_S
-
-    @property
-    def lost(self) -> float:
-        wasted = self.provisioning_s
-        if not self.running and not self.finished_well:
-            wasted += self.run_s
-        return wasted * (self.price_per_hour or 0.0) / HOUR_S
-
-
-@dataclass(frozen=True)
-class MachineSpend:
-    """One pool worker's machine: `unready_s` before its worker was READY."""
-
-    cluster_id: int
-    pool: str
-    cloud: str
-    region: str | None
-    zone: str | None
-    instance_type: str | None
-    use_spot: bool
-    created_at: float
-    ended_at: float | None
-    price_per_hour: float | None
-    life_s: float
-    unready_s: float
-
-    @property
-    def spent(self) -> float:
-        return self.life_s * (self.price_per_hour or 0.0) / HOUR_S
-
-    @property
-    def lost(self) -> float:
-        return self.unready_s * (self.price_per_hour or 0.0) / HOUR_S
-
-
-@dataclass(frozen=True)
-class TaskSpend:
-    """A task's attempts, summed."""
-
-    job_id: int
-    task_idx: int
-    job_name: str
-    pool: str | None
-    spent: float
-    lost: float
-
-
-@dataclass(frozen=True)
-class SpendSums:
-    """Every attempt's dollars in a window, summed three ways (pool
-    machines apart: `pool_machine_spend`)."""
-
-    tasks: list[TaskSpend] = field(default_factory=list)
-    """Newest job first, then by task."""
-    by_day: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """UTC day the spend began ("2026-12-05") -> (spent, lost), in day order."""
-    by_infra: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """Infra label -> (spent, lost), of attempts with a price (a pool job's is its pool's)."""
-
 
 A, C, J, W = attempts_table.c, clusters_table.c, jobs_table.c, pool_workers_table.c
 # A job's own machine (a pool worker's is not the job's: no provisioning of its own).
 OWN_MACHINE = and_(C.id == A.cluster_id, C.job_id == A.job_id)
 ATTEMPTS = attempts_table.join(jobs_table, J.id == A.job_id).outerjoin(clusters_table, OWN_MACHINE)
-
-
-def utc_day(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 def _dollars(now: float) -> tuple[ColumnElement[Any], ColumnElement[Any], ColumnElement[Any]]:

@@ -13,8 +13,9 @@ from sqlalchemy import Connection, insert, inspect, select, text, update
 
 from skytui.engine.store.errors import StoreError
 from skytui.engine.store.schema import intents_table, meta_table, metadata
+from skytui.engine.store.version import SCHEMA_VERSION
 
-SCHEMA_VERSION = 7
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "stored_version"]
 
 
 def migrate(conn: Connection) -> None:

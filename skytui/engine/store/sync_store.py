@@ -30,7 +30,8 @@ from skytui.engine.store.database import Database
 from skytui.engine.store.intents import IntentRepository
 from skytui.engine.store.watch import WatchRepository
 from skytui.engine.store.jobs import JobRepository
-from skytui.engine.store.ledger import AttemptSpend, LedgerRepository, MachineSpend, SpendSums
+from skytui.engine.store.ledger import LedgerRepository
+from skytui.engine.store.spend import AttemptSpend, MachineSpend, SpendSums
 from skytui.engine.store.pools import PoolRepository
 from skytui.engine.store.rows import (
     UNSET,
