@@ -199,6 +199,11 @@ class SimCloud(SandboxCloud):
             accelerators=dict(offer.accelerators), extra={"use_spot": offer.use_spot},
         )
 
+    async def has_machines(self, cluster_name: str) -> bool:
+        """Some machine of the cluster is up (a launch's record may name one
+        that was refused, or is still being asked for)."""
+        return cluster_name in await self.sandboxes.cluster_names()
+
     async def preempt(self, cluster_name: str) -> bool:
         """Reclaim a cluster's machines now, as a spot reclaim would. False if
         nothing of it was up."""

@@ -132,6 +132,9 @@ class SimIntents:
             # A pool job runs on its worker's machine: preempting it takes the worker.
             cluster_row = await self.store.cluster(worker.cluster_id)
             clusters = [cluster_row] if cluster_row is not None and cluster_row.status in ClusterStatus.LIVE else []
+        # A record can name a machine that is not up: one a cloud is still
+        # being asked for, or one a stocked-out region just refused.
+        clusters = [c for c in clusters if c.cloud != "sim" or await sim.has_machines(c.name)]
         if not clusters:
             return IntentOutcome(error=f"job {job_id} task {task_idx} has no machine up ({tasks[task_idx].status})"
                                  if task_idx < len(tasks) else f"job {job_id} has no task {task_idx}")
