@@ -19,7 +19,7 @@ the same SQL, one commit per batch.) No controller is started. The script prints
   redraw); and process start -> rows on screen for `SkyTUI().run()` on a
   pseudo-terminal (140x40, Textual's real Linux driver; interpreter, imports,
   DB read included), as bench/tui_table.py measures it; and the same for
-  the `skytui` command itself (`skytui.cli.main.main([])`: its CLI imports
+  the `skytui` command itself (`skytui.cli:main`, the console script: its CLI imports
   and config look included) from a bare interpreter, which is what a user
   waits for (the controller supervisor is left out: it starts after the
   rows, and would start a controller in the bench's home);
@@ -846,7 +846,7 @@ COMMAND_CHILD = """
 import json, os, sys, time
 started = time.monotonic()
 report = os.fdopen(int(sys.argv[1]), "w", buffering=1)
-from skytui.cli.main import main
+from skytui.cli import main  # the console script's entry point (pyproject.toml)
 imported = time.monotonic()
 from skytui.app import SkyTUI
 from skytui.screens.jobs import JobsScreen
