@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,6 @@ from skytui.format import id_ranges, jobs_phrase, parse_id_ranges
 
 S = TaskStatus
 
-
-@pytest.fixture
-def store(home: Path) -> Iterator[Store]:
-    s = Store(paths().db_url)
-    yield s
-    s.close()
 
 
 def submit(store: Store, n_tasks: int = 1, num_jobs: int = 1, secrets: dict[str, Any] | None = None) -> list[int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,12 +56,6 @@ def machine_names(env: Env, job_id: int) -> list[str]:
 def preempted_line(job_id: int) -> re.Pattern[str]:
     return re.compile(rf"Preempted (\S+) \(job {job_id}\); the controller will recover the job\.\n")
 
-
-@pytest.fixture
-def store(home: Path) -> Iterator[Store]:
-    db = Store(Paths(home).db_url)
-    yield db
-    db.close()
 
 
 # ------------------------------------------------------------ in the store

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from textual.widgets import Static, Tree
 from textual.widgets._footer import FooterKey
 
@@ -57,15 +56,6 @@ async def until(pilot: Any, predicate: Callable[[], object], what: str, timeout:
 
 # These tests play the controller themselves, writing through `store`: the
 # app must not start a real one (`supervise=False`) that would run their jobs.
-@pytest.fixture
-def store(home: Path) -> Iterator[Store]:
-    db = Store(paths().db_url)
-    try:
-        yield db
-    finally:
-        db.close()
-
-
 def submit(store: Store, name: str, count: int = 1) -> list[int]:
     task = NewTask(name, f"sky-managed-2027-01-15-08-00-00-000000_{name}_{{job_id}}-0", "1x[CPU:1+]", 1)
     return store.submit_jobs(name=name, tasks=[task], spec={"name": name, "tasks": [{}]}, secrets={},

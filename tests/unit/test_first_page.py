@@ -12,10 +12,8 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from skytui.client import Client
 from skytui.config import paths
@@ -25,12 +23,6 @@ from skytui.engine.store.first_page import read_newest_jobs
 
 S = TaskStatus
 
-
-@pytest.fixture
-def store(home: Path) -> Iterator[Store]:
-    s = Store(paths().db_url)
-    yield s
-    s.close()
 
 
 def submit(store: Store, name: str, n_tasks: int = 1) -> int:

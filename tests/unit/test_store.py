@@ -12,7 +12,6 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +38,6 @@ from skytui.engine.store import (
 
 S = TaskStatus
 
-
-@pytest.fixture
-def store(home: Path) -> Iterator[Store]:
-    s = Store(paths().db_url)
-    yield s
-    s.close()
 
 
 def new_task(name: str = "train", idx: int = 0) -> NewTask:
