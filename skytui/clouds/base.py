@@ -193,6 +193,13 @@ class Node(Protocol):
 
     def unwatch_phase(self, phase_id: str) -> None: ...
 
+    async def wait_phase_notice(self, phase_id: str) -> float | None:
+        """Until the node says the phase's machine was given a preemption
+        notice (the wrapper's watcher wrote `notice`): its deadline. None when
+        this node cannot say so (no watch stream, or it ended): the caller
+        reads the notice file now and then instead."""
+        ...
+
 
 @dataclass(frozen=True)
 class InfraStatus:

@@ -15,6 +15,10 @@ line `<phase> <what>` whenever that phase may have changed:
   watch ends); the facts spare the controller reading three files (a bare
   `exit` from an older node still works: the controller reads them);
 * `gone`: its process is gone without an exit code (the watch ends);
+* `notice <deadline>`: the machine was given a preemption notice (the
+  wrapper's watcher wrote `notice` in the phase's directory: a spot VM's
+  metadata said so), said once per watch: the controller puts it on the job's
+  timeline without asking the node every few seconds;
 * `* all`: the node lost track (an overflow): look at every phase.
 
 The local node host also starts phases on the stream, sparing a channel (a
@@ -50,18 +54,21 @@ WATCH_MARK = "# skytui-phase-watch 1"
 WATCH_SCRIPT = WATCH_MARK + r"""
 D0="$HOME/{phases}"
 {alive}
-declare -A S
+declare -A S N
 while :; do
   if IFS= read -r -t 0.5 line; then
     case "$line" in
-      +*) p=${{line:1}}; S[$p]=$(stat -c %s "$D0/$p/out.log" 2>/dev/null || echo 0); echo "$p seen ${{S[$p]}}";;
-      -*) unset "S[${{line:1}}]";;
+      +*) p=${{line:1}}; S[$p]=$(stat -c %s "$D0/$p/out.log" 2>/dev/null || echo 0); echo "$p seen ${{S[$p]}}"; unset "N[$p]";;
+      -*) unset "S[${{line:1}}]" "N[${{line:1}}]";;
     esac
   elif [ $? -le 128 ]; then
     exit 0
   fi
   for p in "${{!S[@]}}"; do
     D="$D0/$p"
+    if [ -z "${{N[$p]:-}}" ] && [ -s "$D/notice" ]; then
+      read -r n < "$D/notice"; N[$p]=1; echo "$p notice ${{n:--}}"
+    fi
     if [ -s "$D/exit_code" ]; then
       read -r e < "$D/exit_code"; t=-; [ -r "$D/ended_at" ] && read -r t < "$D/ended_at"
       echo "$p exit $e ${{t:--}} $(stat -c %s "$D/out.log" 2>/dev/null || echo -)"; unset "S[$p]"; continue
@@ -76,7 +83,7 @@ while :; do
 done
 """
 
-NOTICES = ("seen", "out", "exit", "gone")
+NOTICES = ("seen", "out", "exit", "gone", "notice")
 CAN_LAUNCH = "* can launch"
 LAUNCH_PREFIX = "!"
 ENDING = ("exit", "gone")
@@ -165,6 +172,9 @@ class PhaseWatchStream:
         # said (None: unknown, or grown since): a look at one of them needs
         # no read until the node says something changed.
         self.sizes: dict[str, int | None] = {}
+        # Preemption notices the node said its phases' machine was given: the deadline.
+        self.notices: dict[str, float] = {}
+        self._noticed: dict[str, asyncio.Event] = {}
         self.closed = False
         # The node starts phases sent on the stream (it said `* can launch`).
         self.can_launch = False
@@ -211,6 +221,15 @@ class PhaseWatchStream:
         said how it ended: either way, asking again would tell nothing new."""
         return not self.closed and (phase_id in self._watched or phase_id in self.ended)
 
+    async def wait_notice(self, phase_id: str) -> float | None:
+        """Until the node says the phase's machine was given a preemption
+        notice: its deadline (epoch seconds); None once the stream has ended
+        (a new stream says it again). Wait only on a phase being watched."""
+        event = self._noticed.setdefault(phase_id, asyncio.Event())
+        if phase_id not in self.notices and not self.closed:
+            await event.wait()
+        return self.notices.get(phase_id)
+
     def unwatch(self, phase_id: str) -> None:
         self._signals.pop(phase_id, None)
         self.gone.discard(phase_id)
@@ -255,6 +274,12 @@ class PhaseWatchStream:
                     self.sizes[phase_id] = int(facts[0]) if facts and facts[0].isdigit() else None
                 elif what == "out":
                     self.sizes[phase_id] = None
+                elif what == "notice":
+                    deadline = parse_node_time(facts[0]) if facts else None
+                    if deadline is not None:
+                        self.notices[phase_id] = deadline
+                        self._noticed.setdefault(phase_id, asyncio.Event()).set()
+                    continue  # nothing for the phase's follow to look at
                 event = self._signals.get(phase_id)
                 if event is not None:
                     event.set()
@@ -280,7 +305,7 @@ class PhaseWatchStream:
     def _end(self) -> None:
         self.closed = True
         self._watched.clear()
-        for event in self._signals.values():
+        for event in (*self._signals.values(), *self._noticed.values()):
             event.set()
         for future in self._starts.values():
             if not future.done():

@@ -259,6 +259,45 @@ async def test_a_vm_pushes_changes_from_its_bash_watcher(ssh_user: Any, tmp_path
         await node.close()
 
 
+async def test_a_vm_says_a_preemption_notice_on_its_watch_stream(ssh_user: Any) -> None:
+    """A spot VM's notice (the `notice` file its phase wrapper's watcher
+    writes from the instance metadata) comes on the watch stream the
+    phase's follow already holds: the controller waits for it, asking the
+    node nothing, and hears it within the watcher's half-second look. A
+    notice given before the watch began is said at once."""
+    info = NodeInfo(rank=0, host="127.0.0.1", port=ssh_user.port, user=ssh_user.name, internal_ip="127.0.0.1",
+                    host_key=ssh_user.host_key, instance_id="vm")
+    node = SSHNode(info, ssh_user.identity_file)
+    phases = f"{ssh_user.home}/{info.phases_dir}"
+
+    def give_notice(phase: str, deadline: float) -> None:  # as the wrapper's watcher does: tmp, then mv
+        Path(f"{phases}/{phase}/notice.tmp").write_text(f"{deadline}\n")
+        os.replace(f"{phases}/{phase}/notice.tmp", f"{phases}/{phase}/notice")
+
+    try:
+        first = await node.start_phase("n1", "sleep 60", {})
+        assert await node.wait_phase_notice("n1") is None  # not watched yet: the caller reads the file
+        await node.watch_phase("n1")
+        told = asyncio.create_task(node.wait_phase_notice("n1"))
+        await asyncio.sleep(1.5)
+        assert not told.done(), "a notice nobody gave"
+        deadline = time.time() + 120
+        give_notice("n1", deadline)
+        assert await asyncio.wait_for(told, 3) == pytest.approx(deadline)
+
+        second = await node.start_phase("n2", "sleep 60", {})
+        early = time.time() + 30
+        give_notice("n2", early)
+        await node.watch_phase("n2")
+        assert await asyncio.wait_for(node.wait_phase_notice("n2"), 3) == pytest.approx(early)
+    finally:
+        for phase in ("n1", "n2"):
+            with contextlib.suppress(Exception):
+                await node.kill_phase(phase, grace_s=0.5)
+        await node.close()
+    assert first and second
+
+
 @pytest.mark.parametrize("how", ["its parent (SIGCHLD)", "a pidfd", "a sweep (no pidfd left)"])
 async def test_the_node_host_tells_when_a_phase_process_is_gone(tmp_path: Path, how: str) -> None:
     """However the node host learns that a process ended (its own child, a

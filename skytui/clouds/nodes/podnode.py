@@ -281,6 +281,10 @@ class PodNode(ShellNode):
     def unwatch_phase(self, phase_id: str) -> None:
         return None
 
+    async def wait_phase_notice(self, phase_id: str) -> float | None:
+        """A pod's notice is its API's to give (clouds/preemption_notices.py)."""
+        return None
+
     async def read_phase_output(self, phase_id: str, offset: int, max_bytes: int) -> bytes:
         path = f'"$HOME"/{shlex.quote(self._phase_dir(phase_id))}/out.log'
         command = f"[ -f {path} ] || exit 0; tail -c +{offset + 1} {path} | head -c {max_bytes}"

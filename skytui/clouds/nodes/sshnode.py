@@ -83,6 +83,8 @@ class SSHNode(ShellNode):
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
         self._watch: PhaseWatchStream | None = None
+        # The phase's follow and its notice watch may both (re)open the stream: one does.
+        self._watch_opening = asyncio.Lock()
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------ connection
@@ -293,14 +295,15 @@ class SSHNode(ShellNode):
         phase_watch.py): clear it, look, then wait on it. A new watch returns
         once the node has answered it (its output's size, or how the phase
         ended), so the first look reads nothing either."""
-        if self._watch is None or self._watch.closed:
-            conn, _ = await self._ensure()
-            try:
-                self._watch = await self._open_watch(conn)
-            except (OSError, asyncssh.Error) as exc:
-                self._lost()
-                raise NodeError(f"cannot watch phases on {self.info.user}: {exc}") from exc
-        watch = self._watch
+        async with self._watch_opening:
+            if self._watch is None or self._watch.closed:
+                conn, _ = await self._ensure()
+                try:
+                    self._watch = await self._open_watch(conn)
+                except (OSError, asyncssh.Error) as exc:
+                    self._lost()
+                    raise NodeError(f"cannot watch phases on {self.info.user}: {exc}") from exc
+            watch = self._watch
         fresh = not watch.watching(phase_id)
         event = watch.watch(phase_id)
         if fresh:
@@ -318,6 +321,13 @@ class SSHNode(ShellNode):
     def unwatch_phase(self, phase_id: str) -> None:
         if self._watch is not None:
             self._watch.unwatch(phase_id)
+
+    async def wait_phase_notice(self, phase_id: str) -> float | None:
+        """Told by the watch stream (the phase is watched while it runs)."""
+        watch = self._watch
+        if watch is None or watch.closed or not watch.watching(phase_id):
+            return None
+        return await watch.wait_notice(phase_id)
 
     def _end_watch(self) -> None:
         watch, self._watch = self._watch, None
