@@ -122,6 +122,8 @@ class SkyTUI(SkyAppBase):
     def on_mount(self) -> None:
         try:
             self.set_keymap(configured_keymap(self.client.paths))
+            # Said to the footer once the app is mounted: before, Textual tells nobody.
+            self.call_later(self.refresh_bindings)
         except ConfigError as exc:
             self.notify(f"config.yaml: {exc}; using the default keys", severity="error")
         self._first_read.join(FIRST_ROWS_WAIT_S)

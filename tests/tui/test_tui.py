@@ -12,6 +12,7 @@ import asyncio
 from fixtures.env import Env
 from fixtures.pilot import until
 from textual.widgets import Tree
+from textual.widgets._footer import FooterKey
 
 from skytui.app import SkyTUI
 from skytui.client import Client
@@ -227,6 +228,18 @@ async def test_palette_reaches_screen_actions(env: Env) -> None:
         await pilot.pause(0.2)
         titles = [command.title for command in app.get_system_commands(app.screen)]
         assert {"Open", "Logs", "Cancel job", "Filter", "Launch"} <= set(titles)
+
+
+async def test_the_footer_shows_the_remapped_keys(env: Env) -> None:
+    """On an empty queue too, where nothing else makes the footer look again."""
+    env.config("tui:\n  keymap:\n    jobs.logs: o\n")
+    app = SkyTUI(poll_interval=0.1, supervise=False)
+
+    def footer() -> dict[str, str]:
+        return {key.description: key.key_display for key in app.screen.query(FooterKey) if key.display}
+
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: footer().get("Logs") == "o", 5, "the footer's `o Logs`")
 
 
 async def test_bindings_are_remapped_from_config(env: Env) -> None:
