@@ -1000,8 +1000,8 @@ def _print_report(partial: bool) -> bool:
               f"{best['rows']:,} rows)   target <= {FIRST_PAINT_TARGET_MS:.0f} ms: "
               f"{'PASS' if ok else 'FAIL'} ({median / FIRST_PAINT_TARGET_MS:.2f}x of budget)")
         print(f"  of which (best run): app up, first frame {best['first_frame_ms']:.0f} ms; newest jobs read "
-              f"(a thread, beside Textual starting) {best['snapshot_ms']:.0f} ms ({best['snapshot_jobs']:,} jobs, started at "
-              f"{best['snapshot_start_ms']:.0f} ms); first redraw (filter, sort, {best['rows']:,} rows, "
+              f"(a thread, beside Textual starting) {best['snapshot_ms']:.0f} ms ({best['snapshot_jobs']:,} jobs, "
+              f"started at {best['snapshot_start_ms']:.0f} ms); first redraw (filter, sort, {best['rows']:,} rows, "
               f"set_rows) {best['redraw_ms']:.0f} ms")
         lo, hi = DATATABLE_10K_MS
         print(f"  anchor Textual DataTable, 10,000 rows to first paint: {lo / 1000:.1f}-{hi / 1000:.1f} s; "

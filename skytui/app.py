@@ -4,8 +4,8 @@ The app owns one live copy of the queue. A thread reads the newest jobs
 through the client while Textual starts, so that they are in its first
 frame; a thread worker then reads every job, follows the event table by id
 and hands the app the jobs that changed, a few times a second; screens
-watch `jobs_revision` and redraw from `app.jobs`. The app never writes SQL and never imports the
-engine's internals, and quitting it never stops a job: the controller daemon
+watch `jobs_revision` and redraw from `app.jobs`. The app never writes SQL
+and never imports the engine's internals, and quitting it never stops a job: the controller daemon
 keeps running on its own.
 """
 

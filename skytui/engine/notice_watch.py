@@ -5,14 +5,14 @@ Two sources. A spot AWS or GCP VM's watcher writes `notice` in the phase's
 directory (clouds/phase_scripts.py, WRAPPER), and the node's phase watch
 stream says so (clouds/phase_watch.py): no request per phase while no notice
 comes; the file is read only while the stream cannot say (before it
-watches the phase, or while it is down). An infra whose API says it (clouds/preemption_notices.py
-`GivesNotice`: Kubernetes, a pod being deleted or evicted) is asked, and once
-more when the phase ends with the machine lost, since that is often how the
-notice is first seen. Neither signals anything: the node's watcher or the
+watches the phase, or while it is down). An infra whose API says it
+(clouds/preemption_notices.py `GivesNotice`: Kubernetes, a pod being
+deleted or evicted) is asked, and once more when the phase ends with the
+machine lost, since that is often how the notice is first seen. Neither signals anything: the node's watcher or the
 kubelet already has. The recovery that follows is the machine's loss as ever.
 
-Owns `NoticeWatch`; may touch the nodes (their notices, a short read), the cluster's Cloud
-(the question above) and the store's events of the job.
+Owns `NoticeWatch`; may touch the nodes (their notices, a short read), the
+cluster's Cloud (the question above) and the store's events of the job.
 """
 
 from __future__ import annotations

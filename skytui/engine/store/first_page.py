@@ -30,7 +30,7 @@ class NewestJobs:
     """The newest jobs, their tasks and attempts, and the event id they are as of."""
 
     last_event_id: int
-    """Read before the jobs: a change racing the read is seen again after it."""
+    """Of the same snapshot as the jobs: a change after it is followed from here."""
     jobs: list[JobRow]
     """Newest first."""
     tasks: dict[int, list[TaskRow]]
