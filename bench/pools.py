@@ -105,6 +105,7 @@ from harness import (
     Terminated,
     cpu_seconds,
     fmt_ratio,
+    file_create_us,
     machine,
     own_cpu,
     pct,
@@ -372,6 +373,7 @@ class Run:
     workers: int
     machine: str = ""
     idle_busy_pct: float | None = None
+    file_create_us: list[float] = field(default_factory=list)  # before and after the run
     pool_apply_s: float | None = None  # the `pool apply` CLI process
     pool_ready_s: float | None = None  # apply started -> every worker READY
     pool_status_json: dict | None = None
@@ -514,6 +516,7 @@ def run_bench(args: argparse.Namespace, root: Path, run: Run) -> None:
         if b1[1] > b0[1]:
             ours = (c1 - c0) + (o1 - o0) + (h1 - h0)
             run.idle_busy_pct = 100 * max(0.0, b1[0] - b0[0] - ours) / (b1[1] - b0[1])
+        run.file_create_us.append(file_create_us(root))
 
         # ---- submit: N jobs in one `jobs launch --num-jobs N`
         clock = PhaseClock(sampler, "submit")
@@ -565,6 +568,7 @@ def run_bench(args: argparse.Namespace, root: Path, run: Run) -> None:
         wait_until(args, all_done, "waiting for every job to finish", run_progress, POLL_S)
         run.done_s = time.monotonic() - t0
         run.phases.append(clock.stop())
+        run.file_create_us.append(file_create_us(root))
         run.outcomes = dict(Counter(j.status for j in client.store.jobs() if j.id in wanted))
         if args.progress:
             print(f"  all {run.n} jobs finished after {run.done_s:.1f}s: {run.outcomes}", flush=True)
@@ -662,6 +666,10 @@ def report(run: Run, args: argparse.Namespace) -> bool:
             f"other load on the machine in the 1 s before submitting: {run.idle_busy_pct:.0f}% busy"
             + (" — the machine was shared; figures are pessimistic" if run.idle_busy_pct > 15 else "")
         )
+    if run.file_create_us:
+        print("creating a file where the state and the sandboxes live: "
+              + ", ".join(f"{us:.0f} us" for us in run.file_create_us) + " (before, after the run; "
+              "a quiet disk takes about 15 us, and a job creates about a dozen files)")
     if run.timed_out:
         print(f"!! GLOBAL TIMEOUT after {args.timeout:g}s ({run.error or ''}): partial figures below")
     elif run.error:

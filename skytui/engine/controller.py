@@ -58,8 +58,10 @@ class JobController(LaunchSteps):
     """One job's coroutine: `start`, `request_stop`, `stop_reason`; built with
     (ctx, job, tasks, group) as JobBase says."""
 
-    def start(self) -> asyncio.Task[None]:
-        self._asyncio_task = asyncio.create_task(self.run(), name=f"job-{self.job.id}")
+    def start(self, rows: list[TaskRow] | None = None) -> asyncio.Task[None]:
+        """Start the job's coroutine; `rows`, its tasks' rows if the caller
+        read them already (a thousand jobs started together, in one read)."""
+        self._asyncio_task = asyncio.create_task(self.run(rows), name=f"job-{self.job.id}")
         return self._asyncio_task
 
     def request_stop(self, reason: StopReason, *, force: bool = False) -> None:
@@ -93,9 +95,10 @@ class JobController(LaunchSteps):
 
     # ------------------------------------------------------------------ run
 
-    async def run(self) -> None:
+    async def run(self, rows: list[TaskRow] | None = None) -> None:
         try:
-            rows = await self.store.tasks(self.job.id)
+            if rows is None:
+                rows = await self.store.tasks(self.job.id)
             self._task_ids = [t.skypilot_task_id for t in rows]
             if self.job.cancel_requested_at is not None:
                 self.stop_reason = "user"
@@ -290,9 +293,12 @@ class JobController(LaunchSteps):
         idx = row.task_idx
         if row.status_enum in (S.PENDING, S.STARTING, S.RECOVERING):
             cluster, attempt = await self._launch(row, task, policy)
-            current = await self.store.task(self.job.id, idx)
             note = self._recovery_note.pop(idx, None)
-            if current.status_enum is S.RECOVERING:
+            # A launch leaves its task RECOVERING exactly when it had been
+            # recovered before (`_placed`, `_start_attempt_on_worker`); `row`
+            # is read again after every recovery (`_run_task`), so its count
+            # is current: the row is not read again for every job.
+            if row.recoveries:
                 offer = cluster.row
                 place = infra_label(offer.cloud, offer.region, offer.zone)
                 price = next((a.price_per_hour for a in await self.store.attempts(self.job.id, idx)

@@ -47,7 +47,10 @@ class WorkerSteps(JobBase):
                 raise TaskFailed(S.FAILED_PRECHECKS, f"pool {pool}'s worker is on {lease.cluster.cloud}, not enabled")
             cluster = LiveCluster(lease.cluster, lease.handle, cloud, nodes=pools.nodes_for(lease, cloud))
             self._clusters[lease.cluster.id] = cluster
-        current = await self.store.task(self.job.id, idx)
+        # A worker just taken: the row read as the attempt began is current
+        # (only this coroutine moves its task; a cancel is refused at the
+        # assignment), so it is not read again for every job.
+        current = row if fresh else await self.store.task(self.job.id, idx)
         if fresh or not await self._attempt_is_on(current, cluster):
             # A worker just taken, or taken by a controller that died before
             # it recorded the attempt on it: the attempt there starts now.
@@ -96,7 +99,7 @@ class WorkerSteps(JobBase):
         cached = self._clusters.pop(lease.cluster.id, None)
         if cached is not None and cached.nodes and not lost:
             self.ctx.pools.keep_nodes(lease.worker.id, cached.nodes)  # open, for the next job
-        await self.ctx.pools.release(self.job.pool, lease.worker.id, self.job.id, lost=lost)
+        await self.ctx.pools.release(self.job.pool, lease.worker, self.job.id, lost=lost)
 
     async def _reattach_worker(self, row: TaskRow) -> LiveCluster | None:
         assert self.ctx.pools is not None
@@ -107,7 +110,7 @@ class WorkerSteps(JobBase):
         if lease is None or cloud is None:
             return None
         if await cloud.cluster_state(lease.handle) is not ClusterState.UP:
-            await self.ctx.pools.release(self.job.pool or "", lease.worker.id, self.job.id, lost=True)
+            await self.ctx.pools.release(self.job.pool or "", lease.worker, self.job.id, lost=True)
             await self.store.end_attempt(self.job.id, row.task_idx, row.attempt, reason="its worker was lost")
             return None
         self._lease = lease

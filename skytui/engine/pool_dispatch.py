@@ -120,7 +120,11 @@ class PoolDispatch:
     ) -> Lease:
         """Wait for an idle READY worker of the job's pool and take it."""
         assert job.pool is not None
-        if await self.store.pool(job.pool) is None:
+        # A pool this controller has read is known to exist until its
+        # reconcile takes it down (and forgets its state): 2,000 jobs arriving
+        # do not each read the pool's row.
+        state = self._pools.get(job.pool)
+        if (state is None or not state.version_seen) and await self.store.pool(job.pool) is None:
             raise PoolGone(f"pool {job.pool} does not exist (it was taken down?)")
         state = self._pools.setdefault(job.pool, PoolState())
         state.arriving.pop(job.id, None)
@@ -140,16 +144,46 @@ class PoolDispatch:
             if not future.done():
                 future.cancel()  # a cancelled job leaves the queue
 
-    async def release(self, pool: str, worker_id: int, job_id: int, *, lost: bool = False) -> None:
+    async def release(self, pool: str, worker: WorkerRow, job_id: int, *, lost: bool = False) -> None:
         """The job is done with its worker. A worker whose machine was lost under
         the job is never handed out again: the health check replaces it."""
         if lost:
-            await self.store.update_worker(worker_id, status=WorkerStatus.NOT_READY,
+            await self.store.update_worker(worker.id, status=WorkerStatus.NOT_READY,
                                            status_reason="its machine was lost; being replaced")
-            await self._close_worker_nodes(worker_id)
+            await self._close_worker_nodes(worker.id)
             self._wake.set()
-        await self.store.release_worker(worker_id, job_id)
-        await self._dispatch(pool)
+        await self.store.release_worker(worker.id, job_id)
+        state = self._pools.setdefault(pool, PoolState())
+        if lost or not await self._hand_over(pool, state, worker):
+            await self._dispatch(pool)
+
+    async def _hand_over(self, pool: str, state: PoolState, worker: WorkerRow) -> bool:
+        """Give a worker just released straight to the first waiter, without
+        reading the pool and its workers again (a thousand jobs through eight
+        workers read them a thousand times). Only in the plain case: the
+        worker is of the pool's current version (always dispatchable) and no
+        job is on its way with a claim before the waiters. Whether the worker
+        may still be given is the DB's to say (`assign_worker`: READY, idle,
+        its pool not being taken down); False when the full dispatch must
+        decide instead."""
+        if worker.version != state.version_seen or state.arriving:
+            return False
+        async with state.dispatching:
+            offered = await self._offer_to_first_waiter(worker, state)
+            if offered is None:
+                return True  # nobody waits: the worker stays idle, found by the next dispatch
+            waiter, assigned = offered
+            if not assigned:
+                heapq.heappush(state.waiters, waiter)
+                return False
+            lease = await self._lease_for(worker)
+            if lease is None or waiter.future.done():
+                await self.store.release_worker(worker.id, waiter.job_id)
+                if lease is None and not waiter.future.done():
+                    heapq.heappush(state.waiters, waiter)
+                return False
+            waiter.future.set_result(lease)
+            return True
 
     async def lease_of(self, job_id: int) -> Lease | None:
         """The worker a job holds (after a controller restart), if any."""

@@ -38,7 +38,7 @@ from skytui.engine.pools import PoolManager
 from skytui.engine.scheduler import Scheduler
 from skytui.engine.sim_intents import SimIntents
 from skytui.engine.status import IN_PROGRESS, TaskStatus
-from skytui.engine.store import AsyncStore, ClusterStatus, JobRow, Store
+from skytui.engine.store import AsyncStore, ClusterStatus, JobRow, Store, TaskRow
 from skytui.spec.stored import stored_group
 
 log = logging.getLogger("skytui.reconcile")
@@ -287,11 +287,12 @@ class Reconciler:
                 log.info("%d job(s) cancelled before they started: their coroutines end", len(ended))
 
     async def _start_jobs(self, jobs: list[JobRow]) -> None:
-        """A coroutine for each job; their specs are read in one go, so that
-        a thousand starts cost one store call, not a thousand."""
+        """A coroutine for each job; their specs and tasks are read in one go,
+        so that a thousand starts cost two store calls, not a thousand."""
         if not jobs:
             return
         specs = await self.control.job_specs([job.id for job in jobs])
+        rows = await self.control.tasks_of_jobs([job.id for job in jobs])
         for job in jobs:
             if self._stopping.is_set():
                 return  # `controller stop` is not kept waiting by a long batch
@@ -299,11 +300,13 @@ class Reconciler:
                 continue
             spec, secrets = specs[job.id]
             self.pools.expect(job)  # pool jobs get their workers in queue order, whichever coroutine is quicker
-            await self._start_job(job, spec, secrets)
+            await self._start_job(job, spec, secrets, rows.get(job.id))
             if len(self.active) % 100 == 0:
                 await asyncio.sleep(0)  # parsing specs is CPU: let the started ones (and signals) run
 
-    async def _start_job(self, job: JobRow, spec: dict[str, Any], secrets: dict[str, dict[str, str]]) -> None:
+    async def _start_job(
+        self, job: JobRow, spec: dict[str, Any], secrets: dict[str, dict[str, str]], rows: list[TaskRow] | None,
+    ) -> None:
         try:
             tasks = load_tasks(spec, secrets)
         except Exception as exc:  # noqa: BLE001 - a stored spec this version cannot read
@@ -317,7 +320,7 @@ class Reconciler:
             return
         controller = JobController(self.ctx, job, tasks, JobGroup.of(stored_group(spec), tasks))
         self.active[job.id] = controller
-        task = controller.start()
+        task = controller.start(rows)
         self._tasks[job.id] = task
         task.add_done_callback(functools.partial(self._job_done, job.id))
 

@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, exists, insert, select, update
 
 from skytui.engine.status import TERMINAL, TaskStatus
 from skytui.engine.store.database import Database
@@ -22,11 +22,15 @@ from skytui.engine.store.rows import UNSET, JobRow, PoolApplied, PoolRow, Unset,
 from skytui.engine.store.schema import jobs_table, pool_workers_table, pools_table
 from skytui.engine.store.sql import NO_SECRETS, columns_of, given, insert_event, record
 
+# A worker is given only while READY, idle, and its pool is not being taken
+# down: the dispatcher may hand over a worker from what it knows (see
+# PoolDispatch._hand_over), and this is the check that cannot be stale.
 _ASSIGN_WORKER = (
     update(pool_workers_table)
     .where(
         pool_workers_table.c.id == bindparam("b_worker"), pool_workers_table.c.job_id.is_(None),
         pool_workers_table.c.status == bindparam("b_ready"),
+        ~exists().where(pools_table.c.name == pool_workers_table.c.pool, pools_table.c.down_requested_at.is_not(None)),
     )
     .values(job_id=bindparam("b_job"))
 )
@@ -179,8 +183,9 @@ class PoolRepository:
             conn.execute(update(pool_workers_table).where(pool_workers_table.c.id == worker_id).values(**values))
 
     def assign_worker(self, worker_id: int, job_id: int) -> bool:
-        """Give an idle READY worker to a job; False if it was taken or is no
-        longer READY. CancelRequested if the job's cancel was requested."""
+        """Give an idle READY worker to a job; False if it was taken, is no
+        longer READY or its pool is being taken down. CancelRequested if the
+        job's cancel was requested."""
         with self._db._write() as conn:
             lock_startable_job(conn, job_id)
             params = {"b_worker": worker_id, "b_job": job_id}
