@@ -169,21 +169,30 @@ class PoolDispatch:
         if worker.version != state.version_seen or state.arriving:
             return False
         async with state.dispatching:
-            offered = await self._offer_to_first_waiter(worker, state)
-            if offered is None:
-                return True  # nobody waits: the worker stays idle, found by the next dispatch
-            waiter, assigned = offered
-            if not assigned:
+            # Nobody waiting: the worker stays idle, found by the next dispatch.
+            return await self._give(worker, state) is not False
+
+    async def _give(self, worker: WorkerRow, state: PoolState) -> bool | None:
+        """Give `worker` to the first job still waiting: True if it got it,
+        None if no job waits, False if the worker was not to be had (taken,
+        no longer READY) or the job went meanwhile (the worker is free again)."""
+        offered = await self._offer_to_first_waiter(worker, state)
+        if offered is None:
+            return None
+        waiter, assigned = offered
+        if not assigned:
+            heapq.heappush(state.waiters, waiter)
+            return False  # taken or no longer READY since the caller looked
+        lease = await self._lease_for(worker)
+        if lease is None or waiter.future.done():
+            # Cancelled while being served, or (never expected) a READY
+            # worker without its cluster: give the worker back.
+            await self.store.release_worker(worker.id, waiter.job_id)
+            if lease is None and not waiter.future.done():
                 heapq.heappush(state.waiters, waiter)
-                return False
-            lease = await self._lease_for(worker)
-            if lease is None or waiter.future.done():
-                await self.store.release_worker(worker.id, waiter.job_id)
-                if lease is None and not waiter.future.done():
-                    heapq.heappush(state.waiters, waiter)
-                return False
-            waiter.future.set_result(lease)
-            return True
+            return False
+        waiter.future.set_result(lease)
+        return True
 
     async def lease_of(self, job_id: int) -> Lease | None:
         """The worker a job holds (after a controller restart), if any."""
@@ -230,22 +239,8 @@ class PoolDispatch:
         for worker in self._dispatchable(row, await self.store.workers(pool)):
             if self._keep_for_arriving(pool, state):
                 return
-            offered = await self._offer_to_first_waiter(worker, state)
-            if offered is None:
-                return
-            waiter, assigned = offered
-            if not assigned:
-                heapq.heappush(state.waiters, waiter)
-                continue  # taken or no longer READY since the read
-            lease = await self._lease_for(worker)
-            if lease is None or waiter.future.done():
-                # Cancelled while being served, or (never expected) a READY
-                # worker without its cluster: give the worker back.
-                await self.store.release_worker(worker.id, waiter.job_id)
-                if lease is None and not waiter.future.done():
-                    heapq.heappush(state.waiters, waiter)
-                continue
-            waiter.future.set_result(lease)
+            if await self._give(worker, state) is None:
+                return  # nobody waits any more
 
     def _keep_for_arriving(self, pool: str, state: PoolState) -> bool:
         """Whether a job still on its way to `acquire` comes before every
