@@ -170,10 +170,16 @@ class JobController(LaunchSteps):
         primaries = [row.task_idx for row in rows if row.group_role == PRIMARY] or [row.task_idx for row in rows]
         try:
             waiting = [runs[idx] for idx in primaries if idx in runs]
-            if waiting:
-                await asyncio.wait(waiting)
-                for run in waiting:
-                    run.result()  # a bug in one task's coroutine fails the job (run()'s handler)
+            while not all(run.done() for run in waiting):
+                await asyncio.wait([run for run in runs.values() if not run.done()],
+                                   return_when=asyncio.FIRST_COMPLETED)
+                for run in runs.values():
+                    if run.done() and not run.cancelled() and run.exception() is not None:
+                        # A bug in any task's coroutine fails the job at once
+                        # (run()'s handler), not once the primaries give up.
+                        run.result()
+            for run in waiting:
+                run.result()
             statuses = {row.task_idx: row.status_enum for row in await self.store.tasks(self.job.id)}
             succeeded = all(statuses[idx] is S.SUCCEEDED for idx in primaries)
             auxiliaries = {idx: run for idx, run in runs.items() if idx not in primaries and not run.done()}

@@ -90,16 +90,24 @@ class SSHNode(ShellNode):
     # ------------------------------------------------------------ connection
 
     async def connect(self) -> None:
+        """Connect, with the SFTP session and the watch stream. Only the
+        complete set is ever put on the node: another coroutine using the
+        node meanwhile (a job group's names published to every node) waits
+        here for it, and never sees, or throws away, a half-made connection."""
         async with self._lock:
-            if self._conn is not None and not self._conn.is_closed():
+            if self._conn is not None and not self._conn.is_closed() and self._sftp is not None:
                 return
+            stale, self._conn, self._sftp = self._conn, None, None
+            if stale is not None:
+                stale.close()
+            conn: asyncssh.SSHClientConnection | None = None
             try:
                 port = await self._resolve_port() if self._resolve_port else self.info.port
                 known_hosts = asyncssh.import_known_hosts(
                     f"[{self.info.host}]:{port} {self.info.host_key}\n"
                     f"{self.info.host} {self.info.host_key}\n"
                 )
-                self._conn = await asyncio.wait_for(
+                conn = await asyncio.wait_for(
                     asyncssh.connect(
                         self.info.host,
                         port,
@@ -117,15 +125,20 @@ class SSHNode(ShellNode):
                     ),
                     timeout=self._connect_timeout,
                 )
-                self._sftp = await self._conn.start_sftp_client()
+                sftp = await conn.start_sftp_client()
                 # Open from the start: a node host says on it that it starts
                 # phases sent there, before the first start.
-                self._end_watch()
-                self._watch = await self._open_watch(self._conn)
-            except (TimeoutError, OSError, asyncssh.Error, CloudError) as exc:
-                self._conn = None
-                self._sftp = None
-                raise NodeError(f"cannot reach node {self.info.user}@{self.info.host}:{self.info.port}: {exc}") from exc
+                watch = await self._open_watch(conn)
+            except BaseException as exc:
+                if conn is not None:
+                    conn.close()  # a connection made but not kept is not left open
+                if isinstance(exc, (TimeoutError, OSError, asyncssh.Error, CloudError)):
+                    raise NodeError(
+                        f"cannot reach node {self.info.user}@{self.info.host}:{self.info.port}: {exc}"
+                    ) from exc
+                raise
+            self._end_watch()
+            self._conn, self._sftp, self._watch = conn, sftp, watch
 
     async def close(self) -> None:
         self._end_watch()
@@ -134,8 +147,7 @@ class SSHNode(ShellNode):
 
     async def _ensure(self) -> tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]:
         if self._conn is None or self._conn.is_closed() or self._sftp is None:
-            self._conn = None
-            await self.connect()
+            await self.connect()  # under its lock: a connect in progress is waited for, not undone
         assert self._conn is not None and self._sftp is not None
         return self._conn, self._sftp
 
