@@ -101,6 +101,7 @@ class SSHNode(ShellNode):
             if stale is not None:
                 stale.close()
             conn: asyncssh.SSHClientConnection | None = None
+            kept = False
             try:
                 port = await self._resolve_port() if self._resolve_port else self.info.port
                 known_hosts = asyncssh.import_known_hosts(
@@ -129,16 +130,14 @@ class SSHNode(ShellNode):
                 # Open from the start: a node host says on it that it starts
                 # phases sent there, before the first start.
                 watch = await self._open_watch(conn)
-            except BaseException as exc:
-                if conn is not None:
-                    conn.close()  # a connection made but not kept is not left open
-                if isinstance(exc, (TimeoutError, OSError, asyncssh.Error, CloudError)):
-                    raise NodeError(
-                        f"cannot reach node {self.info.user}@{self.info.host}:{self.info.port}: {exc}"
-                    ) from exc
-                raise
-            self._end_watch()
-            self._conn, self._sftp, self._watch = conn, sftp, watch
+                self._end_watch()
+                self._conn, self._sftp, self._watch = conn, sftp, watch
+                kept = True
+            except (TimeoutError, OSError, asyncssh.Error, CloudError) as exc:
+                raise NodeError(f"cannot reach node {self.info.user}@{self.info.host}:{self.info.port}: {exc}") from exc
+            finally:
+                if not kept and conn is not None:
+                    conn.close()  # made but not kept (failed, or cancelled): not left open
 
     async def close(self) -> None:
         self._end_watch()
